@@ -1,0 +1,71 @@
+# kmip2pkcs11 - plain POSIX make.  `make help` lists the targets.
+.POSIX:
+
+CC       ?= cc
+CLANG    ?= clang
+CFLAGS   ?= -O2 -g
+PYTHON   ?= /usr/bin/python3
+WARN      = -std=c99 -Wall -Wextra -Wshadow -Wformat=2 -Werror
+LIBS      = -lmbedtls -lmbedx509 -lmbedcrypto -ldl -lpthread
+SAN       = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+TFLAGS    = $(WARN) -Wno-unused-function -g -O1 $(SAN) -DK2P_TEST -I. -Itests
+FUZZTIME ?= 60
+
+UNIT      = build/test_ttlv build/test_cfg build/test_p11 build/test_tls build/test_op
+TOOLS     = build/nullp11.so build/fuzz_ttlv_replay build/e2e build/bench
+
+all: kmip2pkcs11
+
+help:
+	@echo "make            build ./kmip2pkcs11 against the system Mbed TLS (3.6 or newer)"
+	@echo "make check      install what is missing, build, run every test; last line N passed, N failed"
+	@echo "make demo       install what is missing, make a SoftHSM2 token, serve KMIP on 127.0.0.1:5696"
+	@echo "make fuzz       run the libFuzzer targets (clang) for FUZZTIME=$(FUZZTIME) seconds each"
+	@echo "make bench      sign/latency/memory benchmarks against the in-process PKCS#11 baseline"
+	@echo "make static     ./kmip2pkcs11-static: Mbed TLS built in with dist/mbedtls-config.h"
+	@echo "make size       stripped size of the static build and its largest symbols"
+	@echo "make clean      remove what the build made"
+
+build/.mbedtls-ok: dist/check-mbedtls.sh
+	@mkdir -p build
+	@CC="$(CC)" sh dist/check-mbedtls.sh
+	@touch $@
+
+kmip2pkcs11: kmip2pkcs11.c pkcs11/pkcs11.h build/.mbedtls-ok
+	$(CC) $(WARN) $(CFLAGS) -o $@ kmip2pkcs11.c $(LIBS)
+
+build/test_ttlv build/test_cfg build/test_p11 build/test_tls build/test_op: kmip2pkcs11.c pkcs11/pkcs11.h tests/check.h tests/kclient.h build/.mbedtls-ok
+	$(CC) $(TFLAGS) -o $@ tests/$$(basename $@).c $(LIBS)
+
+build/nullp11.so: tests/nullp11.c pkcs11/pkcs11.h
+	@mkdir -p build
+	$(CC) $(WARN) -O2 -g -shared -fPIC -I. -o $@ tests/nullp11.c
+
+build/fuzz_ttlv_replay: tests/fuzz_ttlv.c kmip2pkcs11.c build/.mbedtls-ok
+	$(CC) $(TFLAGS) -DK2P_FUZZ_REPLAY -o $@ tests/fuzz_ttlv.c $(LIBS)
+
+build/e2e: tests/e2e.c tests/kclient.h kmip2pkcs11.c build/.mbedtls-ok
+	$(CC) $(TFLAGS) -o $@ tests/e2e.c $(LIBS)
+
+build/bench: tests/bench.c tests/kclient.h kmip2pkcs11.c build/.mbedtls-ok
+	$(CC) $(WARN) -Wno-unused-function -O2 -g -DK2P_TEST -I. -Itests -o $@ tests/bench.c $(LIBS)
+
+check:
+	@sh dist/deps.sh
+	@$(MAKE) kmip2pkcs11 $(UNIT) build/nullp11.so build/fuzz_ttlv_replay build/e2e
+	@sh tests/run-all.sh
+
+fuzz: build/.mbedtls-ok
+	$(CLANG) $(WARN) -Wno-unused-function -g -O1 -fsanitize=fuzzer,address,undefined -DK2P_TEST -DK2P_FUZZ -I. -Itests \
+		-o build/fuzz_ttlv tests/fuzz_ttlv.c $(LIBS)
+	mkdir -p build/corpus-ttlv
+	build/fuzz_ttlv -max_total_time=$(FUZZTIME) build/corpus-ttlv tests/corpus/ttlv
+
+demo:
+	@sh dist/demo.sh
+
+bench: kmip2pkcs11 build/bench build/nullp11.so
+	@sh tests/bench.sh
+
+clean:
+	rm -rf build kmip2pkcs11 kmip2pkcs11-static demo

@@ -1,0 +1,105 @@
+#!/bin/sh
+# kmip2pkcs11: install what building and testing need, on Debian or Ubuntu.
+#
+# Idempotent: a package already installed is not touched, the apt lists are
+# refreshed only when something is missing, and the Debian 12 extra suite is
+# written only once.  Run as root, or as a user who may sudo.
+#
+#   dist/deps.sh          build + test dependencies
+#   dist/deps.sh --source also fetch the Mbed TLS 3.6 source for `make static`
+set -eu
+
+SUDO=
+if [ "$(id -u)" -ne 0 ]; then
+	command -v sudo >/dev/null 2>&1 || { echo "deps.sh: run as root or install sudo" >&2; exit 1; }
+	SUDO=sudo
+fi
+export DEBIAN_FRONTEND=noninteractive
+
+WANT_SOURCE=0
+[ "${1:-}" = "--source" ] && WANT_SOURCE=1
+
+PKGS="gcc make libc6-dev pkg-config softhsm2 opensc-pkcs11 openssl python3 python3-pykmip
+python3-cryptography clang libclang-rt-dev valgrind"
+
+. /etc/os-release
+codename=${VERSION_CODENAME:-}
+
+# The Debian 12 way in to Mbed TLS 3.6: the trixie suite, pinned low so that
+# only what we ask for by name (-t trixie) comes from it.
+TRIXIE_LIST=/etc/apt/sources.list.d/kmip2pkcs11-trixie.sources
+TRIXIE_PIN=/etc/apt/preferences.d/kmip2pkcs11-trixie
+need_trixie=0
+if [ "${ID:-}" = debian ] && [ "$codename" = bookworm ]; then
+	need_trixie=1
+fi
+
+updated=0
+apt_update() {
+	if [ "$updated" = 0 ]; then
+		$SUDO apt-get update -q >/dev/null
+		updated=1
+	fi
+}
+
+missing() {
+	for p in "$@"; do
+		dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed' || echo "$p"
+	done
+}
+
+if [ "$need_trixie" = 1 ] && [ ! -f "$TRIXIE_LIST" ]; then
+	# Derive the archive address from the system's own sources, never a
+	# host name of ours.
+	uri=$(awk '/^URIs:/ { print $2; exit }' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
+	[ -n "$uri" ] || uri=$(awk '$1 == "deb" && $3 ~ /^bookworm$/ { print $2; exit }' /etc/apt/sources.list 2>/dev/null || true)
+	[ -n "$uri" ] || { echo "deps.sh: cannot find the Debian archive address in /etc/apt" >&2; exit 1; }
+	$SUDO sh -c "cat > $TRIXIE_LIST" <<EOT
+Types: deb deb-src
+URIs: $uri
+Suites: trixie
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+EOT
+	$SUDO sh -c "cat > $TRIXIE_PIN" <<EOT
+Package: *
+Pin: release n=trixie
+Pin-Priority: 100
+EOT
+	updated=0
+fi
+
+# Debian 12's clang is 14; its libFuzzer runtime has a versioned name.
+if [ "$codename" = bookworm ]; then
+	PKGS=$(echo "$PKGS" | sed 's/libclang-rt-dev/libclang-rt-14-dev/')
+fi
+
+todo=$(missing $PKGS)
+if [ -n "$todo" ]; then
+	apt_update
+	# shellcheck disable=SC2086
+	$SUDO apt-get install -y -q --no-install-recommends $todo >/dev/null
+fi
+
+mbedtls_ok() {
+	f=/usr/include/mbedtls/build_info.h
+	[ -f "$f" ] || return 1
+	v=$(awk '/define MBEDTLS_VERSION_NUMBER/ { print $3 }' "$f")
+	[ -n "$v" ] && [ $((v)) -ge $((0x03060000)) ]
+}
+
+if ! mbedtls_ok; then
+	apt_update
+	if [ "$need_trixie" = 1 ]; then
+		$SUDO apt-get install -y -q --no-install-recommends -t trixie libmbedtls-dev >/dev/null
+	else
+		$SUDO apt-get install -y -q --no-install-recommends libmbedtls-dev >/dev/null
+	fi
+	mbedtls_ok || { echo "deps.sh: this distribution has no Mbed TLS 3.6 (libmbedtls-dev); see README" >&2; exit 1; }
+fi
+
+if [ "$WANT_SOURCE" = 1 ]; then
+	todo=$(missing dpkg-dev)
+	[ -z "$todo" ] || { apt_update; $SUDO apt-get install -y -q --no-install-recommends dpkg-dev >/dev/null; }
+fi
+echo "deps.sh: dependencies present"

@@ -1,0 +1,20 @@
+/* The smallest test harness: CHECK(cond, name) counts and reports; check_summary() ends a
+ * test program with "N passed, N failed" and the exit status. */
+#ifndef K2P_CHECK_H
+#define K2P_CHECK_H
+#include <stdio.h>
+
+static int check_passed, check_failed;
+
+#define CHECK(cond, ...) do { \
+	if (cond) { check_passed++; } \
+	else { check_failed++; printf("FAIL %s:%d: ", __FILE__, __LINE__); \
+	       printf(__VA_ARGS__); printf("\n"); } \
+} while (0)
+
+static int check_summary(void)
+{
+	printf("%d passed, %d failed\n", check_passed, check_failed);
+	return check_failed ? 1 : 0;
+}
+#endif

@@ -1,0 +1,38 @@
+#!/bin/sh
+# Runs every test program of `make check`, each of which ends with "N passed, N failed",
+# and ends the whole run with the sum of them.  A program that dies, or whose exit status
+# disagrees with its own count, counts as one more failure.
+cd "$(dirname "$0")/.." || exit 1
+mkdir -p build/logs
+total_p=0 total_f=0
+
+run() {
+	name=$1; shift
+	start=$(date +%s)
+	"$@" > "build/logs/$name.log" 2>&1
+	rc=$?
+	end=$(date +%s)
+	last=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "build/logs/$name.log" | tail -n 1)
+	p=$(echo "$last" | sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed.*/\1/p')
+	f=$(echo "$last" | sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed.*/\2/p')
+	[ -n "$p" ] || { p=0; f=0; }
+	if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then f=1; fi
+	grep -E '^(FAIL|NOTE|vectors:|fuzz replay:)' "build/logs/$name.log" | head -n 40
+	[ "$rc" -ne 0 ] && [ -z "$last" ] && tail -n 20 "build/logs/$name.log"
+	printf '%-14s %4d passed, %d failed  (%ss)\n' "$name" "$p" "$f" $((end - start))
+	total_p=$((total_p + p)); total_f=$((total_f + f))
+}
+
+run ttlv      build/test_ttlv
+run fuzz-replay build/fuzz_ttlv_replay tests/corpus/ttlv
+run config    build/test_cfg
+run pkcs11    build/test_p11
+run tls       build/test_tls
+run ops       build/test_op
+run daemon    sh tests/integration.sh ./kmip2pkcs11
+if [ -x ./kmip2pkcs11-static ]; then
+	run daemon-static sh tests/integration.sh ./kmip2pkcs11-static
+fi
+
+echo "$total_p passed, $total_f failed"
+[ "$total_f" -eq 0 ]
