@@ -1,5 +1,4 @@
 # kmip2pkcs11 - plain POSIX make.  `make help` lists the targets.
-.POSIX:
 
 CC       ?= cc
 CLANG    ?= clang
@@ -10,6 +9,16 @@ LIBS      = -lmbedtls -lmbedx509 -lmbedcrypto -ldl -lpthread
 SAN       = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 TFLAGS    = $(WARN) -Wno-unused-function -g -O1 $(SAN) -DK2P_TEST -I. -Itests
 FUZZTIME ?= 60
+STRIP    ?= strip
+
+# make static: Mbed TLS built from its release source with dist/mbedtls-config.h
+MBEDTLS_STATIC = build/mbedtls-static
+STATIC_CFLAGS  = -std=c99 -Os -ffunction-sections -fdata-sections \
+	-fno-asynchronous-unwind-tables -fno-unwind-tables \
+	-Wall -Wextra -Wshadow -Wformat=2 -Werror -DK2P_STATIC_MBEDTLS
+STATIC_LDFLAGS = -Wl,--gc-sections -Wl,--as-needed
+STATIC_LIBS    = $(MBEDTLS_STATIC)/lib/libmbedtls.a $(MBEDTLS_STATIC)/lib/libmbedx509.a \
+	$(MBEDTLS_STATIC)/lib/libmbedcrypto.a -ldl -lpthread
 
 UNIT      = build/test_ttlv build/test_cfg build/test_p11 build/test_tls build/test_op
 TOOLS     = build/nullp11.so build/fuzz_ttlv_replay build/e2e build/bench
@@ -51,9 +60,29 @@ build/bench: tests/bench.c tests/kclient.h kmip2pkcs11.c build/.mbedtls-ok
 	$(CC) $(WARN) -Wno-unused-function -O2 -g -DK2P_TEST -I. -Itests -o $@ tests/bench.c $(LIBS)
 
 check:
-	@sh dist/deps.sh
-	@$(MAKE) kmip2pkcs11 $(UNIT) build/nullp11.so build/fuzz_ttlv_replay build/e2e
+	@sh dist/deps.sh --source
+	@$(MAKE) kmip2pkcs11 kmip2pkcs11-static $(UNIT) build/nullp11.so build/fuzz_ttlv_replay build/e2e
 	@sh tests/run-all.sh
+
+static: kmip2pkcs11-static
+
+$(MBEDTLS_STATIC)/.stamp: dist/mbedtls-config.h dist/build-mbedtls.sh
+	CC="$(CC)" sh dist/build-mbedtls.sh build
+
+kmip2pkcs11-static: kmip2pkcs11.c pkcs11/pkcs11.h $(MBEDTLS_STATIC)/.stamp
+	$(CC) $(STATIC_CFLAGS) $(CPPFLAGS) -I$(MBEDTLS_STATIC)/include -I. \
+		-o build/kmip2pkcs11-static.full kmip2pkcs11.c \
+		$(STATIC_LDFLAGS) $(LDFLAGS) $(STATIC_LIBS)
+	cp build/kmip2pkcs11-static.full $@
+	$(STRIP) $@
+
+size: kmip2pkcs11-static
+	@s=`wc -c < kmip2pkcs11-static`; \
+	awk -v s="$$s" 'BEGIN { printf "kmip2pkcs11-static: %d bytes = %.1f KiB stripped (budget 300 KiB)\n", s, s / 1024 }'
+	@size build/kmip2pkcs11-static.full
+	@echo "20 largest symbols (bytes, type, name):"
+	@nm --size-sort -S -r build/kmip2pkcs11-static.full | head -n 20 | \
+	while read addr sz type name; do printf '%8d %s %s\n' "0x$$sz" "$$type" "$$name"; done
 
 fuzz: build/.mbedtls-ok
 	$(CLANG) $(WARN) -Wno-unused-function -g -O1 -fsanitize=fuzzer,address,undefined -DK2P_TEST -DK2P_FUZZ -I. -Itests \

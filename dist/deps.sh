@@ -6,7 +6,9 @@
 # written only once.  Run as root, or as a user who may sudo.
 #
 #   dist/deps.sh          build + test dependencies
-#   dist/deps.sh --source also fetch the Mbed TLS 3.6 source for `make static`
+#   dist/deps.sh --source also what `make static` needs to fetch the Mbed TLS 3.6
+#                         source (dpkg-dev, a deb-src entry); dist/build-mbedtls.sh
+#                         fetches it with apt-get source
 set -eu
 
 SUDO=
@@ -48,12 +50,17 @@ missing() {
 	done
 }
 
+# The Debian archive address, derived from the system's own sources, never a host
+# name of ours.
+debian_uri() {
+	u=$(awk '/^URIs:/ { print $2; exit }' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
+	[ -n "$u" ] || u=$(awk -v c="$codename" '$1 == "deb" && $3 == c { print $2; exit }' /etc/apt/sources.list 2>/dev/null || true)
+	[ -n "$u" ] || { echo "deps.sh: cannot find the Debian archive address in /etc/apt" >&2; exit 1; }
+	echo "$u"
+}
+
 if [ "$need_trixie" = 1 ] && [ ! -f "$TRIXIE_LIST" ]; then
-	# Derive the archive address from the system's own sources, never a
-	# host name of ours.
-	uri=$(awk '/^URIs:/ { print $2; exit }' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
-	[ -n "$uri" ] || uri=$(awk '$1 == "deb" && $3 ~ /^bookworm$/ { print $2; exit }' /etc/apt/sources.list 2>/dev/null || true)
-	[ -n "$uri" ] || { echo "deps.sh: cannot find the Debian archive address in /etc/apt" >&2; exit 1; }
+	uri=$(debian_uri)
 	$SUDO sh -c "cat > $TRIXIE_LIST" <<EOT
 Types: deb deb-src
 URIs: $uri
@@ -98,8 +105,32 @@ if ! mbedtls_ok; then
 	mbedtls_ok || { echo "deps.sh: this distribution has no Mbed TLS 3.6 (libmbedtls-dev); see README" >&2; exit 1; }
 fi
 
+# `make static`: apt-get source needs dpkg-source (dpkg-dev) and a deb-src entry whose
+# Sources index lists Mbed TLS 3.6.  On Debian 12 that is the trixie entry above; on a
+# later Debian without deb-src lines, one for the system's own suite is added.
+SRC_LIST=/etc/apt/sources.list.d/kmip2pkcs11-src.sources
+mbedtls_src_ok() {
+	apt-cache showsrc mbedtls 2>/dev/null | awk '/^Version: 3\.6\./ { f = 1 } END { exit !f }'
+}
+
 if [ "$WANT_SOURCE" = 1 ]; then
 	todo=$(missing dpkg-dev)
 	[ -z "$todo" ] || { apt_update; $SUDO apt-get install -y -q --no-install-recommends dpkg-dev >/dev/null; }
+	if ! mbedtls_src_ok; then
+		if [ "$need_trixie" = 0 ] && [ "${ID:-}" = debian ] && [ -n "$codename" ] &&
+		   [ ! -f "$SRC_LIST" ]; then
+			uri=$(debian_uri)
+			$SUDO sh -c "cat > $SRC_LIST" <<EOT
+Types: deb-src
+URIs: $uri
+Suites: $codename
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+EOT
+			updated=0
+		fi
+		apt_update    # also the first fetch of a Sources index never fetched
+		mbedtls_src_ok || { echo "deps.sh: apt knows no Mbed TLS 3.6 source package; add a deb-src entry (see README)" >&2; exit 1; }
+	fi
 fi
 echo "deps.sh: dependencies present"

@@ -26,7 +26,7 @@ run() {
 run ttlv      build/test_ttlv
 run fuzz-replay build/fuzz_ttlv_replay tests/corpus/ttlv
 run config    build/test_cfg
-run pkcs11    build/test_p11
+run pkcs11    env LSAN_OPTIONS=suppressions=tests/lsan.supp build/test_p11
 run tls       build/test_tls
 run ops       build/test_op
 run daemon    sh tests/integration.sh ./kmip2pkcs11

@@ -1,0 +1,7254 @@
+/*
+ * kmip2pkcs11 - a KMIP 1.2 server over TLS 1.3 that serves keys from any PKCS#11 module.
+ *
+ * One translation unit, in numbered sections; each uses only what stands above it.
+ *
+ *    1. Utilities and logging
+ *    2. Buffers
+ *    3. TTLV codec
+ *    4. KMIP vocabulary and messages
+ *    5. Configuration and command line
+ *    6. PKCS#11
+ *    7. Operations
+ *    8. Workers
+ *    9. TLS
+ *   10. Connections and the event loop
+ *   11. Daemon and main
+ *
+ * SPDX-License-Identifier: BSD-3-Clause
+ */
+#define _GNU_SOURCE 1
+
+#include <arpa/inet.h>
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <grp.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <pthread.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <syslog.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <mbedtls/error.h>
+#include <mbedtls/net_sockets.h>
+#include <mbedtls/oid.h>
+#include <mbedtls/pk.h>
+#include <mbedtls/platform_util.h>
+#include <mbedtls/psa_util.h>
+#include <mbedtls/ssl.h>
+#include <mbedtls/x509_crt.h>
+#include <psa/crypto.h>
+
+#if defined(K2P_STATIC_MBEDTLS) && !defined(K2P_MBEDTLS_CONFIG)
+#error "static build is not using build/mbedtls-static/include (dist/mbedtls-config.h)"
+#endif
+
+#include "pkcs11/pkcs11.h"
+
+#ifndef K2P_VERSION
+#define K2P_VERSION "0.1.0"
+#endif
+
+/* ==== 1. Utilities and logging ============================================ */
+
+#define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+
+#if defined(__GNUC__)
+#define PRINTF_LIKE(f, a) __attribute__((format(printf, f, a)))
+#define NORETURN __attribute__((noreturn))
+#else
+#define NORETURN
+#define PRINTF_LIKE(f, a)
+#endif
+
+enum { LV_ERROR, LV_WARNING, LV_INFO, LV_DEBUG, LV_TRACE };
+
+static const char *const log_level_names[] = { "error", "warning", "info", "debug", "trace" };
+
+enum { LOG_TO_STDERR, LOG_TO_SYSLOG, LOG_TO_FILE };
+
+static struct {
+	int level;              /* messages above this level are dropped */
+	int target;             /* LOG_TO_* */
+	FILE *file;             /* LOG_TO_FILE */
+} log_state = { LV_INFO, LOG_TO_STDERR, NULL };
+
+/* Level name to LV_*, or -1.  "warn" is accepted beside the original's "warning". */
+static int log_level_parse(const char *s)
+{
+	for (size_t i = 0; i < ARRAY_LEN(log_level_names); i++)
+		if (strcmp(s, log_level_names[i]) == 0)
+			return (int)i;
+	if (strcmp(s, "warn") == 0)
+		return LV_WARNING;
+	return -1;
+}
+
+static void log_vmsg(int lv, const char *fmt, va_list ap) PRINTF_LIKE(2, 0);
+static void log_vmsg(int lv, const char *fmt, va_list ap)
+{
+	static const int prio[] = { LOG_ERR, LOG_WARNING, LOG_INFO, LOG_DEBUG, LOG_DEBUG };
+	char line[1024];
+
+	if (lv > log_state.level)
+		return;
+	vsnprintf(line, sizeof line, fmt, ap);
+	if (log_state.target == LOG_TO_SYSLOG) {
+		syslog(prio[lv], "%s", line);
+		return;
+	}
+	FILE *f = log_state.target == LOG_TO_FILE && log_state.file ? log_state.file : stderr;
+	struct timespec ts;
+	struct tm tm;
+	char when[32];
+	clock_gettime(CLOCK_REALTIME, &ts);
+	gmtime_r(&ts.tv_sec, &tm);
+	strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%S", &tm);
+	fprintf(f, "%s.%03ldZ [%s] %s\n", when, ts.tv_nsec / 1000000L, log_level_names[lv], line);
+	fflush(f);
+}
+
+static void log_msg(int lv, const char *fmt, ...) PRINTF_LIKE(2, 3);
+static void log_msg(int lv, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	log_vmsg(lv, fmt, ap);
+	va_end(ap);
+}
+
+#define log_error(...) log_msg(LV_ERROR, __VA_ARGS__)
+#define log_warn(...)  log_msg(LV_WARNING, __VA_ARGS__)
+#define log_info(...)  log_msg(LV_INFO, __VA_ARGS__)
+#define log_debug(...) log_msg(LV_DEBUG, __VA_ARGS__)
+#define log_trace(...) log_msg(LV_TRACE, __VA_ARGS__)
+
+static char log_path[PATH_MAX];
+
+/* SIGHUP: a rotated log file is reopened under its name. */
+static void log_reopen(void)
+{
+	if (log_state.target != LOG_TO_FILE)
+		return;
+	FILE *f = fopen(log_path, "ae");
+	if (!f) {
+		log_msg(LV_ERROR, "cannot reopen log file %s: %s", log_path, strerror(errno));
+		return;
+	}
+	fclose(log_state.file);
+	log_state.file = f;
+	log_msg(LV_INFO, "log file reopened");
+}
+
+/* Start-up, configuration and broken invariants only: never for peer input. */
+static void fatal(const char *fmt, ...) PRINTF_LIKE(1, 2) NORETURN;
+static void fatal(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	log_vmsg(LV_ERROR, fmt, ap);
+	va_end(ap);
+	exit(1);
+}
+
+static void wipe(void *p, size_t n)
+{
+	mbedtls_platform_zeroize(p, n);
+}
+
+/* 1 if equal; time depends on n only. */
+static int ct_equal(const void *a, const void *b, size_t n)
+{
+	const volatile uint8_t *x = a, *y = b;
+	uint8_t d = 0;
+	for (size_t i = 0; i < n; i++)
+		d |= (uint8_t)(x[i] ^ y[i]);
+	return d == 0;
+}
+
+/* Upper-case hex of n bytes: 2n characters and a NUL into dst. */
+static void hex_upper(char *dst, const uint8_t *src, size_t n)
+{
+	static const char digits[] = "0123456789ABCDEF";
+	for (size_t i = 0; i < n; i++) {
+		dst[2 * i] = digits[src[i] >> 4];
+		dst[2 * i + 1] = digits[src[i] & 15];
+	}
+	dst[2 * n] = '\0';
+}
+
+static int hex_digit(int c)
+{
+	if (c >= '0' && c <= '9') return c - '0';
+	if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+	return -1;
+}
+
+/* Hex (either case, even length) to bytes: the count, or -1 on a bad digit or no room. */
+static int hex_parse(uint8_t *dst, size_t cap, const char *src, size_t n)
+{
+	if (n % 2 != 0 || n / 2 > cap || n / 2 > INT_MAX)
+		return -1;
+	for (size_t i = 0; i < n; i += 2) {
+		int hi = hex_digit((unsigned char)src[i]), lo = hex_digit((unsigned char)src[i + 1]);
+		if (hi < 0 || lo < 0)
+			return -1;
+		dst[i / 2] = (uint8_t)(hi << 4 | lo);
+	}
+	return (int)(n / 2);
+}
+
+static uint64_t mono_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* ==== 2. Buffers ========================================================== */
+
+/*
+ * Every read of bytes that came from a peer goes through buf_has(): the one bounds check,
+ * written so that neither the comparison nor the subtraction can overflow or wrap, even
+ * when a cursor was pushed past its end by a bug elsewhere.  Readers (struct buf_rd) take
+ * bytes from a [p, end) window; a nested structure gets its own window, never the outer
+ * one.  Writers check room with buf_room() before touching memory.
+ */
+
+/* 1 if `need` bytes are readable at p before end. */
+static int buf_has(const uint8_t *p, const uint8_t *end, size_t need)
+{
+	if (p > end || need > (size_t)(end - p))
+		return 0;
+	return 1;
+}
+
+/* 1 if `need` more bytes fit after `len` in a buffer of `cap` bytes. */
+static int buf_room(size_t cap, size_t len, size_t need)
+{
+	if (len > cap || need > cap - len)
+		return 0;
+	return 1;
+}
+
+static uint32_t buf_be24(const uint8_t *p)
+{
+	return (uint32_t)p[0] << 16 | (uint32_t)p[1] << 8 | p[2];
+}
+
+static uint32_t buf_be32(const uint8_t *p)
+{
+	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+static uint64_t buf_be64(const uint8_t *p)
+{
+	return (uint64_t)buf_be32(p) << 32 | buf_be32(p + 4);
+}
+
+static void buf_put_be32(uint8_t *p, uint32_t v)
+{
+	p[0] = (uint8_t)(v >> 24);
+	p[1] = (uint8_t)(v >> 16);
+	p[2] = (uint8_t)(v >> 8);
+	p[3] = (uint8_t)v;
+}
+
+static void buf_put_be64(uint8_t *p, uint64_t v)
+{
+	buf_put_be32(p, (uint32_t)(v >> 32));
+	buf_put_be32(p + 4, (uint32_t)v);
+}
+
+/* A read cursor over peer bytes. */
+struct buf_rd {
+	const uint8_t *p, *end;
+};
+
+static void buf_rd_init(struct buf_rd *r, const uint8_t *p, size_t n)
+{
+	r->p = p;
+	r->end = p + n;
+}
+
+/* Bytes left to read (0 for a broken cursor). */
+static size_t buf_rd_left(const struct buf_rd *r)
+{
+	return r->p > r->end ? 0 : (size_t)(r->end - r->p);
+}
+
+/* The next n bytes, advancing the cursor; NULL (cursor unchanged) if they are not there. */
+static const uint8_t *buf_take(struct buf_rd *r, size_t n)
+{
+	const uint8_t *q = r->p;
+	if (!buf_has(r->p, r->end, n))
+		return NULL;
+	r->p += n;
+	return q;
+}
+
+/*
+ * The little DER the daemon writes: SubjectPublicKeyInfo and PKCS#1 RSAPublicKey for Get,
+ * and the ECDSA-Sig-Value SEQUENCE { INTEGER r, INTEGER s } for Sign (X.690 8.1, 8.3).
+ * Lengths are known before the content is written, so everything goes forwards; a writer
+ * that runs out of room sets err and writes nothing more.
+ */
+struct der {
+	uint8_t *p;
+	size_t cap, len;
+	int err;
+};
+
+/* Header bytes for a content of n bytes (definite form, at most 4 length octets). */
+static size_t der_hdr_len(size_t n)
+{
+	return n < 0x80 ? 2 : n < 0x100 ? 3 : n < 0x10000 ? 4 : 5;
+}
+
+static void der_bytes(struct der *d, const uint8_t *b, size_t n)
+{
+	if (d->err || !buf_room(d->cap, d->len, n)) {
+		d->err = 1;
+		return;
+	}
+	if (n)
+		memcpy(d->p + d->len, b, n);
+	d->len += n;
+}
+
+static void der_hdr(struct der *d, uint8_t tag, size_t n)
+{
+	uint8_t h[5];
+	size_t k = der_hdr_len(n);
+	h[0] = tag;
+	if (k == 2) {
+		h[1] = (uint8_t)n;
+	} else {
+		h[1] = (uint8_t)(0x80 | (k - 2));
+		for (size_t i = 0; i < k - 2; i++)
+			h[k - 1 - i] = (uint8_t)(n >> (8 * i));
+	}
+	der_bytes(d, h, k);
+}
+
+/* Content length of a non-negative INTEGER of magnitude mag: leading zeros dropped, one
+ * 0x00 put back before a first byte >= 0x80 (X.690 8.3.2: minimal). */
+static size_t der_uint_content(const uint8_t **mag, size_t *n)
+{
+	while (*n > 1 && (*mag)[0] == 0) {
+		(*mag)++;
+		(*n)--;
+	}
+	if (*n == 0)
+		return 1;
+	return *n + ((*mag)[0] & 0x80 ? 1 : 0);
+}
+
+/* Whole encoded size of that INTEGER. */
+static size_t der_uint_size(const uint8_t *mag, size_t n)
+{
+	size_t c = der_uint_content(&mag, &n);
+	return der_hdr_len(c) + c;
+}
+
+static void der_uint(struct der *d, const uint8_t *mag, size_t n)
+{
+	static const uint8_t zero = 0;
+	size_t c = der_uint_content(&mag, &n);
+	der_hdr(d, 0x02, c);
+	if (n == 0 || mag[0] & 0x80)
+		der_bytes(d, &zero, 1);
+	der_bytes(d, mag, n);
+}
+
+/* SEQUENCE { INTEGER a, INTEGER b }: RSAPublicKey (n, e) and ECDSA-Sig-Value (r, s). */
+static void der_uint_pair(struct der *d, const uint8_t *a, size_t an, const uint8_t *b, size_t bn)
+{
+	der_hdr(d, 0x30, der_uint_size(a, an) + der_uint_size(b, bn));
+	der_uint(d, a, an);
+	der_uint(d, b, bn);
+}
+
+/* SubjectPublicKeyInfo ::= SEQUENCE { algorithm AlgorithmIdentifier, subjectPublicKey BIT STRING }
+ * with the AlgorithmIdentifier given as its whole DER (a constant per key type). */
+static void der_spki(struct der *d, const uint8_t *alg, size_t alg_len, const uint8_t *key, size_t key_len)
+{
+	static const uint8_t unused_bits = 0;
+	size_t bits = der_hdr_len(key_len + 1) + key_len + 1;
+	der_hdr(d, 0x30, alg_len + bits);
+	der_bytes(d, alg, alg_len);
+	der_hdr(d, 0x03, key_len + 1);
+	der_bytes(d, &unused_bits, 1);
+	der_bytes(d, key, key_len);
+}
+/* ==== 3. TTLV codec ======================================================= */
+
+/*
+ * KMIP 1.2 section 9.1.1, Tag-Type-Length-Value encoding:
+ *
+ *   Tag (3 bytes) | Type (1 byte) | Length (4 bytes) | Value (Length bytes) | padding
+ *
+ *   all big-endian; Tag 0x42XXXX (defined) or 0x54XXXX (extensions);
+ *   01 Structure       Length = everything inside, padding included
+ *   02 Integer         4 bytes, signed, + 4 padding bytes not counted in Length
+ *   03 Long Integer    8 bytes, signed
+ *   04 Big Integer     two's complement, sign-extended to a multiple of 8 (counted)
+ *   05 Enumeration     4 bytes, unsigned, + 4 padding
+ *   06 Boolean         8 bytes, 0 or 1
+ *   07 Text String     UTF-8, padded with zeros to a multiple of 8 (not counted)
+ *   08 Byte String     padded with zeros to a multiple of 8 (not counted)
+ *   09 Date-Time       8 bytes, signed POSIX seconds
+ *   0A Interval        4 bytes, unsigned seconds, + 4 padding
+ *
+ * The decoder is strict: it accepts exactly the encodings that the encoder produces, so a
+ * decoded message re-encodes byte for byte.  In particular padding bytes must be zero: the
+ * specification says they are zero, no known client sends anything else, and accepting
+ * junk there would let two different byte strings mean the same message.
+ *
+ * Decoding fills a caller-provided array of struct ttlv in document (pre-)order; every item
+ * points into the input, nothing is copied or allocated.
+ */
+
+enum {
+	TT_STRUCT = 1, TT_INT, TT_LONG, TT_BIGINT, TT_ENUM, TT_BOOL, TT_TEXT, TT_BYTES,
+	TT_DATETIME, TT_INTERVAL
+};
+
+#define TTLV_HDR 8
+#define TTLV_MAX_DEPTH 32          /* hard ceiling: encoder stack, decoder recursion */
+#define TTLV_DEFAULT_DEPTH 16      /* KMIP 1.2 messages nest 9 deep at most in practice */
+#define TTLV_MAX_ITEMS 4096        /* a sensible size for a caller's item array */
+
+struct ttlv {                /* one decoded item; points into the input, no copy */
+	uint32_t tag;            /* 24 bits */
+	uint8_t  type;           /* TT_* */
+	uint32_t len;            /* value length as in the header */
+	const uint8_t *val;      /* value bytes (len of them) */
+	int64_t  num;            /* Integer, Long, Enumeration(unsigned), Boolean, Date-Time, Interval */
+	int32_t  child, next;    /* index of first child / next sibling in doc->it, -1 none */
+	uint16_t depth;          /* root 0 */
+};
+
+struct ttlv_doc {            /* it[0] is the root */
+	struct ttlv *it;
+	int n, cap;
+};
+
+#define TTLV_ERRORS(X) \
+	X(TTLV_NEED_MORE,      -1, "need more bytes") \
+	X(TTLV_E_TRUNCATED,    -2, "message shorter than its length says") \
+	X(TTLV_E_TRAILING,     -3, "bytes after the end of the message") \
+	X(TTLV_E_TAG,          -4, "tag does not start with 0x42 or 0x54") \
+	X(TTLV_E_TYPE,         -5, "unknown item type") \
+	X(TTLV_E_LENGTH,       -6, "wrong length for a fixed-size type") \
+	X(TTLV_E_PADDING,      -7, "nonzero padding byte") \
+	X(TTLV_E_BIGINT,       -8, "Big Integer length not a positive multiple of 8") \
+	X(TTLV_E_BOOL,         -9, "Boolean neither 0 nor 1") \
+	X(TTLV_E_TEXT_NUL,    -10, "NUL character in a Text String") \
+	X(TTLV_E_UTF8,        -11, "Text String is not valid UTF-8") \
+	X(TTLV_E_DEPTH,       -12, "structures nested too deeply") \
+	X(TTLV_E_COUNT,       -13, "too many items") \
+	X(TTLV_E_OVERRUN,     -14, "item runs past the end of its structure") \
+	X(TTLV_E_STRUCT_LEN,  -15, "Structure length not a multiple of 8") \
+	X(TTLV_E_NOT_STRUCT,  -16, "message is not a Structure") \
+	X(TTLV_E_TOO_BIG,     -17, "message length not representable")
+
+enum {
+#define X(name, val, msg) name = val,
+	TTLV_ERRORS(X)
+#undef X
+};
+
+static const char *ttlv_strerror(int err)
+{
+	switch (err) {
+	case 0: return "ok";
+#define X(name, val, msg) case name: return msg;
+	TTLV_ERRORS(X)
+#undef X
+	}
+	return "unknown TTLV error";
+}
+
+/* Padding after a value of n bytes, to the next multiple of 8. */
+static size_t ttlv_pad(size_t n)
+{
+	return (8 - (n & 7)) & 7;
+}
+
+static int ttlv_tag_ok(const uint8_t *p)
+{
+	return p[0] == 0x42 || p[0] == 0x54;
+}
+
+/*
+ * Framing: how many bytes the message that starts at p needs (8 + Length of the outer
+ * Structure), from its 8-byte header, so that the caller can refuse an oversize message
+ * before buffering it.  TTLV_NEED_MORE until 8 bytes are there; a negative error as soon as
+ * the bytes seen cannot start a message.
+ */
+static long ttlv_frame(const uint8_t *p, size_t n)
+{
+	if (n >= 1 && p[0] != 0x42 && p[0] != 0x54)
+		return TTLV_E_TAG;
+	if (n >= 4 && p[3] != TT_STRUCT)
+		return p[3] >= TT_STRUCT && p[3] <= TT_INTERVAL ? TTLV_E_NOT_STRUCT : TTLV_E_TYPE;
+	if (n < TTLV_HDR)
+		return TTLV_NEED_MORE;
+	uint32_t len = buf_be32(p + 4);
+	if (len % 8 != 0)
+		return TTLV_E_STRUCT_LEN;
+#if LONG_MAX < 0xFFFFFFFFL + TTLV_HDR     /* 32-bit long: 8 + Length may not fit */
+	if (len > (uint32_t)(LONG_MAX - TTLV_HDR))
+		return TTLV_E_TOO_BIG;
+#endif
+	return (long)len + TTLV_HDR;
+}
+
+/*
+ * UTF-8 (RFC 3629) without NUL: no stray continuation bytes, no overlong forms, no UTF-16
+ * surrogates (U+D800..U+DFFF), nothing above U+10FFFF, no sequence cut short.
+ */
+static int ttlv_check_utf8(const uint8_t *s, size_t n)
+{
+	size_t i = 0;
+	while (i < n) {
+		uint8_t c = s[i];
+		size_t k;
+		uint8_t lo = 0x80, hi = 0xBF;   /* allowed range of the second byte */
+		if (c == 0)
+			return TTLV_E_TEXT_NUL;
+		if (c < 0x80) {
+			i++;
+			continue;
+		}
+		if (c >= 0xC2 && c <= 0xDF)
+			k = 1;
+		else if (c >= 0xE0 && c <= 0xEF) {
+			k = 2;
+			if (c == 0xE0) lo = 0xA0;       /* overlong */
+			if (c == 0xED) hi = 0x9F;       /* surrogates */
+		} else if (c >= 0xF0 && c <= 0xF4) {
+			k = 3;
+			if (c == 0xF0) lo = 0x90;       /* overlong */
+			if (c == 0xF4) hi = 0x8F;       /* above U+10FFFF */
+		} else
+			return TTLV_E_UTF8;             /* 80..C1 (stray, overlong), F5..FF */
+		if (k > n - i - 1)
+			return TTLV_E_UTF8;
+		if (s[i + 1] < lo || s[i + 1] > hi)
+			return TTLV_E_UTF8;
+		for (size_t j = 2; j <= k; j++)
+			if ((s[i + j] & 0xC0) != 0x80)
+				return TTLV_E_UTF8;
+		i += k + 1;
+	}
+	return 0;
+}
+
+static int ttlv_zero(const uint8_t *p, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (p[i])
+			return 0;
+	return 1;
+}
+
+struct ttlv_dec {
+	struct ttlv_doc *d;
+	int max_depth;
+};
+
+/*
+ * Decode the items in [r->p, r->end) as siblings under `parent` (-1 for the top level),
+ * at nesting level `depth`.  Each item must fit entirely inside this window: at the top
+ * level a short window means a truncated message, inside a Structure an item that
+ * overruns its parent.
+ */
+static int ttlv_dec_seq(struct ttlv_dec *x, struct buf_rd *r, int parent, int depth)
+{
+	int prev = -1;
+	int overrun = parent < 0 ? TTLV_E_TRUNCATED : TTLV_E_OVERRUN;
+
+	while (buf_rd_left(r) > 0) {
+		const uint8_t *h = buf_take(r, TTLV_HDR);
+		if (h == NULL)
+			return overrun;
+		if (!ttlv_tag_ok(h))
+			return TTLV_E_TAG;
+		uint8_t type = h[3];
+		uint32_t len = buf_be32(h + 4);
+		if (type < TT_STRUCT || type > TT_INTERVAL)
+			return TTLV_E_TYPE;
+
+		size_t want = len, pad = 0;      /* bytes of value + padding that follow */
+		switch (type) {
+		case TT_INT: case TT_ENUM: case TT_INTERVAL:
+			if (len != 4) return TTLV_E_LENGTH;
+			pad = 4;
+			break;
+		case TT_LONG: case TT_BOOL: case TT_DATETIME:
+			if (len != 8) return TTLV_E_LENGTH;
+			break;
+		case TT_BIGINT:
+			if (len == 0 || len % 8 != 0) return TTLV_E_BIGINT;
+			break;
+		case TT_STRUCT:
+			if (len % 8 != 0) return TTLV_E_STRUCT_LEN;
+			break;
+		default:         /* Text String, Byte String */
+			pad = ttlv_pad(len);
+			break;
+		}
+		const uint8_t *v = buf_take(r, want);
+		if (v == NULL)
+			return overrun;
+		const uint8_t *padding = buf_take(r, pad);
+		if (padding == NULL)
+			return overrun;
+		if (!ttlv_zero(padding, pad))
+			return TTLV_E_PADDING;
+
+		if (depth > x->max_depth)
+			return TTLV_E_DEPTH;
+		struct ttlv_doc *d = x->d;
+		if (d->n >= d->cap)
+			return TTLV_E_COUNT;
+		int idx = d->n++;
+		struct ttlv *t = &d->it[idx];
+		t->tag = buf_be24(h);
+		t->type = type;
+		t->len = len;
+		t->val = v;
+		t->num = 0;
+		t->child = t->next = -1;
+		t->depth = (uint16_t)(depth - 1);
+		if (prev >= 0)
+			d->it[prev].next = idx;
+		else if (parent >= 0)
+			d->it[parent].child = idx;
+		prev = idx;
+
+		switch (type) {
+		case TT_INT:
+			t->num = (int32_t)buf_be32(v);
+			break;
+		case TT_ENUM: case TT_INTERVAL:
+			t->num = buf_be32(v);
+			break;
+		case TT_LONG: case TT_DATETIME:
+			t->num = (int64_t)buf_be64(v);
+			break;
+		case TT_BOOL: {
+			uint64_t b = buf_be64(v);
+			if (b > 1)
+				return TTLV_E_BOOL;
+			t->num = (int64_t)b;
+			break;
+		}
+		case TT_TEXT: {
+			int e = ttlv_check_utf8(v, len);
+			if (e)
+				return e;
+			break;
+		}
+		case TT_STRUCT: {
+			struct buf_rd inner;
+			buf_rd_init(&inner, v, len);
+			int e = ttlv_dec_seq(x, &inner, idx, depth + 1);
+			if (e)
+				return e;
+			break;
+		}
+		default:
+			break;
+		}
+		if (parent < 0 && buf_rd_left(r) > 0)
+			return TTLV_E_TRAILING;
+	}
+	return 0;
+}
+
+/*
+ * Decode exactly one item (a whole message) of n bytes into d (d->it and d->cap set by the
+ * caller).  max_depth: deepest nesting allowed, the root being level 1; 0 or more than
+ * TTLV_MAX_DEPTH means TTLV_MAX_DEPTH.  Returns 0 or a negative TTLV_E_ code; on error d->n
+ * tells how far it got and the items must not be used.
+ */
+static int ttlv_decode(struct ttlv_doc *d, const uint8_t *p, size_t n, int max_depth)
+{
+	struct ttlv_dec x = { d, max_depth };
+	struct buf_rd r;
+
+	if (max_depth <= 0 || max_depth > TTLV_MAX_DEPTH)
+		x.max_depth = TTLV_MAX_DEPTH;
+	d->n = 0;
+	if (n == 0 || p == NULL)
+		return TTLV_E_TRUNCATED;
+	buf_rd_init(&r, p, n);
+	return ttlv_dec_seq(&x, &r, -1, 1);
+}
+
+/* First direct child of parent with this tag, or NULL. */
+static const struct ttlv *ttlv_find(const struct ttlv_doc *d, const struct ttlv *parent,
+                                    uint32_t tag)
+{
+	if (parent == NULL || parent->type != TT_STRUCT)
+		return NULL;
+	for (int i = parent->child; i >= 0; i = d->it[i].next)
+		if (d->it[i].tag == tag)
+			return &d->it[i];
+	return NULL;
+}
+
+/* ---- encoder ---- */
+
+/*
+ * The encoder writes into a fixed buffer.  Every put is all or nothing: if the whole item
+ * (header, value, padding) does not fit, nothing is written and e->err is set; once set,
+ * every later call does nothing, so a caller checks e->err once at the end.  Structures
+ * are opened with a zero Length that ttlv_close() fills in.
+ */
+struct ttlv_enc {
+	uint8_t *p;
+	size_t cap, len;
+	int err;
+	size_t open[TTLV_MAX_DEPTH];
+	int depth;
+};
+
+/* A point to come back to (e.g. to replace a payload that did not fit by an error). */
+struct ttlv_mark {
+	size_t len;
+	int depth;
+};
+
+static void ttlv_enc_init(struct ttlv_enc *e, uint8_t *buf, size_t cap)
+{
+	e->p = buf;
+	e->cap = cap;
+	e->len = 0;
+	e->err = 0;
+	e->depth = 0;
+}
+
+static struct ttlv_mark ttlv_enc_mark(const struct ttlv_enc *e)
+{
+	struct ttlv_mark m = { e->len, e->depth };
+	return m;
+}
+
+/* Forget everything written since the mark, including an overflow. */
+static void ttlv_enc_rewind(struct ttlv_enc *e, struct ttlv_mark m)
+{
+	e->len = m.len;
+	e->depth = m.depth;
+	e->err = 0;
+}
+
+/* Header + value + zero padding as one unit; pad is counted outside Length. */
+static void ttlv_put_raw(struct ttlv_enc *e, uint32_t tag, uint8_t type, const void *val,
+                         size_t n, size_t pad)
+{
+	if (e->err)
+		return;
+	if (n > UINT32_MAX || !buf_room(e->cap, e->len, TTLV_HDR) ||
+	    !buf_room(e->cap, e->len + TTLV_HDR, n) ||
+	    !buf_room(e->cap, e->len + TTLV_HDR + n, pad)) {
+		e->err = -1;
+		return;
+	}
+	uint8_t *q = e->p + e->len;
+	buf_put_be32(q, tag << 8 | type);
+	buf_put_be32(q + 4, (uint32_t)n);
+	if (n)
+		memcpy(q + TTLV_HDR, val, n);
+	memset(q + TTLV_HDR + n, 0, pad);
+	e->len += TTLV_HDR + n + pad;
+}
+
+static void ttlv_open(struct ttlv_enc *e, uint32_t tag)
+{
+	if (e->err)
+		return;
+	if (e->depth >= TTLV_MAX_DEPTH) {
+		e->err = -1;
+		return;
+	}
+	size_t at = e->len;
+	ttlv_put_raw(e, tag, TT_STRUCT, NULL, 0, 0);
+	if (e->err)
+		return;
+	e->open[e->depth++] = at;
+}
+
+static void ttlv_close(struct ttlv_enc *e)
+{
+	if (e->err || e->depth <= 0) {
+		if (!e->err)
+			e->err = -1;         /* close without open: a bug, reported as overflow */
+		return;
+	}
+	size_t at = e->open[--e->depth];
+	size_t n = e->len - at - TTLV_HDR;
+	if (n > UINT32_MAX) {
+		e->err = -1;
+		return;
+	}
+	buf_put_be32(e->p + at + 4, (uint32_t)n);
+}
+
+static void ttlv_put_int(struct ttlv_enc *e, uint32_t tag, int32_t v)
+{
+	uint8_t b[4];
+	buf_put_be32(b, (uint32_t)v);
+	ttlv_put_raw(e, tag, TT_INT, b, 4, 4);
+}
+
+static void ttlv_put_long(struct ttlv_enc *e, uint32_t tag, int64_t v)
+{
+	uint8_t b[8];
+	buf_put_be64(b, (uint64_t)v);
+	ttlv_put_raw(e, tag, TT_LONG, b, 8, 0);
+}
+
+static void ttlv_put_enum(struct ttlv_enc *e, uint32_t tag, uint32_t v)
+{
+	uint8_t b[4];
+	buf_put_be32(b, v);
+	ttlv_put_raw(e, tag, TT_ENUM, b, 4, 4);
+}
+
+static void ttlv_put_bool(struct ttlv_enc *e, uint32_t tag, int v)
+{
+	uint8_t b[8];
+	buf_put_be64(b, v ? 1 : 0);
+	ttlv_put_raw(e, tag, TT_BOOL, b, 8, 0);
+}
+
+static void ttlv_put_datetime(struct ttlv_enc *e, uint32_t tag, int64_t v)
+{
+	uint8_t b[8];
+	buf_put_be64(b, (uint64_t)v);
+	ttlv_put_raw(e, tag, TT_DATETIME, b, 8, 0);
+}
+
+static void ttlv_put_interval(struct ttlv_enc *e, uint32_t tag, uint32_t v)
+{
+	uint8_t b[4];
+	buf_put_be32(b, v);
+	ttlv_put_raw(e, tag, TT_INTERVAL, b, 4, 4);
+}
+
+static void ttlv_put_text(struct ttlv_enc *e, uint32_t tag, const char *s, size_t n)
+{
+	ttlv_put_raw(e, tag, TT_TEXT, s, n, ttlv_pad(n));
+}
+
+static void ttlv_put_bytes(struct ttlv_enc *e, uint32_t tag, const uint8_t *b, size_t n)
+{
+	ttlv_put_raw(e, tag, TT_BYTES, b, n, ttlv_pad(n));
+}
+
+/*
+ * Big Integer from an unsigned big-endian magnitude: leading zeros dropped, then zero
+ * bytes in front so that the sign bit is clear and the length a multiple of 8 (0 is
+ * eight zero bytes).  The zero extension is counted in Length (spec 9.1.1.4).
+ */
+static void ttlv_put_bigint(struct ttlv_enc *e, uint32_t tag, const uint8_t *mag, size_t n)
+{
+	if (e->err)
+		return;
+	while (n > 0 && mag[0] == 0) {
+		mag++;
+		n--;
+	}
+	size_t body = n + (n > 0 && (mag[0] & 0x80) ? 1 : 0);
+	size_t total = body + ttlv_pad(body);
+	if (total == 0)
+		total = 8;
+	if (total < n || total > UINT32_MAX || !buf_room(e->cap, e->len, TTLV_HDR) ||
+	    !buf_room(e->cap, e->len + TTLV_HDR, total)) {
+		e->err = -1;
+		return;
+	}
+	uint8_t *q = e->p + e->len;
+	buf_put_be32(q, tag << 8 | TT_BIGINT);
+	buf_put_be32(q + 4, (uint32_t)total);
+	memset(q + TTLV_HDR, 0, total - n);
+	if (n)
+		memcpy(q + TTLV_HDR + total - n, mag, n);
+	e->len += TTLV_HDR + total;
+}
+
+/*
+ * Re-encode a decoded item and everything under it.  Primitive values go through the
+ * typed put functions (so the round trip exercises them); a Big Integer is copied as it
+ * is, since its sign extension is part of the value.
+ */
+static void ttlv_put_item(struct ttlv_enc *e, const struct ttlv_doc *d, const struct ttlv *t)
+{
+	switch (t->type) {
+	case TT_STRUCT:
+		ttlv_open(e, t->tag);
+		for (int i = t->child; i >= 0; i = d->it[i].next)
+			ttlv_put_item(e, d, &d->it[i]);
+		ttlv_close(e);
+		break;
+	case TT_INT:      ttlv_put_int(e, t->tag, (int32_t)t->num); break;
+	case TT_LONG:     ttlv_put_long(e, t->tag, t->num); break;
+	case TT_ENUM:     ttlv_put_enum(e, t->tag, (uint32_t)t->num); break;
+	case TT_BOOL:     ttlv_put_bool(e, t->tag, (int)t->num); break;
+	case TT_DATETIME: ttlv_put_datetime(e, t->tag, t->num); break;
+	case TT_INTERVAL: ttlv_put_interval(e, t->tag, (uint32_t)t->num); break;
+	case TT_TEXT:     ttlv_put_text(e, t->tag, (const char *)t->val, t->len); break;
+	case TT_BYTES:    ttlv_put_bytes(e, t->tag, t->val, t->len); break;
+	case TT_BIGINT:   ttlv_put_raw(e, t->tag, TT_BIGINT, t->val, t->len, 0); break;
+	default:          e->err = -1; break;
+	}
+}
+/* ==== 4. KMIP vocabulary and messages ===================================== */
+
+/*
+ * The KMIP 1.2 vocabulary as tables (X-macro lists): every tag of section 9.1.3.1
+ * (0x420001..0x4200D3) and the enumerations that this server reads or writes, each value
+ * with its specification name upper-cased (spaces, hyphens and dots -> '_').  From each
+ * list come the constants (KT_, OP_, RR_ ...), the names for logs and the dumper.
+ *
+ * Then the messages of sections 6 and 7: parsing a Request Message into a struct
+ * kmip_request whose fields point into the decoded document, and writing the fixed parts
+ * of a Response Message.
+ */
+
+#define KMIP_MAJOR 1
+#define KMIP_MINOR 2             /* newest version spoken; 1.0 and 1.1 are answered too */
+#define KMIP_MAX_BATCH 64        /* batch items per request */
+
+/* Tags, spec 9.1.3.1, in value order (kmip_tag_name indexes this list). */
+#define KMIP_TAGS(X) \
+	X(ACTIVATION_DATE,                        0x420001) \
+	X(APPLICATION_DATA,                       0x420002) \
+	X(APPLICATION_NAMESPACE,                  0x420003) \
+	X(APPLICATION_SPECIFIC_INFORMATION,       0x420004) \
+	X(ARCHIVE_DATE,                           0x420005) \
+	X(ASYNCHRONOUS_CORRELATION_VALUE,         0x420006) \
+	X(ASYNCHRONOUS_INDICATOR,                 0x420007) \
+	X(ATTRIBUTE,                              0x420008) \
+	X(ATTRIBUTE_INDEX,                        0x420009) \
+	X(ATTRIBUTE_NAME,                         0x42000A) \
+	X(ATTRIBUTE_VALUE,                        0x42000B) \
+	X(AUTHENTICATION,                         0x42000C) \
+	X(BATCH_COUNT,                            0x42000D) \
+	X(BATCH_ERROR_CONTINUATION_OPTION,        0x42000E) \
+	X(BATCH_ITEM,                             0x42000F) \
+	X(BATCH_ORDER_OPTION,                     0x420010) \
+	X(BLOCK_CIPHER_MODE,                      0x420011) \
+	X(CANCELLATION_RESULT,                    0x420012) \
+	X(CERTIFICATE,                            0x420013) \
+	X(CERTIFICATE_IDENTIFIER,                 0x420014) \
+	X(CERTIFICATE_ISSUER,                     0x420015) \
+	X(CERTIFICATE_ISSUER_ALTERNATIVE_NAME,    0x420016) \
+	X(CERTIFICATE_ISSUER_DISTINGUISHED_NAME,  0x420017) \
+	X(CERTIFICATE_REQUEST,                    0x420018) \
+	X(CERTIFICATE_REQUEST_TYPE,               0x420019) \
+	X(CERTIFICATE_SUBJECT,                    0x42001A) \
+	X(CERTIFICATE_SUBJECT_ALTERNATIVE_NAME,   0x42001B) \
+	X(CERTIFICATE_SUBJECT_DISTINGUISHED_NAME, 0x42001C) \
+	X(CERTIFICATE_TYPE,                       0x42001D) \
+	X(CERTIFICATE_VALUE,                      0x42001E) \
+	X(COMMON_TEMPLATE_ATTRIBUTE,              0x42001F) \
+	X(COMPROMISE_DATE,                        0x420020) \
+	X(COMPROMISE_OCCURRENCE_DATE,             0x420021) \
+	X(CONTACT_INFORMATION,                    0x420022) \
+	X(CREDENTIAL,                             0x420023) \
+	X(CREDENTIAL_TYPE,                        0x420024) \
+	X(CREDENTIAL_VALUE,                       0x420025) \
+	X(CRITICALITY_INDICATOR,                  0x420026) \
+	X(CRT_COEFFICIENT,                        0x420027) \
+	X(CRYPTOGRAPHIC_ALGORITHM,                0x420028) \
+	X(CRYPTOGRAPHIC_DOMAIN_PARAMETERS,        0x420029) \
+	X(CRYPTOGRAPHIC_LENGTH,                   0x42002A) \
+	X(CRYPTOGRAPHIC_PARAMETERS,               0x42002B) \
+	X(CRYPTOGRAPHIC_USAGE_MASK,               0x42002C) \
+	X(CUSTOM_ATTRIBUTE,                       0x42002D) \
+	X(D,                                      0x42002E) \
+	X(DEACTIVATION_DATE,                      0x42002F) \
+	X(DERIVATION_DATA,                        0x420030) \
+	X(DERIVATION_METHOD,                      0x420031) \
+	X(DERIVATION_PARAMETERS,                  0x420032) \
+	X(DESTROY_DATE,                           0x420033) \
+	X(DIGEST,                                 0x420034) \
+	X(DIGEST_VALUE,                           0x420035) \
+	X(ENCRYPTION_KEY_INFORMATION,             0x420036) \
+	X(G,                                      0x420037) \
+	X(HASHING_ALGORITHM,                      0x420038) \
+	X(INITIAL_DATE,                           0x420039) \
+	X(INITIALIZATION_VECTOR,                  0x42003A) \
+	X(ISSUER,                                 0x42003B) \
+	X(ITERATION_COUNT,                        0x42003C) \
+	X(IV_COUNTER_NONCE,                       0x42003D) \
+	X(J,                                      0x42003E) \
+	X(KEY,                                    0x42003F) \
+	X(KEY_BLOCK,                              0x420040) \
+	X(KEY_COMPRESSION_TYPE,                   0x420041) \
+	X(KEY_FORMAT_TYPE,                        0x420042) \
+	X(KEY_MATERIAL,                           0x420043) \
+	X(KEY_PART_IDENTIFIER,                    0x420044) \
+	X(KEY_VALUE,                              0x420045) \
+	X(KEY_WRAPPING_DATA,                      0x420046) \
+	X(KEY_WRAPPING_SPECIFICATION,             0x420047) \
+	X(LAST_CHANGE_DATE,                       0x420048) \
+	X(LEASE_TIME,                             0x420049) \
+	X(LINK,                                   0x42004A) \
+	X(LINK_TYPE,                              0x42004B) \
+	X(LINKED_OBJECT_IDENTIFIER,               0x42004C) \
+	X(MAC_SIGNATURE,                          0x42004D) \
+	X(MAC_SIGNATURE_KEY_INFORMATION,          0x42004E) \
+	X(MAXIMUM_ITEMS,                          0x42004F) \
+	X(MAXIMUM_RESPONSE_SIZE,                  0x420050) \
+	X(MESSAGE_EXTENSION,                      0x420051) \
+	X(MODULUS,                                0x420052) \
+	X(NAME,                                   0x420053) \
+	X(NAME_TYPE,                              0x420054) \
+	X(NAME_VALUE,                             0x420055) \
+	X(OBJECT_GROUP,                           0x420056) \
+	X(OBJECT_TYPE,                            0x420057) \
+	X(OFFSET,                                 0x420058) \
+	X(OPAQUE_DATA_TYPE,                       0x420059) \
+	X(OPAQUE_DATA_VALUE,                      0x42005A) \
+	X(OPAQUE_OBJECT,                          0x42005B) \
+	X(OPERATION,                              0x42005C) \
+	X(OPERATION_POLICY_NAME,                  0x42005D) \
+	X(P,                                      0x42005E) \
+	X(PADDING_METHOD,                         0x42005F) \
+	X(PRIME_EXPONENT_P,                       0x420060) \
+	X(PRIME_EXPONENT_Q,                       0x420061) \
+	X(PRIME_FIELD_SIZE,                       0x420062) \
+	X(PRIVATE_EXPONENT,                       0x420063) \
+	X(PRIVATE_KEY,                            0x420064) \
+	X(PRIVATE_KEY_TEMPLATE_ATTRIBUTE,         0x420065) \
+	X(PRIVATE_KEY_UNIQUE_IDENTIFIER,          0x420066) \
+	X(PROCESS_START_DATE,                     0x420067) \
+	X(PROTECT_STOP_DATE,                      0x420068) \
+	X(PROTOCOL_VERSION,                       0x420069) \
+	X(PROTOCOL_VERSION_MAJOR,                 0x42006A) \
+	X(PROTOCOL_VERSION_MINOR,                 0x42006B) \
+	X(PUBLIC_EXPONENT,                        0x42006C) \
+	X(PUBLIC_KEY,                             0x42006D) \
+	X(PUBLIC_KEY_TEMPLATE_ATTRIBUTE,          0x42006E) \
+	X(PUBLIC_KEY_UNIQUE_IDENTIFIER,           0x42006F) \
+	X(PUT_FUNCTION,                           0x420070) \
+	X(Q,                                      0x420071) \
+	X(Q_STRING,                               0x420072) \
+	X(QLENGTH,                                0x420073) \
+	X(QUERY_FUNCTION,                         0x420074) \
+	X(RECOMMENDED_CURVE,                      0x420075) \
+	X(REPLACED_UNIQUE_IDENTIFIER,             0x420076) \
+	X(REQUEST_HEADER,                         0x420077) \
+	X(REQUEST_MESSAGE,                        0x420078) \
+	X(REQUEST_PAYLOAD,                        0x420079) \
+	X(RESPONSE_HEADER,                        0x42007A) \
+	X(RESPONSE_MESSAGE,                       0x42007B) \
+	X(RESPONSE_PAYLOAD,                       0x42007C) \
+	X(RESULT_MESSAGE,                         0x42007D) \
+	X(RESULT_REASON,                          0x42007E) \
+	X(RESULT_STATUS,                          0x42007F) \
+	X(REVOCATION_MESSAGE,                     0x420080) \
+	X(REVOCATION_REASON,                      0x420081) \
+	X(REVOCATION_REASON_CODE,                 0x420082) \
+	X(KEY_ROLE_TYPE,                          0x420083) \
+	X(SALT,                                   0x420084) \
+	X(SECRET_DATA,                            0x420085) \
+	X(SECRET_DATA_TYPE,                       0x420086) \
+	X(SERIAL_NUMBER,                          0x420087) \
+	X(SERVER_INFORMATION,                     0x420088) \
+	X(SPLIT_KEY,                              0x420089) \
+	X(SPLIT_KEY_METHOD,                       0x42008A) \
+	X(SPLIT_KEY_PARTS,                        0x42008B) \
+	X(SPLIT_KEY_THRESHOLD,                    0x42008C) \
+	X(STATE,                                  0x42008D) \
+	X(STORAGE_STATUS_MASK,                    0x42008E) \
+	X(SYMMETRIC_KEY,                          0x42008F) \
+	X(TEMPLATE,                               0x420090) \
+	X(TEMPLATE_ATTRIBUTE,                     0x420091) \
+	X(TIME_STAMP,                             0x420092) \
+	X(UNIQUE_BATCH_ITEM_ID,                   0x420093) \
+	X(UNIQUE_IDENTIFIER,                      0x420094) \
+	X(USAGE_LIMITS,                           0x420095) \
+	X(USAGE_LIMITS_COUNT,                     0x420096) \
+	X(USAGE_LIMITS_TOTAL,                     0x420097) \
+	X(USAGE_LIMITS_UNIT,                      0x420098) \
+	X(USERNAME,                               0x420099) \
+	X(VALIDITY_DATE,                          0x42009A) \
+	X(VALIDITY_INDICATOR,                     0x42009B) \
+	X(VENDOR_EXTENSION,                       0x42009C) \
+	X(VENDOR_IDENTIFICATION,                  0x42009D) \
+	X(WRAPPING_METHOD,                        0x42009E) \
+	X(X,                                      0x42009F) \
+	X(Y,                                      0x4200A0) \
+	X(PASSWORD,                               0x4200A1) \
+	X(DEVICE_IDENTIFIER,                      0x4200A2) \
+	X(ENCODING_OPTION,                        0x4200A3) \
+	X(EXTENSION_INFORMATION,                  0x4200A4) \
+	X(EXTENSION_NAME,                         0x4200A5) \
+	X(EXTENSION_TAG,                          0x4200A6) \
+	X(EXTENSION_TYPE,                         0x4200A7) \
+	X(FRESH,                                  0x4200A8) \
+	X(MACHINE_IDENTIFIER,                     0x4200A9) \
+	X(MEDIA_IDENTIFIER,                       0x4200AA) \
+	X(NETWORK_IDENTIFIER,                     0x4200AB) \
+	X(OBJECT_GROUP_MEMBER,                    0x4200AC) \
+	X(CERTIFICATE_LENGTH,                     0x4200AD) \
+	X(DIGITAL_SIGNATURE_ALGORITHM,            0x4200AE) \
+	X(CERTIFICATE_SERIAL_NUMBER,              0x4200AF) \
+	X(DEVICE_SERIAL_NUMBER,                   0x4200B0) \
+	X(ISSUER_ALTERNATIVE_NAME,                0x4200B1) \
+	X(ISSUER_DISTINGUISHED_NAME,              0x4200B2) \
+	X(SUBJECT_ALTERNATIVE_NAME,               0x4200B3) \
+	X(SUBJECT_DISTINGUISHED_NAME,             0x4200B4) \
+	X(X_509_CERTIFICATE_IDENTIFIER,           0x4200B5) \
+	X(X_509_CERTIFICATE_ISSUER,               0x4200B6) \
+	X(X_509_CERTIFICATE_SUBJECT,              0x4200B7) \
+	X(KEY_VALUE_LOCATION,                     0x4200B8) \
+	X(KEY_VALUE_LOCATION_VALUE,               0x4200B9) \
+	X(KEY_VALUE_LOCATION_TYPE,                0x4200BA) \
+	X(KEY_VALUE_PRESENT,                      0x4200BB) \
+	X(ORIGINAL_CREATION_DATE,                 0x4200BC) \
+	X(PGP_KEY,                                0x4200BD) \
+	X(PGP_KEY_VERSION,                        0x4200BE) \
+	X(ALTERNATIVE_NAME,                       0x4200BF) \
+	X(ALTERNATIVE_NAME_VALUE,                 0x4200C0) \
+	X(ALTERNATIVE_NAME_TYPE,                  0x4200C1) \
+	X(DATA,                                   0x4200C2) \
+	X(SIGNATURE_DATA,                         0x4200C3) \
+	X(DATA_LENGTH,                            0x4200C4) \
+	X(RANDOM_IV,                              0x4200C5) \
+	X(MAC_DATA,                               0x4200C6) \
+	X(ATTESTATION_TYPE,                       0x4200C7) \
+	X(NONCE,                                  0x4200C8) \
+	X(NONCE_ID,                               0x4200C9) \
+	X(NONCE_VALUE,                            0x4200CA) \
+	X(ATTESTATION_MEASUREMENT,                0x4200CB) \
+	X(ATTESTATION_ASSERTION,                  0x4200CC) \
+	X(IV_LENGTH,                              0x4200CD) \
+	X(TAG_LENGTH,                             0x4200CE) \
+	X(FIXED_FIELD_LENGTH,                     0x4200CF) \
+	X(COUNTER_LENGTH,                         0x4200D0) \
+	X(INITIAL_COUNTER_VALUE,                  0x4200D1) \
+	X(INVOCATION_FIELD_LENGTH,                0x4200D2) \
+	X(ATTESTATION_CAPABLE_INDICATOR,          0x4200D3)
+
+enum {
+#define X(name, val) KT_##name = val,
+	KMIP_TAGS(X)
+#undef X
+	KT_FIRST = 0x420001, KT_LAST = 0x4200D3
+};
+
+static const char *const kmip_tag_names[] = {
+#define X(name, val) #name,
+	KMIP_TAGS(X)
+#undef X
+};
+
+/*
+ * Enumerations, spec 9.1.3.2, KMIP 1.2 values only.  Each list is X(P, NAME, value) with P
+ * the constant prefix.
+ */
+
+/* Operation */
+#define KMIP_OPERATIONS(X, P) \
+	X(P, CREATE,               0x01) \
+	X(P, CREATE_KEY_PAIR,      0x02) \
+	X(P, REGISTER,             0x03) \
+	X(P, REKEY,                0x04) \
+	X(P, DERIVE_KEY,           0x05) \
+	X(P, CERTIFY,              0x06) \
+	X(P, RECERTIFY,            0x07) \
+	X(P, LOCATE,               0x08) \
+	X(P, CHECK,                0x09) \
+	X(P, GET,                  0x0A) \
+	X(P, GET_ATTRIBUTES,       0x0B) \
+	X(P, GET_ATTRIBUTE_LIST,   0x0C) \
+	X(P, ADD_ATTRIBUTE,        0x0D) \
+	X(P, MODIFY_ATTRIBUTE,     0x0E) \
+	X(P, DELETE_ATTRIBUTE,     0x0F) \
+	X(P, OBTAIN_LEASE,         0x10) \
+	X(P, GET_USAGE_ALLOCATION, 0x11) \
+	X(P, ACTIVATE,             0x12) \
+	X(P, REVOKE,               0x13) \
+	X(P, DESTROY,              0x14) \
+	X(P, ARCHIVE,              0x15) \
+	X(P, RECOVER,              0x16) \
+	X(P, VALIDATE,             0x17) \
+	X(P, QUERY,                0x18) \
+	X(P, CANCEL,               0x19) \
+	X(P, POLL,                 0x1A) \
+	X(P, NOTIFY,               0x1B) \
+	X(P, PUT,                  0x1C) \
+	X(P, REKEY_KEY_PAIR,       0x1D) \
+	X(P, DISCOVER_VERSIONS,    0x1E) \
+	X(P, ENCRYPT,              0x1F) \
+	X(P, DECRYPT,              0x20) \
+	X(P, SIGN,                 0x21) \
+	X(P, SIGNATURE_VERIFY,     0x22) \
+	X(P, MAC,                  0x23) \
+	X(P, MAC_VERIFY,           0x24) \
+	X(P, RNG_RETRIEVE,         0x25) \
+	X(P, RNG_SEED,             0x26) \
+	X(P, HASH,                 0x27) \
+	X(P, CREATE_SPLIT_KEY,     0x28) \
+	X(P, JOIN_SPLIT_KEY,       0x29)
+
+/* Result Status */
+#define KMIP_RESULT_STATUSES(X, P) \
+	X(P, SUCCESS,           0x00) \
+	X(P, OPERATION_FAILED,  0x01) \
+	X(P, OPERATION_PENDING, 0x02) \
+	X(P, OPERATION_UNDONE,  0x03)
+
+/* Result Reason */
+#define KMIP_RESULT_REASONS(X, P) \
+	X(P, ITEM_NOT_FOUND,                      0x01) \
+	X(P, RESPONSE_TOO_LARGE,                  0x02) \
+	X(P, AUTHENTICATION_NOT_SUCCESSFUL,       0x03) \
+	X(P, INVALID_MESSAGE,                     0x04) \
+	X(P, OPERATION_NOT_SUPPORTED,             0x05) \
+	X(P, MISSING_DATA,                        0x06) \
+	X(P, INVALID_FIELD,                       0x07) \
+	X(P, FEATURE_NOT_SUPPORTED,               0x08) \
+	X(P, OPERATION_CANCELED_BY_REQUESTER,     0x09) \
+	X(P, CRYPTOGRAPHIC_FAILURE,               0x0A) \
+	X(P, ILLEGAL_OPERATION,                   0x0B) \
+	X(P, PERMISSION_DENIED,                   0x0C) \
+	X(P, OBJECT_ARCHIVED,                     0x0D) \
+	X(P, INDEX_OUT_OF_BOUNDS,                 0x0E) \
+	X(P, APPLICATION_NAMESPACE_NOT_SUPPORTED, 0x0F) \
+	X(P, KEY_FORMAT_TYPE_NOT_SUPPORTED,       0x10) \
+	X(P, KEY_COMPRESSION_TYPE_NOT_SUPPORTED,  0x11) \
+	X(P, ENCODING_OPTION_ERROR,               0x12) \
+	X(P, KEY_VALUE_NOT_PRESENT,               0x13) \
+	X(P, ATTESTATION_REQUIRED,                0x14) \
+	X(P, ATTESTATION_FAILED,                  0x15) \
+	X(P, GENERAL_FAILURE,                     0x100)
+
+/* Object Type */
+#define KMIP_OBJECT_TYPES(X, P) \
+	X(P, CERTIFICATE,   0x01) \
+	X(P, SYMMETRIC_KEY, 0x02) \
+	X(P, PUBLIC_KEY,    0x03) \
+	X(P, PRIVATE_KEY,   0x04) \
+	X(P, SPLIT_KEY,     0x05) \
+	X(P, TEMPLATE,      0x06) \
+	X(P, SECRET_DATA,   0x07) \
+	X(P, OPAQUE_DATA,   0x08) \
+	X(P, PGP_KEY,       0x09)
+
+/* Cryptographic Algorithm */
+#define KMIP_CRYPTO_ALGORITHMS(X, P) \
+	X(P, DES,         0x01) \
+	X(P, 3DES,        0x02) \
+	X(P, AES,         0x03) \
+	X(P, RSA,         0x04) \
+	X(P, DSA,         0x05) \
+	X(P, ECDSA,       0x06) \
+	X(P, HMAC_SHA1,   0x07) \
+	X(P, HMAC_SHA224, 0x08) \
+	X(P, HMAC_SHA256, 0x09) \
+	X(P, HMAC_SHA384, 0x0A) \
+	X(P, HMAC_SHA512, 0x0B) \
+	X(P, HMAC_MD5,    0x0C) \
+	X(P, DH,          0x0D) \
+	X(P, ECDH,        0x0E) \
+	X(P, ECMQV,       0x0F) \
+	X(P, BLOWFISH,    0x10) \
+	X(P, CAMELLIA,    0x11) \
+	X(P, CAST5,       0x12) \
+	X(P, IDEA,        0x13) \
+	X(P, MARS,        0x14) \
+	X(P, RC2,         0x15) \
+	X(P, RC4,         0x16) \
+	X(P, RC5,         0x17) \
+	X(P, SKIPJACK,    0x18) \
+	X(P, TWOFISH,     0x19) \
+	X(P, EC,          0x1A)
+
+/* Key Format Type */
+#define KMIP_KEY_FORMAT_TYPES(X, P) \
+	X(P, RAW,                           0x01) \
+	X(P, OPAQUE,                        0x02) \
+	X(P, PKCS_1,                        0x03) \
+	X(P, PKCS_8,                        0x04) \
+	X(P, X_509,                         0x05) \
+	X(P, EC_PRIVATE_KEY,                0x06) \
+	X(P, TRANSPARENT_SYMMETRIC_KEY,     0x07) \
+	X(P, TRANSPARENT_DSA_PRIVATE_KEY,   0x08) \
+	X(P, TRANSPARENT_DSA_PUBLIC_KEY,    0x09) \
+	X(P, TRANSPARENT_RSA_PRIVATE_KEY,   0x0A) \
+	X(P, TRANSPARENT_RSA_PUBLIC_KEY,    0x0B) \
+	X(P, TRANSPARENT_DH_PRIVATE_KEY,    0x0C) \
+	X(P, TRANSPARENT_DH_PUBLIC_KEY,     0x0D) \
+	X(P, TRANSPARENT_ECDSA_PRIVATE_KEY, 0x0E) \
+	X(P, TRANSPARENT_ECDSA_PUBLIC_KEY,  0x0F) \
+	X(P, TRANSPARENT_ECDH_PRIVATE_KEY,  0x10) \
+	X(P, TRANSPARENT_ECDH_PUBLIC_KEY,   0x11) \
+	X(P, TRANSPARENT_ECMQV_PRIVATE_KEY, 0x12) \
+	X(P, TRANSPARENT_ECMQV_PUBLIC_KEY,  0x13)
+
+/* Hashing Algorithm */
+#define KMIP_HASHING_ALGORITHMS(X, P) \
+	X(P, MD2,         0x01) \
+	X(P, MD4,         0x02) \
+	X(P, MD5,         0x03) \
+	X(P, SHA_1,       0x04) \
+	X(P, SHA_224,     0x05) \
+	X(P, SHA_256,     0x06) \
+	X(P, SHA_384,     0x07) \
+	X(P, SHA_512,     0x08) \
+	X(P, RIPEMD_160,  0x09) \
+	X(P, TIGER,       0x0A) \
+	X(P, WHIRLPOOL,   0x0B) \
+	X(P, SHA_512_224, 0x0C) \
+	X(P, SHA_512_256, 0x0D)
+
+/* Padding Method */
+#define KMIP_PADDING_METHODS(X, P) \
+	X(P, NONE,       0x01) \
+	X(P, OAEP,       0x02) \
+	X(P, PKCS5,      0x03) \
+	X(P, SSL3,       0x04) \
+	X(P, ZEROS,      0x05) \
+	X(P, ANSI_X9_23, 0x06) \
+	X(P, ISO_10126,  0x07) \
+	X(P, PKCS1_V1_5, 0x08) \
+	X(P, X9_31,      0x09) \
+	X(P, PSS,        0x0A)
+
+/* Name Type */
+#define KMIP_NAME_TYPES(X, P) \
+	X(P, UNINTERPRETED_TEXT_STRING, 0x01) \
+	X(P, URI,                       0x02)
+
+/* Credential Type */
+#define KMIP_CREDENTIAL_TYPES(X, P) \
+	X(P, USERNAME_AND_PASSWORD, 0x01) \
+	X(P, DEVICE,                0x02) \
+	X(P, ATTESTATION,           0x03)
+
+/* Query Function */
+#define KMIP_QUERY_FUNCTIONS(X, P) \
+	X(P, QUERY_OPERATIONS,             0x01) \
+	X(P, QUERY_OBJECTS,                0x02) \
+	X(P, QUERY_SERVER_INFORMATION,     0x03) \
+	X(P, QUERY_APPLICATION_NAMESPACES, 0x04) \
+	X(P, QUERY_EXTENSION_LIST,         0x05) \
+	X(P, QUERY_EXTENSION_MAP,          0x06) \
+	X(P, QUERY_ATTESTATION_TYPES,      0x07)
+
+/* Recommended Curve */
+#define KMIP_RECOMMENDED_CURVES(X, P) \
+	X(P, P_192,            0x01) \
+	X(P, K_163,            0x02) \
+	X(P, B_163,            0x03) \
+	X(P, P_224,            0x04) \
+	X(P, K_233,            0x05) \
+	X(P, B_233,            0x06) \
+	X(P, P_256,            0x07) \
+	X(P, K_283,            0x08) \
+	X(P, B_283,            0x09) \
+	X(P, P_384,            0x0A) \
+	X(P, K_409,            0x0B) \
+	X(P, B_409,            0x0C) \
+	X(P, P_521,            0x0D) \
+	X(P, K_571,            0x0E) \
+	X(P, B_571,            0x0F) \
+	X(P, SECP112R1,        0x10) \
+	X(P, SECP112R2,        0x11) \
+	X(P, SECP128R1,        0x12) \
+	X(P, SECP128R2,        0x13) \
+	X(P, SECP160K1,        0x14) \
+	X(P, SECP160R1,        0x15) \
+	X(P, SECP160R2,        0x16) \
+	X(P, SECP191K1,        0x17) \
+	X(P, SECP224K1,        0x18) \
+	X(P, SECP256K1,        0x19) \
+	X(P, SECT113R1,        0x1A) \
+	X(P, SECT113R2,        0x1B) \
+	X(P, SECT131R1,        0x1C) \
+	X(P, SECT131R2,        0x1D) \
+	X(P, SECT163R1,        0x1E) \
+	X(P, SECT193R1,        0x1F) \
+	X(P, SECT193R2,        0x20) \
+	X(P, SECT239K1,        0x21) \
+	X(P, ANSIX9P192V2,     0x22) \
+	X(P, ANSIX9P192V3,     0x23) \
+	X(P, ANSIX9P239V1,     0x24) \
+	X(P, ANSIX9P239V2,     0x25) \
+	X(P, ANSIX9P239V3,     0x26) \
+	X(P, ANSIX9C2PNB163V1, 0x27) \
+	X(P, ANSIX9C2PNB163V2, 0x28) \
+	X(P, ANSIX9C2PNB163V3, 0x29) \
+	X(P, ANSIX9C2PNB176V1, 0x2A) \
+	X(P, ANSIX9C2TNB191V1, 0x2B) \
+	X(P, ANSIX9C2TNB191V2, 0x2C) \
+	X(P, ANSIX9C2TNB191V3, 0x2D) \
+	X(P, ANSIX9C2PNB208W1, 0x2E) \
+	X(P, ANSIX9C2TNB239V1, 0x2F) \
+	X(P, ANSIX9C2TNB239V2, 0x30) \
+	X(P, ANSIX9C2TNB239V3, 0x31) \
+	X(P, ANSIX9C2PNB272W1, 0x32) \
+	X(P, ANSIX9C2PNB304W1, 0x33) \
+	X(P, ANSIX9C2TNB359V1, 0x34) \
+	X(P, ANSIX9C2PNB368W1, 0x35) \
+	X(P, ANSIX9C2TNB431R1, 0x36) \
+	X(P, BRAINPOOLP160R1,  0x37) \
+	X(P, BRAINPOOLP160T1,  0x38) \
+	X(P, BRAINPOOLP192R1,  0x39) \
+	X(P, BRAINPOOLP192T1,  0x3A) \
+	X(P, BRAINPOOLP224R1,  0x3B) \
+	X(P, BRAINPOOLP224T1,  0x3C) \
+	X(P, BRAINPOOLP256R1,  0x3D) \
+	X(P, BRAINPOOLP256T1,  0x3E) \
+	X(P, BRAINPOOLP320R1,  0x3F) \
+	X(P, BRAINPOOLP320T1,  0x40) \
+	X(P, BRAINPOOLP384R1,  0x41) \
+	X(P, BRAINPOOLP384T1,  0x42) \
+	X(P, BRAINPOOLP512R1,  0x43) \
+	X(P, BRAINPOOLP512T1,  0x44)
+
+/* Digital Signature Algorithm */
+#define KMIP_SIGNATURE_ALGORITHMS(X, P) \
+	X(P, MD2_WITH_RSA_ENCRYPTION,    0x01) \
+	X(P, MD5_WITH_RSA_ENCRYPTION,    0x02) \
+	X(P, SHA1_WITH_RSA_ENCRYPTION,   0x03) \
+	X(P, SHA224_WITH_RSA_ENCRYPTION, 0x04) \
+	X(P, SHA256_WITH_RSA_ENCRYPTION, 0x05) \
+	X(P, SHA384_WITH_RSA_ENCRYPTION, 0x06) \
+	X(P, SHA512_WITH_RSA_ENCRYPTION, 0x07) \
+	X(P, RSASSA_PSS,                 0x08) \
+	X(P, DSA_WITH_SHA1,              0x09) \
+	X(P, DSA_WITH_SHA224,            0x0A) \
+	X(P, DSA_WITH_SHA256,            0x0B) \
+	X(P, ECDSA_WITH_SHA1,            0x0C) \
+	X(P, ECDSA_WITH_SHA224,          0x0D) \
+	X(P, ECDSA_WITH_SHA256,          0x0E) \
+	X(P, ECDSA_WITH_SHA384,          0x0F) \
+	X(P, ECDSA_WITH_SHA512,          0x10)
+
+/* State */
+#define KMIP_STATES(X, P) \
+	X(P, PRE_ACTIVE,            0x01) \
+	X(P, ACTIVE,                0x02) \
+	X(P, DEACTIVATED,           0x03) \
+	X(P, COMPROMISED,           0x04) \
+	X(P, DESTROYED,             0x05) \
+	X(P, DESTROYED_COMPROMISED, 0x06)
+
+/* Revocation Reason Code */
+#define KMIP_REVOCATION_REASONS(X, P) \
+	X(P, UNSPECIFIED,            0x01) \
+	X(P, KEY_COMPROMISE,         0x02) \
+	X(P, CA_COMPROMISE,          0x03) \
+	X(P, AFFILIATION_CHANGED,    0x04) \
+	X(P, SUPERSEDED,             0x05) \
+	X(P, CESSATION_OF_OPERATION, 0x06) \
+	X(P, PRIVILEGE_WITHDRAWN,    0x07)
+
+/* Batch Error Continuation Option */
+#define KMIP_BATCH_ERROR_OPTIONS(X, P) \
+	X(P, CONTINUE, 0x01) \
+	X(P, STOP,     0x02) \
+	X(P, UNDO,     0x03)
+
+/* Key Compression Type */
+#define KMIP_KEY_COMPRESSION_TYPES(X, P) \
+	X(P, EC_PUBLIC_KEY_TYPE_UNCOMPRESSED,           0x01) \
+	X(P, EC_PUBLIC_KEY_TYPE_X9_62_COMPRESSED_PRIME, 0x02) \
+	X(P, EC_PUBLIC_KEY_TYPE_X9_62_COMPRESSED_CHAR2, 0x03) \
+	X(P, EC_PUBLIC_KEY_TYPE_X9_62_HYBRID,           0x04)
+
+/* Link Type */
+#define KMIP_LINK_TYPES(X, P) \
+	X(P, CERTIFICATE_LINK,            0x101) \
+	X(P, PUBLIC_KEY_LINK,             0x102) \
+	X(P, PRIVATE_KEY_LINK,            0x103) \
+	X(P, DERIVATION_BASE_OBJECT_LINK, 0x104) \
+	X(P, DERIVED_KEY_LINK,            0x105) \
+	X(P, REPLACEMENT_OBJECT_LINK,     0x106) \
+	X(P, REPLACED_OBJECT_LINK,        0x107) \
+	X(P, PARENT_LINK,                 0x108) \
+	X(P, CHILD_LINK,                  0x109) \
+	X(P, PREVIOUS_LINK,               0x10A) \
+	X(P, NEXT_LINK,                   0x10B)
+
+/* Attestation Type */
+#define KMIP_ATTESTATION_TYPES(X, P) \
+	X(P, TPM_QUOTE,            0x01) \
+	X(P, TCG_INTEGRITY_REPORT, 0x02) \
+	X(P, SAML_ASSERTION,       0x03)
+
+/* Cryptographic Usage Mask (bits) */
+#define KMIP_USAGE_MASK_BITS(X, P) \
+	X(P, SIGN,                0x01) \
+	X(P, VERIFY,              0x02) \
+	X(P, ENCRYPT,             0x04) \
+	X(P, DECRYPT,             0x08) \
+	X(P, WRAP_KEY,            0x10) \
+	X(P, UNWRAP_KEY,          0x20) \
+	X(P, EXPORT,              0x40) \
+	X(P, MAC_GENERATE,        0x80) \
+	X(P, MAC_VERIFY,          0x100) \
+	X(P, DERIVE_KEY,          0x200) \
+	X(P, CONTENT_COMMITMENT,  0x400) \
+	X(P, KEY_AGREEMENT,       0x800) \
+	X(P, CERTIFICATE_SIGN,    0x1000) \
+	X(P, CRL_SIGN,            0x2000) \
+	X(P, GENERATE_CRYPTOGRAM, 0x4000) \
+	X(P, VALIDATE_CRYPTOGRAM, 0x8000) \
+	X(P, TRANSLATE_ENCRYPT,   0x10000) \
+	X(P, TRANSLATE_DECRYPT,   0x20000) \
+	X(P, TRANSLATE_WRAP,      0x40000) \
+	X(P, TRANSLATE_UNWRAP,    0x80000)
+
+#define KMIP_CONST(p, name, val) p##name = val,
+enum { KMIP_OPERATIONS(KMIP_CONST, OP_) };
+enum { KMIP_RESULT_STATUSES(KMIP_CONST, RS_) };
+enum { KMIP_RESULT_REASONS(KMIP_CONST, RR_) };
+enum { KMIP_OBJECT_TYPES(KMIP_CONST, OT_) };
+enum { KMIP_CRYPTO_ALGORITHMS(KMIP_CONST, ALG_) };
+enum { KMIP_KEY_FORMAT_TYPES(KMIP_CONST, KFT_) };
+enum { KMIP_HASHING_ALGORITHMS(KMIP_CONST, HASH_) };
+enum { KMIP_PADDING_METHODS(KMIP_CONST, PAD_) };
+enum { KMIP_NAME_TYPES(KMIP_CONST, NT_) };
+enum { KMIP_CREDENTIAL_TYPES(KMIP_CONST, CT_) };
+enum { KMIP_QUERY_FUNCTIONS(KMIP_CONST, QF_) };
+enum { KMIP_RECOMMENDED_CURVES(KMIP_CONST, CURVE_) };
+enum { KMIP_SIGNATURE_ALGORITHMS(KMIP_CONST, DSA_) };
+enum { KMIP_STATES(KMIP_CONST, ST_) };
+enum { KMIP_REVOCATION_REASONS(KMIP_CONST, REV_) };
+enum { KMIP_BATCH_ERROR_OPTIONS(KMIP_CONST, BEC_) };
+enum { KMIP_KEY_COMPRESSION_TYPES(KMIP_CONST, KCT_) };
+enum { KMIP_LINK_TYPES(KMIP_CONST, LT_) };
+enum { KMIP_ATTESTATION_TYPES(KMIP_CONST, AT_) };
+enum { KMIP_USAGE_MASK_BITS(KMIP_CONST, UM_) };
+#undef KMIP_CONST
+
+struct kmip_name {
+	uint32_t val;
+	const char *name;
+};
+
+#define KMIP_NAME(p, name, val) { val, #name },
+static const struct kmip_name kmip_op_names[] = { KMIP_OPERATIONS(KMIP_NAME, OP_) };
+static const struct kmip_name kmip_rs_names[] = { KMIP_RESULT_STATUSES(KMIP_NAME, RS_) };
+static const struct kmip_name kmip_rr_names[] = { KMIP_RESULT_REASONS(KMIP_NAME, RR_) };
+static const struct kmip_name kmip_ot_names[] = { KMIP_OBJECT_TYPES(KMIP_NAME, OT_) };
+static const struct kmip_name kmip_alg_names[] = { KMIP_CRYPTO_ALGORITHMS(KMIP_NAME, ALG_) };
+static const struct kmip_name kmip_kft_names[] = { KMIP_KEY_FORMAT_TYPES(KMIP_NAME, KFT_) };
+static const struct kmip_name kmip_hash_names[] = { KMIP_HASHING_ALGORITHMS(KMIP_NAME, HASH_) };
+static const struct kmip_name kmip_pad_names[] = { KMIP_PADDING_METHODS(KMIP_NAME, PAD_) };
+static const struct kmip_name kmip_nt_names[] = { KMIP_NAME_TYPES(KMIP_NAME, NT_) };
+static const struct kmip_name kmip_ct_names[] = { KMIP_CREDENTIAL_TYPES(KMIP_NAME, CT_) };
+static const struct kmip_name kmip_qf_names[] = { KMIP_QUERY_FUNCTIONS(KMIP_NAME, QF_) };
+static const struct kmip_name kmip_curve_names[] = { KMIP_RECOMMENDED_CURVES(KMIP_NAME, CURVE_) };
+static const struct kmip_name kmip_dsa_names[] = { KMIP_SIGNATURE_ALGORITHMS(KMIP_NAME, DSA_) };
+static const struct kmip_name kmip_st_names[] = { KMIP_STATES(KMIP_NAME, ST_) };
+static const struct kmip_name kmip_rev_names[] = { KMIP_REVOCATION_REASONS(KMIP_NAME, REV_) };
+static const struct kmip_name kmip_bec_names[] = { KMIP_BATCH_ERROR_OPTIONS(KMIP_NAME, BEC_) };
+static const struct kmip_name kmip_kct_names[] = { KMIP_KEY_COMPRESSION_TYPES(KMIP_NAME, KCT_) };
+static const struct kmip_name kmip_lt_names[] = { KMIP_LINK_TYPES(KMIP_NAME, LT_) };
+static const struct kmip_name kmip_at_names[] = { KMIP_ATTESTATION_TYPES(KMIP_NAME, AT_) };
+#undef KMIP_NAME
+
+/* Which tag carries which enumeration. */
+static const struct {
+	uint32_t tag;
+	const struct kmip_name *names;
+	size_t n;
+} kmip_enum_tables[] = {
+#define T(tag, tab) { tag, tab, ARRAY_LEN(tab) }
+	T(KT_OPERATION, kmip_op_names),
+	T(KT_RESULT_STATUS, kmip_rs_names),
+	T(KT_RESULT_REASON, kmip_rr_names),
+	T(KT_OBJECT_TYPE, kmip_ot_names),
+	T(KT_CRYPTOGRAPHIC_ALGORITHM, kmip_alg_names),
+	T(KT_KEY_FORMAT_TYPE, kmip_kft_names),
+	T(KT_HASHING_ALGORITHM, kmip_hash_names),
+	T(KT_PADDING_METHOD, kmip_pad_names),
+	T(KT_NAME_TYPE, kmip_nt_names),
+	T(KT_CREDENTIAL_TYPE, kmip_ct_names),
+	T(KT_QUERY_FUNCTION, kmip_qf_names),
+	T(KT_RECOMMENDED_CURVE, kmip_curve_names),
+	T(KT_DIGITAL_SIGNATURE_ALGORITHM, kmip_dsa_names),
+	T(KT_STATE, kmip_st_names),
+	T(KT_REVOCATION_REASON_CODE, kmip_rev_names),
+	T(KT_BATCH_ERROR_CONTINUATION_OPTION, kmip_bec_names),
+	T(KT_KEY_COMPRESSION_TYPE, kmip_kct_names),
+	T(KT_LINK_TYPE, kmip_lt_names),
+	T(KT_ATTESTATION_TYPE, kmip_at_names),
+#undef T
+};
+
+/* Upper snake name of a KMIP 1.2 tag ("UNIQUE_IDENTIFIER"), or NULL for any other tag. */
+static const char *kmip_tag_name(uint32_t tag)
+{
+	if (tag < KT_FIRST || tag > KT_LAST)
+		return NULL;
+	return kmip_tag_names[tag - KT_FIRST];
+}
+
+static const char *kmip_name_of(const struct kmip_name *t, size_t n, uint32_t v)
+{
+	for (size_t i = 0; i < n; i++)
+		if (t[i].val == v)
+			return t[i].name;
+	return NULL;
+}
+
+/* Name of an enumeration value carried by `tag` ("CREATE_KEY_PAIR"), or NULL. */
+static const char *kmip_enum_name(uint32_t tag, uint32_t value)
+{
+	for (size_t i = 0; i < ARRAY_LEN(kmip_enum_tables); i++)
+		if (kmip_enum_tables[i].tag == tag)
+			return kmip_name_of(kmip_enum_tables[i].names, kmip_enum_tables[i].n, value);
+	return NULL;
+}
+
+/* Result Reason name for logs; never NULL. */
+static const char *kmip_reason_name(uint32_t rr)
+{
+	const char *s = kmip_name_of(kmip_rr_names, ARRAY_LEN(kmip_rr_names), rr);
+	return s ? s : "UNKNOWN_REASON";
+}
+
+/* ---- typed access to children ---- */
+
+enum { KMIP_ABSENT = -1, KMIP_BAD_TYPE = -2 };
+
+/*
+ * The first direct child of parent with this tag, checked to be of this type: 0 and *out
+ * set, KMIP_ABSENT (-1) if there is none, KMIP_BAD_TYPE (-2) if it has another type.
+ * Outputs are left alone unless 0 is returned.
+ */
+static int kmip_get(const struct ttlv_doc *d, const struct ttlv *parent, uint32_t tag,
+                    uint8_t type, const struct ttlv **out)
+{
+	const struct ttlv *t = ttlv_find(d, parent, tag);
+	if (t == NULL)
+		return KMIP_ABSENT;
+	if (t->type != type)
+		return KMIP_BAD_TYPE;
+	*out = t;
+	return 0;
+}
+
+/* Text String child; not NUL-terminated. */
+static int kmip_get_text(const struct ttlv_doc *d, const struct ttlv *parent, uint32_t tag,
+                         const char **s, uint32_t *len)
+{
+	const struct ttlv *t;
+	int rc = kmip_get(d, parent, tag, TT_TEXT, &t);
+	if (rc == 0) {
+		*s = (const char *)t->val;
+		*len = t->len;
+	}
+	return rc;
+}
+
+static int kmip_get_bytes(const struct ttlv_doc *d, const struct ttlv *parent, uint32_t tag,
+                          const uint8_t **b, uint32_t *len)
+{
+	const struct ttlv *t;
+	int rc = kmip_get(d, parent, tag, TT_BYTES, &t);
+	if (rc == 0) {
+		*b = t->val;
+		*len = t->len;
+	}
+	return rc;
+}
+
+static int kmip_get_int(const struct ttlv_doc *d, const struct ttlv *parent, uint32_t tag,
+                        int32_t *v)
+{
+	const struct ttlv *t;
+	int rc = kmip_get(d, parent, tag, TT_INT, &t);
+	if (rc == 0)
+		*v = (int32_t)t->num;
+	return rc;
+}
+
+static int kmip_get_enum(const struct ttlv_doc *d, const struct ttlv *parent, uint32_t tag,
+                         uint32_t *v)
+{
+	const struct ttlv *t;
+	int rc = kmip_get(d, parent, tag, TT_ENUM, &t);
+	if (rc == 0)
+		*v = (uint32_t)t->num;
+	return rc;
+}
+
+static int kmip_get_struct(const struct ttlv_doc *d, const struct ttlv *parent, uint32_t tag,
+                           const struct ttlv **s)
+{
+	return kmip_get(d, parent, tag, TT_STRUCT, s);
+}
+
+/* 1 if a Text String item holds exactly the C string s. */
+static int kmip_text_is(const struct ttlv *t, const char *s)
+{
+	size_t n = strlen(s);
+	return t->type == TT_TEXT && t->len == n && memcmp(t->val, s, n) == 0;
+}
+
+/*
+ * Template-Attribute (spec 2.1.8), and any structure that lists attributes:
+ *
+ *   Template-Attribute: Name*, Attribute*
+ *   Attribute:          Attribute Name (Text String), Attribute Index (Integer, optional),
+ *                       Attribute Value (type depends on the name)
+ *
+ * The Attribute Value of the index-th (0-based, in message order) Attribute named `name`
+ * directly under tmpl, or NULL.  `index` counts occurrences, it does not match the
+ * Attribute Index field: templates in requests seldom carry one.
+ */
+static const struct ttlv *kmip_attr_value(const struct ttlv_doc *d, const struct ttlv *tmpl,
+                                          const char *name, int index)
+{
+	if (tmpl == NULL || tmpl->type != TT_STRUCT)
+		return NULL;
+	for (int i = tmpl->child; i >= 0; i = d->it[i].next) {
+		const struct ttlv *a = &d->it[i];
+		if (a->tag != KT_ATTRIBUTE || a->type != TT_STRUCT)
+			continue;
+		const struct ttlv *nm = ttlv_find(d, a, KT_ATTRIBUTE_NAME);
+		if (nm == NULL || !kmip_text_is(nm, name))
+			continue;
+		if (index-- == 0)
+			return ttlv_find(d, a, KT_ATTRIBUTE_VALUE);
+	}
+	return NULL;
+}
+
+/* ---- request parsing ---- */
+
+struct kmip_item {           /* one request batch item */
+	uint32_t op;             /* 0 if missing */
+	const uint8_t *bid;      /* Unique Batch Item ID or NULL */
+	uint32_t bid_len;
+	const struct ttlv *payload;             /* Request Payload or NULL */
+	uint32_t reason;         /* nonzero: this item is malformed, answer with this reason */
+	const char *why;         /* ... and this Result Message */
+};
+
+struct kmip_request {
+	int major, minor;
+	int64_t max_resp;        /* Maximum Response Size, -1 if absent */
+	int has_cred;            /* Username and Password credential present */
+	const uint8_t *user, *pass;             /* pass NULL if the credential has none */
+	uint32_t user_len, pass_len;
+	int async;
+	uint32_t err_cont;       /* Batch Error Continuation Option, BEC_STOP by default */
+	uint32_t batch_count;
+	int n;
+	struct kmip_item item[KMIP_MAX_BATCH];
+};
+
+/* One field of a structure: its tag, type and whether it may repeat; the table order is
+ * the order the specification gives. */
+struct kmip_field {
+	uint32_t tag;
+	uint8_t type;
+	uint8_t repeat;
+};
+
+/*
+ * Check the direct children of s against a field table: known fields of the right type,
+ * in table order, not repeated unless allowed.  found[i] receives the first occurrence of
+ * field i (or NULL).  Unknown fields: ignored when `lenient` (the request is of a newer
+ * minor version than ours, spec 11 "Protocol minor version mismatch"), Invalid Field
+ * otherwise (a field that the request's own version does not define).
+ * Returns 0 or a Result Reason, with *why set.
+ */
+static uint32_t kmip_check_fields(const struct ttlv_doc *d, const struct ttlv *s,
+                                  const struct kmip_field *f, size_t nf, int lenient,
+                                  const struct ttlv **found, const char *where,
+                                  const char **why)
+{
+	size_t last = 0;
+	int any = 0;
+
+	for (size_t k = 0; k < nf; k++)
+		found[k] = NULL;
+	for (int i = s->child; i >= 0; i = d->it[i].next) {
+		const struct ttlv *t = &d->it[i];
+		size_t k;
+		for (k = 0; k < nf; k++)
+			if (f[k].tag == t->tag)
+				break;
+		if (k == nf) {
+			if (lenient)
+				continue;
+			*why = where;
+			return RR_INVALID_FIELD;
+		}
+		if (t->type != f[k].type) {
+			*why = where;
+			return RR_INVALID_MESSAGE;
+		}
+		if (found[k] && !f[k].repeat) {
+			*why = where;
+			return RR_INVALID_MESSAGE;
+		}
+		if (any && k < last) {
+			*why = where;
+			return RR_INVALID_MESSAGE;
+		}
+		if (!found[k])
+			found[k] = t;
+		last = k;
+		any = 1;
+	}
+	return 0;
+}
+
+/*
+ * Batch Item of a Request Message (spec 7.2):
+ *
+ *   Operation              Enumeration  required
+ *   Unique Batch Item ID   Byte String  required if Batch Count > 1
+ *   Request Payload        Structure    required
+ *   Message Extension      Structure    optional
+ *
+ * Message Extension (spec 6.16): Vendor Identification (Text String), Criticality
+ * Indicator (Boolean), Vendor Extension (Structure).  This server understands no
+ * extension: a critical one fails the item with Feature Not Supported (OASIS TC-72-12),
+ * a non-critical one is ignored (TC-71-12).
+ */
+static void kmip_parse_item(const struct ttlv_doc *d, const struct ttlv *bi, int lenient,
+                            struct kmip_item *it)
+{
+	static const struct kmip_field fields[] = {
+		{ KT_OPERATION, TT_ENUM, 0 },
+		{ KT_UNIQUE_BATCH_ITEM_ID, TT_BYTES, 0 },
+		{ KT_REQUEST_PAYLOAD, TT_STRUCT, 0 },
+		{ KT_MESSAGE_EXTENSION, TT_STRUCT, 0 },
+	};
+	static const struct kmip_field ext_fields[] = {
+		{ KT_VENDOR_IDENTIFICATION, TT_TEXT, 0 },
+		{ KT_CRITICALITY_INDICATOR, TT_BOOL, 0 },
+		{ KT_VENDOR_EXTENSION, TT_STRUCT, 0 },
+	};
+	const struct ttlv *f[ARRAY_LEN(fields)], *ef[ARRAY_LEN(ext_fields)], *t;
+
+	memset(it, 0, sizeof *it);
+	/* Operation and ID first, so that even a malformed item can be echoed. */
+	if (kmip_get(d, bi, KT_OPERATION, TT_ENUM, &t) == 0)
+		it->op = (uint32_t)t->num;
+	if (kmip_get(d, bi, KT_UNIQUE_BATCH_ITEM_ID, TT_BYTES, &t) == 0) {
+		it->bid = t->val;
+		it->bid_len = t->len;
+	}
+	it->reason = kmip_check_fields(d, bi, fields, ARRAY_LEN(fields), lenient, f,
+	                               "malformed Batch Item", &it->why);
+	if (it->reason)
+		return;
+	if (f[0] == NULL) {
+		it->reason = RR_INVALID_MESSAGE;
+		it->why = "Batch Item without Operation";
+		return;
+	}
+	if (f[2] == NULL) {
+		it->reason = RR_INVALID_MESSAGE;
+		it->why = "Batch Item without Request Payload";
+		return;
+	}
+	it->payload = f[2];
+	if (f[3] != NULL) {
+		it->reason = kmip_check_fields(d, f[3], ext_fields, ARRAY_LEN(ext_fields), lenient,
+		                               ef, "malformed Message Extension", &it->why);
+		if (it->reason)
+			return;
+		if (ef[0] == NULL || ef[1] == NULL || ef[2] == NULL) {
+			it->reason = RR_INVALID_MESSAGE;
+			it->why = "incomplete Message Extension";
+			return;
+		}
+		if (ef[1]->num) {
+			it->reason = RR_FEATURE_NOT_SUPPORTED;
+			it->why = "critical Message Extension not supported";
+			return;
+		}
+	}
+}
+
+/*
+ * Authentication (spec 6.6) and Credential (spec 2.1.2):
+ *
+ *   Authentication:   Credential                 Structure (one in 1.2)
+ *   Credential:       Credential Type            Enumeration
+ *                     Credential Value           varies by type
+ *   Username and Password (type 1) value:
+ *                     Username                   Text String, required
+ *                     Password                   Text String, optional
+ *
+ * Other credential types are accepted and ignored (has_cred stays 0, so that the
+ * operations answer Authentication Not Successful where they need one).
+ */
+static uint32_t kmip_parse_auth(const struct ttlv_doc *d, const struct ttlv *auth, int lenient,
+                                struct kmip_request *r, const char **why)
+{
+	static const struct kmip_field auth_fields[] = { { KT_CREDENTIAL, TT_STRUCT, 1 } };
+	static const struct kmip_field up_fields[] = {
+		{ KT_USERNAME, TT_TEXT, 0 },
+		{ KT_PASSWORD, TT_TEXT, 0 },
+	};
+	const struct ttlv *af[1], *uf[2], *t;
+	uint32_t rr;
+
+	rr = kmip_check_fields(d, auth, auth_fields, 1, lenient, af, "malformed Authentication", why);
+	if (rr)
+		return rr;
+	if (af[0] == NULL) {
+		*why = "Authentication without Credential";
+		return RR_INVALID_MESSAGE;
+	}
+	for (int i = auth->child; i >= 0; i = d->it[i].next) {
+		const struct ttlv *cred = &d->it[i];
+		uint32_t ct;
+		if (cred->tag != KT_CREDENTIAL)
+			continue;
+		if (kmip_get_enum(d, cred, KT_CREDENTIAL_TYPE, &ct) != 0 ||
+		    (t = ttlv_find(d, cred, KT_CREDENTIAL_VALUE)) == NULL) {
+			*why = "Credential without Credential Type or Value";
+			return RR_INVALID_MESSAGE;
+		}
+		if (ct != CT_USERNAME_AND_PASSWORD || r->has_cred)
+			continue;
+		if (t->type != TT_STRUCT) {
+			*why = "Username and Password credential is not a Structure";
+			return RR_INVALID_MESSAGE;
+		}
+		rr = kmip_check_fields(d, t, up_fields, 2, lenient, uf, "malformed Credential Value",
+		                       why);
+		if (rr)
+			return rr;
+		if (uf[0] == NULL) {
+			*why = "Credential without Username";
+			return RR_INVALID_MESSAGE;
+		}
+		r->has_cred = 1;
+		r->user = uf[0]->val;
+		r->user_len = uf[0]->len;
+		if (uf[1]) {
+			r->pass = uf[1]->val;
+			r->pass_len = uf[1]->len;
+		}
+	}
+	return 0;
+}
+
+/*
+ * Request Message (spec 7.1): Request Header, then one or more Batch Items.
+ *
+ * Request Header (spec 7.2):
+ *   Protocol Version                  Structure    required (Major, Minor: Integers)
+ *   Maximum Response Size             Integer      optional
+ *   Asynchronous Indicator            Boolean      optional
+ *   Attestation Capable Indicator     Boolean      optional (1.2)
+ *   Attestation Type                  Enumeration  optional, repeated (1.2)
+ *   Authentication                    Structure    optional
+ *   Batch Error Continuation Option   Enumeration  optional, default Stop
+ *   Batch Order Option                Boolean      optional
+ *   Time Stamp                        Date-Time    optional (ignored)
+ *   Batch Count                       Integer      required
+ *
+ * Returns 0, or a Result Reason for the whole message (spec 11: answered with a header
+ * and one batch item without Operation, Operation Failed / reason), *why saying what.
+ * Decisions, following spec 11 and reference/kmip-notes.md:
+ *   - not a Request Message, header or version missing, a wrong type, a field twice or
+ *     out of the specified order, major version other than 1: Invalid Message;
+ *   - minor version 0..2: an unknown field is Invalid Field; minor > 2: unknown fields are
+ *     ignored and the request is treated as 1.2;
+ *   - Batch Count missing or not the number of Batch Items, or Batch Count > 1 with an
+ *     item lacking its Unique Batch Item ID: Invalid Message;
+ *   - more than KMIP_MAX_BATCH items: Feature Not Supported (a limit of this server, the
+ *     message itself is valid);
+ *   - Batch Error Continuation Option outside Continue/Stop/Undo: Invalid Field.  Whether
+ *     Undo can be honoured is for the operations to decide.
+ * Problems inside one Batch Item only fail that item (item[i].reason).
+ */
+static uint32_t kmip_parse_request(const struct ttlv_doc *d, struct kmip_request *r,
+                                   const char **why)
+{
+	static const struct kmip_field hdr_fields[] = {
+		{ KT_PROTOCOL_VERSION, TT_STRUCT, 0 },
+		{ KT_MAXIMUM_RESPONSE_SIZE, TT_INT, 0 },
+		{ KT_ASYNCHRONOUS_INDICATOR, TT_BOOL, 0 },
+		{ KT_ATTESTATION_CAPABLE_INDICATOR, TT_BOOL, 0 },
+		{ KT_ATTESTATION_TYPE, TT_ENUM, 1 },
+		{ KT_AUTHENTICATION, TT_STRUCT, 0 },
+		{ KT_BATCH_ERROR_CONTINUATION_OPTION, TT_ENUM, 0 },
+		{ KT_BATCH_ORDER_OPTION, TT_BOOL, 0 },
+		{ KT_TIME_STAMP, TT_DATETIME, 0 },
+		{ KT_BATCH_COUNT, TT_INT, 0 },
+	};
+	enum { H_VER, H_MAXRESP, H_ASYNC, H_ATT_CAP, H_ATT_TYPE, H_AUTH, H_BEC, H_BOO, H_TS,
+	       H_COUNT };
+	const struct ttlv *hf[ARRAY_LEN(hdr_fields)], *root, *hdr, *ver;
+	int32_t major, minor;
+	uint32_t rr;
+	int lenient;
+	const char *dummy;
+
+	if (why == NULL)
+		why = &dummy;
+	*why = NULL;
+	memset(r, 0, offsetof(struct kmip_request, item));
+	r->max_resp = -1;
+	r->err_cont = BEC_STOP;
+	r->major = KMIP_MAJOR;
+	r->minor = KMIP_MINOR;
+
+	if (d->n < 1 || d->it[0].tag != KT_REQUEST_MESSAGE || d->it[0].type != TT_STRUCT) {
+		*why = "not a Request Message";
+		return RR_INVALID_MESSAGE;
+	}
+	root = &d->it[0];
+	hdr = root->child >= 0 ? &d->it[root->child] : NULL;
+	if (hdr == NULL || hdr->tag != KT_REQUEST_HEADER || hdr->type != TT_STRUCT) {
+		*why = "Request Message does not start with a Request Header";
+		return RR_INVALID_MESSAGE;
+	}
+	if (kmip_get_struct(d, hdr, KT_PROTOCOL_VERSION, &ver) != 0 ||
+	    kmip_get_int(d, ver, KT_PROTOCOL_VERSION_MAJOR, &major) != 0 ||
+	    kmip_get_int(d, ver, KT_PROTOCOL_VERSION_MINOR, &minor) != 0) {
+		*why = "missing or malformed Protocol Version";
+		return RR_INVALID_MESSAGE;
+	}
+	if (major != KMIP_MAJOR) {
+		*why = "unsupported protocol major version";
+		return RR_INVALID_MESSAGE;
+	}
+	if (minor < 0) {
+		*why = "negative protocol minor version";
+		return RR_INVALID_MESSAGE;
+	}
+	r->major = major;
+	r->minor = minor;
+	lenient = minor > KMIP_MINOR;
+
+	rr = kmip_check_fields(d, hdr, hdr_fields, ARRAY_LEN(hdr_fields), lenient, hf,
+	                       "malformed Request Header", why);
+	if (rr)
+		return rr;
+	if (hf[H_COUNT] == NULL) {
+		*why = "Request Header without Batch Count";
+		return RR_INVALID_MESSAGE;
+	}
+	if (hf[H_COUNT]->num < 1) {
+		*why = "Batch Count less than 1";
+		return RR_INVALID_MESSAGE;
+	}
+	r->batch_count = (uint32_t)hf[H_COUNT]->num;
+	if (hf[H_MAXRESP])
+		r->max_resp = hf[H_MAXRESP]->num;
+	if (hf[H_ASYNC])
+		r->async = (int)hf[H_ASYNC]->num;
+	if (hf[H_BEC]) {
+		r->err_cont = (uint32_t)hf[H_BEC]->num;
+		if (r->err_cont < BEC_CONTINUE || r->err_cont > BEC_UNDO) {
+			*why = "unknown Batch Error Continuation Option";
+			return RR_INVALID_FIELD;
+		}
+	}
+	if (hf[H_AUTH]) {
+		rr = kmip_parse_auth(d, hf[H_AUTH], lenient, r, why);
+		if (rr)
+			return rr;
+	}
+
+	for (int i = hdr->next; i >= 0; i = d->it[i].next) {
+		const struct ttlv *t = &d->it[i];
+		if (t->tag != KT_BATCH_ITEM) {
+			if (t->tag == KT_REQUEST_HEADER) {
+				*why = "second Request Header";
+				return RR_INVALID_MESSAGE;
+			}
+			if (lenient)
+				continue;
+			*why = "unknown field in Request Message";
+			return RR_INVALID_FIELD;
+		}
+		if (t->type != TT_STRUCT) {
+			*why = "Batch Item is not a Structure";
+			return RR_INVALID_MESSAGE;
+		}
+		if (r->n >= KMIP_MAX_BATCH) {
+			*why = "too many Batch Items";
+			return RR_FEATURE_NOT_SUPPORTED;
+		}
+		kmip_parse_item(d, t, lenient, &r->item[r->n++]);
+	}
+	if (r->n == 0) {
+		*why = "Request Message without Batch Item";
+		return RR_INVALID_MESSAGE;
+	}
+	if (r->batch_count != (uint32_t)r->n) {
+		*why = "Batch Count does not match the number of Batch Items";
+		return RR_INVALID_MESSAGE;
+	}
+	if (r->n > 1)
+		for (int i = 0; i < r->n; i++)
+			if (r->item[i].bid == NULL) {
+				*why = "Batch Item without Unique Batch Item ID in a batch of several";
+				return RR_INVALID_MESSAGE;
+			}
+	return 0;
+}
+
+/* ---- response writing ---- */
+
+/*
+ * Response Message (spec 7.1) and Response Header (spec 7.2):
+ *
+ *   Response Header:  Protocol Version, Time Stamp, Batch Count
+ *
+ * The version is the request's (a client may break on fields of a version it did not
+ * ask for), capped to 1.2; anything other than major 1 is answered as 1.2.
+ * Leaves the Response Message open for the batch items.
+ */
+static void kmip_resp_begin(struct ttlv_enc *e, int major, int minor, uint32_t batch_count,
+                            int64_t now)
+{
+	if (major != KMIP_MAJOR || minor < 0) {
+		major = KMIP_MAJOR;
+		minor = KMIP_MINOR;
+	} else if (minor > KMIP_MINOR) {
+		minor = KMIP_MINOR;
+	}
+	ttlv_open(e, KT_RESPONSE_MESSAGE);
+	ttlv_open(e, KT_RESPONSE_HEADER);
+	ttlv_open(e, KT_PROTOCOL_VERSION);
+	ttlv_put_int(e, KT_PROTOCOL_VERSION_MAJOR, major);
+	ttlv_put_int(e, KT_PROTOCOL_VERSION_MINOR, minor);
+	ttlv_close(e);
+	ttlv_put_datetime(e, KT_TIME_STAMP, now);
+	ttlv_put_int(e, KT_BATCH_COUNT, (int32_t)batch_count);
+	ttlv_close(e);
+}
+
+/*
+ * Response Batch Item (spec 7.2), up to the payload:
+ *
+ *   Operation              Enumeration  if it was in the request (op 0: omitted)
+ *   Unique Batch Item ID   Byte String  if it was in the request
+ *   Result Status          Enumeration
+ *   Result Reason          Enumeration  required when the status is a failure (0: omitted)
+ *   Result Message         Text String  optional (NULL: omitted)
+ *
+ * The caller adds a Response Payload if any and ttlv_close()s the item.
+ */
+static void kmip_item_begin(struct ttlv_enc *e, uint32_t op, const struct kmip_item *it,
+                            uint32_t status, uint32_t reason, const char *msg)
+{
+	ttlv_open(e, KT_BATCH_ITEM);
+	if (op)
+		ttlv_put_enum(e, KT_OPERATION, op);
+	if (it && it->bid)
+		ttlv_put_bytes(e, KT_UNIQUE_BATCH_ITEM_ID, it->bid, it->bid_len);
+	ttlv_put_enum(e, KT_RESULT_STATUS, status);
+	if (reason)
+		ttlv_put_enum(e, KT_RESULT_REASON, reason);
+	if (msg)
+		ttlv_put_text(e, KT_RESULT_MESSAGE, msg, strlen(msg));
+}
+
+static void kmip_resp_end(struct ttlv_enc *e)
+{
+	ttlv_close(e);
+}
+
+/*
+ * The whole answer to a message that kmip_parse_request() refused: header and one batch
+ * item without Operation, Operation Failed with the reason (spec 11).
+ */
+static void kmip_resp_error(struct ttlv_enc *e, int major, int minor, int64_t now,
+                            uint32_t reason, const char *msg)
+{
+	kmip_resp_begin(e, major, minor, 1, now);
+	kmip_item_begin(e, 0, NULL, RS_OPERATION_FAILED, reason, msg);
+	ttlv_close(e);
+	kmip_resp_end(e);
+}
+
+/* ---- dumper ---- */
+
+struct kmip_out {
+	char *p;
+	size_t cap, len;
+};
+
+static void kmip_out(struct kmip_out *o, const char *fmt, ...) PRINTF_LIKE(2, 3);
+static void kmip_out(struct kmip_out *o, const char *fmt, ...)
+{
+	va_list ap;
+	if (o->len + 1 >= o->cap)
+		return;
+	va_start(ap, fmt);
+	int k = vsnprintf(o->p + o->len, o->cap - o->len, fmt, ap);
+	va_end(ap);
+	if (k < 0)
+		return;
+	o->len += (size_t)k < o->cap - o->len ? (size_t)k : o->cap - o->len - 1;
+}
+
+/* Hex of a byte value, the first 20 bytes then "...(N bytes)" (the PyKMIP dump style). */
+static void kmip_out_hex(struct kmip_out *o, const uint8_t *b, uint32_t n)
+{
+	uint32_t show = n > 20 ? 20 : n;
+	for (uint32_t i = 0; i < show; i++)
+		kmip_out(o, "%02x", b[i]);
+	if (n > show)
+		kmip_out(o, "...(%u bytes)", (unsigned)n);
+}
+
+static const char *const kmip_type_names[] = {
+	"?", "Structure", "Integer", "LongInteger", "BigInteger", "Enumeration", "Boolean",
+	"TextString", "ByteString", "DateTime", "Interval"
+};
+
+/*
+ * Any decoded message as indented text, one item a line, in the format of the PyKMIP 0.10
+ * capture dumps (shared/kmip-vectors/pykmip-0.10-capture/ *.txt):
+ *
+ *   NAME (TAG) Type len=N = value
+ *
+ * two spaces of indent per level; Integer, Long Integer and Interval in decimal,
+ * Enumeration 0x%08X, Boolean True/False, Date-Time ISO 8601 UTC, Text String quoted
+ * (control bytes, quote and backslash as \xNN), Byte String and Big Integer in lower-case
+ * hex cut after 20 bytes.  The Password is printed as '***'.  Tags outside KMIP 1.2 are
+ * named by their hex value.  Output is cut (NUL-terminated) when out is full.
+ */
+static void kmip_dump(const struct ttlv_doc *d, char *out, size_t cap)
+{
+	struct kmip_out o = { out, cap, 0 };
+
+	if (cap == 0)
+		return;
+	out[0] = '\0';
+	for (int i = 0; i < d->n; i++) {
+		const struct ttlv *t = &d->it[i];
+		const char *name = kmip_tag_name(t->tag);
+		kmip_out(&o, "%*s", 2 * t->depth, "");
+		if (name)
+			kmip_out(&o, "%s", name);
+		else
+			kmip_out(&o, "0x%06X", (unsigned)t->tag);
+		kmip_out(&o, " (%06X) %s len=%u", (unsigned)t->tag,
+		         kmip_type_names[t->type <= TT_INTERVAL ? t->type : 0], (unsigned)t->len);
+		switch (t->type) {
+		case TT_INT:
+		case TT_LONG:
+			kmip_out(&o, " = %lld", (long long)t->num);
+			break;
+		case TT_INTERVAL:
+			kmip_out(&o, " = %llu", (unsigned long long)t->num);
+			break;
+		case TT_ENUM:
+			kmip_out(&o, " = 0x%08X", (unsigned)t->num);
+			break;
+		case TT_BOOL:
+			kmip_out(&o, " = %s", t->num ? "True" : "False");
+			break;
+		case TT_DATETIME: {
+			time_t s = (time_t)t->num;
+			struct tm tm;
+			char when[64];
+			if ((int64_t)s == t->num && gmtime_r(&s, &tm) &&
+			    strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tm) > 0)
+				kmip_out(&o, " = %s", when);
+			else
+				kmip_out(&o, " = %lld", (long long)t->num);
+			break;
+		}
+		case TT_TEXT:
+			if (t->tag == KT_PASSWORD) {
+				kmip_out(&o, " = '***'");
+				break;
+			}
+			kmip_out(&o, " = '");
+			for (uint32_t k = 0; k < t->len; k++) {
+				uint8_t c = t->val[k];
+				if (c < 0x20 || c == 0x7F || c == '\'' || c == '\\')
+					kmip_out(&o, "\\x%02x", c);
+				else
+					kmip_out(&o, "%c", c);
+			}
+			kmip_out(&o, "'");
+			break;
+		case TT_BYTES:
+		case TT_BIGINT:
+			kmip_out(&o, " = ");
+			kmip_out_hex(&o, t->val, t->len);
+			break;
+		default:
+			break;
+		}
+		kmip_out(&o, "\n");
+	}
+}
+/* ==== 5. Configuration and command line =================================== */
+
+/*
+ * The configuration file is the original's (NLnet Labs kmip2pkcs11 / cascade-hsm-bridge):
+ * TOML, keys in kebab-case, unknown keys and tables rejected.  Every key is one row of
+ * CFG_KEYS below; parsing, defaults, the `set` and `line` bookkeeping and the test that
+ * config.example and the man page document every key are all driven by that table.
+ *
+ * Our own keys (extensions, absent from the original): [pkcs11] workers, [server]
+ * max-connections, max-message-size, handshake-timeout, idle-timeout, [server.identity]
+ * client-ca-path, [daemon] state-dir.  [daemon] chroot is the original's (rarely used).
+ */
+
+#define CFG_DEFAULT_PATH  "/etc/kmip2pkcs11/config.toml"
+#define CFG_FILE_MAX      (64 * 1024)   /* larger configuration files are refused */
+#define CFG_PATH_MAX      PATH_MAX      /* every path, including its NUL */
+#define CFG_NAME_MAX      256           /* user and group names of `identity` */
+#define CFG_ADDR_MAX      64            /* "[ffff:...:255.255.255.255]:65535" fits */
+#define CFG_KEY_MAX       64            /* bare keys and table names */
+#define CFG_INLINE_MAX    4             /* keys in one inline table */
+#define CFG_WORKERS_AUTO  (-1)          /* `workers` absent: CPU count, capped by the token */
+#define CFG_WORKERS_MAX   256
+
+/* Tables of the file. */
+enum { CT_ROOT, CT_PKCS11, CT_SERVER, CT_SERVER_IDENTITY, CT_DAEMON, CT_COUNT };
+static const char *const cfg_table_names[CT_COUNT] = {
+	"", "pkcs11", "server", "server.identity", "daemon"
+};
+
+/* Value types: how a key's TOML value is checked and stored. */
+enum {
+	CV_VERSION,     /* string, "v1" only */
+	CV_PATH,        /* non-empty string into a char[CFG_PATH_MAX] */
+	CV_INT,         /* integer within [min, max] into an int */
+	CV_BOOL,        /* boolean into an int */
+	CV_LEVEL,       /* log level name into an int LV_* */
+	CV_TARGET,      /* { type = "stderr" | "syslog" | "file", path = "..." } */
+	CV_ADDR,        /* "a.b.c.d:port" or "[v6]:port" */
+	CV_IDENTITY     /* "user:group" or "user" */
+};
+
+/*
+ * The keys.  X(ID, table, key, type, field, min, max, default, doc)
+ * default: the value as written in TOML (applied by cfg_defaults through the same parser),
+ *          NULL if the key has none.
+ * doc:     the first comment line above the key in config.example (checked by the tests).
+ */
+#define CFG_KEYS(X) \
+	X(VERSION, CT_ROOT, "version", CV_VERSION, version, 0, 0, NULL, \
+	  "The configuration file format version; \"v1\" is the only one (required).") \
+	X(LIB_PATH, CT_PKCS11, "lib-path", CV_PATH, lib_path, 0, 0, NULL, \
+	  "The PKCS#11 module to load (required).") \
+	X(WORKERS, CT_PKCS11, "workers", CV_INT, workers, 0, CFG_WORKERS_MAX, NULL, \
+	  "Threads that make the PKCS#11 calls (extension).") \
+	X(ADDR, CT_SERVER, "addr", CV_ADDR, addr, 0, 0, "\"127.0.0.1:5696\"", \
+	  "The IP address and TCP port to listen on.") \
+	X(MAX_CONNECTIONS, CT_SERVER, "max-connections", CV_INT, max_connections, 1, 65535, \
+	  "1024", "Connections served at the same time (extension).") \
+	X(MAX_MESSAGE_SIZE, CT_SERVER, "max-message-size", CV_INT, max_message_size, 1024, \
+	  16777216, "65536", "The largest KMIP request accepted, in bytes (extension).") \
+	X(HANDSHAKE_TIMEOUT, CT_SERVER, "handshake-timeout", CV_INT, handshake_timeout, 1, 3600, \
+	  "10", "Seconds a client has to complete the TLS handshake (extension).") \
+	X(IDLE_TIMEOUT, CT_SERVER, "idle-timeout", CV_INT, idle_timeout, 1, 86400, "120", \
+	  "Seconds an idle connection is kept open (extension).") \
+	X(CERT_PATH, CT_SERVER_IDENTITY, "cert-path", CV_PATH, cert_path, 0, 0, NULL, \
+	  "The server certificate (chain), PEM.") \
+	X(KEY_PATH, CT_SERVER_IDENTITY, "key-path", CV_PATH, key_path, 0, 0, NULL, \
+	  "The private key of the server certificate, PEM.") \
+	X(CLIENT_CA_PATH, CT_SERVER_IDENTITY, "client-ca-path", CV_PATH, client_ca_path, 0, 0, \
+	  NULL, "Require client certificates issued by these CAs, PEM (extension).") \
+	X(LOG_LEVEL, CT_DAEMON, "log-level", CV_LEVEL, log_level, 0, 0, "\"info\"", \
+	  "The least severe messages that are logged.") \
+	X(LOG_TARGET, CT_DAEMON, "log-target", CV_TARGET, log_target, 0, 0, \
+	  "{ type = \"stderr\" }", "Where log messages go.") \
+	X(DAEMONIZE, CT_DAEMON, "daemonize", CV_BOOL, daemonize, 0, 0, "false", \
+	  "Fork into the background at start.") \
+	X(PID_FILE, CT_DAEMON, "pid-file", CV_PATH, pid_file, 0, 0, NULL, \
+	  "A file to write the process ID to.") \
+	X(IDENTITY, CT_DAEMON, "identity", CV_IDENTITY, user, 0, 0, NULL, \
+	  "The user (and group) to run as after start-up.") \
+	X(CHROOT, CT_DAEMON, "chroot", CV_PATH, chroot_dir, 0, 0, NULL, \
+	  "A directory to chroot into after start-up.") \
+	X(STATE_DIR, CT_DAEMON, "state-dir", CV_PATH, state_dir, 0, 0, \
+	  "\"/var/lib/kmip2pkcs11\"", \
+	  "Where the generated self-signed certificate and its key are kept (extension).")
+
+#define CFG_ENUM(id, t, k, ty, f, mn, mx, d, doc) CFG_K_##id,
+enum { CFG_KEYS(CFG_ENUM) CFG_NKEYS };
+#undef CFG_ENUM
+
+/* All settings; cfg_defaults() gives a valid configuration except for the required keys. */
+struct cfg {
+	char version[8];                        /* "v1" */
+	/* [pkcs11] */
+	char lib_path[CFG_PATH_MAX];
+	int workers;                            /* CFG_WORKERS_AUTO, or 0 (inline) .. MAX */
+	/* [server] */
+	char addr[CFG_ADDR_MAX];                /* as written, for messages */
+	struct sockaddr_storage listen_sa;      /* addr parsed: AF_INET or AF_INET6 */
+	socklen_t listen_salen;
+	int max_connections;
+	int max_message_size;                   /* bytes */
+	int handshake_timeout;                  /* seconds */
+	int idle_timeout;                       /* seconds */
+	/* [server.identity]; "" when not set */
+	char cert_path[CFG_PATH_MAX];
+	char key_path[CFG_PATH_MAX];
+	char client_ca_path[CFG_PATH_MAX];
+	/* [daemon] */
+	int log_level;                          /* LV_* */
+	int log_target;                         /* LOG_TO_* */
+	char log_file[CFG_PATH_MAX];            /* LOG_TO_FILE */
+	int daemonize;
+	char pid_file[CFG_PATH_MAX];            /* "" when not set */
+	char user[CFG_NAME_MAX];                /* identity; "" when not set */
+	char group[CFG_NAME_MAX];               /* "user" alone means group = user */
+	char chroot_dir[CFG_PATH_MAX];          /* "" when not set */
+	char state_dir[CFG_PATH_MAX];
+	/* bookkeeping, indexed by CFG_K_* */
+	unsigned char set[CFG_NKEYS];           /* given in the file or on the command line */
+	int line[CFG_NKEYS];                    /* line in the file, 0 if not from the file */
+};
+
+struct cfg_key {
+	uint8_t table, type;
+	const char *key;
+	size_t off, size;                       /* the field in struct cfg */
+	long min, max;                          /* CV_INT */
+	const char *def;                        /* TOML text or NULL */
+	const char *doc;
+};
+
+#define CFG_ROW(id, t, k, ty, f, mn, mx, d, dc) \
+	{ t, ty, k, offsetof(struct cfg, f), sizeof(((struct cfg *)0)->f), mn, mx, d, dc },
+static const struct cfg_key cfg_keys[CFG_NKEYS] = { CFG_KEYS(CFG_ROW) };
+#undef CFG_ROW
+
+/* ---- values ---- */
+
+enum { VK_STR, VK_INT, VK_BOOL, VK_TABLE };
+
+struct cfg_scalar {
+	int kind;                               /* VK_STR, VK_INT or VK_BOOL */
+	int64_t i;                              /* VK_INT, VK_BOOL */
+	char s[CFG_PATH_MAX];                   /* VK_STR, NUL-terminated, no NUL inside */
+};
+
+struct cfg_val {
+	struct cfg_scalar v;                    /* kind VK_TABLE: v unused, kv[0..n) hold it */
+	int n;
+	struct { char key[CFG_KEY_MAX]; struct cfg_scalar v; } kv[CFG_INLINE_MAX];
+};
+
+struct cfg_parser {
+	const char *name;                       /* file name for messages */
+	const char *p, *end;
+	int line;
+	int table;                              /* CT_* of the current table */
+	int table_line[CT_COUNT];               /* line of its header, 0: not (yet) defined */
+	struct cfg *c;
+	char *err;
+	size_t errsz;
+	struct cfg_val val;                     /* the value being parsed (large: kept here) */
+};
+
+static int cfg_error(struct cfg_parser *ps, int line, const char *fmt, ...) PRINTF_LIKE(3, 4);
+static int cfg_error(struct cfg_parser *ps, int line, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	if (ps->errsz == 0)
+		return -1;
+	if (line > 0)
+		n = snprintf(ps->err, ps->errsz, "%s:%d: ", ps->name, line);
+	else
+		n = snprintf(ps->err, ps->errsz, "%s: ", ps->name);
+	if (n < 0 || (size_t)n >= ps->errsz)
+		return -1;
+	va_start(ap, fmt);
+	vsnprintf(ps->err + n, ps->errsz - (size_t)n, fmt, ap);
+	va_end(ap);
+	return -1;
+}
+
+/* " in [pkcs11]", or "" for the top level: appended to messages about a key. */
+static const char *cfg_in(int table, char *buf, size_t n)
+{
+	if (table == CT_ROOT)
+		return "";
+	snprintf(buf, n, " in [%s]", cfg_table_names[table]);
+	return buf;
+}
+
+/* ---- the semantic parsers, shared by the file, the defaults and the command line ---- */
+
+/* "a.b.c.d:port" or "[v6]:port" (as Rust's SocketAddr: IP literals only, no host names). */
+static int cfg_addr_parse(const char *s, struct sockaddr_storage *sa, socklen_t *salen)
+{
+	char host[INET6_ADDRSTRLEN + 1];
+	const char *colon, *h = s;
+	size_t hn;
+
+	memset(sa, 0, sizeof *sa);
+	if (s[0] == '[') {
+		const char *close = strchr(s, ']');
+		if (close == NULL || close[1] != ':')
+			return -1;
+		h = s + 1;
+		hn = (size_t)(close - h);
+		colon = close + 1;
+	} else {
+		colon = strrchr(s, ':');
+		if (colon == NULL || memchr(s, ':', (size_t)(colon - s)) != NULL)
+			return -1;              /* no port, or a bare IPv6 address */
+		hn = (size_t)(colon - s);
+	}
+	if (hn == 0 || hn >= sizeof host)
+		return -1;
+	memcpy(host, h, hn);
+	host[hn] = '\0';
+
+	const char *d = colon + 1;
+	long port = 0;
+	if (*d == '\0' || strlen(d) > 5)
+		return -1;
+	for (; *d; d++) {
+		if (*d < '0' || *d > '9')
+			return -1;
+		port = port * 10 + (*d - '0');
+	}
+	if (port < 1 || port > 65535)
+		return -1;
+
+	if (s[0] == '[') {
+		struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)sa;
+		if (inet_pton(AF_INET6, host, &a6->sin6_addr) != 1)
+			return -1;
+		a6->sin6_family = AF_INET6;
+		a6->sin6_port = htons((uint16_t)port);
+		*salen = sizeof *a6;
+	} else {
+		struct sockaddr_in *a4 = (struct sockaddr_in *)sa;
+		if (inet_pton(AF_INET, host, &a4->sin_addr) != 1)
+			return -1;
+		a4->sin_family = AF_INET;
+		a4->sin_port = htons((uint16_t)port);
+		*salen = sizeof *a4;
+	}
+	return 0;
+}
+
+/* "user:group" or "user": names or numeric IDs, resolved at start-up by the daemon. */
+static int cfg_identity_parse(const char *s, char *user, char *group)
+{
+	const char *colon = strchr(s, ':');
+	size_t un = colon ? (size_t)(colon - s) : strlen(s);
+	const char *g = colon ? colon + 1 : s;
+	size_t gn = colon ? strlen(g) : un;
+
+	if (un == 0 || gn == 0 || un >= CFG_NAME_MAX || gn >= CFG_NAME_MAX || strchr(g, ':'))
+		return -1;
+	for (const char *q = s; *q; q++)
+		if ((unsigned char)*q <= ' ' || *q == 0x7f)
+			return -1;
+	memcpy(user, s, un);
+	user[un] = '\0';
+	memcpy(group, g, gn);
+	group[gn] = '\0';
+	return 0;
+}
+
+/* Copy a path into a char[CFG_PATH_MAX]: -1 if empty or too long. */
+static int cfg_path_set(char *dst, size_t cap, const char *s)
+{
+	size_t n = strlen(s);
+	if (n == 0 || n >= cap)
+		return -1;
+	memcpy(dst, s, n + 1);
+	return 0;
+}
+
+/* The command line's form of a log target: "stderr", "syslog" or "file:PATH". */
+static int cfg_target_parse(const char *s, int *target, const char **path)
+{
+	*path = NULL;
+	if (strcmp(s, "stderr") == 0)
+		*target = LOG_TO_STDERR;
+	else if (strcmp(s, "syslog") == 0)
+		*target = LOG_TO_SYSLOG;
+	else if (strncmp(s, "file:", 5) == 0 && s[5] != '\0') {
+		*target = LOG_TO_FILE;
+		*path = s + 5;
+	} else
+		return -1;
+	return 0;
+}
+
+/*
+ * log-target = { type = "stderr" } | { type = "syslog" } | { type = "file", path = "..." }
+ * The command-line form ("stderr", "syslog", "file:PATH") is also accepted as a string.
+ */
+static int cfg_set_target(struct cfg_parser *ps, int line, const struct cfg_val *v)
+{
+	struct cfg *c = ps->c;
+	const char *type = NULL, *path = NULL;
+	int target;
+
+	if (v->v.kind == VK_STR) {
+		if (cfg_target_parse(v->v.s, &target, &path) < 0)
+			return cfg_error(ps, line, "'log-target' must be { type = \"stderr\" }, "
+			                 "{ type = \"syslog\" } or { type = \"file\", path = \"...\" }");
+		goto store;
+	}
+	if (v->v.kind != VK_TABLE)
+		return cfg_error(ps, line, "'log-target' must be an inline table, "
+		                 "e.g. { type = \"stderr\" }");
+	for (int i = 0; i < v->n; i++) {
+		const char *k = v->kv[i].key;
+		if (strcmp(k, "type") != 0 && strcmp(k, "path") != 0)
+			return cfg_error(ps, line, "unknown key '%s' in log-target", k);
+		if (v->kv[i].v.kind != VK_STR)
+			return cfg_error(ps, line, "'%s' in log-target must be a string", k);
+		if (k[0] == 't')
+			type = v->kv[i].v.s;
+		else
+			path = v->kv[i].v.s;
+	}
+	if (type == NULL)
+		return cfg_error(ps, line, "log-target needs a 'type'");
+	if (strcmp(type, "stderr") == 0)
+		target = LOG_TO_STDERR;
+	else if (strcmp(type, "syslog") == 0)
+		target = LOG_TO_SYSLOG;
+	else if (strcmp(type, "file") == 0)
+		target = LOG_TO_FILE;
+	else
+		return cfg_error(ps, line, "log-target type must be \"stderr\", \"syslog\" or \"file\"");
+	if (target == LOG_TO_FILE && path == NULL)
+		return cfg_error(ps, line, "log-target type \"file\" needs a 'path'");
+	if (target != LOG_TO_FILE && path != NULL)
+		return cfg_error(ps, line, "'path' in log-target goes only with type \"file\"");
+store:
+	if (path != NULL && cfg_path_set(c->log_file, sizeof c->log_file, path) < 0)
+		return cfg_error(ps, line, "the log-target path must not be empty");
+	c->log_target = target;
+	return 0;
+}
+
+/* Check one value against its key's type and store it. */
+static int cfg_set(struct cfg_parser *ps, int k, int line, const struct cfg_val *v)
+{
+	const struct cfg_key *key = &cfg_keys[k];
+	struct cfg *c = ps->c;
+	char *field = (char *)c + key->off;
+	const char *name = key->key;
+
+	if (key->type == CV_TARGET)
+		return cfg_set_target(ps, line, v);
+	if (key->type == CV_INT) {
+		if (v->v.kind != VK_INT)
+			return cfg_error(ps, line, "'%s' must be an integer", name);
+		if (v->v.i < key->min || v->v.i > key->max)
+			return cfg_error(ps, line, "'%s' must be between %ld and %ld", name,
+			                 key->min, key->max);
+		*(int *)(void *)field = (int)v->v.i;
+		return 0;
+	}
+	if (key->type == CV_BOOL) {
+		if (v->v.kind != VK_BOOL)
+			return cfg_error(ps, line, "'%s' must be a boolean (true or false)", name);
+		*(int *)(void *)field = (int)v->v.i;
+		return 0;
+	}
+	if (v->v.kind != VK_STR)
+		return cfg_error(ps, line, "'%s' must be a string", name);
+	const char *s = v->v.s;
+	switch (key->type) {
+	case CV_VERSION:
+		if (strcmp(s, "v1") != 0)
+			return cfg_error(ps, line, "unsupported configuration version "
+			                 "(only \"v1\" is known)");
+		memcpy(field, "v1", 3);
+		return 0;
+	case CV_PATH:
+		if (s[0] == '\0')
+			return cfg_error(ps, line, "'%s' must not be empty", name);
+		if (cfg_path_set(field, key->size, s) < 0)
+			return cfg_error(ps, line, "'%s' is too long", name);
+		return 0;
+	case CV_LEVEL: {
+		int lv = log_level_parse(s);
+		if (lv < 0)
+			return cfg_error(ps, line, "'%s' must be one of trace, debug, info, "
+			                 "warning, error", name);
+		c->log_level = lv;
+		return 0;
+	}
+	case CV_ADDR:
+		if (strlen(s) >= sizeof c->addr ||
+		    cfg_addr_parse(s, &c->listen_sa, &c->listen_salen) < 0)
+			return cfg_error(ps, line, "'%s' must be an IP address and port, "
+			                 "e.g. \"127.0.0.1:5696\" or \"[::1]:5696\"", name);
+		memcpy(c->addr, s, strlen(s) + 1);
+		return 0;
+	case CV_IDENTITY:
+		if (cfg_identity_parse(s, c->user, c->group) < 0)
+			return cfg_error(ps, line, "'%s' must be \"user:group\" or \"user\"", name);
+		return 0;
+	}
+	return cfg_error(ps, line, "internal error: key '%s' has no type", name);
+}
+
+/* ---- the TOML subset ---- */
+
+/*
+ * Accepted grammar (a subset of TOML 1.0; anything else is refused with a message):
+ *
+ *   file         = *line
+ *   line         = ws [ table / keyval ] ws [ comment ] ( LF / CRLF / end of file )
+ *   table        = "[" ws key *( ws "." ws key ) ws "]"
+ *   keyval       = key ws "=" ws value
+ *   key          = 1*( ALPHA / DIGIT / "-" / "_" )           ; bare keys only
+ *   value        = basic-string / literal-string / integer / boolean / inline-table
+ *   basic-string = '"' *( char / escape ) '"'                ; one line
+ *   escape       = "\" ( '"' / "\" / "b" / "t" / "n" / "f" / "r"
+ *                      / "u" 4HEXDIG / "U" 8HEXDIG )         ; a Unicode scalar, not NUL
+ *   literal-str  = "'" *char-but-quote "'"                   ; one line, no escapes
+ *   integer      = [ "+" / "-" ] ( "0" / DIGIT1 *( ["_"] DIGIT ) )   ; fits in 64 bits
+ *   boolean      = "true" / "false"
+ *   inline-table = "{" ws [ keyval-s *( ws "," ws keyval-s ) ] ws "}"  ; one line
+ *   keyval-s     = key ws "=" ws ( basic-string / literal-string / integer / boolean )
+ *   comment      = "#" *( any byte but LF )
+ *   ws           = *( SP / HTAB )
+ *
+ * Not supported: arrays, arrays of tables, floats, dates and times, multi-line strings,
+ * quoted and dotted keys, hexadecimal / octal / binary integers, nested inline tables.
+ */
+
+/* Bare keys: A-Z a-z 0-9 - _ */
+static int cfg_iskey(int ch)
+{
+	return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+	       ch == '-' || ch == '_';
+}
+
+/* ws: spaces and tabs. */
+static void cfg_ws(struct cfg_parser *ps)
+{
+	while (ps->p < ps->end && (*ps->p == ' ' || *ps->p == '\t'))
+		ps->p++;
+}
+
+/* The byte i ahead, or -1 past the end. */
+static int cfg_peek(const struct cfg_parser *ps, size_t i)
+{
+	return (size_t)(ps->end - ps->p) > i ? (unsigned char)ps->p[i] : -1;
+}
+
+/* A bare key into out[CFG_KEY_MAX]. */
+static int cfg_key_parse(struct cfg_parser *ps, char *out)
+{
+	size_t n = 0;
+	int ch = cfg_peek(ps, 0);
+
+	if (ch == '"' || ch == '\'')
+		return cfg_error(ps, ps->line, "quoted keys are not supported");
+	while (ps->p < ps->end && cfg_iskey((unsigned char)*ps->p)) {
+		if (n + 1 >= CFG_KEY_MAX)
+			return cfg_error(ps, ps->line, "key too long");
+		out[n++] = *ps->p++;
+	}
+	out[n] = '\0';
+	if (n == 0)
+		return cfg_error(ps, ps->line, "expected a key");
+	return 0;
+}
+
+/* After an item: spaces, an optional comment, then the end of the line. */
+static int cfg_eol(struct cfg_parser *ps)
+{
+	cfg_ws(ps);
+	if (ps->p < ps->end && *ps->p == '#')
+		while (ps->p < ps->end && *ps->p != '\n' && *ps->p != '\r')
+			ps->p++;
+	if (ps->p == ps->end)
+		return 0;
+	if (*ps->p == '\r' && cfg_peek(ps, 1) == '\n')
+		ps->p++;
+	if (*ps->p != '\n')
+		return cfg_error(ps, ps->line, "unexpected characters at the end of the line");
+	ps->p++;
+	ps->line++;
+	return 0;
+}
+
+/* Append code point u (a Unicode scalar value) as UTF-8. */
+static int cfg_put_utf8(struct cfg_parser *ps, char *s, size_t *n, uint32_t u)
+{
+	uint8_t b[4];
+	size_t k;
+
+	if (u < 0x80) {
+		b[0] = (uint8_t)u; k = 1;
+	} else if (u < 0x800) {
+		b[0] = (uint8_t)(0xC0 | u >> 6); b[1] = (uint8_t)(0x80 | (u & 0x3F)); k = 2;
+	} else if (u < 0x10000) {
+		b[0] = (uint8_t)(0xE0 | u >> 12); b[1] = (uint8_t)(0x80 | (u >> 6 & 0x3F));
+		b[2] = (uint8_t)(0x80 | (u & 0x3F)); k = 3;
+	} else {
+		b[0] = (uint8_t)(0xF0 | u >> 18); b[1] = (uint8_t)(0x80 | (u >> 12 & 0x3F));
+		b[2] = (uint8_t)(0x80 | (u >> 6 & 0x3F)); b[3] = (uint8_t)(0x80 | (u & 0x3F)); k = 4;
+	}
+	if (*n + k >= CFG_PATH_MAX)
+		return cfg_error(ps, ps->line, "string too long (at most %d bytes)", CFG_PATH_MAX - 1);
+	memcpy(s + *n, b, k);
+	*n += k;
+	return 0;
+}
+
+/* A basic ("...") or literal ('...') string, opening quote at ps->p. */
+static int cfg_string(struct cfg_parser *ps, struct cfg_scalar *out)
+{
+	const char q = *ps->p;
+	size_t n = 0;
+
+	if (cfg_peek(ps, 1) == q && cfg_peek(ps, 2) == q)
+		return cfg_error(ps, ps->line, "multi-line strings are not supported");
+	ps->p++;
+	for (;;) {
+		if (ps->p == ps->end || *ps->p == '\n' || *ps->p == '\r')
+			return cfg_error(ps, ps->line, "unterminated string");
+		unsigned char ch = (unsigned char)*ps->p++;
+		uint32_t u = ch;
+		if (ch == (unsigned char)q)
+			break;
+		if ((ch < 0x20 && ch != '\t') || ch == 0x7F)
+			return cfg_error(ps, ps->line, "control character in string");
+		if (ch == '\\' && q == '"') {
+			int e = cfg_peek(ps, 0), digits = 0;
+			if (e < 0)
+				return cfg_error(ps, ps->line, "unterminated string");
+			ps->p++;
+			switch (e) {
+			case '"': u = '"'; break;
+			case '\\': u = '\\'; break;
+			case 'b': u = '\b'; break;
+			case 't': u = '\t'; break;
+			case 'n': u = '\n'; break;
+			case 'f': u = '\f'; break;
+			case 'r': u = '\r'; break;
+			case 'u': digits = 4; break;
+			case 'U': digits = 8; break;
+			default:
+				if (e >= 0x21 && e < 0x7F)
+					return cfg_error(ps, ps->line, "invalid escape '\\%c' in string", e);
+				return cfg_error(ps, ps->line, "invalid escape in string");
+			}
+			if (digits) {
+				u = 0;
+				for (int i = 0; i < digits; i++) {
+					int h = ps->p < ps->end ? hex_digit((unsigned char)*ps->p) : -1;
+					if (h < 0)
+						return cfg_error(ps, ps->line, "invalid escape: \\%c needs %d "
+						                 "hex digits", e, digits);
+					u = u << 4 | (uint32_t)h;
+					ps->p++;
+				}
+				if (u == 0 || u > 0x10FFFF || (u >= 0xD800 && u <= 0xDFFF))
+					return cfg_error(ps, ps->line, "invalid escape: \\%c%0*lX is not "
+					                 "an allowed character", e, digits, (unsigned long)u);
+				if (cfg_put_utf8(ps, out->s, &n, u) < 0)
+					return -1;
+				continue;
+			}
+		}
+		if (n + 1 >= CFG_PATH_MAX)
+			return cfg_error(ps, ps->line, "string too long (at most %d bytes)",
+			                 CFG_PATH_MAX - 1);
+		out->s[n++] = (char)u;
+	}
+	out->s[n] = '\0';
+	out->kind = VK_STR;
+	return 0;
+}
+
+/* An integer or boolean, or a clear refusal of the other bare values. */
+static int cfg_bare(struct cfg_parser *ps, struct cfg_scalar *out)
+{
+	const char *t = ps->p, *e = ps->p;
+	while (e < ps->end && (cfg_iskey((unsigned char)*e) || *e == '+' || *e == '.' ||
+	                       *e == ':'))
+		e++;
+	size_t n = (size_t)(e - t);
+
+	if (n == 0)
+		return cfg_error(ps, ps->line, "expected a value");
+	if ((n == 4 && memcmp(t, "true", 4) == 0) || (n == 5 && memcmp(t, "false", 5) == 0)) {
+		out->kind = VK_BOOL;
+		out->i = n == 4;
+		ps->p = e;
+		return 0;
+	}
+	const char *d = t;
+	int neg = 0;
+	if (*d == '+' || *d == '-')
+		neg = *d++ == '-';
+	size_t dn = (size_t)(e - d);
+	if ((dn == 3 && (memcmp(d, "inf", 3) == 0 || memcmp(d, "nan", 3) == 0)))
+		return cfg_error(ps, ps->line, "floats are not supported");
+	if (dn == 0 || *d < '0' || *d > '9')
+		return cfg_error(ps, ps->line, "invalid value (strings must be quoted)");
+	if (dn > 1 && d[0] == '0' && (d[1] == 'x' || d[1] == 'o' || d[1] == 'b'))
+		return cfg_error(ps, ps->line, "hexadecimal, octal and binary integers are not "
+		                 "supported");
+	if ((dn >= 5 && d[4] == '-') || (dn >= 3 && d[2] == ':'))
+		return cfg_error(ps, ps->line, "dates and times are not supported");
+	for (const char *q = d; q < e; q++)
+		if (*q == '.' || *q == 'e' || *q == 'E')
+			return cfg_error(ps, ps->line, "floats are not supported");
+
+	/* decimal: digits, single underscores between digits, no leading zero */
+	uint64_t v = 0, lim = neg ? (uint64_t)INT64_MAX + 1 : (uint64_t)INT64_MAX;
+	if (dn > 1 && d[0] == '0')
+		return cfg_error(ps, ps->line, "leading zeros are not allowed in integers");
+	for (const char *q = d; q < e; q++) {
+		if (*q == '_') {
+			if (q == d || q + 1 == e || q[-1] == '_' || q[1] < '0' || q[1] > '9')
+				return cfg_error(ps, ps->line, "misplaced '_' in integer");
+			continue;
+		}
+		if (*q < '0' || *q > '9')
+			return cfg_error(ps, ps->line, "invalid integer");
+		unsigned dig = (unsigned)(*q - '0');
+		if (v > (lim - dig) / 10)
+			return cfg_error(ps, ps->line, "integer out of range");
+		v = v * 10 + dig;
+	}
+	out->kind = VK_INT;
+	out->i = neg ? (v == (uint64_t)INT64_MAX + 1 ? INT64_MIN : -(int64_t)v) : (int64_t)v;
+	ps->p = e;
+	return 0;
+}
+
+static int cfg_scalar_value(struct cfg_parser *ps, struct cfg_scalar *out)
+{
+	int ch = cfg_peek(ps, 0);
+
+	if (ch == '"' || ch == '\'')
+		return cfg_string(ps, out);
+	if (ch == '[')
+		return cfg_error(ps, ps->line, "arrays are not supported");
+	if (ch == '{')
+		return cfg_error(ps, ps->line, "nested inline tables are not supported");
+	if (ch < 0 || ch == '\n' || ch == '\r' || ch == '#')
+		return cfg_error(ps, ps->line, "expected a value");
+	return cfg_bare(ps, out);
+}
+
+/* inline-table, opening brace at ps->p. */
+static int cfg_inline_table(struct cfg_parser *ps, struct cfg_val *v)
+{
+	ps->p++;
+	v->v.kind = VK_TABLE;
+	v->n = 0;
+	cfg_ws(ps);
+	if (cfg_peek(ps, 0) == '}') {
+		ps->p++;
+		return 0;
+	}
+	for (;;) {
+		char key[CFG_KEY_MAX];
+		cfg_ws(ps);
+		if (cfg_key_parse(ps, key) < 0)
+			return -1;
+		for (int i = 0; i < v->n; i++)
+			if (strcmp(v->kv[i].key, key) == 0)
+				return cfg_error(ps, ps->line, "duplicate key '%s' in inline table", key);
+		if (v->n == CFG_INLINE_MAX)
+			return cfg_error(ps, ps->line, "too many keys in inline table");
+		cfg_ws(ps);
+		if (cfg_peek(ps, 0) == '.')
+			return cfg_error(ps, ps->line, "dotted keys are not supported");
+		if (cfg_peek(ps, 0) != '=')
+			return cfg_error(ps, ps->line, "expected '=' after key '%s'", key);
+		ps->p++;
+		cfg_ws(ps);
+		memcpy(v->kv[v->n].key, key, sizeof key);
+		if (cfg_scalar_value(ps, &v->kv[v->n].v) < 0)
+			return -1;
+		v->n++;
+		cfg_ws(ps);
+		int ch = cfg_peek(ps, 0);
+		ps->p += ch >= 0;
+		if (ch == '}')
+			return 0;
+		if (ch != ',')
+			return cfg_error(ps, ps->line, "expected ',' or '}' in inline table "
+			                 "(it must be on one line)");
+		cfg_ws(ps);
+		if (cfg_peek(ps, 0) == '}')
+			return cfg_error(ps, ps->line, "trailing comma in inline table");
+	}
+}
+
+/* table: "[a]" or "[a.b]", at ps->p. */
+static int cfg_table_header(struct cfg_parser *ps)
+{
+	char name[2 * CFG_KEY_MAX + 1] = "", part[CFG_KEY_MAX];
+
+	if (cfg_peek(ps, 1) == '[')
+		return cfg_error(ps, ps->line, "arrays of tables are not supported");
+	ps->p++;
+	for (;;) {
+		cfg_ws(ps);
+		if (cfg_key_parse(ps, part) < 0)
+			return -1;
+		if (strlen(name) + 1 + strlen(part) >= sizeof name)
+			return cfg_error(ps, ps->line, "table name too long");
+		if (name[0])
+			strcat(name, ".");
+		strcat(name, part);
+		cfg_ws(ps);
+		int ch = cfg_peek(ps, 0);
+		ps->p += ch >= 0;
+		if (ch == ']')
+			break;
+		if (ch != '.')
+			return cfg_error(ps, ps->line, "expected ']' after the table name");
+	}
+	int t;
+	for (t = 1; t < CT_COUNT; t++)
+		if (strcmp(cfg_table_names[t], name) == 0)
+			break;
+	if (t == CT_COUNT)
+		return cfg_error(ps, ps->line, "unknown table [%s]", name);
+	if (ps->table_line[t])
+		return cfg_error(ps, ps->line, "table [%s] defined twice (first on line %d)", name,
+		                 ps->table_line[t]);
+	ps->table_line[t] = ps->line;
+	ps->table = t;
+	return cfg_eol(ps);
+}
+
+/* keyval, at ps->p: find the key's row in the current table, parse, check, store. */
+static int cfg_keyval(struct cfg_parser *ps)
+{
+	char key[CFG_KEY_MAX], in[CFG_KEY_MAX + 8];
+	int line = ps->line, k;
+
+	if (cfg_key_parse(ps, key) < 0)
+		return -1;
+	cfg_ws(ps);
+	if (cfg_peek(ps, 0) == '.')
+		return cfg_error(ps, line, "dotted keys are not supported");
+	if (cfg_peek(ps, 0) != '=')
+		return cfg_error(ps, line, "expected '=' after key '%s'", key);
+	ps->p++;
+	for (k = 0; k < CFG_NKEYS; k++)
+		if (cfg_keys[k].table == ps->table && strcmp(cfg_keys[k].key, key) == 0)
+			break;
+	if (k == CFG_NKEYS)
+		return cfg_error(ps, line, "unknown key '%s'%s", key,
+		                 ps->table == CT_ROOT ? " at the top level (before any [table])" :
+		                 cfg_in(ps->table, in, sizeof in));
+	if (ps->c->line[k])
+		return cfg_error(ps, line, "duplicate key '%s'%s (first on line %d)", key,
+		                 cfg_in(ps->table, in, sizeof in), ps->c->line[k]);
+	cfg_ws(ps);
+	struct cfg_val *v = &ps->val;
+	if (cfg_peek(ps, 0) == '{') {
+		if (cfg_inline_table(ps, v) < 0)
+			return -1;
+	} else if (cfg_scalar_value(ps, &v->v) < 0)
+		return -1;
+	if (cfg_eol(ps) < 0)
+		return -1;
+	if (cfg_set(ps, k, line, v) < 0)
+		return -1;
+	ps->c->line[k] = line;
+	ps->c->set[k] = 1;
+	return 0;
+}
+
+/* Checks that need the whole file. */
+static int cfg_check(struct cfg_parser *ps)
+{
+	const struct cfg *c = ps->c;
+	char in[CFG_KEY_MAX + 8];
+
+	if (!c->set[CFG_K_VERSION])
+		return cfg_error(ps, 0, "missing required key 'version' (version = \"v1\")");
+	if (!c->set[CFG_K_LIB_PATH])
+		return cfg_error(ps, ps->table_line[CT_PKCS11],
+		                 "missing required key 'lib-path'%s",
+		                 cfg_in(CT_PKCS11, in, sizeof in));
+	if (c->set[CFG_K_CERT_PATH] != c->set[CFG_K_KEY_PATH]) {
+		int have = c->set[CFG_K_CERT_PATH] ? CFG_K_CERT_PATH : CFG_K_KEY_PATH;
+		int miss = have == CFG_K_CERT_PATH ? CFG_K_KEY_PATH : CFG_K_CERT_PATH;
+		return cfg_error(ps, c->line[have], "'%s' needs '%s' as well%s",
+		                 cfg_keys[have].key, cfg_keys[miss].key,
+		                 cfg_in(CT_SERVER_IDENTITY, in, sizeof in));
+	}
+	return 0;
+}
+
+/* Defaults of every key; the required ones (version, lib-path) stay empty. */
+static void cfg_defaults(struct cfg *c)
+{
+	struct cfg_parser ps;
+	char err[256];
+
+	memset(c, 0, sizeof *c);
+	c->workers = CFG_WORKERS_AUTO;
+	c->log_level = LV_INFO;
+	c->log_target = LOG_TO_STDERR;
+	memset(&ps, 0, sizeof ps);
+	ps.name = "(defaults)";
+	ps.c = c;
+	ps.err = err;
+	ps.errsz = sizeof err;
+	for (int k = 0; k < CFG_NKEYS; k++) {
+		const char *d = cfg_keys[k].def;
+		if (d == NULL)
+			continue;
+		ps.p = d;
+		ps.end = d + strlen(d);
+		ps.table = cfg_keys[k].table;
+		int r = ps.p[0] == '{' ? cfg_inline_table(&ps, &ps.val)
+		                       : cfg_scalar_value(&ps, &ps.val.v);
+		if (r < 0 || cfg_set(&ps, k, 0, &ps.val) < 0)
+			fatal("bad default for '%s': %s", cfg_keys[k].key, err);
+	}
+}
+
+/* Defaults, then the n bytes of text (a whole file named `name`, for messages). */
+static int cfg_parse_text(struct cfg *c, const char *name, const char *text, size_t n,
+                          char *err, size_t errsz)
+{
+	struct cfg_parser ps;
+
+	cfg_defaults(c);
+	memset(&ps, 0, sizeof ps);
+	ps.name = name;
+	ps.p = text;
+	ps.end = text + n;
+	ps.line = 1;
+	ps.table = CT_ROOT;
+	ps.c = c;
+	ps.err = err;
+	ps.errsz = errsz;
+	if (n > CFG_FILE_MAX)
+		return cfg_error(&ps, 0, "file too large (at most %d bytes)", CFG_FILE_MAX);
+	const char *nul = memchr(text, '\0', n);
+	if (nul != NULL) {
+		int line = 1;
+		for (const char *q = text; q < nul; q++)
+			line += *q == '\n';
+		return cfg_error(&ps, line, "NUL byte in file");
+	}
+	while (ps.p < ps.end) {
+		cfg_ws(&ps);
+		int ch = cfg_peek(&ps, 0);
+		int r = ch < 0 || ch == '#' || ch == '\n' || ch == '\r' ? cfg_eol(&ps)
+		        : ch == '[' ? cfg_table_header(&ps) : cfg_keyval(&ps);
+		if (r < 0)
+			return -1;
+	}
+	return cfg_check(&ps);
+}
+
+/* Defaults, then the file at path.  0, or -1 with "path:line: message" (or "path: ...") in
+ * err.  On error *c holds defaults and part of the file: use it for nothing. */
+static int cfg_load(struct cfg *c, const char *path, char *err, size_t errsz)
+{
+	char buf[CFG_FILE_MAX + 1];
+	size_t n = 0;
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+
+	if (fd < 0) {
+		snprintf(err, errsz, "%s: %s", path, strerror(errno));
+		return -1;
+	}
+	while (n < sizeof buf) {
+		ssize_t r = read(fd, buf + n, sizeof buf - n);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0) {
+			snprintf(err, errsz, "%s: %s", path, strerror(errno));
+			close(fd);
+			return -1;
+		}
+		if (r == 0)
+			break;
+		n += (size_t)r;
+	}
+	close(fd);
+	return cfg_parse_text(c, path, buf, n, err, errsz);
+}
+
+/* ---- command line ---- */
+
+/* What main does after cfg_cli_parse(). */
+enum {
+	CFG_CLI_RUN,            /* load the configuration, apply the overrides, serve */
+	CFG_CLI_CHECK,          /* --check-config: load, validate, report, exit 0 / 1 */
+	CFG_CLI_HELP,           /* -h: usage on stdout, exit 0 */
+	CFG_CLI_VERSION,        /* -V: "kmip2pkcs11 VERSION" on stdout, exit 0 */
+	CFG_CLI_USAGE           /* bad command line: cli->err and usage on stderr, exit 2 */
+};
+
+struct cfg_cli {
+	const char *config;     /* -c PATH, or CFG_DEFAULT_PATH */
+	int log_level;          /* --log-level: LV_*, or -1 */
+	int log_target;         /* -l: LOG_TO_*, or -1 */
+	const char *log_file;   /* -l file:PATH: PATH (points into argv) */
+	int daemonize;          /* -d: 1 */
+	char err[256];          /* CFG_CLI_USAGE: what was wrong */
+};
+
+enum { CFG_OPT_CHECK = 256, CFG_OPT_LOG_LEVEL };
+
+static const char cfg_usage_text[] =
+	"usage: kmip2pkcs11 [-dhV] [-c PATH] [--check-config] [--log-level LEVEL] [-l TARGET]\n"
+	"\n"
+	"  -c, --config PATH      the configuration file (default " CFG_DEFAULT_PATH ")\n"
+	"      --check-config     check the configuration and exit: 0 if valid, 1 if not\n"
+	"      --log-level LEVEL  trace, debug, info, warning or error (overrides log-level)\n"
+	"  -l, --log TARGET       stderr, syslog or file:PATH (overrides log-target)\n"
+	"  -d, --daemonize        fork into the background (overrides daemonize)\n"
+	"  -h, --help             print this help and exit\n"
+	"  -V, --version          print the version and exit\n";
+
+/* Usage to stdout for -h, to stderr after a bad command line. */
+static void cfg_usage(FILE *f)
+{
+	fputs(cfg_usage_text, f);
+}
+
+/* The message for a bad option; arg is the argument that getopt stopped at. */
+static void cfg_cli_bad(struct cfg_cli *cli, const char *arg, const char *what)
+{
+	static const char *const flags[] = { "check-config", "daemonize", "help", "version" };
+
+	if (strncmp(arg, "--", 2) != 0) {       /* short option: getopt names it in optopt */
+		snprintf(cli->err, sizeof cli->err, "%s -%c", what ? "option" : "unknown option",
+		         optopt);
+		if (what)
+			snprintf(cli->err + strlen(cli->err), sizeof cli->err - strlen(cli->err),
+			         " %s", what);
+		return;
+	}
+	size_t n = strcspn(arg, "=");
+	if (what == NULL && arg[n] == '=')
+		for (size_t i = 0; i < ARRAY_LEN(flags); i++)
+			if (strlen(flags[i]) == n - 2 && strncmp(arg + 2, flags[i], n - 2) == 0)
+				what = "takes no argument";
+	if (what)
+		snprintf(cli->err, sizeof cli->err, "option %.*s %s", (int)(n > 64 ? 64 : n), arg,
+		         what);
+	else
+		snprintf(cli->err, sizeof cli->err, "unknown option %.64s", arg);
+}
+
+/*
+ * The original's command line (clap): -c/--config PATH, --check-config, --log-level LEVEL,
+ * -l/--log TARGET, -d/--daemonize, -h/--help, -V/--version.  --opt=value works; an option
+ * that takes a value may not be given twice; -h and -V end the parsing where they stand.
+ * Resets getopt, so it may be called more than once (tests).  Never exits.
+ */
+static int cfg_cli_parse(int argc, char **argv, struct cfg_cli *cli)
+{
+	static const struct option longopts[] = {
+		{ "config", required_argument, NULL, 'c' },
+		{ "check-config", no_argument, NULL, CFG_OPT_CHECK },
+		{ "log-level", required_argument, NULL, CFG_OPT_LOG_LEVEL },
+		{ "log", required_argument, NULL, 'l' },
+		{ "daemonize", no_argument, NULL, 'd' },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ NULL, 0, NULL, 0 }
+	};
+	int action = CFG_CLI_RUN, opt, seen_c = 0;
+
+	memset(cli, 0, sizeof *cli);
+	cli->config = CFG_DEFAULT_PATH;
+	cli->log_level = -1;
+	cli->log_target = -1;
+	optind = 0;             /* glibc: full re-initialisation */
+	opterr = 0;
+	while ((opt = getopt_long(argc, argv, ":c:l:dhV", longopts, NULL)) != -1) {
+		switch (opt) {
+		case 'c':
+			if (seen_c++) {
+				snprintf(cli->err, sizeof cli->err, "--config given twice");
+				return CFG_CLI_USAGE;
+			}
+			cli->config = optarg;
+			break;
+		case CFG_OPT_CHECK:
+			action = CFG_CLI_CHECK;
+			break;
+		case CFG_OPT_LOG_LEVEL:
+			if (cli->log_level >= 0) {
+				snprintf(cli->err, sizeof cli->err, "--log-level given twice");
+				return CFG_CLI_USAGE;
+			}
+			cli->log_level = log_level_parse(optarg);
+			if (cli->log_level < 0) {
+				snprintf(cli->err, sizeof cli->err, "invalid log level '%.64s' (trace, "
+				         "debug, info, warning or error)", optarg);
+				return CFG_CLI_USAGE;
+			}
+			break;
+		case 'l':
+			if (cli->log_target >= 0) {
+				snprintf(cli->err, sizeof cli->err, "--log given twice");
+				return CFG_CLI_USAGE;
+			}
+			if (cfg_target_parse(optarg, &cli->log_target, &cli->log_file) < 0) {
+				snprintf(cli->err, sizeof cli->err, "invalid log target '%.64s' (stderr, "
+				         "syslog or file:PATH)", optarg);
+				return CFG_CLI_USAGE;
+			}
+			break;
+		case 'd':
+			cli->daemonize = 1;
+			break;
+		case 'h':
+			return CFG_CLI_HELP;
+		case 'V':
+			return CFG_CLI_VERSION;
+		case ':':
+			cfg_cli_bad(cli, argv[optind - 1], "needs an argument");
+			return CFG_CLI_USAGE;
+		default:
+			cfg_cli_bad(cli, argv[optind - 1], NULL);
+			return CFG_CLI_USAGE;
+		}
+	}
+	if (optind < argc) {
+		snprintf(cli->err, sizeof cli->err, "unexpected argument '%.64s'", argv[optind]);
+		return CFG_CLI_USAGE;
+	}
+	return action;
+}
+
+/* The command line wins over the file.  0, or -1 with a message (-l file:PATH too long). */
+static int cfg_cli_apply(struct cfg *c, const struct cfg_cli *cli, char *err, size_t errsz)
+{
+	if (cli->log_level >= 0) {
+		c->log_level = cli->log_level;
+		c->set[CFG_K_LOG_LEVEL] = 1;
+	}
+	if (cli->log_target >= 0) {
+		if (cli->log_file && cfg_path_set(c->log_file, sizeof c->log_file, cli->log_file) < 0) {
+			snprintf(err, errsz, "--log: the file name is too long");
+			return -1;
+		}
+		c->log_target = cli->log_target;
+		c->set[CFG_K_LOG_TARGET] = 1;
+	}
+	if (cli->daemonize) {
+		c->daemonize = 1;
+		c->set[CFG_K_DAEMONIZE] = 1;
+	}
+	return 0;
+}
+
+/*
+ * The start of main: parse the command line, load the configuration, apply the overrides.
+ * Returns -1 when the daemon should run with *c, else the exit status after it printed
+ * what the action asks for (help, version, usage error, check result, load error).
+ */
+static int cfg_main(int argc, char **argv, struct cfg *c)
+{
+	struct cfg_cli cli;
+	char err[512];
+	int action = cfg_cli_parse(argc, argv, &cli);
+
+	switch (action) {
+	case CFG_CLI_HELP:
+		cfg_usage(stdout);
+		return 0;
+	case CFG_CLI_VERSION:
+		printf("kmip2pkcs11 %s\n", K2P_VERSION);
+		return 0;
+	case CFG_CLI_USAGE:
+		fprintf(stderr, "kmip2pkcs11: %s\n", cli.err);
+		cfg_usage(stderr);
+		return 2;
+	}
+	if (cfg_load(c, cli.config, err, sizeof err) < 0 || cfg_cli_apply(c, &cli, err, sizeof err) < 0) {
+		fprintf(stderr, "%s\n", err);
+		return 1;
+	}
+	if (action == CFG_CLI_CHECK) {
+		printf("configuration OK\n");
+		return 0;
+	}
+	return -1;
+}
+/* ==== 6. PKCS#11 ========================================================== */
+
+/*
+ * Everything the daemon asks of the vendor module goes through this section.  It keeps no
+ * key state of its own: the HSM's objects and attributes are the only truth.  What it does
+ * keep, per slot, is what makes every request cheap and safe: the token's mechanism list,
+ * and the salted digest of the PIN that logged the token in, so a later request with a
+ * different PIN is refused without calling C_Login (which would count against the token's
+ * retry limit or, worse, be served).
+ *
+ * Results are CK_RV values.  Besides the specification's CKR_* codes, the section has a few
+ * of its own, in a range no module returns (P11_E_*); p11_rv_reason() maps both to a KMIP
+ * Result Reason and p11_rv_name() names both.
+ *
+ * API (for section 7, operations, and section 8, workers):
+ *
+ *   CK_RV p11_load(const char *path, char *err, size_t errsz);
+ *         dlopen, C_GetInterface("PKCS 11") or C_GetFunctionList, check every function the
+ *         daemon uses, C_Initialize(CKF_OS_LOCKING_OK), log CK_INFO.  Start-up only, one
+ *         thread.  On failure err holds "path: what is wrong" and nothing stays loaded.
+ *   void  p11_unload(void);              C_Finalize (if we initialized it), dlclose
+ *
+ *   const char *p11_rv_name(CK_RV rv);   "CKR_PIN_INCORRECT", "P11_E_NOT_FOUND",
+ *                                        "CKR_VENDOR_DEFINED+0x12", "CKR_0x777"
+ *   uint32_t p11_rv_reason(CK_RV rv);    KMIP Result Reason (RR_*), 0 for CKR_OK
+ *
+ *   CK_RV p11_slot_lookup(const char *user, size_t len, struct p11_slot **out);
+ *         Username -> slot as the original bridge: token label, then decimal slot ID,
+ *         then index into C_GetSlotList(FALSE).  P11_E_NO_SLOT when nothing matches.  The
+ *         slot state lives until p11_unload; the pointer may be kept.
+ *   CK_RV p11_session_open(const struct p11_slot *s, CK_SESSION_HANDLE *h);  R/W session
+ *   void  p11_session_close(CK_SESSION_HANDLE h);
+ *   int   p11_session_lost(CK_RV rv);    1: the session is gone; reopen once and retry
+ *   CK_RV p11_auth(struct p11_slot *s, CK_SESSION_HANDLE h, const uint8_t *pin, size_t len);
+ *         On every request that needs login.  CKR_OK, or CKR_PIN_INCORRECT (and the other
+ *         C_Login errors) -> Authentication Not Successful.
+ *
+ *   CK_RV p11_generate(CK_SESSION_HANDLE h, const struct p11_slot *s,
+ *                      const struct p11_keygen *g, uint8_t id[P11_ID_LEN],
+ *                      CK_OBJECT_HANDLE *pub, CK_OBJECT_HANDLE *priv);
+ *   CK_RV p11_find_key(CK_SESSION_HANDLE h, const uint8_t *id, size_t idlen,
+ *                      CK_OBJECT_CLASS cls, CK_OBJECT_HANDLE *out);  P11_E_NOT_FOUND
+ *   CK_RV p11_key_info(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE o, struct p11_key_info *ki);
+ *   CK_RV p11_sign(CK_SESSION_HANDLE h, const struct p11_slot *s, CK_OBJECT_HANDLE key,
+ *                  CK_KEY_TYPE type, int hash, const uint8_t *data, size_t len,
+ *                  uint8_t *out, size_t cap, size_t *outlen);
+ *         RSA: PKCS#1 v1.5 signature; EC: DER ECDSA-Sig-Value with minimal INTEGERs;
+ *         Ed25519: 64 bytes.  hash is P11_HASH_* (P11_HASH_NONE for EdDSA only).
+ *   CK_RV p11_destroy(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE o);
+ *   CK_RV p11_set_label(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE o, const char *s, size_t n);
+ *   CK_RV p11_random(CK_SESSION_HANDLE h, uint8_t *buf, size_t n);
+ *
+ * Threads: after p11_load, every function may be called from any worker; each worker uses
+ * its own sessions.  Slot creation is serialized by one lock, logins by a lock per slot.
+ */
+
+/* Codes of our own, beside CK_RV values; the spec assigns nothing in this range and vendor
+ * codes start at CKR_VENDOR_DEFINED (0x80000000). */
+#define P11_E_BASE        0x7FFF0000UL
+#define P11_E_NOT_FOUND   (P11_E_BASE + 1)   /* no key with that CKA_ID and class */
+#define P11_E_NO_SLOT     (P11_E_BASE + 2)   /* the username names no slot */
+#define P11_E_BAD_INPUT   (P11_E_BASE + 3)   /* a request value outside what we accept */
+#define P11_E_UNSUPPORTED (P11_E_BASE + 4)   /* key type, curve or hash we do not handle */
+#define P11_E_BAD_VALUE   (P11_E_BASE + 5)   /* the module returned something malformed */
+
+#define P11_MAX_SLOTS     64     /* slots with state (a token we served) */
+#define P11_SLOT_LIST_MAX 256    /* C_GetSlotList entries considered */
+#define P11_MECH_LIST_MAX 4096   /* C_GetMechanismList entries considered */
+#define P11_ID_LEN        20     /* CKA_ID of the keys we create, as the original */
+#define P11_ID_MAX        128    /* CKA_ID of keys created by other tools */
+#define P11_LABEL_MAX     255    /* CKA_LABEL bytes kept */
+#define P11_MODULUS_MAX   1024   /* RSA up to 8192 bits */
+#define P11_EXPONENT_MAX  32
+#define P11_EC_PARAMS_MAX 64     /* a named curve: OID or PrintableString */
+#define P11_EC_POINT_MAX  160    /* P-521 uncompressed, in its OCTET STRING: 3 + 133 */
+#define P11_SIG_MAX       1024   /* RSA-8192 */
+#define P11_RSA_MIN_BITS  1024
+#define P11_RSA_MAX_BITS  4096
+#define P11_PIN_SALT_LEN  16
+
+/* ---- return values: one table ------------------------------------------------------------ */
+
+/*
+ * Every CK_RV of the base specification 3.0 with the KMIP 1.2 Result Reason it becomes.
+ * The rules: what the token lacks (mechanism, curve, function) is Feature Not Supported;
+ * a request value out of range or in conflict (template, key size, data length) is Invalid
+ * Field; a refused credential is Authentication Not Successful; a key or object handle that
+ * does not resolve is Item Not Found; attribute or key policy is Permission Denied; a token
+ * or device that failed is Cryptographic Failure; what only a bug on our side or an
+ * exhausted resource can cause is General Failure.
+ */
+#define P11_RV_TABLE(X) \
+	X(CKR_OK,                               0) \
+	X(CKR_CANCEL,                           RR_GENERAL_FAILURE) \
+	X(CKR_HOST_MEMORY,                      RR_GENERAL_FAILURE) \
+	X(CKR_SLOT_ID_INVALID,                  RR_AUTHENTICATION_NOT_SUCCESSFUL) \
+	X(CKR_GENERAL_ERROR,                    RR_GENERAL_FAILURE) \
+	X(CKR_FUNCTION_FAILED,                  RR_CRYPTOGRAPHIC_FAILURE) \
+	X(CKR_ARGUMENTS_BAD,                    RR_GENERAL_FAILURE) \
+	X(CKR_NO_EVENT,                         RR_GENERAL_FAILURE) \
+	X(CKR_NEED_TO_CREATE_THREADS,           RR_GENERAL_FAILURE) \
+	X(CKR_CANT_LOCK,                        RR_GENERAL_FAILURE) \
+	X(CKR_ATTRIBUTE_READ_ONLY,              RR_PERMISSION_DENIED) \
+	X(CKR_ATTRIBUTE_SENSITIVE,              RR_PERMISSION_DENIED) \
+	X(CKR_ATTRIBUTE_TYPE_INVALID,           RR_FEATURE_NOT_SUPPORTED) \
+	X(CKR_ATTRIBUTE_VALUE_INVALID,          RR_INVALID_FIELD) \
+	X(CKR_ACTION_PROHIBITED,                RR_PERMISSION_DENIED) \
+	X(CKR_DATA_INVALID,                     RR_INVALID_FIELD) \
+	X(CKR_DATA_LEN_RANGE,                   RR_INVALID_FIELD) \
+	X(CKR_DEVICE_ERROR,                     RR_CRYPTOGRAPHIC_FAILURE) \
+	X(CKR_DEVICE_MEMORY,                    RR_GENERAL_FAILURE) \
+	X(CKR_DEVICE_REMOVED,                   RR_CRYPTOGRAPHIC_FAILURE) \
+	X(CKR_ENCRYPTED_DATA_INVALID,           RR_INVALID_FIELD) \
+	X(CKR_ENCRYPTED_DATA_LEN_RANGE,         RR_INVALID_FIELD) \
+	X(CKR_AEAD_DECRYPT_FAILED,              RR_CRYPTOGRAPHIC_FAILURE) \
+	X(CKR_FUNCTION_CANCELED,                RR_GENERAL_FAILURE) \
+	X(CKR_FUNCTION_NOT_PARALLEL,            RR_GENERAL_FAILURE) \
+	X(CKR_FUNCTION_NOT_SUPPORTED,           RR_FEATURE_NOT_SUPPORTED) \
+	X(CKR_KEY_HANDLE_INVALID,               RR_ITEM_NOT_FOUND) \
+	X(CKR_KEY_SIZE_RANGE,                   RR_INVALID_FIELD) \
+	X(CKR_KEY_TYPE_INCONSISTENT,            RR_INVALID_FIELD) \
+	X(CKR_KEY_NOT_NEEDED,                   RR_GENERAL_FAILURE) \
+	X(CKR_KEY_CHANGED,                      RR_GENERAL_FAILURE) \
+	X(CKR_KEY_NEEDED,                       RR_GENERAL_FAILURE) \
+	X(CKR_KEY_INDIGESTIBLE,                 RR_GENERAL_FAILURE) \
+	X(CKR_KEY_FUNCTION_NOT_PERMITTED,       RR_PERMISSION_DENIED) \
+	X(CKR_KEY_NOT_WRAPPABLE,                RR_PERMISSION_DENIED) \
+	X(CKR_KEY_UNEXTRACTABLE,                RR_PERMISSION_DENIED) \
+	X(CKR_MECHANISM_INVALID,                RR_FEATURE_NOT_SUPPORTED) \
+	X(CKR_MECHANISM_PARAM_INVALID,          RR_INVALID_FIELD) \
+	X(CKR_OBJECT_HANDLE_INVALID,            RR_ITEM_NOT_FOUND) \
+	X(CKR_OPERATION_ACTIVE,                 RR_GENERAL_FAILURE) \
+	X(CKR_OPERATION_NOT_INITIALIZED,        RR_GENERAL_FAILURE) \
+	X(CKR_PIN_INCORRECT,                    RR_AUTHENTICATION_NOT_SUCCESSFUL) \
+	X(CKR_PIN_INVALID,                      RR_AUTHENTICATION_NOT_SUCCESSFUL) \
+	X(CKR_PIN_LEN_RANGE,                    RR_AUTHENTICATION_NOT_SUCCESSFUL) \
+	X(CKR_PIN_EXPIRED,                      RR_AUTHENTICATION_NOT_SUCCESSFUL) \
+	X(CKR_PIN_LOCKED,                       RR_AUTHENTICATION_NOT_SUCCESSFUL) \
+	X(CKR_SESSION_CLOSED,                   RR_GENERAL_FAILURE) \
+	X(CKR_SESSION_COUNT,                    RR_GENERAL_FAILURE) \
+	X(CKR_SESSION_HANDLE_INVALID,           RR_GENERAL_FAILURE) \
+	X(CKR_SESSION_PARALLEL_NOT_SUPPORTED,   RR_GENERAL_FAILURE) \
+	X(CKR_SESSION_READ_ONLY,                RR_PERMISSION_DENIED) \
+	X(CKR_SESSION_EXISTS,                   RR_GENERAL_FAILURE) \
+	X(CKR_SESSION_READ_ONLY_EXISTS,         RR_GENERAL_FAILURE) \
+	X(CKR_SESSION_READ_WRITE_SO_EXISTS,     RR_GENERAL_FAILURE) \
+	X(CKR_SIGNATURE_INVALID,                RR_CRYPTOGRAPHIC_FAILURE) \
+	X(CKR_SIGNATURE_LEN_RANGE,              RR_CRYPTOGRAPHIC_FAILURE) \
+	X(CKR_TEMPLATE_INCOMPLETE,              RR_INVALID_FIELD) \
+	X(CKR_TEMPLATE_INCONSISTENT,            RR_INVALID_FIELD) \
+	X(CKR_TOKEN_NOT_PRESENT,                RR_CRYPTOGRAPHIC_FAILURE) \
+	X(CKR_TOKEN_NOT_RECOGNIZED,             RR_CRYPTOGRAPHIC_FAILURE) \
+	X(CKR_TOKEN_WRITE_PROTECTED,            RR_PERMISSION_DENIED) \
+	X(CKR_UNWRAPPING_KEY_HANDLE_INVALID,    RR_ITEM_NOT_FOUND) \
+	X(CKR_UNWRAPPING_KEY_SIZE_RANGE,        RR_INVALID_FIELD) \
+	X(CKR_UNWRAPPING_KEY_TYPE_INCONSISTENT, RR_INVALID_FIELD) \
+	X(CKR_USER_ALREADY_LOGGED_IN,           RR_GENERAL_FAILURE) \
+	X(CKR_USER_NOT_LOGGED_IN,               RR_AUTHENTICATION_NOT_SUCCESSFUL) \
+	X(CKR_USER_PIN_NOT_INITIALIZED,         RR_AUTHENTICATION_NOT_SUCCESSFUL) \
+	X(CKR_USER_TYPE_INVALID,                RR_GENERAL_FAILURE) \
+	X(CKR_USER_ANOTHER_ALREADY_LOGGED_IN,   RR_AUTHENTICATION_NOT_SUCCESSFUL) \
+	X(CKR_USER_TOO_MANY_TYPES,              RR_AUTHENTICATION_NOT_SUCCESSFUL) \
+	X(CKR_WRAPPED_KEY_INVALID,              RR_INVALID_FIELD) \
+	X(CKR_WRAPPED_KEY_LEN_RANGE,            RR_INVALID_FIELD) \
+	X(CKR_WRAPPING_KEY_HANDLE_INVALID,      RR_ITEM_NOT_FOUND) \
+	X(CKR_WRAPPING_KEY_SIZE_RANGE,          RR_INVALID_FIELD) \
+	X(CKR_WRAPPING_KEY_TYPE_INCONSISTENT,   RR_INVALID_FIELD) \
+	X(CKR_RANDOM_SEED_NOT_SUPPORTED,        RR_FEATURE_NOT_SUPPORTED) \
+	X(CKR_RANDOM_NO_RNG,                    RR_FEATURE_NOT_SUPPORTED) \
+	X(CKR_DOMAIN_PARAMS_INVALID,            RR_INVALID_FIELD) \
+	X(CKR_CURVE_NOT_SUPPORTED,              RR_FEATURE_NOT_SUPPORTED) \
+	X(CKR_BUFFER_TOO_SMALL,                 RR_GENERAL_FAILURE) \
+	X(CKR_SAVED_STATE_INVALID,              RR_GENERAL_FAILURE) \
+	X(CKR_INFORMATION_SENSITIVE,            RR_PERMISSION_DENIED) \
+	X(CKR_STATE_UNSAVEABLE,                 RR_GENERAL_FAILURE) \
+	X(CKR_CRYPTOKI_NOT_INITIALIZED,         RR_GENERAL_FAILURE) \
+	X(CKR_CRYPTOKI_ALREADY_INITIALIZED,     RR_GENERAL_FAILURE) \
+	X(CKR_MUTEX_BAD,                        RR_GENERAL_FAILURE) \
+	X(CKR_MUTEX_NOT_LOCKED,                 RR_GENERAL_FAILURE) \
+	X(CKR_NEW_PIN_MODE,                     RR_AUTHENTICATION_NOT_SUCCESSFUL) \
+	X(CKR_NEXT_OTP,                         RR_AUTHENTICATION_NOT_SUCCESSFUL) \
+	X(CKR_EXCEEDED_MAX_ITERATIONS,          RR_CRYPTOGRAPHIC_FAILURE) \
+	X(CKR_FIPS_SELF_TEST_FAILED,            RR_CRYPTOGRAPHIC_FAILURE) \
+	X(CKR_LIBRARY_LOAD_FAILED,              RR_GENERAL_FAILURE) \
+	X(CKR_PIN_TOO_WEAK,                     RR_AUTHENTICATION_NOT_SUCCESSFUL) \
+	X(CKR_PUBLIC_KEY_INVALID,               RR_INVALID_FIELD) \
+	X(CKR_FUNCTION_REJECTED,                RR_PERMISSION_DENIED) \
+	X(CKR_TOKEN_RESOURCE_EXCEEDED,          RR_GENERAL_FAILURE) \
+	X(CKR_OPERATION_CANCEL_FAILED,          RR_GENERAL_FAILURE) \
+	X(P11_E_NOT_FOUND,                      RR_ITEM_NOT_FOUND) \
+	X(P11_E_NO_SLOT,                        RR_AUTHENTICATION_NOT_SUCCESSFUL) \
+	X(P11_E_BAD_INPUT,                      RR_INVALID_FIELD) \
+	X(P11_E_UNSUPPORTED,                    RR_FEATURE_NOT_SUPPORTED) \
+	X(P11_E_BAD_VALUE,                      RR_CRYPTOGRAPHIC_FAILURE)
+
+static const struct p11_rv_entry {
+	CK_RV rv;
+	uint32_t reason;
+	const char *name;
+} p11_rv_table[] = {
+#define P11_RV_ROW(rv, reason) { rv, reason, #rv },
+	P11_RV_TABLE(P11_RV_ROW)
+#undef P11_RV_ROW
+};
+
+static const struct p11_rv_entry *p11_rv_find(CK_RV rv)
+{
+	for (size_t i = 0; i < ARRAY_LEN(p11_rv_table); i++)
+		if (p11_rv_table[i].rv == rv)
+			return &p11_rv_table[i];
+	return NULL;
+}
+
+/* The name of a return value for logs and Result Messages.  Unknown values are formatted
+ * into a per-thread buffer, so the pointer is good until the thread's next call. */
+static const char *p11_rv_name(CK_RV rv)
+{
+	static __thread char buf[48];
+	const struct p11_rv_entry *e = p11_rv_find(rv);
+
+	if (e)
+		return e->name;
+	if (rv >= CKR_VENDOR_DEFINED)
+		snprintf(buf, sizeof buf, "CKR_VENDOR_DEFINED+0x%lx", rv - CKR_VENDOR_DEFINED);
+	else
+		snprintf(buf, sizeof buf, "CKR_0x%lx", rv);
+	return buf;
+}
+
+/* KMIP Result Reason for a failed call; vendor and unknown codes are General Failure. */
+static uint32_t p11_rv_reason(CK_RV rv)
+{
+	const struct p11_rv_entry *e = p11_rv_find(rv);
+	return e ? e->reason : RR_GENERAL_FAILURE;
+}
+
+/* ---- the module -------------------------------------------------------------------------- */
+
+/* Mechanisms whose presence changes what we do; one bit each in struct p11_slot.mechs. */
+#define P11_MECHS(X) \
+	X(RSA_PKCS_KEY_PAIR_GEN) X(RSA_PKCS) \
+	X(SHA256_RSA_PKCS) X(SHA384_RSA_PKCS) X(SHA512_RSA_PKCS) \
+	X(EC_KEY_PAIR_GEN) X(ECDSA) X(ECDSA_SHA256) X(ECDSA_SHA384) X(ECDSA_SHA512) \
+	X(EC_EDWARDS_KEY_PAIR_GEN) X(EDDSA)
+
+enum {
+#define P11_MI_ENUM(m) P11_MI_##m,
+	P11_MECHS(P11_MI_ENUM)
+#undef P11_MI_ENUM
+	P11_MI_COUNT
+};
+
+static const CK_MECHANISM_TYPE p11_mech_type[P11_MI_COUNT] = {
+#define P11_MI_TYPE(m) CKM_##m,
+	P11_MECHS(P11_MI_TYPE)
+#undef P11_MI_TYPE
+};
+
+#define P11_MBIT(m) (1u << P11_MI_##m)
+
+/* What we know of one slot's token; created on first use, kept until p11_unload. */
+struct p11_slot {
+	CK_SLOT_ID id;
+	char label[33];             /* token label, trailing blanks trimmed */
+	uint32_t mechs;             /* P11_MBIT() of the mechanisms the token lists */
+	CK_ULONG max_sessions;      /* ulMaxSessionCount: 0 (CK_EFFECTIVELY_INFINITE) = no limit */
+	pthread_mutex_t login_lock; /* serializes p11_auth on this slot */
+	int logged_in;              /* we logged the token in; pin_digest is that PIN's */
+	uint8_t pin_digest[32];     /* SHA-256(salt || PIN) */
+};
+
+/* The functions the daemon calls: each must be present in the module's list. */
+#define P11_REQUIRED(X) \
+	X(Initialize) X(Finalize) X(GetInfo) X(GetSlotList) X(GetTokenInfo) \
+	X(GetMechanismList) X(OpenSession) X(CloseSession) X(GetSessionInfo) X(Login) X(Logout) \
+	X(DestroyObject) X(GetAttributeValue) X(SetAttributeValue) \
+	X(FindObjectsInit) X(FindObjects) X(FindObjectsFinal) X(SignInit) X(Sign) \
+	X(GenerateKeyPair) X(GenerateRandom)
+
+static struct {
+	void *dl;
+	/* The 2.40 list; a 3.0 list starts with the same members in the same order, so it is
+	 * called through this view as well. */
+	CK_FUNCTION_LIST *fl;
+	int v3;                     /* the list came from C_GetInterface with version >= 3.0 */
+	char module[80];            /* manufacturer, description and version, for Query */
+	int we_initialized;         /* C_Initialize returned CKR_OK, so C_Finalize is ours */
+	uint8_t salt[P11_PIN_SALT_LEN];
+	pthread_mutex_t slots_lock;
+	int nslots;
+	struct p11_slot *slot[P11_MAX_SLOTS];
+} p11 = { .slots_lock = PTHREAD_MUTEX_INITIALIZER };
+
+#define P11_F (p11.fl)
+
+/* Copy a blank-padded Cryptoki text field into a C string, trailing blanks (and NULs, which
+ * some modules pad with) removed. */
+static void p11_text(char *dst, size_t cap, const CK_UTF8CHAR *src, size_t n)
+{
+	while (n > 0 && (src[n - 1] == ' ' || src[n - 1] == '\0'))
+		n--;
+	if (n >= cap)
+		n = cap - 1;
+	memcpy(dst, src, n);
+	dst[n] = '\0';
+}
+
+static void p11_log_info(const char *path)
+{
+	CK_INFO info;
+	char manuf[33], descr[33];
+
+	memset(&info, 0, sizeof info);
+	CK_RV rv = P11_F->C_GetInfo(&info);
+	if (rv != CKR_OK) {
+		log_warn("%s: C_GetInfo: %s", path, p11_rv_name(rv));
+		return;
+	}
+	p11_text(manuf, sizeof manuf, info.manufacturerID, sizeof info.manufacturerID);
+	p11_text(descr, sizeof descr, info.libraryDescription, sizeof info.libraryDescription);
+	snprintf(p11.module, sizeof p11.module, "%s %s %u.%u", manuf, descr,
+	         info.libraryVersion.major, info.libraryVersion.minor);
+	log_info("PKCS#11 module %s: \"%s\" by \"%s\", version %u.%u, Cryptoki %u.%u%s", path,
+	         descr, manuf, info.libraryVersion.major, info.libraryVersion.minor,
+	         info.cryptokiVersion.major, info.cryptokiVersion.minor,
+	         p11.v3 ? " (3.0 interface)" : "");
+}
+
+/*
+ * Load the module.  Cryptoki 3.0 (section 5.2): C_GetInterface("PKCS 11", NULL, ..., 0)
+ * returns the module's default interface; older modules export only C_GetFunctionList.
+ * C_Initialize with CKF_OS_LOCKING_OK and no mutex callbacks: the module may be called from
+ * several threads and uses the OS's own locking.  CKR_CRYPTOKI_ALREADY_INITIALIZED (another
+ * user in this process) is accepted, and then C_Finalize is left to that user.
+ */
+static CK_RV p11_load(const char *path, char *err, size_t errsz)
+{
+	CK_RV rv = CKR_LIBRARY_LOAD_FAILED;
+	const char *missing = NULL;
+
+	err[0] = '\0';
+	if (p11.dl) {
+		snprintf(err, errsz, "%s: a PKCS#11 module is already loaded", path);
+		return CKR_CRYPTOKI_ALREADY_INITIALIZED;
+	}
+	if (psa_crypto_init() != PSA_SUCCESS ||
+	    psa_generate_random(p11.salt, sizeof p11.salt) != PSA_SUCCESS) {
+		snprintf(err, errsz, "%s: cannot initialize PSA crypto for the PIN digest", path);
+		return CKR_GENERAL_ERROR;
+	}
+	p11.dl = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+	if (!p11.dl) {
+		const char *why = dlerror();
+		snprintf(err, errsz, "%s: cannot load: %s", path, why ? why : "unknown reason");
+		return CKR_LIBRARY_LOAD_FAILED;
+	}
+
+	/* dlsym returns void *; POSIX guarantees the conversion to a function pointer. */
+	CK_C_GetInterface get_if;
+	CK_C_GetFunctionList get_fl;
+	*(void **)&get_if = dlsym(p11.dl, "C_GetInterface");
+	*(void **)&get_fl = dlsym(p11.dl, "C_GetFunctionList");
+	p11.fl = NULL;
+	p11.v3 = 0;
+	if (get_if) {
+		static CK_UTF8CHAR name[] = "PKCS 11";
+		CK_INTERFACE *ifc = NULL;
+		rv = get_if(name, NULL, &ifc, 0);
+		if (rv == CKR_OK && ifc && ifc->pFunctionList) {
+			p11.fl = ifc->pFunctionList;
+			p11.v3 = p11.fl->version.major >= 3;
+		} else {
+			log_warn("%s: C_GetInterface(\"PKCS 11\"): %s; trying C_GetFunctionList", path,
+			         p11_rv_name(rv));
+		}
+	}
+	if (!p11.fl && get_fl) {
+		rv = get_fl(&p11.fl);
+		if (rv != CKR_OK || !p11.fl) {
+			snprintf(err, errsz, "%s: C_GetFunctionList: %s", path,
+			         rv != CKR_OK ? p11_rv_name(rv) : "returned no list");
+			p11.fl = NULL;
+			goto fail;
+		}
+	}
+	if (!p11.fl) {
+		if (!get_if)
+			snprintf(err, errsz, "%s: not a PKCS#11 module (exports neither "
+			         "C_GetInterface nor C_GetFunctionList)", path);
+		else
+			snprintf(err, errsz, "%s: C_GetInterface gave no function list", path);
+		rv = CKR_LIBRARY_LOAD_FAILED;
+		goto fail;
+	}
+
+#define P11_CHECK_FN(n) if (!missing && !P11_F->C_##n) missing = "C_" #n;
+	P11_REQUIRED(P11_CHECK_FN)
+#undef P11_CHECK_FN
+	if (missing) {
+		snprintf(err, errsz, "%s: the module's function list has no %s, which kmip2pkcs11 "
+		         "needs", path, missing);
+		rv = CKR_FUNCTION_NOT_SUPPORTED;
+		goto fail;
+	}
+
+	CK_C_INITIALIZE_ARGS args;
+	memset(&args, 0, sizeof args);
+	args.flags = CKF_OS_LOCKING_OK;
+	rv = P11_F->C_Initialize(&args);
+	if (rv == CKR_CRYPTOKI_ALREADY_INITIALIZED) {
+		log_warn("%s: already initialized in this process", path);
+		p11.we_initialized = 0;
+	} else if (rv != CKR_OK) {
+		snprintf(err, errsz, "%s: C_Initialize: %s%s", path, p11_rv_name(rv),
+		         rv == CKR_CANT_LOCK ? " (the module cannot use OS locking, which "
+		         "kmip2pkcs11's threads need)" : "");
+		goto fail;
+	} else {
+		p11.we_initialized = 1;
+	}
+	p11_log_info(path);
+	return CKR_OK;
+
+fail:
+	dlclose(p11.dl);
+	p11.dl = NULL;
+	p11.fl = NULL;
+	return rv;
+}
+
+/* At exit: workers have closed their sessions.  Slot state goes; the PIN digests are wiped. */
+static void p11_unload(void)
+{
+	if (!p11.dl)
+		return;
+	pthread_mutex_lock(&p11.slots_lock);
+	for (int i = 0; i < p11.nslots; i++) {
+		pthread_mutex_destroy(&p11.slot[i]->login_lock);
+		wipe(p11.slot[i], sizeof *p11.slot[i]);
+		free(p11.slot[i]);
+		p11.slot[i] = NULL;
+	}
+	p11.nslots = 0;
+	pthread_mutex_unlock(&p11.slots_lock);
+	if (p11.we_initialized)
+		P11_F->C_Finalize(NULL);
+	p11.we_initialized = 0;
+	p11.fl = NULL;
+	dlclose(p11.dl);
+	p11.dl = NULL;
+	wipe(p11.salt, sizeof p11.salt);
+}
+
+/* ---- slots ------------------------------------------------------------------------------- */
+
+/* The smallest session limit among the tokens present at start-up (0: no limit), which
+ * caps the number of workers: each opens one session per token it serves. */
+static unsigned long p11_session_limit(void)
+{
+	CK_SLOT_ID ids[P11_SLOT_LIST_MAX];
+	CK_ULONG n = P11_SLOT_LIST_MAX;
+	unsigned long lim = 0;
+	if (P11_F->C_GetSlotList(CK_TRUE, ids, &n) != CKR_OK)
+		return 0;
+	for (CK_ULONG i = 0; i < n; i++) {
+		CK_TOKEN_INFO ti;
+		if (P11_F->C_GetTokenInfo(ids[i], &ti) != CKR_OK ||
+		    ti.ulMaxSessionCount == CK_EFFECTIVELY_INFINITE ||
+		    ti.ulMaxSessionCount == CK_UNAVAILABLE_INFORMATION)
+			continue;
+		if (lim == 0 || ti.ulMaxSessionCount < lim)
+			lim = ti.ulMaxSessionCount;
+	}
+	return lim;
+}
+
+/* Read the token's label, session limit and mechanisms into a new state.  The mechanism list
+ * is read once: a token does not learn mechanisms while the daemon runs. */
+static CK_RV p11_slot_new(CK_SLOT_ID id, struct p11_slot **out)
+{
+	CK_TOKEN_INFO ti;
+	CK_MECHANISM_TYPE *list = NULL;
+	CK_ULONG n = 0;
+	struct p11_slot *s = NULL;
+	CK_RV rv;
+
+	memset(&ti, 0, sizeof ti);
+	rv = P11_F->C_GetTokenInfo(id, &ti);
+	if (rv != CKR_OK)
+		return rv;
+	s = calloc(1, sizeof *s);
+	if (!s)
+		return CKR_HOST_MEMORY;
+	s->id = id;
+	p11_text(s->label, sizeof s->label, ti.label, sizeof ti.label);
+	s->max_sessions = ti.ulMaxSessionCount;
+
+	/* A failed mechanism list is not fatal: the software-hash paths need only CKM_RSA_PKCS
+	 * and CKM_ECDSA, which every signing token has. */
+	rv = P11_F->C_GetMechanismList(id, NULL, &n);
+	if (rv == CKR_OK && n > 0 && n <= P11_MECH_LIST_MAX) {
+		list = calloc(n, sizeof *list);
+		if (list && P11_F->C_GetMechanismList(id, list, &n) == CKR_OK) {
+			for (CK_ULONG i = 0; i < n; i++)
+				for (int m = 0; m < P11_MI_COUNT; m++)
+					if (list[i] == p11_mech_type[m])
+						s->mechs |= 1u << m;
+		}
+		free(list);
+	} else if (rv != CKR_OK) {
+		log_warn("slot %lu: C_GetMechanismList: %s", id, p11_rv_name(rv));
+	}
+	pthread_mutex_init(&s->login_lock, NULL);
+	log_info("slot %lu: token \"%s\", max sessions %lu, mechanisms 0x%x", id, s->label,
+	         s->max_sessions, s->mechs);
+	*out = s;
+	return CKR_OK;
+}
+
+/* The state of slot id, created on first use. */
+static CK_RV p11_slot_get(CK_SLOT_ID id, struct p11_slot **out)
+{
+	CK_RV rv = CKR_OK;
+
+	pthread_mutex_lock(&p11.slots_lock);
+	for (int i = 0; i < p11.nslots; i++) {
+		if (p11.slot[i]->id == id) {
+			*out = p11.slot[i];
+			goto out;
+		}
+	}
+	if (p11.nslots == P11_MAX_SLOTS) {
+		log_error("more than %d slots in use", P11_MAX_SLOTS);
+		rv = CKR_HOST_MEMORY;
+		goto out;
+	}
+	rv = p11_slot_new(id, out);
+	if (rv == CKR_OK)
+		p11.slot[p11.nslots++] = *out;
+out:
+	pthread_mutex_unlock(&p11.slots_lock);
+	return rv;
+}
+
+/* Username -> slot, in the original bridge's order:
+ *   1. a token label equal to the username (trailing blanks of the label ignored), among
+ *      the slots with a token, C_GetSlotList(CK_TRUE);
+ *   2. a slot ID equal to the username read as a decimal number;
+ *   3. the username as an index into C_GetSlotList(CK_FALSE).
+ * A list longer than P11_SLOT_LIST_MAX is cut there (CKR_BUFFER_TOO_SMALL is not an error
+ * for us: the first entries are served). */
+static CK_RV p11_slot_lookup(const char *user, size_t len, struct p11_slot **out)
+{
+	CK_SLOT_ID list[P11_SLOT_LIST_MAX];
+	CK_ULONG n = P11_SLOT_LIST_MAX;
+	CK_RV rv;
+
+	*out = NULL;
+	if (len == 0)
+		return P11_E_NO_SLOT;   /* would match an uninitialized token's empty label */
+	rv = P11_F->C_GetSlotList(CK_TRUE, list, &n);
+	if (rv == CKR_BUFFER_TOO_SMALL)
+		n = P11_SLOT_LIST_MAX;
+	else if (rv != CKR_OK)
+		return rv;
+	if (len <= 32) {
+		for (CK_ULONG i = 0; i < n && i < P11_SLOT_LIST_MAX; i++) {
+			CK_TOKEN_INFO ti;
+			char label[33];
+			if (P11_F->C_GetTokenInfo(list[i], &ti) != CKR_OK)
+				continue;
+			p11_text(label, sizeof label, ti.label, sizeof ti.label);
+			if (strlen(label) == len && memcmp(label, user, len) == 0)
+				return p11_slot_get(list[i], out);
+		}
+	}
+
+	/* A decimal number: no sign, no blanks, no overflow. */
+	unsigned long num = 0;
+	int numeric = len > 0 && len <= 20;
+	for (size_t i = 0; numeric && i < len; i++) {
+		unsigned d = (unsigned)(user[i] - '0');
+		if (d > 9 || num > (ULONG_MAX - d) / 10)
+			numeric = 0;
+		else
+			num = num * 10 + d;
+	}
+	if (!numeric)
+		return P11_E_NO_SLOT;
+	n = P11_SLOT_LIST_MAX;
+	rv = P11_F->C_GetSlotList(CK_FALSE, list, &n);
+	if (rv == CKR_BUFFER_TOO_SMALL)
+		n = P11_SLOT_LIST_MAX;
+	else if (rv != CKR_OK)
+		return rv;
+	if (n > P11_SLOT_LIST_MAX)
+		n = P11_SLOT_LIST_MAX;
+	for (CK_ULONG i = 0; i < n; i++)
+		if (list[i] == num)
+			return p11_slot_get(list[i], out);
+	if (num < n)
+		return p11_slot_get(list[num], out);
+	return P11_E_NO_SLOT;
+}
+
+/* ---- sessions and login ------------------------------------------------------------------ */
+
+/* A read/write session: key generation, labels and destruction need one. */
+static CK_RV p11_session_open(const struct p11_slot *s, CK_SESSION_HANDLE *h)
+{
+	*h = CK_INVALID_HANDLE;
+	return P11_F->C_OpenSession(s->id, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL, h);
+}
+
+static void p11_session_close(CK_SESSION_HANDLE h)
+{
+	if (h != CK_INVALID_HANDLE)
+		P11_F->C_CloseSession(h);
+}
+
+/* The session handle no longer works (closed, token removed or re-inserted): the caller
+ * opens a new session once and repeats the request, which logs in again if needed. */
+static int p11_session_lost(CK_RV rv)
+{
+	return rv == CKR_SESSION_HANDLE_INVALID || rv == CKR_SESSION_CLOSED ||
+	       rv == CKR_TOKEN_NOT_PRESENT || rv == CKR_DEVICE_REMOVED;
+}
+
+/* SHA-256(salt || PIN); the salt is random per process, so a digest leaked from memory
+ * helps with nothing but a dictionary attack on this very process. */
+static int p11_pin_digest(const uint8_t *pin, size_t len, uint8_t out[32])
+{
+	psa_hash_operation_t op = PSA_HASH_OPERATION_INIT;
+	size_t n = 0;
+	int ok = psa_hash_setup(&op, PSA_ALG_SHA_256) == PSA_SUCCESS &&
+	         psa_hash_update(&op, p11.salt, sizeof p11.salt) == PSA_SUCCESS &&
+	         psa_hash_update(&op, pin, len) == PSA_SUCCESS &&
+	         psa_hash_finish(&op, out, 32, &n) == PSA_SUCCESS && n == 32;
+	psa_hash_abort(&op);
+	return ok ? 0 : -1;
+}
+
+static int p11_user_state(CK_STATE st)
+{
+	return st == CKS_RO_USER_FUNCTIONS || st == CKS_RW_USER_FUNCTIONS;
+}
+
+/*
+ * Check the PIN of one request.  PKCS#11 login is per application and token, not per
+ * session (base spec 5.6): once any session logged in, all of them are.  So:
+ *   - the token is in a user state and we logged it in: the offered PIN must have the same
+ *     salted digest as the one that logged in; a different PIN is refused without C_Login;
+ *   - the token is in a user state but not by our doing (another login in this process):
+ *     C_Logout, then C_Login, so that this PIN is really checked by the token;
+ *   - the token is not logged in (never, or it dropped the login: power, removal, a module
+ *     that logs out when the last session closes): C_Login, and keep the digest on success.
+ * C_Login's own errors (CKR_PIN_INCORRECT, CKR_PIN_LOCKED, ...) are returned as they are.
+ */
+static CK_RV p11_auth(struct p11_slot *s, CK_SESSION_HANDLE h, const uint8_t *pin, size_t len)
+{
+	uint8_t d[32];
+	CK_SESSION_INFO si;
+	CK_RV rv = CKR_GENERAL_ERROR;
+
+	if (len > 0xFFFF)
+		return CKR_PIN_LEN_RANGE;
+	if (p11_pin_digest(pin, len, d) != 0)
+		return CKR_GENERAL_ERROR;
+	pthread_mutex_lock(&s->login_lock);
+	rv = P11_F->C_GetSessionInfo(h, &si);
+	if (rv != CKR_OK)
+		goto out;
+	if (p11_user_state(si.state) && s->logged_in) {
+		rv = ct_equal(d, s->pin_digest, sizeof d) ? CKR_OK : CKR_PIN_INCORRECT;
+		goto out;
+	}
+	if (s->logged_in) {
+		log_info("slot %lu: the token dropped our login; logging in again", s->id);
+		s->logged_in = 0;
+		wipe(s->pin_digest, sizeof s->pin_digest);
+	}
+	if (p11_user_state(si.state)) {
+		log_info("slot %lu: logged in by someone else; logging out to check the PIN", s->id);
+		P11_F->C_Logout(h);
+	}
+	rv = P11_F->C_Login(h, CKU_USER, (CK_UTF8CHAR_PTR)pin, (CK_ULONG)len);
+	if (rv == CKR_USER_ALREADY_LOGGED_IN) {
+		/* Logged in between C_GetSessionInfo and C_Login, by a login that is not ours. */
+		P11_F->C_Logout(h);
+		rv = P11_F->C_Login(h, CKU_USER, (CK_UTF8CHAR_PTR)pin, (CK_ULONG)len);
+	}
+	if (rv == CKR_OK) {
+		memcpy(s->pin_digest, d, sizeof d);
+		s->logged_in = 1;
+	}
+out:
+	pthread_mutex_unlock(&s->login_lock);
+	wipe(d, sizeof d);
+	return rv;
+}
+
+/* ---- objects ----------------------------------------------------------------------------- */
+
+#define P11_ATTR(t, p, n) { (t), (void *)(p), (CK_ULONG)(n) }
+
+/* C_FindObjectsInit / C_FindObjects / C_FindObjectsFinal: the first match and the number of
+ * matches, up to 2 (enough to tell "one" from "more"). */
+static CK_RV p11_find(CK_SESSION_HANDLE h, CK_ATTRIBUTE *t, CK_ULONG n, CK_OBJECT_HANDLE *first,
+                      CK_ULONG *count)
+{
+	CK_OBJECT_HANDLE found[2];
+	CK_ULONG got = 0;
+	CK_RV rv;
+
+	*count = 0;
+	rv = P11_F->C_FindObjectsInit(h, t, n);
+	if (rv != CKR_OK)
+		return rv;
+	rv = P11_F->C_FindObjects(h, found, 2, &got);
+	CK_RV rv2 = P11_F->C_FindObjectsFinal(h);
+	if (rv == CKR_OK)
+		rv = rv2;
+	if (rv != CKR_OK)
+		return rv;
+	if (got > 2)
+		return P11_E_BAD_VALUE;
+	*count = got;
+	if (got > 0)
+		*first = found[0];
+	return CKR_OK;
+}
+
+/* The key with this CKA_ID and CKA_CLASS (CKO_PUBLIC_KEY or CKO_PRIVATE_KEY).  Two objects
+ * with the same pair are a token-side mess, not a reason to fail: the first one serves. */
+static CK_RV p11_find_key(CK_SESSION_HANDLE h, const uint8_t *id, size_t idlen,
+                          CK_OBJECT_CLASS cls, CK_OBJECT_HANDLE *out)
+{
+	CK_ATTRIBUTE t[] = {
+		P11_ATTR(CKA_ID, id, idlen),
+		P11_ATTR(CKA_CLASS, &cls, sizeof cls),
+	};
+	CK_ULONG count = 0;
+
+	if (idlen == 0 || idlen > P11_ID_MAX)
+		return P11_E_NOT_FOUND;
+	CK_RV rv = p11_find(h, t, ARRAY_LEN(t), out, &count);
+	if (rv != CKR_OK)
+		return rv;
+	if (count == 0)
+		return P11_E_NOT_FOUND;
+	if (count > 1) {
+		char hex[2 * P11_ID_MAX + 1];
+		hex_upper(hex, id, idlen);
+		log_warn("more than one %s key with CKA_ID %s; using the first",
+		         cls == CKO_PRIVATE_KEY ? "private" : "public", hex);
+	}
+	return CKR_OK;
+}
+
+static CK_RV p11_random(CK_SESSION_HANDLE h, uint8_t *buf, size_t n)
+{
+	if (n > 0xFFFF)
+		return P11_E_BAD_INPUT;
+	return P11_F->C_GenerateRandom(h, buf, (CK_ULONG)n);
+}
+
+static CK_RV p11_destroy(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE o)
+{
+	return P11_F->C_DestroyObject(h, o);
+}
+
+static CK_RV p11_set_label(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE o, const char *s, size_t n)
+{
+	CK_ATTRIBUTE t[] = { P11_ATTR(CKA_LABEL, s, n) };
+	if (n > P11_LABEL_MAX)
+		return P11_E_BAD_INPUT;
+	return P11_F->C_SetAttributeValue(h, o, t, 1);
+}
+
+/*
+ * C_GetAttributeValue for a template whose attributes may not all exist.  The spec (5.7)
+ * has the module process every attribute and mark each failed one with
+ * CK_UNAVAILABLE_INFORMATION, returning CKR_ATTRIBUTE_SENSITIVE, CKR_ATTRIBUTE_TYPE_INVALID
+ * or CKR_BUFFER_TOO_SMALL.  Some modules stop at the first failure instead, so in those
+ * three cases each attribute is read again on its own.  CKR_OK then means: look at each
+ * ulValueLen.
+ */
+static CK_RV p11_get_attrs(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE o, CK_ATTRIBUTE *t, size_t n)
+{
+	CK_ULONG cap[16];
+	CK_RV rv;
+
+	if (n > ARRAY_LEN(cap))
+		return CKR_ARGUMENTS_BAD;
+	for (size_t i = 0; i < n; i++)
+		cap[i] = t[i].ulValueLen;
+	rv = P11_F->C_GetAttributeValue(h, o, t, (CK_ULONG)n);
+	if (rv != CKR_OK) {
+		if (rv != CKR_ATTRIBUTE_SENSITIVE && rv != CKR_ATTRIBUTE_TYPE_INVALID &&
+		    rv != CKR_BUFFER_TOO_SMALL)
+			return rv;
+		for (size_t i = 0; i < n; i++) {
+			t[i].ulValueLen = cap[i];
+			rv = P11_F->C_GetAttributeValue(h, o, &t[i], 1);
+			if (p11_session_lost(rv) || rv == CKR_OBJECT_HANDLE_INVALID)
+				return rv;
+			if (rv != CKR_OK)
+				t[i].ulValueLen = CK_UNAVAILABLE_INFORMATION;
+		}
+	}
+	/* A length beyond our buffer would be a module bug; never let it reach a memcpy. */
+	for (size_t i = 0; i < n; i++)
+		if (t[i].ulValueLen > cap[i])
+			t[i].ulValueLen = CK_UNAVAILABLE_INFORMATION;
+	return CKR_OK;
+}
+
+static int p11_have(const CK_ATTRIBUTE *a)
+{
+	return a->ulValueLen != CK_UNAVAILABLE_INFORMATION;
+}
+
+/* ---- curves ------------------------------------------------------------------------------ */
+
+enum { P11_CURVE_NONE, P11_CURVE_P256, P11_CURVE_P384, P11_CURVE_P521, P11_CURVE_ED25519 };
+
+/*
+ * CKA_EC_PARAMS is the DER of X9.62 ECParameters, for a named curve the choice
+ * namedCurve OBJECT IDENTIFIER.  For Edwards curves 3.0 also allows a PrintableString with
+ * the curve name ("edwards25519", RFC 8410's OID being the other form); SoftHSM 2.6.1 takes
+ * the OID.
+ */
+static const uint8_t p11_oid_p256[] = { 0x06, 0x08, 0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x03, 0x01, 0x07 };
+static const uint8_t p11_oid_p384[] = { 0x06, 0x05, 0x2B, 0x81, 0x04, 0x00, 0x22 };
+static const uint8_t p11_oid_p521[] = { 0x06, 0x05, 0x2B, 0x81, 0x04, 0x00, 0x23 };
+static const uint8_t p11_oid_ed25519[] = { 0x06, 0x03, 0x2B, 0x65, 0x70 };
+static const uint8_t p11_name_ed25519[] = {
+	0x13, 0x0C, 'e', 'd', 'w', 'a', 'r', 'd', 's', '2', '5', '5', '1', '9'
+};
+
+static const struct p11_curve {
+	int curve;
+	const uint8_t *der;
+	size_t der_len;
+	size_t field;          /* bytes of a coordinate */
+	unsigned bits;         /* key size as KMIP reports it */
+} p11_curves[] = {
+	{ P11_CURVE_P256, p11_oid_p256, sizeof p11_oid_p256, 32, 256 },
+	{ P11_CURVE_P384, p11_oid_p384, sizeof p11_oid_p384, 48, 384 },
+	{ P11_CURVE_P521, p11_oid_p521, sizeof p11_oid_p521, 66, 521 },
+	{ P11_CURVE_ED25519, p11_oid_ed25519, sizeof p11_oid_ed25519, 32, 255 },
+	{ P11_CURVE_ED25519, p11_name_ed25519, sizeof p11_name_ed25519, 32, 255 },
+};
+
+static const struct p11_curve *p11_curve_by_id(int curve)
+{
+	for (size_t i = 0; i < ARRAY_LEN(p11_curves); i++)
+		if (p11_curves[i].curve == curve)
+			return &p11_curves[i];
+	return NULL;
+}
+
+static const struct p11_curve *p11_curve_by_der(const uint8_t *p, size_t n)
+{
+	for (size_t i = 0; i < ARRAY_LEN(p11_curves); i++)
+		if (p11_curves[i].der_len == n && memcmp(p11_curves[i].der, p, n) == 0)
+			return &p11_curves[i];
+	return NULL;
+}
+
+/*
+ * CKA_EC_POINT is, by the spec, the DER OCTET STRING holding the point (X9.62 uncompressed
+ * 04||X||Y, or the 32 bytes of an Ed25519 key); some modules return the bare point.  A bare
+ * uncompressed point also starts with 0x04, so the expected bare size decides first:
+ * 2*field+1 for Weierstrass curves, 32 for Ed25519.  Returns the point's length in place
+ * (moved to the front of p), or 0 if it is neither form.
+ */
+static size_t p11_ec_point_unwrap(uint8_t *p, size_t n, const struct p11_curve *c)
+{
+	size_t bare = c->curve == P11_CURVE_ED25519 ? 32 : 2 * c->field + 1;
+	size_t hdr, len;
+
+	if (n == bare && (c->curve == P11_CURVE_ED25519 || p[0] == 0x04))
+		return n;
+	if (n < 2 || p[0] != 0x04)
+		return 0;
+	if (p[1] < 0x80) {
+		hdr = 2;
+		len = p[1];
+	} else if (p[1] == 0x81 && n >= 3 && p[2] >= 0x80) {
+		hdr = 3;
+		len = p[2];
+	} else {
+		return 0;
+	}
+	if (len != n - hdr || len != bare)
+		return 0;
+	memmove(p, p + hdr, len);
+	return len;
+}
+
+/* ---- key attributes ---------------------------------------------------------------------- */
+
+/* What the operations need to know about a key; lengths are 0 and flags -1 when the module
+ * would not tell. */
+struct p11_key_info {
+	CK_OBJECT_CLASS cls;
+	CK_KEY_TYPE type;
+	uint8_t id[P11_ID_MAX];
+	size_t id_len;
+	char label[P11_LABEL_MAX + 1];     /* NUL-terminated copy; label_len is exact */
+	size_t label_len;
+	int sign, verify;                  /* CKA_SIGN / CKA_VERIFY: 1, 0, or -1 unknown */
+	CK_MECHANISM_TYPE gen_mech;        /* CK_UNAVAILABLE_INFORMATION if unreadable */
+	unsigned bits;                     /* RSA modulus bits, or the curve's size */
+	uint8_t modulus[P11_MODULUS_MAX];  /* RSA, big-endian */
+	size_t modulus_len;
+	uint8_t exponent[P11_EXPONENT_MAX];
+	size_t exponent_len;
+	int curve;                         /* P11_CURVE_*: EC and Edwards keys */
+	uint8_t ec_params[P11_EC_PARAMS_MAX];
+	size_t ec_params_len;
+	uint8_t ec_point[P11_EC_POINT_MAX]; /* bare: 04||X||Y, or 32 bytes for Ed25519 */
+	size_t ec_point_len;
+};
+
+/* RSA CKA_MODULUS, CKA_PUBLIC_EXPONENT, CKA_MODULUS_BITS; EC CKA_EC_PARAMS, CKA_EC_POINT.
+ * Public material only: these are never sensitive, though a private key may lack them. */
+static CK_RV p11_read_public(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE o, struct p11_key_info *ki)
+{
+	CK_ULONG bits = 0;
+	CK_RV rv;
+
+	if (ki->type == CKK_RSA) {
+		CK_ATTRIBUTE t[] = {
+			P11_ATTR(CKA_MODULUS, ki->modulus, sizeof ki->modulus),
+			P11_ATTR(CKA_PUBLIC_EXPONENT, ki->exponent, sizeof ki->exponent),
+			P11_ATTR(CKA_MODULUS_BITS, &bits, sizeof bits),
+		};
+		rv = p11_get_attrs(h, o, t, ARRAY_LEN(t));
+		if (rv != CKR_OK)
+			return rv;
+		ki->modulus_len = p11_have(&t[0]) ? t[0].ulValueLen : 0;
+		ki->exponent_len = p11_have(&t[1]) ? t[1].ulValueLen : 0;
+		if (p11_have(&t[2]) && t[2].ulValueLen == sizeof bits && bits <= 8 * P11_MODULUS_MAX) {
+			ki->bits = (unsigned)bits;
+		} else if (ki->modulus_len > 0) {
+			/* Bits of the big-endian modulus: count from its first nonzero byte. */
+			size_t i = 0;
+			while (i < ki->modulus_len && ki->modulus[i] == 0)
+				i++;
+			unsigned b = 0;
+			if (i < ki->modulus_len)
+				for (uint8_t top = ki->modulus[i]; top; top >>= 1)
+					b++;
+			ki->bits = i < ki->modulus_len ? (unsigned)(8 * (ki->modulus_len - i - 1)) + b : 0;
+		}
+		return CKR_OK;
+	}
+	CK_ATTRIBUTE t[] = {
+		P11_ATTR(CKA_EC_PARAMS, ki->ec_params, sizeof ki->ec_params),
+		P11_ATTR(CKA_EC_POINT, ki->ec_point, sizeof ki->ec_point),
+	};
+	rv = p11_get_attrs(h, o, t, ARRAY_LEN(t));
+	if (rv != CKR_OK)
+		return rv;
+	ki->ec_params_len = p11_have(&t[0]) ? t[0].ulValueLen : 0;
+	const struct p11_curve *c = p11_curve_by_der(ki->ec_params, ki->ec_params_len);
+	ki->curve = c ? c->curve : P11_CURVE_NONE;
+	ki->bits = c ? c->bits : 0;
+	ki->ec_point_len = 0;
+	if (c && p11_have(&t[1]))
+		ki->ec_point_len = p11_ec_point_unwrap(ki->ec_point, t[1].ulValueLen, c);
+	return CKR_OK;
+}
+
+/* Everything about one key.  A private key's public material (an EC private key has no
+ * CKA_EC_POINT at all; some HSMs hide an RSA private key's modulus) comes from the public
+ * key with the same CKA_ID, when there is one. */
+static CK_RV p11_key_info(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE o, struct p11_key_info *ki)
+{
+	CK_BBOOL sign = 0, verify = 0;
+	CK_RV rv;
+
+	memset(ki, 0, sizeof *ki);
+	ki->gen_mech = CK_UNAVAILABLE_INFORMATION;
+	CK_ATTRIBUTE t[] = {
+		P11_ATTR(CKA_CLASS, &ki->cls, sizeof ki->cls),
+		P11_ATTR(CKA_KEY_TYPE, &ki->type, sizeof ki->type),
+		P11_ATTR(CKA_ID, ki->id, sizeof ki->id),
+		P11_ATTR(CKA_LABEL, ki->label, P11_LABEL_MAX),
+		P11_ATTR(CKA_SIGN, &sign, sizeof sign),
+		P11_ATTR(CKA_VERIFY, &verify, sizeof verify),
+		/* Not supported by some HSMs (Nitrokey NetHSM): optional. */
+		P11_ATTR(CKA_KEY_GEN_MECHANISM, &ki->gen_mech, sizeof ki->gen_mech),
+	};
+	rv = p11_get_attrs(h, o, t, ARRAY_LEN(t));
+	if (rv != CKR_OK)
+		return rv;
+	if (!p11_have(&t[0]) || t[0].ulValueLen != sizeof ki->cls ||
+	    !p11_have(&t[1]) || t[1].ulValueLen != sizeof ki->type)
+		return P11_E_BAD_VALUE;
+	if (ki->cls != CKO_PUBLIC_KEY && ki->cls != CKO_PRIVATE_KEY)
+		return P11_E_UNSUPPORTED;
+	ki->id_len = p11_have(&t[2]) ? t[2].ulValueLen : 0;
+	ki->label_len = p11_have(&t[3]) ? t[3].ulValueLen : 0;
+	ki->label[ki->label_len] = '\0';
+	ki->sign = p11_have(&t[4]) && t[4].ulValueLen == 1 ? sign != 0 : -1;
+	ki->verify = p11_have(&t[5]) && t[5].ulValueLen == 1 ? verify != 0 : -1;
+	if (!p11_have(&t[6]) || t[6].ulValueLen != sizeof ki->gen_mech)
+		ki->gen_mech = CK_UNAVAILABLE_INFORMATION;
+	if (ki->type != CKK_RSA && ki->type != CKK_EC && ki->type != CKK_EC_EDWARDS)
+		return CKR_OK;   /* the caller decides what to do with a key type we cannot use */
+
+	rv = p11_read_public(h, o, ki);
+	if (rv != CKR_OK)
+		return rv;
+	int complete = ki->type == CKK_RSA ? ki->modulus_len > 0 && ki->exponent_len > 0
+	                                   : ki->ec_point_len > 0;
+	if (!complete && ki->cls == CKO_PRIVATE_KEY && ki->id_len > 0) {
+		CK_OBJECT_HANDLE pub;
+		if (p11_find_key(h, ki->id, ki->id_len, CKO_PUBLIC_KEY, &pub) == CKR_OK) {
+			struct p11_key_info tmp = *ki;
+			rv = p11_read_public(h, pub, &tmp);
+			if (rv == CKR_OK && tmp.type == ki->type)
+				*ki = tmp;
+		}
+	}
+	return CKR_OK;
+}
+
+/* ---- key generation ---------------------------------------------------------------------- */
+
+/* What to generate.  type CKK_RSA uses bits; CKK_EC and CKK_EC_EDWARDS use curve. */
+struct p11_keygen {
+	CK_KEY_TYPE type;
+	unsigned bits;                  /* RSA: P11_RSA_MIN_BITS..P11_RSA_MAX_BITS */
+	int curve;                      /* P11_CURVE_*: P-256/384/521 for CKK_EC, Ed25519 */
+	const char *pub_label, *priv_label;      /* KMIP Names; NULL: no CKA_LABEL */
+	size_t pub_label_len, priv_label_len;
+	int sign, verify;               /* usage mask: CKA_SIGN (private), CKA_VERIFY (public) */
+};
+
+/* A fresh CKA_ID: 20 random bytes from the token (as the original), not used by any object
+ * yet.  A collision at 160 bits means a broken RNG; three tries, then fail. */
+static CK_RV p11_new_id(CK_SESSION_HANDLE h, uint8_t id[P11_ID_LEN])
+{
+	for (int tries = 0; tries < 3; tries++) {
+		CK_ATTRIBUTE t[] = { P11_ATTR(CKA_ID, id, P11_ID_LEN) };
+		CK_OBJECT_HANDLE o;
+		CK_ULONG count = 0;
+		CK_RV rv = p11_random(h, id, P11_ID_LEN);
+		if (rv != CKR_OK)
+			return rv;
+		rv = p11_find(h, t, 1, &o, &count);
+		if (rv != CKR_OK)
+			return rv;
+		if (count == 0)
+			return CKR_OK;
+	}
+	log_error("C_GenerateRandom gave a used CKA_ID three times");
+	return CKR_FUNCTION_FAILED;
+}
+
+/*
+ * C_GenerateKeyPair with the original bridge's templates (the halves share CKA_ID):
+ *   mechanism  CKM_RSA_PKCS_KEY_PAIR_GEN (no parameter), public CKA_MODULUS_BITS and
+ *              CKA_PUBLIC_EXPONENT 65537 (bytes 01 00 01);
+ *              CKM_EC_KEY_PAIR_GEN, public CKA_EC_PARAMS = the curve's DER OID;
+ *              CKM_EC_EDWARDS_KEY_PAIR_GEN, public CKA_EC_PARAMS = OID 1.3.101.112.
+ *   public     CKA_TOKEN, CKA_VERIFY (usage), CKA_ENCRYPT false, CKA_WRAP false,
+ *              CKA_ID, CKA_LABEL.
+ *   private    CKA_TOKEN, CKA_PRIVATE, CKA_SENSITIVE, CKA_SIGN (usage), CKA_DECRYPT false,
+ *              CKA_EXTRACTABLE false (the private key never leaves the HSM; the original
+ *              left it to the token's default), CKA_ID, CKA_LABEL.
+ *   CKA_UNWRAP is not set: YubiHSM 2 answers UNWRAP=false with CKR_DEVICE_ERROR.
+ * Edwards keys get no CKA_ENCRYPT / CKA_DECRYPT / CKA_WRAP (they cannot do them, and
+ * some modules reject the attributes for CKK_EC_EDWARDS).
+ */
+static CK_RV p11_generate(CK_SESSION_HANDLE h, const struct p11_slot *s,
+                          const struct p11_keygen *g, uint8_t id[P11_ID_LEN],
+                          CK_OBJECT_HANDLE *pub, CK_OBJECT_HANDLE *priv)
+{
+	CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
+	CK_BBOOL sign = g->sign ? CK_TRUE : CK_FALSE, verify = g->verify ? CK_TRUE : CK_FALSE;
+	CK_ULONG bits = g->bits;
+	CK_BYTE exponent[] = { 0x01, 0x00, 0x01 };
+	CK_MECHANISM mech = { 0, NULL, 0 };
+	CK_ATTRIBUTE pt[8], kt[9];
+	CK_ULONG np = 0, nk = 0;
+	uint32_t need;
+	const struct p11_curve *c = NULL;
+	CK_RV rv;
+
+	switch (g->type) {
+	case CKK_RSA:
+		if (g->bits < P11_RSA_MIN_BITS || g->bits > P11_RSA_MAX_BITS)
+			return P11_E_BAD_INPUT;
+		mech.mechanism = CKM_RSA_PKCS_KEY_PAIR_GEN;
+		need = P11_MBIT(RSA_PKCS_KEY_PAIR_GEN);
+		break;
+	case CKK_EC:
+		if (g->curve != P11_CURVE_P256 && g->curve != P11_CURVE_P384 &&
+		    g->curve != P11_CURVE_P521)
+			return P11_E_UNSUPPORTED;
+		mech.mechanism = CKM_EC_KEY_PAIR_GEN;
+		need = P11_MBIT(EC_KEY_PAIR_GEN);
+		c = p11_curve_by_id(g->curve);
+		break;
+	case CKK_EC_EDWARDS:
+		if (g->curve != P11_CURVE_ED25519)
+			return P11_E_UNSUPPORTED;
+		mech.mechanism = CKM_EC_EDWARDS_KEY_PAIR_GEN;
+		need = P11_MBIT(EC_EDWARDS_KEY_PAIR_GEN);
+		c = p11_curve_by_id(g->curve);
+		break;
+	default:
+		return P11_E_UNSUPPORTED;
+	}
+	/* An empty list means C_GetMechanismList failed: let the token decide then. */
+	if (s->mechs != 0 && !(s->mechs & need))
+		return CKR_MECHANISM_INVALID;
+	if ((g->pub_label && g->pub_label_len > P11_LABEL_MAX) ||
+	    (g->priv_label && g->priv_label_len > P11_LABEL_MAX))
+		return P11_E_BAD_INPUT;
+
+	rv = p11_new_id(h, id);
+	if (rv != CKR_OK)
+		return rv;
+
+	pt[np++] = (CK_ATTRIBUTE)P11_ATTR(CKA_TOKEN, &yes, 1);
+	pt[np++] = (CK_ATTRIBUTE)P11_ATTR(CKA_VERIFY, &verify, 1);
+	pt[np++] = (CK_ATTRIBUTE)P11_ATTR(CKA_ID, id, P11_ID_LEN);
+	if (g->pub_label)
+		pt[np++] = (CK_ATTRIBUTE)P11_ATTR(CKA_LABEL, g->pub_label, g->pub_label_len);
+	if (g->type == CKK_RSA) {
+		pt[np++] = (CK_ATTRIBUTE)P11_ATTR(CKA_MODULUS_BITS, &bits, sizeof bits);
+		pt[np++] = (CK_ATTRIBUTE)P11_ATTR(CKA_PUBLIC_EXPONENT, exponent, sizeof exponent);
+	} else {
+		pt[np++] = (CK_ATTRIBUTE)P11_ATTR(CKA_EC_PARAMS, c->der, c->der_len);
+	}
+	if (g->type != CKK_EC_EDWARDS) {
+		pt[np++] = (CK_ATTRIBUTE)P11_ATTR(CKA_ENCRYPT, &no, 1);
+		pt[np++] = (CK_ATTRIBUTE)P11_ATTR(CKA_WRAP, &no, 1);
+	}
+
+	kt[nk++] = (CK_ATTRIBUTE)P11_ATTR(CKA_TOKEN, &yes, 1);
+	kt[nk++] = (CK_ATTRIBUTE)P11_ATTR(CKA_PRIVATE, &yes, 1);
+	kt[nk++] = (CK_ATTRIBUTE)P11_ATTR(CKA_SENSITIVE, &yes, 1);
+	kt[nk++] = (CK_ATTRIBUTE)P11_ATTR(CKA_SIGN, &sign, 1);
+	kt[nk++] = (CK_ATTRIBUTE)P11_ATTR(CKA_EXTRACTABLE, &no, 1);
+	kt[nk++] = (CK_ATTRIBUTE)P11_ATTR(CKA_ID, id, P11_ID_LEN);
+	if (g->priv_label)
+		kt[nk++] = (CK_ATTRIBUTE)P11_ATTR(CKA_LABEL, g->priv_label, g->priv_label_len);
+	if (g->type != CKK_EC_EDWARDS)
+		kt[nk++] = (CK_ATTRIBUTE)P11_ATTR(CKA_DECRYPT, &no, 1);
+
+	*pub = *priv = CK_INVALID_HANDLE;
+	return P11_F->C_GenerateKeyPair(h, &mech, pt, np, kt, nk, pub, priv);
+}
+
+/* ---- signing ----------------------------------------------------------------------------- */
+
+enum { P11_HASH_NONE, P11_HASH_SHA256, P11_HASH_SHA384, P11_HASH_SHA512 };
+
+/*
+ * PKCS#1 v1.5 (RFC 8017, 9.2 note 1): the signature covers DER DigestInfo ::= SEQUENCE {
+ * AlgorithmIdentifier { hash OID, NULL }, OCTET STRING hash }; these are its bytes before
+ * the hash value, for SHA-256 / 384 / 512.
+ */
+static const uint8_t p11_di_sha256[] = { 0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48,
+	0x01, 0x65, 0x03, 0x04, 0x02, 0x01, 0x05, 0x00, 0x04, 0x20 };
+static const uint8_t p11_di_sha384[] = { 0x30, 0x41, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48,
+	0x01, 0x65, 0x03, 0x04, 0x02, 0x02, 0x05, 0x00, 0x04, 0x30 };
+static const uint8_t p11_di_sha512[] = { 0x30, 0x51, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48,
+	0x01, 0x65, 0x03, 0x04, 0x02, 0x03, 0x05, 0x00, 0x04, 0x40 };
+#define P11_DI_PREFIX_LEN 19
+
+static const struct p11_hash {
+	int hash;
+	psa_algorithm_t alg;
+	size_t len;
+	const uint8_t *digest_info;
+	uint32_t rsa_bit, ec_bit;                   /* the combined mechanisms */
+	CK_MECHANISM_TYPE rsa_mech, ec_mech;
+} p11_hashes[] = {
+	{ P11_HASH_SHA256, PSA_ALG_SHA_256, 32, p11_di_sha256, P11_MBIT(SHA256_RSA_PKCS),
+	  P11_MBIT(ECDSA_SHA256), CKM_SHA256_RSA_PKCS, CKM_ECDSA_SHA256 },
+	{ P11_HASH_SHA384, PSA_ALG_SHA_384, 48, p11_di_sha384, P11_MBIT(SHA384_RSA_PKCS),
+	  P11_MBIT(ECDSA_SHA384), CKM_SHA384_RSA_PKCS, CKM_ECDSA_SHA384 },
+	{ P11_HASH_SHA512, PSA_ALG_SHA_512, 64, p11_di_sha512, P11_MBIT(SHA512_RSA_PKCS),
+	  P11_MBIT(ECDSA_SHA512), CKM_SHA512_RSA_PKCS, CKM_ECDSA_SHA512 },
+};
+
+/*
+ * CKM_ECDSA gives r || s, each as long as the group order; DNSSEC and most others want
+ * ECDSA-Sig-Value ::= SEQUENCE { r INTEGER, s INTEGER } in DER, where an INTEGER is minimal:
+ * no leading 0x00 bytes except one in front of a byte >= 0x80 (it is positive).
+ * Returns the DER length, or 0 if it does not fit or the input is not two equal halves.
+ */
+static size_t p11_ecdsa_der(const uint8_t *rs, size_t n, uint8_t *out, size_t cap)
+{
+	const uint8_t *v[2];
+	size_t vl[2], il[2];
+
+	if (n == 0 || n % 2 != 0 || n > 2 * 66)
+		return 0;
+	for (int k = 0; k < 2; k++) {
+		v[k] = rs + (size_t)k * (n / 2);
+		vl[k] = n / 2;
+		while (vl[k] > 1 && v[k][0] == 0) {
+			v[k]++;
+			vl[k]--;
+		}
+		il[k] = vl[k] + (v[k][0] >= 0x80);       /* content bytes of the INTEGER */
+	}
+	size_t body = 2 + il[0] + 2 + il[1];         /* each INTEGER is at most 67 < 128 bytes */
+	size_t hdr = body < 128 ? 2 : 3;
+	if (hdr + body > cap)
+		return 0;
+	size_t o = 0;
+	out[o++] = 0x30;
+	if (hdr == 3)
+		out[o++] = 0x81;
+	out[o++] = (uint8_t)body;
+	for (int k = 0; k < 2; k++) {
+		out[o++] = 0x02;
+		out[o++] = (uint8_t)il[k];
+		if (il[k] > vl[k])
+			out[o++] = 0x00;
+		memcpy(out + o, v[k], vl[k]);
+		o += vl[k];
+	}
+	return o;
+}
+
+/*
+ * Sign data with key.  RSA: PKCS#1 v1.5 with CKM_SHA*_RSA_PKCS when the token has it, else
+ * the hash in software and CKM_RSA_PKCS over the DigestInfo.  EC: CKM_ECDSA_SHA* when the
+ * token has it, else the hash in software and CKM_ECDSA; the result is DER-encoded.  Edwards:
+ * CKM_EDDSA over the raw data (Ed25519 hashes internally), 64 bytes as they are.
+ * The signature goes to a buffer big enough for any key we accept, so C_Sign never ends in
+ * CKR_BUFFER_TOO_SMALL (which would leave the operation active on the session).
+ */
+static CK_RV p11_sign(CK_SESSION_HANDLE h, const struct p11_slot *s, CK_OBJECT_HANDLE key,
+                      CK_KEY_TYPE type, int hash, const uint8_t *data, size_t len,
+                      uint8_t *out, size_t cap, size_t *outlen)
+{
+	uint8_t in[P11_DI_PREFIX_LEN + 64];
+	uint8_t sig[P11_SIG_MAX];
+	CK_ULONG siglen = sizeof sig;
+	CK_MECHANISM mech = { 0, NULL, 0 };
+	const uint8_t *msg = data;
+	size_t msglen = len;
+	const struct p11_hash *ph = NULL;
+	CK_RV rv;
+
+	*outlen = 0;
+	if (len > (size_t)0xFFFFFFFFu)
+		return P11_E_BAD_INPUT;
+	for (size_t i = 0; i < ARRAY_LEN(p11_hashes); i++)
+		if (p11_hashes[i].hash == hash)
+			ph = &p11_hashes[i];
+
+	if (type == CKK_RSA || type == CKK_EC) {
+		if (!ph)
+			return P11_E_UNSUPPORTED;
+		uint32_t bit = type == CKK_RSA ? ph->rsa_bit : ph->ec_bit;
+		if (s->mechs & bit) {
+			mech.mechanism = type == CKK_RSA ? ph->rsa_mech : ph->ec_mech;
+		} else {
+			size_t off = type == CKK_RSA ? P11_DI_PREFIX_LEN : 0, hl = 0;
+			if (type == CKK_RSA)
+				memcpy(in, ph->digest_info, P11_DI_PREFIX_LEN);
+			if (psa_hash_compute(ph->alg, data, len, in + off, sizeof in - off, &hl) !=
+			    PSA_SUCCESS || hl != ph->len)
+				return CKR_GENERAL_ERROR;
+			mech.mechanism = type == CKK_RSA ? CKM_RSA_PKCS : CKM_ECDSA;
+			msg = in;
+			msglen = off + hl;
+		}
+	} else if (type == CKK_EC_EDWARDS) {
+		if (hash != P11_HASH_NONE)
+			return P11_E_UNSUPPORTED;
+		mech.mechanism = CKM_EDDSA;
+	} else {
+		return P11_E_UNSUPPORTED;
+	}
+
+	rv = P11_F->C_SignInit(h, &mech, key);
+	if (rv != CKR_OK)
+		return rv;
+	rv = P11_F->C_Sign(h, (CK_BYTE_PTR)msg, (CK_ULONG)msglen, sig, &siglen);
+	if (rv == CKR_BUFFER_TOO_SMALL) {
+		/* A signature over 8192 bits: end the operation with a call that succeeds. */
+		uint8_t *big = siglen <= 65536 ? malloc(siglen) : NULL;
+		if (big)
+			P11_F->C_Sign(h, (CK_BYTE_PTR)msg, (CK_ULONG)msglen, big, &siglen);
+		free(big);
+		return CKR_BUFFER_TOO_SMALL;
+	}
+	if (rv != CKR_OK)
+		return rv;
+	if (siglen > sizeof sig)
+		return P11_E_BAD_VALUE;
+
+	if (type == CKK_EC) {
+		*outlen = p11_ecdsa_der(sig, siglen, out, cap);
+		return *outlen ? CKR_OK : (siglen % 2 || siglen > 132 ? P11_E_BAD_VALUE
+		                                                      : CKR_BUFFER_TOO_SMALL);
+	}
+	if (siglen > cap)
+		return CKR_BUFFER_TOO_SMALL;
+	memcpy(out, sig, siglen);
+	*outlen = siglen;
+	return CKR_OK;
+}
+/* ==== 7. Operations ======================================================= */
+
+/*
+ * One request message in, one response message out: op_handle() decodes, authenticates,
+ * runs each batch item through the operation table and encodes the answer.  It runs on a
+ * worker thread (or inline with workers = 0) and is the only caller of section 6 on the
+ * request path.  It keeps nothing between requests but the thread's PKCS#11 sessions.
+ *
+ * Key UIDs are the original bridge's: upper-case hex of CKA_ID, then "_pub" or "_priv".
+ * A bare hex CKA_ID reaches keys that other tools created; the operation says which half
+ * it means (Get: public, Sign: private).
+ */
+
+#define OP_UID_MAX (2 * P11_ID_MAX + 6)
+#define ALG_ED25519 0x37        /* KMIP 2.0 Cryptographic Algorithm; accepted in 1.x too */
+
+struct wrk_pool;
+
+/* What every thread shares: read-only after start-up. */
+struct op_env {
+	char module[160];       /* the module's description, for Query */
+};
+
+/* One PKCS#11 session per slot, owned by one thread. */
+struct op_sess {
+	const struct p11_slot *slot;
+	CK_SESSION_HANDLE h;
+};
+
+struct op_thread {
+	struct op_env *env;
+	struct wrk_pool *pool;
+	int id, nsess;
+	struct op_sess sess[P11_MAX_SLOTS];
+	struct ttlv items[TTLV_MAX_ITEMS];
+};
+
+/* One batch item being answered. */
+struct op_req {
+	struct op_thread *t;
+	const struct ttlv_doc *d;
+	const struct kmip_request *r;
+	struct ttlv_enc *e;
+	struct p11_slot *slot;          /* set once the request is authenticated */
+	CK_SESSION_HANDLE h;
+	CK_RV rv;                       /* the last PKCS#11 failure, for the retry on a lost session */
+	const char *msg;                /* Result Message of a failure */
+	char msgbuf[160];
+	char *placeholder;              /* ID Placeholder: last created UID in this batch */
+};
+
+static struct op_thread *op_thread_new(struct op_env *env, struct wrk_pool *pool, int id)
+{
+	struct op_thread *t = calloc(1, sizeof *t);
+	if (t) {
+		t->env = env;
+		t->pool = pool;
+		t->id = id;
+	}
+	return t;
+}
+
+static void op_thread_free(struct op_thread *t)
+{
+	for (int i = 0; i < t->nsess; i++)
+		p11_session_close(t->sess[i].h);
+	free(t);
+}
+
+/* This thread's session on the slot, opened on first use. */
+static CK_RV op_session(struct op_thread *t, const struct p11_slot *s, CK_SESSION_HANDLE *h)
+{
+	for (int i = 0; i < t->nsess; i++)
+		if (t->sess[i].slot == s) {
+			*h = t->sess[i].h;
+			return CKR_OK;
+		}
+	if (t->nsess == P11_MAX_SLOTS)
+		return CKR_SESSION_COUNT;
+	CK_RV rv = p11_session_open(s, h);
+	if (rv == CKR_OK)
+		t->sess[t->nsess++] = (struct op_sess){ s, *h };
+	return rv;
+}
+
+/* Forget a session the module says is gone (token removed, module reset). */
+static void op_session_drop(struct op_thread *t, CK_SESSION_HANDLE h)
+{
+	for (int i = 0; i < t->nsess; i++)
+		if (t->sess[i].h == h) {
+			p11_session_close(h);
+			t->sess[i] = t->sess[--t->nsess];
+			return;
+		}
+}
+
+static uint32_t op_fail(struct op_req *q, uint32_t reason, const char *fmt, ...) PRINTF_LIKE(3, 4);
+static uint32_t op_fail(struct op_req *q, uint32_t reason, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(q->msgbuf, sizeof q->msgbuf, fmt, ap);
+	va_end(ap);
+	q->msg = q->msgbuf;
+	return reason;
+}
+
+/* A PKCS#11 failure: the one table of section 6 gives the reason, its name the message. */
+static uint32_t op_fail_rv(struct op_req *q, CK_RV rv, const char *what)
+{
+	q->rv = rv;
+	return op_fail(q, p11_rv_reason(rv), "%s: %s", what, p11_rv_name(rv));
+}
+
+/* ---- UIDs ---------------------------------------------------------------- */
+
+struct op_key {
+	uint8_t id[P11_ID_MAX];
+	size_t id_len;
+	CK_OBJECT_CLASS cls;
+	CK_OBJECT_HANDLE obj;
+	char uid[OP_UID_MAX + 1];       /* as the client wrote it, NUL-terminated */
+};
+
+static void op_put_uid(struct ttlv_enc *e, uint32_t tag, const uint8_t *id, size_t n,
+		       CK_OBJECT_CLASS cls)
+{
+	char s[OP_UID_MAX + 1];
+	hex_upper(s, id, n);
+	strcpy(s + 2 * n, cls == CKO_PRIVATE_KEY ? "_priv" : "_pub");
+	ttlv_put_text(e, tag, s, strlen(s));
+}
+
+/*
+ * The Unique Identifier of the payload (or the batch's ID Placeholder when it has none),
+ * parsed and looked up.  prefer: the class a bare hex CKA_ID means for this operation, or
+ * 0 when a bare one is refused.
+ */
+static uint32_t op_find(struct op_req *q, const struct ttlv *pl, CK_OBJECT_CLASS prefer,
+			struct op_key *k)
+{
+	const char *s = NULL;
+	uint32_t n = 0;
+	int rc = pl ? kmip_get_text(q->d, pl, KT_UNIQUE_IDENTIFIER, &s, &n) : KMIP_ABSENT;
+	if (rc == KMIP_BAD_TYPE)
+		return op_fail(q, RR_INVALID_MESSAGE, "Unique Identifier must be a Text String");
+	if (rc == KMIP_ABSENT) {
+		if (!q->placeholder[0])
+			return op_fail(q, RR_MISSING_DATA, "no Unique Identifier and no ID Placeholder");
+		s = q->placeholder;
+		n = (uint32_t)strlen(s);
+	}
+	if (n > OP_UID_MAX)
+		return op_fail(q, RR_ITEM_NOT_FOUND, "no such key (UID too long)");
+	memcpy(k->uid, s, n);
+	k->uid[n] = '\0';
+	size_t hexlen = n;
+	k->cls = prefer;
+	if (n > 4 && memcmp(s + n - 4, "_pub", 4) == 0) {
+		hexlen = n - 4;
+		k->cls = CKO_PUBLIC_KEY;
+	} else if (n > 5 && memcmp(s + n - 5, "_priv", 5) == 0) {
+		hexlen = n - 5;
+		k->cls = CKO_PRIVATE_KEY;
+	} else if (prefer == 0) {
+		return op_fail(q, RR_ITEM_NOT_FOUND, "UID '%s' must name a half: _pub or _priv",
+			       k->uid);
+	}
+	int len = hex_parse(k->id, sizeof k->id, s, hexlen);
+	if (len <= 0)
+		return op_fail(q, RR_ITEM_NOT_FOUND, "no such key '%s'", k->uid);
+	k->id_len = (size_t)len;
+	CK_RV rv = p11_find_key(q->h, k->id, k->id_len, k->cls, &k->obj);
+	if (rv == P11_E_NOT_FOUND)
+		return op_fail(q, RR_ITEM_NOT_FOUND, "no such key '%s'", k->uid);
+	if (rv != CKR_OK)
+		return op_fail_rv(q, rv, "C_FindObjects");
+	return 0;
+}
+
+/* ---- attributes of keys, as KMIP names them ------------------------------ */
+
+static uint32_t op_alg_of(const struct p11_key_info *ki)
+{
+	switch (ki->type) {
+	case CKK_RSA: return ALG_RSA;
+	case CKK_EC: return ALG_ECDSA;
+	case CKK_EC_EDWARDS: return ALG_ED25519;
+	}
+	return 0;
+}
+
+/* The SubjectPublicKeyInfo of a key (RFC 5280 4.1; RFC 3279 RSA, RFC 5480 EC, RFC 8410
+ * Ed25519), or 0 if it does not fit. */
+static size_t op_spki(const struct p11_key_info *ki, uint8_t *out, size_t cap)
+{
+	static const uint8_t rsa_alg[] = { 0x30, 0x0D, 0x06, 0x09, 0x2A, 0x86, 0x48, 0x86, 0xF7,
+		0x0D, 0x01, 0x01, 0x01, 0x05, 0x00 };
+	static const uint8_t ec_oid[] = { 0x06, 0x07, 0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x02, 0x01 };
+	static const uint8_t ed25519_alg[] = { 0x30, 0x05, 0x06, 0x03, 0x2B, 0x65, 0x70 };
+	struct der d = { out, cap, 0, 0 };
+	uint8_t tmp[P11_MODULUS_MAX + P11_EXPONENT_MAX + 32];
+
+	if (ki->type == CKK_RSA) {
+		struct der pk = { tmp, sizeof tmp, 0, 0 };
+		der_uint_pair(&pk, ki->modulus, ki->modulus_len, ki->exponent, ki->exponent_len);
+		if (pk.err)
+			return 0;
+		der_spki(&d, rsa_alg, sizeof rsa_alg, tmp, pk.len);
+	} else if (ki->type == CKK_EC_EDWARDS) {
+		der_spki(&d, ed25519_alg, sizeof ed25519_alg, ki->ec_point, ki->ec_point_len);
+	} else {
+		const struct p11_curve *c = p11_curve_by_id(ki->curve);
+		if (!c || c->curve == P11_CURVE_ED25519)
+			return 0;
+		uint8_t alg[64];
+		struct der a = { alg, sizeof alg, 0, 0 };
+		der_hdr(&a, 0x30, sizeof ec_oid + c->der_len);
+		der_bytes(&a, ec_oid, sizeof ec_oid);
+		der_bytes(&a, c->der, c->der_len);
+		if (a.err)
+			return 0;
+		der_spki(&d, alg, a.len, ki->ec_point, ki->ec_point_len);
+	}
+	return d.err ? 0 : d.len;
+}
+
+/* The KMIP Recommended Curve of a key's curve. */
+static uint32_t op_kmip_curve(int curve)
+{
+	switch (curve) {
+	case P11_CURVE_P256: return CURVE_P_256;
+	case P11_CURVE_P384: return CURVE_P_384;
+	case P11_CURVE_P521: return CURVE_P_521;
+	}
+	return 0;
+}
+
+/* ---- the operations ------------------------------------------------------ */
+
+/*
+ * Discover Versions (spec 4.26).  Request: Protocol Version*, the client's in order of
+ * preference.  Response: Protocol Version*: with no list, all we speak, newest first;
+ * else those of the list that we speak, in the client's order (none: an empty payload).
+ */
+static uint32_t op_discover_versions(struct op_req *q, const struct ttlv *pl)
+{
+	int any = 0;
+	if (pl)
+		for (int i = pl->child; i >= 0; i = q->d->it[i].next) {
+			const struct ttlv *v = &q->d->it[i];
+			int32_t major, minor;
+			if (v->tag != KT_PROTOCOL_VERSION)
+				continue;
+			any = 1;
+			if (v->type != TT_STRUCT ||
+			    kmip_get_int(q->d, v, KT_PROTOCOL_VERSION_MAJOR, &major) != 0 ||
+			    kmip_get_int(q->d, v, KT_PROTOCOL_VERSION_MINOR, &minor) != 0)
+				return op_fail(q, RR_INVALID_MESSAGE, "malformed Protocol Version");
+			if (major != KMIP_MAJOR || minor < 0 || minor > KMIP_MINOR)
+				continue;
+			ttlv_open(q->e, KT_PROTOCOL_VERSION);
+			ttlv_put_int(q->e, KT_PROTOCOL_VERSION_MAJOR, major);
+			ttlv_put_int(q->e, KT_PROTOCOL_VERSION_MINOR, minor);
+			ttlv_close(q->e);
+		}
+	if (!any)
+		for (int minor = KMIP_MINOR; minor >= 0; minor--) {
+			ttlv_open(q->e, KT_PROTOCOL_VERSION);
+			ttlv_put_int(q->e, KT_PROTOCOL_VERSION_MAJOR, KMIP_MAJOR);
+			ttlv_put_int(q->e, KT_PROTOCOL_VERSION_MINOR, minor);
+			ttlv_close(q->e);
+		}
+	return 0;
+}
+
+static void op_put_operations(struct ttlv_enc *e);
+
+/*
+ * Query (spec 4.25).  Request: Query Function*.  Response, in this order: Operation*,
+ * Object Type*, Vendor Identification, (Server Information, Application Namespace*,
+ * Extension Information*: none here).  Needs no login; with a username, the token's label
+ * goes into the vendor identification (Cascade prints it at `cascade hsm add`).
+ */
+static uint32_t op_query(struct op_req *q, const struct ttlv *pl)
+{
+	int ops = 0, objs = 0, info = 0;
+	if (pl)
+		for (int i = pl->child; i >= 0; i = q->d->it[i].next) {
+			const struct ttlv *f = &q->d->it[i];
+			if (f->tag != KT_QUERY_FUNCTION)
+				continue;
+			if (f->type != TT_ENUM)
+				return op_fail(q, RR_INVALID_MESSAGE, "Query Function must be an Enumeration");
+			ops |= f->num == QF_QUERY_OPERATIONS;
+			objs |= f->num == QF_QUERY_OBJECTS;
+			info |= f->num == QF_QUERY_SERVER_INFORMATION;
+		}
+	if (ops)
+		op_put_operations(q->e);
+	if (objs) {
+		ttlv_put_enum(q->e, KT_OBJECT_TYPE, OT_PUBLIC_KEY);
+		ttlv_put_enum(q->e, KT_OBJECT_TYPE, OT_PRIVATE_KEY);
+	}
+	if (info) {
+		char v[400];
+		struct p11_slot *s = NULL;
+		const char *label = "";
+		if (q->r->has_cred && q->r->user_len < 256 &&
+		    p11_slot_lookup((const char *)q->r->user, q->r->user_len, &s) == CKR_OK)
+			label = s->label;
+		int n = snprintf(v, sizeof v, "kmip2pkcs11 %s%s%s%s; PKCS#11 module: %s", K2P_VERSION,
+				 *label ? "; token: '" : "", label, *label ? "'" : "", q->t->env->module);
+		ttlv_put_text(q->e, KT_VENDOR_IDENTIFICATION, v,
+			      n < 0 ? 0 : (size_t)n < sizeof v ? (size_t)n : sizeof v - 1);
+	}
+	return 0;
+}
+
+/* An attribute for one half of a pair: its own template first, then the common one. */
+static const struct ttlv *op_tmpl_attr(struct op_req *q, const struct ttlv *own,
+				       const struct ttlv *common, const char *name)
+{
+	const struct ttlv *v = kmip_attr_value(q->d, own, name, 0);
+	return v ? v : kmip_attr_value(q->d, common, name, 0);
+}
+
+/* Name attribute value: Name Value (Text String), Name Type (Enumeration). */
+static uint32_t op_name(struct op_req *q, const struct ttlv *v, const char **s, size_t *n)
+{
+	uint32_t len;
+	if (!v) {
+		*s = NULL;
+		*n = 0;
+		return 0;
+	}
+	if (v->type != TT_STRUCT || kmip_get_text(q->d, v, KT_NAME_VALUE, s, &len) != 0)
+		return op_fail(q, RR_INVALID_FIELD, "Name needs a Name Value text string");
+	if (len > P11_LABEL_MAX)
+		return op_fail(q, RR_INVALID_FIELD, "Name longer than %d bytes", P11_LABEL_MAX);
+	*n = len;
+	return 0;
+}
+
+/* Usage mask of one half: the bit that half needs (Sign, Verify), default set. */
+static uint32_t op_usage(struct op_req *q, const struct ttlv *v, uint32_t bit, int *on)
+{
+	*on = 1;
+	if (!v)
+		return 0;
+	if (v->type != TT_INT)
+		return op_fail(q, RR_INVALID_FIELD, "Cryptographic Usage Mask must be an Integer");
+	*on = ((uint32_t)v->num & bit) != 0;
+	return 0;
+}
+
+/*
+ * Create Key Pair (spec 4.2).  Request: Common Template-Attribute, Private Key
+ * Template-Attribute, Public Key Template-Attribute (each optional).  Attributes read:
+ * Cryptographic Algorithm (RSA, ECDSA or EC, Ed25519), Cryptographic Length (RSA bits;
+ * EC 256, 384 or 521), Cryptographic Domain Parameters / Recommended Curve (EC), Name
+ * (-> CKA_LABEL of that half), Cryptographic Usage Mask (Sign -> CKA_SIGN, Verify ->
+ * CKA_VERIFY).  Response: Private Key Unique Identifier, Public Key Unique Identifier.
+ */
+static uint32_t op_create_key_pair(struct op_req *q, const struct ttlv *pl)
+{
+	const struct ttlv *common = NULL, *priv = NULL, *pub = NULL, *v;
+	struct p11_keygen g;
+	uint32_t alg, rr;
+
+	memset(&g, 0, sizeof g);
+	if (pl) {
+		common = ttlv_find(q->d, pl, KT_COMMON_TEMPLATE_ATTRIBUTE);
+		priv = ttlv_find(q->d, pl, KT_PRIVATE_KEY_TEMPLATE_ATTRIBUTE);
+		pub = ttlv_find(q->d, pl, KT_PUBLIC_KEY_TEMPLATE_ATTRIBUTE);
+	}
+	v = op_tmpl_attr(q, priv, common, "Cryptographic Algorithm");
+	if (!v)
+		v = op_tmpl_attr(q, pub, common, "Cryptographic Algorithm");
+	if (!v)
+		return op_fail(q, RR_INVALID_MESSAGE, "Cryptographic Algorithm is required");
+	if (v->type != TT_ENUM)
+		return op_fail(q, RR_INVALID_FIELD, "Cryptographic Algorithm must be an Enumeration");
+	alg = (uint32_t)v->num;
+	int32_t len = 0;
+	v = op_tmpl_attr(q, priv, common, "Cryptographic Length");
+	if (!v)
+		v = op_tmpl_attr(q, pub, common, "Cryptographic Length");
+	if (v) {
+		if (v->type != TT_INT)
+			return op_fail(q, RR_INVALID_FIELD, "Cryptographic Length must be an Integer");
+		len = (int32_t)v->num;
+	}
+	uint32_t curve = 0;
+	v = op_tmpl_attr(q, priv, common, "Cryptographic Domain Parameters");
+	if (!v)
+		v = op_tmpl_attr(q, pub, common, "Cryptographic Domain Parameters");
+	if (v && (v->type != TT_STRUCT || kmip_get_enum(q->d, v, KT_RECOMMENDED_CURVE, &curve) == KMIP_BAD_TYPE))
+		return op_fail(q, RR_INVALID_FIELD, "malformed Cryptographic Domain Parameters");
+
+	switch (alg) {
+	case ALG_RSA:
+		if (len < P11_RSA_MIN_BITS || len > P11_RSA_MAX_BITS || len % 8 != 0)
+			return op_fail(q, RR_INVALID_FIELD, "RSA Cryptographic Length must be %d..%d bits",
+				       P11_RSA_MIN_BITS, P11_RSA_MAX_BITS);
+		g.type = CKK_RSA;
+		g.bits = (unsigned)len;
+		break;
+	case ALG_ECDSA:
+	case ALG_EC:
+		g.type = CKK_EC;
+		if (curve == CURVE_P_256 || (!curve && (len == 256 || len == 0)))
+			g.curve = P11_CURVE_P256;
+		else if (curve == CURVE_P_384 || (!curve && len == 384))
+			g.curve = P11_CURVE_P384;
+		else if (curve == CURVE_P_521 || (!curve && len == 521))
+			g.curve = P11_CURVE_P521;
+		else
+			return op_fail(q, RR_INVALID_FIELD, "EC keys are P-256, P-384 or P-521");
+		if (curve && len && (unsigned)len != p11_curve_by_id(g.curve)->bits)
+			return op_fail(q, RR_INVALID_FIELD, "Cryptographic Length disagrees with the curve");
+		break;
+	case ALG_ED25519:
+		if (len && len != 255 && len != 256)
+			return op_fail(q, RR_INVALID_FIELD, "Ed25519 keys have 255 bits");
+		g.type = CKK_EC_EDWARDS;
+		g.curve = P11_CURVE_ED25519;
+		break;
+	default:
+		return op_fail(q, RR_INVALID_FIELD, "Cryptographic Algorithm %s: RSA, ECDSA, EC or "
+			       "Ed25519 key pairs only", kmip_enum_name(KT_CRYPTOGRAPHIC_ALGORITHM, alg));
+	}
+	/* Names and usage belong to one half each; a common Name would give both the same. */
+	if ((rr = op_name(q, op_tmpl_attr(q, priv, common, "Name"), &g.priv_label, &g.priv_label_len)) ||
+	    (rr = op_name(q, op_tmpl_attr(q, pub, common, "Name"), &g.pub_label, &g.pub_label_len)) ||
+	    (rr = op_usage(q, op_tmpl_attr(q, priv, common, "Cryptographic Usage Mask"), UM_SIGN, &g.sign)) ||
+	    (rr = op_usage(q, op_tmpl_attr(q, pub, common, "Cryptographic Usage Mask"), UM_VERIFY, &g.verify)))
+		return rr;
+
+	uint8_t id[P11_ID_LEN];
+	CK_OBJECT_HANDLE hpub, hpriv;
+	CK_RV rv = p11_generate(q->h, q->slot, &g, id, &hpub, &hpriv);
+	if (rv != CKR_OK)
+		return op_fail_rv(q, rv, "C_GenerateKeyPair");
+	op_put_uid(q->e, KT_PRIVATE_KEY_UNIQUE_IDENTIFIER, id, sizeof id, CKO_PRIVATE_KEY);
+	op_put_uid(q->e, KT_PUBLIC_KEY_UNIQUE_IDENTIFIER, id, sizeof id, CKO_PUBLIC_KEY);
+	hex_upper(q->placeholder, id, sizeof id);
+	strcat(q->placeholder, "_priv");
+	log_info("created %s key pair %s (%s)", g.type == CKK_RSA ? "RSA" : g.type == CKK_EC ?
+		 "EC" : "Ed25519", q->placeholder, g.priv_label ? "named" : "unnamed");
+	return 0;
+}
+
+/*
+ * Get (spec 4.11).  Request: Unique Identifier, Key Format Type, Key Compression Type, Key
+ * Wrapping Specification (all optional).  Response: Object Type, Unique Identifier, and
+ * the object: Public Key { Key Block { Key Format Type, Key Value { Key Material },
+ * Cryptographic Algorithm, Cryptographic Length } }.
+ *
+ * Formats: PKCS#1 RSAPublicKey (RSA's default: Cascade and PyKMIP both read it), X.509
+ * SubjectPublicKeyInfo, Raw (a SubjectPublicKeyInfo: EC's default, the only EC form
+ * Cascade reads), Transparent RSA Public Key, Transparent ECDSA Public Key.  Private keys
+ * never leave the HSM.
+ */
+static uint32_t op_get(struct op_req *q, const struct ttlv *pl)
+{
+	struct op_key k;
+	struct p11_key_info ki;
+	uint32_t kft = 0, rr;
+	const struct ttlv *ignored;
+
+	if ((rr = op_find(q, pl, CKO_PUBLIC_KEY, &k)))
+		return rr;
+	if (k.cls == CKO_PRIVATE_KEY)
+		return op_fail(q, RR_PERMISSION_DENIED, "private key material does not leave the HSM");
+	if (pl && kmip_get_enum(q->d, pl, KT_KEY_FORMAT_TYPE, &kft) == KMIP_BAD_TYPE)
+		return op_fail(q, RR_INVALID_MESSAGE, "Key Format Type must be an Enumeration");
+	if (pl && kmip_get_struct(q->d, pl, KT_KEY_WRAPPING_SPECIFICATION, &ignored) != KMIP_ABSENT)
+		return op_fail(q, RR_FEATURE_NOT_SUPPORTED, "key wrapping is not supported");
+	if (pl && ttlv_find(q->d, pl, KT_KEY_COMPRESSION_TYPE))
+		return op_fail(q, RR_KEY_COMPRESSION_TYPE_NOT_SUPPORTED, "keys are sent uncompressed");
+	CK_RV rv = p11_key_info(q->h, k.obj, &ki);
+	if (rv != CKR_OK)
+		return op_fail_rv(q, rv, "C_GetAttributeValue");
+	uint32_t alg = op_alg_of(&ki);
+	int complete = ki.type == CKK_RSA ? ki.modulus_len && ki.exponent_len : ki.ec_point_len > 0;
+	if (!alg || !complete)
+		return op_fail(q, RR_FEATURE_NOT_SUPPORTED, "key type the daemon cannot export");
+	if (!kft)
+		kft = ki.type == CKK_RSA ? KFT_PKCS_1 : KFT_RAW;
+
+	uint8_t mat[P11_MODULUS_MAX + P11_EXPONENT_MAX + 64];
+	size_t n = 0;
+	int transparent = 0;
+	if (kft == KFT_PKCS_1 && ki.type == CKK_RSA) {
+		struct der d = { mat, sizeof mat, 0, 0 };
+		der_uint_pair(&d, ki.modulus, ki.modulus_len, ki.exponent, ki.exponent_len);
+		n = d.err ? 0 : d.len;
+	} else if (kft == KFT_X_509 || kft == KFT_RAW) {
+		n = op_spki(&ki, mat, sizeof mat);
+	} else if ((kft == KFT_TRANSPARENT_RSA_PUBLIC_KEY && ki.type == CKK_RSA) ||
+		   (kft == KFT_TRANSPARENT_ECDSA_PUBLIC_KEY && ki.type == CKK_EC && op_kmip_curve(ki.curve))) {
+		transparent = 1;
+	} else {
+		return op_fail(q, RR_KEY_FORMAT_TYPE_NOT_SUPPORTED, "%s of a %s key is not supported",
+			       kmip_enum_name(KT_KEY_FORMAT_TYPE, kft),
+			       kmip_enum_name(KT_CRYPTOGRAPHIC_ALGORITHM, alg));
+	}
+	if (!transparent && n == 0)
+		return op_fail(q, RR_GENERAL_FAILURE, "public key does not fit");
+
+	ttlv_put_enum(q->e, KT_OBJECT_TYPE, OT_PUBLIC_KEY);
+	op_put_uid(q->e, KT_UNIQUE_IDENTIFIER, k.id, k.id_len, CKO_PUBLIC_KEY);
+	ttlv_open(q->e, KT_PUBLIC_KEY);
+	ttlv_open(q->e, KT_KEY_BLOCK);
+	ttlv_put_enum(q->e, KT_KEY_FORMAT_TYPE, kft);
+	ttlv_open(q->e, KT_KEY_VALUE);
+	if (!transparent) {
+		ttlv_put_bytes(q->e, KT_KEY_MATERIAL, mat, n);
+	} else if (ki.type == CKK_RSA) {
+		ttlv_open(q->e, KT_KEY_MATERIAL);
+		ttlv_put_bigint(q->e, KT_MODULUS, ki.modulus, ki.modulus_len);
+		ttlv_put_bigint(q->e, KT_PUBLIC_EXPONENT, ki.exponent, ki.exponent_len);
+		ttlv_close(q->e);
+	} else {
+		ttlv_open(q->e, KT_KEY_MATERIAL);
+		ttlv_put_enum(q->e, KT_RECOMMENDED_CURVE, op_kmip_curve(ki.curve));
+		ttlv_put_bytes(q->e, KT_Q_STRING, ki.ec_point, ki.ec_point_len);
+		ttlv_close(q->e);
+	}
+	ttlv_close(q->e);
+	ttlv_put_enum(q->e, KT_CRYPTOGRAPHIC_ALGORITHM, alg);
+	ttlv_put_int(q->e, KT_CRYPTOGRAPHIC_LENGTH, (int32_t)ki.bits);
+	ttlv_close(q->e);
+	ttlv_close(q->e);
+	return 0;
+}
+
+/*
+ * Activate (spec 4.19).  Request and response: Unique Identifier.  Keys are usable from
+ * creation in PKCS#11 and no state is kept outside the HSM, so this confirms the key exists.
+ */
+static uint32_t op_activate(struct op_req *q, const struct ttlv *pl)
+{
+	struct op_key k;
+	uint32_t rr = op_find(q, pl, CKO_PRIVATE_KEY, &k);
+	if (rr)
+		return rr;
+	op_put_uid(q->e, KT_UNIQUE_IDENTIFIER, k.id, k.id_len, k.cls);
+	return 0;
+}
+
+/*
+ * Modify Attribute (spec 4.16).  Request: Unique Identifier, Attribute { Attribute Name,
+ * Attribute Index, Attribute Value }.  Response: Unique Identifier, Attribute (as set).
+ * Name is the one attribute with a home in the HSM (CKA_LABEL).
+ */
+static uint32_t op_modify_attribute(struct op_req *q, const struct ttlv *pl)
+{
+	struct op_key k;
+	const struct ttlv *a, *nm, *v;
+	const char *s;
+	size_t n;
+	uint32_t rr;
+
+	if ((rr = op_find(q, pl, CKO_PRIVATE_KEY, &k)))
+		return rr;
+	if (kmip_get_struct(q->d, pl, KT_ATTRIBUTE, &a) != 0 ||
+	    !(nm = ttlv_find(q->d, a, KT_ATTRIBUTE_NAME)) || !(v = ttlv_find(q->d, a, KT_ATTRIBUTE_VALUE)))
+		return op_fail(q, RR_INVALID_MESSAGE, "Modify Attribute needs an Attribute");
+	if (!kmip_text_is(nm, "Name"))
+		return op_fail(q, RR_PERMISSION_DENIED, "only the Name of a key can be modified");
+	if ((rr = op_name(q, v, &s, &n)))
+		return rr;
+	CK_RV rv = p11_set_label(q->h, k.obj, s, n);
+	if (rv != CKR_OK)
+		return op_fail_rv(q, rv, "C_SetAttributeValue");
+	op_put_uid(q->e, KT_UNIQUE_IDENTIFIER, k.id, k.id_len, k.cls);
+	ttlv_put_item(q->e, q->d, a);
+	return 0;
+}
+
+/* The hash of Cryptographic Parameters, by Hashing Algorithm or Digital Signature
+ * Algorithm; -1 for one we do not sign with. */
+static int op_hash(uint32_t hash, uint32_t dsa)
+{
+	switch (hash) {
+	case HASH_SHA_256: return P11_HASH_SHA256;
+	case HASH_SHA_384: return P11_HASH_SHA384;
+	case HASH_SHA_512: return P11_HASH_SHA512;
+	case 0: break;
+	default: return -1;
+	}
+	switch (dsa) {
+	case DSA_SHA256_WITH_RSA_ENCRYPTION: case DSA_ECDSA_WITH_SHA256: return P11_HASH_SHA256;
+	case DSA_SHA384_WITH_RSA_ENCRYPTION: case DSA_ECDSA_WITH_SHA384: return P11_HASH_SHA384;
+	case DSA_SHA512_WITH_RSA_ENCRYPTION: case DSA_ECDSA_WITH_SHA512: return P11_HASH_SHA512;
+	case 0: return P11_HASH_NONE;
+	}
+	return -1;
+}
+
+/*
+ * Sign (spec 4.31).  Request: Unique Identifier, Cryptographic Parameters { Padding
+ * Method, Hashing Algorithm, Cryptographic Algorithm, Digital Signature Algorithm, ... },
+ * Data (the raw message; the hash is made here or by the token).  Response: Unique Identifier,
+ * Signature Data.  Without parameters: RSA PKCS#1 v1.5 with SHA-256, ECDSA with the
+ * curve's hash (P-256: SHA-256), Ed25519 (PureEdDSA).
+ */
+static uint32_t op_sign(struct op_req *q, const struct ttlv *pl)
+{
+	struct op_key k;
+	const struct ttlv *cp = NULL;
+	const uint8_t *data;
+	uint32_t len, hash = 0, dsa = 0, pad = 0, alg = 0, rr;
+	CK_KEY_TYPE type = 0;
+	uint8_t params[P11_EC_PARAMS_MAX];
+
+	if ((rr = op_find(q, pl, CKO_PRIVATE_KEY, &k)))
+		return rr;
+	if (k.cls != CKO_PRIVATE_KEY)
+		return op_fail(q, RR_PERMISSION_DENIED, "a public key cannot sign");
+	int rc = kmip_get_bytes(q->d, pl, KT_DATA, &data, &len);
+	if (rc != 0)
+		return op_fail(q, rc == KMIP_ABSENT ? RR_MISSING_DATA : RR_INVALID_MESSAGE,
+			       "Sign needs Data (Byte String)");
+	if (kmip_get_struct(q->d, pl, KT_CRYPTOGRAPHIC_PARAMETERS, &cp) == KMIP_BAD_TYPE ||
+	    (cp && (kmip_get_enum(q->d, cp, KT_HASHING_ALGORITHM, &hash) == KMIP_BAD_TYPE ||
+		    kmip_get_enum(q->d, cp, KT_DIGITAL_SIGNATURE_ALGORITHM, &dsa) == KMIP_BAD_TYPE ||
+		    kmip_get_enum(q->d, cp, KT_PADDING_METHOD, &pad) == KMIP_BAD_TYPE ||
+		    kmip_get_enum(q->d, cp, KT_CRYPTOGRAPHIC_ALGORITHM, &alg) == KMIP_BAD_TYPE)))
+		return op_fail(q, RR_INVALID_MESSAGE, "malformed Cryptographic Parameters");
+
+	CK_ATTRIBUTE t[] = {
+		{ CKA_KEY_TYPE, &type, sizeof type },
+		{ CKA_EC_PARAMS, params, sizeof params },
+	};
+	CK_RV rv = p11_get_attrs(q->h, k.obj, t, ARRAY_LEN(t));
+	if (rv != CKR_OK || !p11_have(&t[0]))
+		return op_fail_rv(q, rv != CKR_OK ? rv : P11_E_BAD_VALUE, "C_GetAttributeValue");
+	int h = op_hash(hash, dsa);
+	if (h < 0)
+		return op_fail(q, RR_FEATURE_NOT_SUPPORTED, "hashing algorithm not supported for Sign");
+	switch (type) {
+	case CKK_RSA:
+		if ((alg && alg != ALG_RSA) || (pad && pad != PAD_PKCS1_V1_5) ||
+		    (dsa && dsa != DSA_SHA256_WITH_RSA_ENCRYPTION && dsa != DSA_SHA384_WITH_RSA_ENCRYPTION &&
+		     dsa != DSA_SHA512_WITH_RSA_ENCRYPTION))
+			return op_fail(q, RR_INVALID_FIELD, "an RSA key signs with PKCS#1 v1.5 padding");
+		if (h == P11_HASH_NONE)
+			h = P11_HASH_SHA256;
+		break;
+	case CKK_EC:
+		if ((alg && alg != ALG_ECDSA && alg != ALG_EC) ||
+		    (dsa && dsa != DSA_ECDSA_WITH_SHA256 && dsa != DSA_ECDSA_WITH_SHA384 &&
+		     dsa != DSA_ECDSA_WITH_SHA512))
+			return op_fail(q, RR_INVALID_FIELD, "an EC key signs with ECDSA");
+		if (h == P11_HASH_NONE) {
+			const struct p11_curve *c = p11_have(&t[1]) ?
+				p11_curve_by_der(params, t[1].ulValueLen) : NULL;
+			h = c && c->curve == P11_CURVE_P384 ? P11_HASH_SHA384 :
+			    c && c->curve == P11_CURVE_P521 ? P11_HASH_SHA512 : P11_HASH_SHA256;
+		}
+		break;
+	case CKK_EC_EDWARDS:
+		if ((alg && alg != ALG_ED25519) || dsa || h != P11_HASH_NONE)
+			return op_fail(q, RR_INVALID_FIELD, "an Ed25519 key signs the message itself "
+				       "(no hashing algorithm)");
+		break;
+	default:
+		return op_fail(q, RR_FEATURE_NOT_SUPPORTED, "key type 0x%lx cannot sign here",
+			       (unsigned long)type);
+	}
+	uint8_t sig[P11_SIG_MAX];
+	size_t siglen;
+	rv = p11_sign(q->h, q->slot, k.obj, type, h, data, len, sig, sizeof sig, &siglen);
+	if (rv != CKR_OK)
+		return op_fail_rv(q, rv, "C_Sign");
+	op_put_uid(q->e, KT_UNIQUE_IDENTIFIER, k.id, k.id_len, k.cls);
+	ttlv_put_bytes(q->e, KT_SIGNATURE_DATA, sig, siglen);
+	return 0;
+}
+
+/*
+ * Destroy (spec 4.21).  Request and response: Unique Identifier.  The half the UID names
+ * is removed from the token (Cascade destroys the private, then the public key); a bare
+ * CKA_ID is refused, so that one request never removes what the client did not name.
+ */
+static uint32_t op_destroy(struct op_req *q, const struct ttlv *pl)
+{
+	struct op_key k;
+	uint32_t rr = op_find(q, pl, 0, &k);
+	if (rr)
+		return rr;
+	CK_RV rv = p11_destroy(q->h, k.obj);
+	if (rv != CKR_OK)
+		return op_fail_rv(q, rv, "C_DestroyObject");
+	log_info("destroyed %s", k.uid);
+	op_put_uid(q->e, KT_UNIQUE_IDENTIFIER, k.id, k.id_len, k.cls);
+	return 0;
+}
+
+/* Attributes a key has, by KMIP name, in the order Get Attribute List gives them. */
+static const char *const op_attr_names[] = {
+	"Unique Identifier", "Object Type", "Cryptographic Algorithm", "Cryptographic Length",
+	"Cryptographic Usage Mask", "State", "Name",
+};
+
+/* One attribute of a key into an Attribute structure; 0 if the key does not have it. */
+static int op_put_attr(struct op_req *q, const struct op_key *k, const struct p11_key_info *ki,
+		       size_t which)
+{
+	const char *name = op_attr_names[which];
+	if (which == 6 && ki->label_len == 0)
+		return 0;
+	if ((which == 2 && !op_alg_of(ki)) || (which == 3 && !ki->bits))
+		return 0;
+	ttlv_open(q->e, KT_ATTRIBUTE);
+	ttlv_put_text(q->e, KT_ATTRIBUTE_NAME, name, strlen(name));
+	switch (which) {
+	case 0: op_put_uid(q->e, KT_ATTRIBUTE_VALUE, k->id, k->id_len, k->cls); break;
+	case 1: ttlv_put_enum(q->e, KT_ATTRIBUTE_VALUE, k->cls == CKO_PRIVATE_KEY ?
+			      OT_PRIVATE_KEY : OT_PUBLIC_KEY); break;
+	case 2: ttlv_put_enum(q->e, KT_ATTRIBUTE_VALUE, op_alg_of(ki)); break;
+	case 3: ttlv_put_int(q->e, KT_ATTRIBUTE_VALUE, (int32_t)ki->bits); break;
+	case 4: ttlv_put_int(q->e, KT_ATTRIBUTE_VALUE, (ki->sign == 1 ? UM_SIGN : 0) |
+			     (ki->verify == 1 ? UM_VERIFY : 0)); break;
+	case 5: ttlv_put_enum(q->e, KT_ATTRIBUTE_VALUE, ST_ACTIVE); break;
+	case 6:
+		ttlv_open(q->e, KT_ATTRIBUTE_VALUE);
+		ttlv_put_text(q->e, KT_NAME_VALUE, ki->label, ki->label_len);
+		ttlv_put_enum(q->e, KT_NAME_TYPE, NT_UNINTERPRETED_TEXT_STRING);
+		ttlv_close(q->e);
+		break;
+	}
+	ttlv_close(q->e);
+	return 1;
+}
+
+/*
+ * Get Attributes (spec 4.12).  Request: Unique Identifier, Attribute Name*.  Response:
+ * Unique Identifier, Attribute*: those asked for that the key has (all, with no names);
+ * a name we do not know is left out, as the spec says.
+ * Get Attribute List (4.13) shares the lookup and answers with the names only.
+ */
+static uint32_t op_attributes(struct op_req *q, const struct ttlv *pl, int names_only)
+{
+	struct op_key k;
+	struct p11_key_info ki;
+	uint32_t rr = op_find(q, pl, CKO_PRIVATE_KEY, &k);
+	if (rr)
+		return rr;
+	CK_RV rv = p11_key_info(q->h, k.obj, &ki);
+	if (rv != CKR_OK)
+		return op_fail_rv(q, rv, "C_GetAttributeValue");
+	op_put_uid(q->e, KT_UNIQUE_IDENTIFIER, k.id, k.id_len, k.cls);
+	int asked = 0;
+	if (!names_only)
+		for (int i = pl->child; i >= 0; i = q->d->it[i].next) {
+			const struct ttlv *a = &q->d->it[i];
+			if (a->tag != KT_ATTRIBUTE_NAME)
+				continue;
+			asked = 1;
+			for (size_t w = 0; w < ARRAY_LEN(op_attr_names); w++)
+				if (kmip_text_is(a, op_attr_names[w]))
+					op_put_attr(q, &k, &ki, w);
+		}
+	if (asked)
+		return 0;
+	for (size_t w = 0; w < ARRAY_LEN(op_attr_names); w++) {
+		if (!names_only) {
+			op_put_attr(q, &k, &ki, w);
+		} else if (!(w == 6 && ki.label_len == 0)) {
+			const char *s = op_attr_names[w];
+			ttlv_put_text(q->e, KT_ATTRIBUTE_NAME, s, strlen(s));
+		}
+	}
+	return 0;
+}
+
+static uint32_t op_get_attributes(struct op_req *q, const struct ttlv *pl)
+{
+	return op_attributes(q, pl, 0);
+}
+
+static uint32_t op_get_attribute_list(struct op_req *q, const struct ttlv *pl)
+{
+	return op_attributes(q, pl, 1);
+}
+
+/* ---- the table ----------------------------------------------------------- */
+
+/* X(operation, function, needs login) */
+#define OP_TABLE(X) \
+	X(OP_CREATE_KEY_PAIR,       op_create_key_pair,    1) \
+	X(OP_GET,                   op_get,                1) \
+	X(OP_GET_ATTRIBUTES,        op_get_attributes,     1) \
+	X(OP_GET_ATTRIBUTE_LIST,    op_get_attribute_list, 1) \
+	X(OP_MODIFY_ATTRIBUTE,      op_modify_attribute,   1) \
+	X(OP_ACTIVATE,              op_activate,           1) \
+	X(OP_DESTROY,               op_destroy,            1) \
+	X(OP_QUERY,                 op_query,              0) \
+	X(OP_DISCOVER_VERSIONS,     op_discover_versions,  0) \
+	X(OP_SIGN,                  op_sign,               1)
+
+static const struct op_def {
+	uint32_t op;
+	uint32_t (*fn)(struct op_req *, const struct ttlv *);
+	int login;
+} op_defs[] = {
+#define OP_ROW(op, fn, login) { op, fn, login },
+	OP_TABLE(OP_ROW)
+#undef OP_ROW
+};
+
+static void op_put_operations(struct ttlv_enc *e)
+{
+	for (size_t i = 0; i < ARRAY_LEN(op_defs); i++)
+		ttlv_put_enum(e, KT_OPERATION, op_defs[i].op);
+}
+
+static const struct op_def *op_lookup(uint32_t op)
+{
+	for (size_t i = 0; i < ARRAY_LEN(op_defs); i++)
+		if (op_defs[i].op == op)
+			return &op_defs[i];
+	return NULL;
+}
+
+/* ---- one request --------------------------------------------------------- */
+
+/*
+ * Username -> slot, a session on it, Password -> user PIN checked (section 6 compares a
+ * salted digest when the token is already logged in, so a wrong PIN is refused without
+ * C_Login).  A session the module lost is reopened once.
+ */
+static uint32_t op_login(struct op_req *q)
+{
+	const struct kmip_request *r = q->r;
+	if (!r->has_cred || !r->pass)
+		return op_fail(q, RR_AUTHENTICATION_NOT_SUCCESSFUL,
+			       "a Username and Password credential is required");
+	if (r->user_len > 255)
+		return op_fail(q, RR_AUTHENTICATION_NOT_SUCCESSFUL, "no slot for that username");
+	CK_RV rv = p11_slot_lookup((const char *)r->user, r->user_len, &q->slot);
+	if (rv == P11_E_NO_SLOT)
+		return op_fail(q, RR_AUTHENTICATION_NOT_SUCCESSFUL, "no slot for that username");
+	if (rv != CKR_OK)
+		return op_fail_rv(q, rv, "slot lookup");
+	for (int attempt = 0; attempt < 2; attempt++) {
+		rv = op_session(q->t, q->slot, &q->h);
+		if (rv == CKR_OK)
+			rv = p11_auth(q->slot, q->h, r->pass, r->pass_len);
+		if (!p11_session_lost(rv))
+			break;
+		op_session_drop(q->t, q->h);
+	}
+	if (rv == CKR_OK)
+		return 0;
+	if (p11_rv_reason(rv) == RR_AUTHENTICATION_NOT_SUCCESSFUL)
+		return op_fail(q, RR_AUTHENTICATION_NOT_SUCCESSFUL, "login refused: %s", p11_rv_name(rv));
+	return op_fail_rv(q, rv, "C_Login");
+}
+
+/* One batch item: its own answer, or a failure item in its place. */
+static int op_item(struct op_req *q, const struct kmip_item *it, uint32_t auth_rr,
+		   const char *auth_msg)
+{
+	const struct op_def *def = op_lookup(it->op);
+	uint32_t rr;
+	struct ttlv_mark m = ttlv_enc_mark(q->e);
+
+	q->msg = NULL;
+	q->rv = CKR_OK;
+	if (it->reason) {
+		rr = it->reason;
+		q->msg = it->why;
+	} else if (!def) {
+		rr = op_fail(q, RR_OPERATION_NOT_SUPPORTED, "operation %s is not supported",
+			     kmip_enum_name(KT_OPERATION, it->op));
+	} else if (def->login && auth_rr) {
+		rr = auth_rr;
+		q->msg = auth_msg;
+	} else {
+		for (int attempt = 0;; attempt++) {
+			kmip_item_begin(q->e, it->op, it, RS_SUCCESS, 0, NULL);
+			ttlv_open(q->e, KT_RESPONSE_PAYLOAD);
+			rr = def->fn(q, it->payload);
+			if (rr == 0) {
+				ttlv_close(q->e);
+				ttlv_close(q->e);
+				return 0;
+			}
+			ttlv_enc_rewind(q->e, m);
+			if (attempt > 0 || !def->login || !p11_session_lost(q->rv))
+				break;
+			op_session_drop(q->t, q->h);
+			CK_RV rv = op_session(q->t, q->slot, &q->h);
+			if (rv != CKR_OK) {
+				rr = op_fail_rv(q, rv, "C_OpenSession");
+				break;
+			}
+		}
+	}
+	log_debug("%s failed: %s: %s", kmip_enum_name(KT_OPERATION, it->op),
+		  kmip_reason_name(rr), q->msg ? q->msg : "");
+	kmip_item_begin(q->e, it->op, it, RS_OPERATION_FAILED, rr, q->msg);
+	ttlv_close(q->e);
+	return -1;
+}
+
+/* A whole answer for a message that cannot be served: header, one item, no Operation. */
+static size_t op_error_response(uint8_t *out, size_t cap, uint32_t reason, const char *why)
+{
+	struct ttlv_enc e;
+	ttlv_enc_init(&e, out, cap);
+	kmip_resp_error(&e, KMIP_MAJOR, KMIP_MINOR, (int64_t)time(NULL), reason, why);
+	return e.err ? 0 : e.len;
+}
+
+/*
+ * Request Message in, Response Message out (its length; 0 only if even an error answer
+ * does not fit, which a sane out_cap rules out).
+ */
+static size_t op_handle(struct op_thread *t, const uint8_t *in, size_t n, uint8_t *out, size_t cap)
+{
+	static struct kmip_request zero_req;
+	struct kmip_request r = zero_req;
+	struct ttlv_doc d = { t->items, 0, TTLV_MAX_ITEMS };
+	struct ttlv_enc e;
+	char placeholder[OP_UID_MAX + 1] = "";
+	struct op_req q = { .t = t, .d = &d, .r = &r, .e = &e, .placeholder = placeholder };
+	const char *why = NULL;
+	int64_t now = (int64_t)time(NULL);
+
+	int rc = ttlv_decode(&d, in, n, TTLV_DEFAULT_DEPTH);
+	if (rc != 0) {
+		log_debug("undecodable request: %s", ttlv_strerror(rc));
+		return op_error_response(out, cap, RR_INVALID_MESSAGE, ttlv_strerror(rc));
+	}
+	if (log_state.level >= LV_TRACE) {
+		static __thread char dump[16384];
+		kmip_dump(&d, dump, sizeof dump);
+		log_trace("request:\n%s", dump);
+	}
+	uint32_t rr = kmip_parse_request(&d, &r, &why);
+	ttlv_enc_init(&e, out, cap);
+	if (rr) {
+		kmip_resp_error(&e, r.major, r.minor, now, rr, why);
+		return e.err ? 0 : e.len;
+	}
+
+	uint32_t auth_rr = 0;
+	const char *auth_msg = NULL;
+	for (int i = 0; i < r.n; i++) {
+		const struct op_def *def = op_lookup(r.item[i].op);
+		if (def && def->login && !r.item[i].reason) {
+			auth_rr = op_login(&q);
+			auth_msg = q.msg ? strdupa(q.msg) : NULL;
+			if (auth_rr)
+				log_info("authentication failed: %s", auth_msg ? auth_msg : "");
+			break;
+		}
+	}
+
+	kmip_resp_begin(&e, r.major, r.minor, (uint32_t)r.n, now);
+	size_t count_at = e.len - 8;    /* Batch Count's value: the header's last item */
+	int answered = 0;
+	for (int i = 0; i < r.n; i++) {
+		answered++;
+		if (op_item(&q, &r.item[i], auth_rr, auth_msg) != 0 && r.err_cont != BEC_CONTINUE)
+			break;          /* Stop (and Undo, which we cannot) end the batch here */
+	}
+	if (answered != r.n && !e.err)
+		buf_put_be32(out + count_at, (uint32_t)answered);
+	kmip_resp_end(&e);
+
+	if (e.err)
+		return op_error_response(out, cap, RR_RESPONSE_TOO_LARGE,
+					 "response exceeds the server's buffer");
+	if (r.max_resp >= 0 && e.len > (uint64_t)r.max_resp) {
+		ttlv_enc_init(&e, out, cap);
+		kmip_resp_error(&e, r.major, r.minor, now, RR_RESPONSE_TOO_LARGE, NULL);
+		return e.err ? 0 : e.len;
+	}
+	return e.len;
+}
+
+/* ==== 8. Workers ========================================================== */
+
+/*
+ * PKCS#11 calls never run on the event loop's thread (unless workers = 0): a key
+ * generation on a USB HSM takes seconds and must stall only the request that asked for
+ * it.  The loop hands a whole request message to the pool as a job; a worker decodes it,
+ * runs its batch items against the module with its own sessions, and encodes the answer
+ * into the job's output buffer.  Completed jobs go on a second list and one eventfd write
+ * wakes the loop (only when that list was empty, so a burst costs one wake-up).
+ *
+ * Jobs and their buffers are allocated once at start-up: a connection holds a job only
+ * from the moment its request header has arrived until its response is written, so idle
+ * connections cost no buffer space, and the number of jobs bounds the memory in flight.
+ */
+
+struct job {
+	struct job *next;
+	void *owner;                    /* the connection, opaque here */
+	uint8_t *in, *out;
+	size_t in_len, out_len;
+};
+
+struct wrk_pool {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	struct job *todo, *todo_tail;   /* loop -> workers */
+	struct job *done, *done_tail;   /* workers -> loop */
+	struct job *free;               /* loop only, no lock */
+	int efd;                        /* eventfd: done list became non-empty */
+	int nthreads, stop;
+	pthread_t *th;
+	struct op_thread **ctx;         /* one per worker; [0] is the loop's own with 0 threads */
+	struct job *jobs;
+	uint8_t *arena;
+	size_t in_cap, out_cap;
+	int njobs, nfree;
+};
+
+static void job_push(struct job **head, struct job **tail, struct job *j)
+{
+	j->next = NULL;
+	if (*tail)
+		(*tail)->next = j;
+	else
+		*head = j;
+	*tail = j;
+}
+
+static void *wrk_main(void *arg)
+{
+	struct op_thread *ctx = arg;
+	struct wrk_pool *w = ctx->pool;
+
+	for (;;) {
+		pthread_mutex_lock(&w->mu);
+		while (!w->todo && !w->stop)
+			pthread_cond_wait(&w->cv, &w->mu);
+		if (w->stop) {
+			pthread_mutex_unlock(&w->mu);
+			break;
+		}
+		struct job *j = w->todo;
+		w->todo = j->next;
+		if (!w->todo)
+			w->todo_tail = NULL;
+		pthread_mutex_unlock(&w->mu);
+
+		j->out_len = op_handle(ctx, j->in, j->in_len, j->out, w->out_cap);
+
+		pthread_mutex_lock(&w->mu);
+		int was_empty = w->done == NULL;
+		job_push(&w->done, &w->done_tail, j);
+		pthread_mutex_unlock(&w->mu);
+		if (was_empty) {
+			uint64_t one = 1;
+			ssize_t r = write(w->efd, &one, sizeof one);
+			(void)r;        /* a full eventfd counter still wakes the loop */
+		}
+	}
+	op_thread_free(ctx);
+	return NULL;
+}
+
+/*
+ * nthreads = 0 runs requests inline on the loop's thread.  njobs bounds the requests in
+ * flight; in_cap is the largest request accepted, out_cap the largest response.
+ */
+static int wrk_init(struct wrk_pool *w, struct op_env *env, int nthreads, int njobs,
+		    size_t in_cap, size_t out_cap)
+{
+	memset(w, 0, sizeof *w);
+	w->in_cap = in_cap;
+	w->out_cap = out_cap;
+	w->njobs = njobs;
+	w->nthreads = nthreads;
+	w->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (w->efd < 0)
+		return -1;
+	pthread_mutex_init(&w->mu, NULL);
+	pthread_cond_init(&w->cv, NULL);
+	w->jobs = calloc((size_t)njobs, sizeof *w->jobs);
+	w->arena = malloc((size_t)njobs * (in_cap + out_cap));
+	int nctx = nthreads > 0 ? nthreads : 1;
+	w->ctx = calloc((size_t)nctx, sizeof *w->ctx);
+	w->th = calloc((size_t)nctx, sizeof *w->th);
+	if (!w->jobs || !w->arena || !w->ctx || !w->th)
+		return -1;
+	for (int i = 0; i < njobs; i++) {
+		struct job *j = &w->jobs[i];
+		j->in = w->arena + (size_t)i * (in_cap + out_cap);
+		j->out = j->in + in_cap;
+		j->next = w->free;
+		w->free = j;
+	}
+	w->nfree = njobs;
+	for (int i = 0; i < nctx; i++) {
+		w->ctx[i] = op_thread_new(env, w, i);
+		if (!w->ctx[i])
+			return -1;
+	}
+	for (int i = 0; i < nthreads; i++)
+		if (pthread_create(&w->th[i], NULL, wrk_main, w->ctx[i]) != 0)
+			return -1;
+	return 0;
+}
+
+/* A free job for a connection whose request header has arrived, or NULL: then it waits. */
+static struct job *wrk_job_get(struct wrk_pool *w, void *owner)
+{
+	struct job *j = w->free;
+	if (!j)
+		return NULL;
+	w->free = j->next;
+	w->nfree--;
+	j->owner = owner;
+	j->in_len = j->out_len = 0;
+	return j;
+}
+
+/* The request held the PIN: wipe it before the buffer waits for the next one. */
+static void wrk_job_put(struct wrk_pool *w, struct job *j)
+{
+	wipe(j->in, j->in_len);
+	j->owner = NULL;
+	j->next = w->free;
+	w->free = j;
+	w->nfree++;
+}
+
+/* Queue a job; with no threads it runs here and now, and is completed on return (1). */
+static int wrk_submit(struct wrk_pool *w, struct job *j)
+{
+	if (w->nthreads == 0) {
+		j->out_len = op_handle(w->ctx[0], j->in, j->in_len, j->out, w->out_cap);
+		return 1;
+	}
+	pthread_mutex_lock(&w->mu);
+	job_push(&w->todo, &w->todo_tail, j);
+	pthread_cond_signal(&w->cv);
+	pthread_mutex_unlock(&w->mu);
+	return 0;
+}
+
+/* Take every completed job; the caller walks the list by ->next. */
+static struct job *wrk_collect(struct wrk_pool *w)
+{
+	uint64_t n;
+	ssize_t r = read(w->efd, &n, sizeof n);
+	(void)r;
+	pthread_mutex_lock(&w->mu);
+	struct job *j = w->done;
+	w->done = w->done_tail = NULL;
+	pthread_mutex_unlock(&w->mu);
+	return j;
+}
+
+static void wrk_stop(struct wrk_pool *w)
+{
+	pthread_mutex_lock(&w->mu);
+	w->stop = 1;
+	pthread_cond_broadcast(&w->cv);
+	pthread_mutex_unlock(&w->mu);
+	for (int i = 0; i < w->nthreads; i++)
+		pthread_join(w->th[i], NULL);
+	if (w->nthreads == 0 && w->ctx && w->ctx[0])
+		op_thread_free(w->ctx[0]);
+	free(w->th);
+	free(w->ctx);
+	free(w->jobs);
+	free(w->arena);
+	close(w->efd);
+}
+
+/* ==== 9. TLS ============================================================== */
+
+/*
+ * TLS 1.3 server on Mbed TLS 3.6, driven by the event loop over non-blocking sockets.
+ *
+ * One struct tls_server holds what all connections share (configuration, certificate,
+ * key, client CA); a struct tls_conn is one mbedtls_ssl_context on one socket.  The step
+ * functions never block: they return TLS_WANT_READ / TLS_WANT_WRITE when the socket
+ * would block, and the caller polls for that event and repeats the same call.
+ *
+ * Only TLS 1.3 is offered: Cascade's documentation promises it, and it leaves out the
+ * TLS 1.2 attack surface (renegotiation, CBC suites, RSA key exchange).  A TLS 1.2-only
+ * client gets a protocol_version alert, so its log says why.
+ *
+ * Without a configured certificate the server makes a self-signed P-256 one at first
+ * start and keeps it in the state directory, so that clients can pin it (or use it as
+ * their CA file) instead of running without verification, as the original forced them to.
+ *
+ * Memory per idle connection is dominated by the record buffers that Mbed TLS allocates
+ * in mbedtls_ssl_setup(): MBEDTLS_SSL_IN_CONTENT_LEN + MBEDTLS_SSL_OUT_CONTENT_LEN plus
+ * record overhead.  The handshake state is freed by Mbed TLS itself when the handshake
+ * ends.  Measured per idle TLS 1.3 connection after the handshake (tests/test_tls.c):
+ * ~41 KiB with Debian's library (IN 16384, OUT 16384; ~37.5 KiB of it allocated by
+ * mbedtls_ssl_setup), ~29 KiB with dist/mbedtls-config.h (IN 16384, OUT 8192); plus
+ * sizeof(struct tls_conn), 840 bytes, wherever the caller keeps it.
+ */
+
+/* Step results besides "done" (0 or a byte count) and errors.  They are Mbed TLS's own
+ * codes, so that they can never collide with an error code passed through. */
+#define TLS_WANT_READ  MBEDTLS_ERR_SSL_WANT_READ
+#define TLS_WANT_WRITE MBEDTLS_ERR_SSL_WANT_WRITE
+#define TLS_CLOSED     MBEDTLS_ERR_SSL_PEER_CLOSE_NOTIFY   /* peer went away (handshake) */
+
+#define TLS_FP_LEN     (32 * 3)       /* "AA:BB:...:FF" of SHA-256 plus NUL */
+
+#define TLS_SELF_DAYS  3650           /* validity of the self-signed certificate */
+
+struct tls_opts {
+	const char *cert_path;        /* PEM or DER; NULL with key_path NULL: self-signed */
+	const char *key_path;
+	const char *client_ca_path;   /* NULL: no client certificates asked for */
+	const char *state_dir;        /* where the self-signed pair lives */
+	const char *listen_host;      /* for the self-signed SAN; NULL or "" for none */
+};
+
+struct tls_server {
+	mbedtls_ssl_config conf;
+	mbedtls_x509_crt cert;        /* own chain, leaf first */
+	mbedtls_pk_context key;
+	mbedtls_x509_crt client_ca;
+	int verify_clients;
+	int ready;                    /* all of the above initialised: free is safe */
+	char fingerprint[TLS_FP_LEN]; /* SHA-256 of the leaf's DER */
+};
+
+struct tls_conn {
+	mbedtls_ssl_context ssl;      /* must not move after tls_conn_init */
+	int fd;                       /* owned by the caller; not closed here */
+};
+
+/* Cipher suites, groups and signature algorithms.  Mbed TLS keeps pointers to these
+ * lists, so they are static. */
+static const int tls_suites[] = {
+	MBEDTLS_TLS1_3_AES_128_GCM_SHA256,
+	MBEDTLS_TLS1_3_AES_256_GCM_SHA384,
+	MBEDTLS_TLS1_3_CHACHA20_POLY1305_SHA256,
+	0
+};
+
+static const uint16_t tls_groups[] = {
+	MBEDTLS_SSL_IANA_TLS_GROUP_X25519,
+	MBEDTLS_SSL_IANA_TLS_GROUP_SECP256R1,
+	MBEDTLS_SSL_IANA_TLS_GROUP_SECP384R1,
+	MBEDTLS_SSL_IANA_TLS_GROUP_NONE
+};
+
+/* CertificateVerify with ECDSA P-256 / P-384 or RSA-PSS keys (ours and a client's).
+ * The rsa_pkcs1 entries are for certificate signatures only (RFC 8446 4.2.3): a client
+ * chain issued by a classic RSA CA would otherwise be refused. */
+static const uint16_t tls_sig_algs[] = {
+	MBEDTLS_TLS1_3_SIG_ECDSA_SECP256R1_SHA256,
+	MBEDTLS_TLS1_3_SIG_ECDSA_SECP384R1_SHA384,
+	MBEDTLS_TLS1_3_SIG_ECDSA_SECP521R1_SHA512,
+	MBEDTLS_TLS1_3_SIG_RSA_PSS_RSAE_SHA256,
+	MBEDTLS_TLS1_3_SIG_RSA_PSS_RSAE_SHA384,
+	MBEDTLS_TLS1_3_SIG_RSA_PSS_RSAE_SHA512,
+	MBEDTLS_TLS1_3_SIG_RSA_PKCS1_SHA256,
+	MBEDTLS_TLS1_3_SIG_RSA_PKCS1_SHA384,
+	MBEDTLS_TLS1_3_SIG_RSA_PKCS1_SHA512,
+	MBEDTLS_TLS1_3_SIG_NONE
+};
+
+/* Text for an Mbed TLS error code; a static buffer, so for the event loop thread only. */
+static const char *tls_strerror(int ret)
+{
+	static char msg[160];
+#if defined(MBEDTLS_ERROR_C) || defined(MBEDTLS_ERROR_STRERROR_DUMMY)
+	mbedtls_strerror(ret, msg, sizeof msg);
+#else
+	snprintf(msg, sizeof msg, "Mbed TLS error -0x%04X", (unsigned)-ret);
+#endif
+	return msg;
+}
+
+/* A start-up message into the caller's buffer: printf-style, then ": " and the Mbed TLS
+ * text when ret is nonzero.  Truncates silently (it is a message); appends by hand so
+ * that no snprintf of one buffer into another sits where gcc's truncation check, after
+ * inlining, would see both sizes. */
+static void tls_err(char *err, size_t errsz, int ret, const char *fmt, ...) PRINTF_LIKE(4, 5);
+static void tls_err(char *err, size_t errsz, int ret, const char *fmt, ...)
+{
+	va_list ap;
+	size_t n;
+
+	if (errsz == 0)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(err, errsz, fmt, ap);
+	va_end(ap);
+	if (ret == 0)
+		return;
+	n = strlen(err);
+	for (const char *m = ": "; *m && n + 1 < errsz; m++)
+		err[n++] = *m;
+	for (const char *m = tls_strerror(ret); *m && n + 1 < errsz; m++)
+		err[n++] = *m;
+	err[n] = '\0';
+}
+
+/* ---- Non-blocking BIO ---------------------------------------------------------- */
+
+/* The fd travels in the context pointer itself, so the callbacks need no memory of
+ * their own.  MSG_NOSIGNAL: a peer that vanishes mid-write must cost a connection, not
+ * the daemon (SIGPIPE). */
+static int tls_bio_send(void *ctx, const unsigned char *buf, size_t len)
+{
+	int fd = (int)(intptr_t)ctx;
+	for (;;) {
+		ssize_t n = send(fd, buf, len, MSG_NOSIGNAL);
+		if (n >= 0)
+			return (int)n;
+		if (errno == EINTR)
+			continue;
+		if (errno == EAGAIN || errno == EWOULDBLOCK)
+			return MBEDTLS_ERR_SSL_WANT_WRITE;
+		if (errno == EPIPE || errno == ECONNRESET)
+			return MBEDTLS_ERR_NET_CONN_RESET;
+		return MBEDTLS_ERR_NET_SEND_FAILED;
+	}
+}
+
+static int tls_bio_recv(void *ctx, unsigned char *buf, size_t len)
+{
+	int fd = (int)(intptr_t)ctx;
+	for (;;) {
+		ssize_t n = recv(fd, buf, len, 0);
+		if (n >= 0)
+			return (int)n;       /* 0: EOF, Mbed TLS reports MBEDTLS_ERR_SSL_CONN_EOF */
+		if (errno == EINTR)
+			continue;
+		if (errno == EAGAIN || errno == EWOULDBLOCK)
+			return MBEDTLS_ERR_SSL_WANT_READ;
+		if (errno == ECONNRESET)
+			return MBEDTLS_ERR_NET_CONN_RESET;
+		return MBEDTLS_ERR_NET_RECV_FAILED;
+	}
+}
+
+/* ---- Self-signed certificate --------------------------------------------------- */
+
+/* Write data to path so that a reader sees the old file or the whole new one, never a
+ * part: a temporary file in the same directory (mkstemp creates it 0600), fsync, then
+ * rename over path. */
+static int tls_write_file_atomic(const char *path, const void *data, size_t n, mode_t mode,
+                                 char *err, size_t errsz)
+{
+	char tmp[PATH_MAX];
+	const uint8_t *p = data;
+	int fd, rc = -1;
+
+	if ((size_t)snprintf(tmp, sizeof tmp, "%s.XXXXXX", path) >= sizeof tmp) {
+		tls_err(err, errsz, 0, "%s: path too long", path);
+		return -1;
+	}
+	fd = mkstemp(tmp);
+	if (fd < 0) {
+		tls_err(err, errsz, 0, "%s: %s", tmp, strerror(errno));
+		return -1;
+	}
+	if (fchmod(fd, mode) != 0)
+		goto fail;
+	while (n > 0) {
+		ssize_t w = write(fd, p, n);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			goto fail;
+		p += w;
+		n -= (size_t)w;
+	}
+	if (fsync(fd) != 0)
+		goto fail;
+	if (close(fd) != 0) {
+		fd = -1;
+		goto fail;
+	}
+	fd = -1;
+	if (rename(tmp, path) != 0)
+		goto fail;
+	return 0;
+fail:
+	tls_err(err, errsz, 0, "%s: %s", path, strerror(errno));
+	if (fd >= 0)
+		close(fd);
+	unlink(tmp);
+	return rc;
+}
+
+/* "YYYYMMDDhhmmss" in UTC, the form mbedtls_x509write_crt_set_validity wants. */
+static void tls_x509_time(char out[16], time_t t)
+{
+	struct tm tm;
+	gmtime_r(&t, &tm);
+	strftime(out, 16, "%Y%m%d%H%M%S", &tm);
+}
+
+/*
+ * Make a P-256 key and a self-signed certificate for it, PEM into key_pem / crt_pem.
+ *
+ *   subject = issuer = CN=kmip2pkcs11, serial 16 random bytes, valid from an hour ago
+ *   (clock skew) for TLS_SELF_DAYS days, SAN = DNS:localhost + the listen address,
+ *   basicConstraints CA:FALSE, extKeyUsage serverAuth.
+ *
+ * CA:FALSE and no keyUsage: OpenSSL (Python, PyKMIP) and Mbed TLS both accept a
+ * self-signed end-entity certificate given as its own trust anchor, and rustls/webpki
+ * refuse a CA:TRUE certificate as a server certificate.  A keyUsage without keyCertSign
+ * would make OpenSSL stop treating the certificate as self-issued, so none is written.
+ */
+static int tls_make_self_signed(const char *host, unsigned char *key_pem, size_t key_cap,
+                                unsigned char *crt_pem, size_t crt_cap, char *err, size_t errsz)
+{
+	psa_key_attributes_t attr = PSA_KEY_ATTRIBUTES_INIT;
+	mbedtls_svc_key_id_t kid = MBEDTLS_SVC_KEY_ID_INIT;
+	mbedtls_pk_context pk;
+	mbedtls_x509write_cert crt;
+	mbedtls_x509_san_list san[2];
+	unsigned char serial[16], ip[16];
+	char host_buf[256], dns_buf[256];
+	char not_before[16], not_after[16];
+	time_t now = time(NULL);
+	int ret, rc = -1;
+
+	mbedtls_pk_init(&pk);
+	mbedtls_x509write_crt_init(&crt);
+
+	/* PSA generates the key (it works whether Mbed TLS keeps EC keys in PSA or in legacy
+	 * structures), then PK gets a copy for signing and writing. */
+	psa_set_key_type(&attr, PSA_KEY_TYPE_ECC_KEY_PAIR(PSA_ECC_FAMILY_SECP_R1));
+	psa_set_key_bits(&attr, 256);
+	psa_set_key_usage_flags(&attr, PSA_KEY_USAGE_EXPORT | PSA_KEY_USAGE_SIGN_HASH);
+	psa_set_key_algorithm(&attr, PSA_ALG_ECDSA(PSA_ALG_SHA_256));
+	if (psa_generate_key(&attr, &kid) != PSA_SUCCESS) {
+		tls_err(err, errsz, 0, "cannot generate a P-256 key");
+		goto done;
+	}
+	ret = mbedtls_pk_copy_from_psa(kid, &pk);
+	psa_destroy_key(kid);
+	if (ret != 0) {
+		tls_err(err, errsz, ret, "cannot use the generated key");
+		goto done;
+	}
+
+	/* Subject alternative names: localhost always, the listen address when it names one
+	 * host (a wildcard address names none).  "[::1]" loses its brackets. */
+	memset(san, 0, sizeof san);
+	san[0].node.type = MBEDTLS_X509_SAN_DNS_NAME;
+	san[0].node.san.unstructured_name.p = (unsigned char *)"localhost";
+	san[0].node.san.unstructured_name.len = 9;
+	snprintf(host_buf, sizeof host_buf, "%s", host ? host : "");
+	if (host_buf[0] == '[') {
+		char *end = strchr(host_buf, ']');
+		if (end)
+			*end = '\0';
+		memmove(host_buf, host_buf + 1, strlen(host_buf));
+	}
+	if (inet_pton(AF_INET, host_buf, ip) == 1) {
+		if (memcmp(ip, "\0\0\0\0", 4) != 0) {
+			san[1].node.type = MBEDTLS_X509_SAN_IP_ADDRESS;
+			san[1].node.san.unstructured_name.p = ip;
+			san[1].node.san.unstructured_name.len = 4;
+		}
+	} else if (inet_pton(AF_INET6, host_buf, ip) == 1) {
+		static const unsigned char any6[16];
+		if (memcmp(ip, any6, 16) != 0) {
+			san[1].node.type = MBEDTLS_X509_SAN_IP_ADDRESS;
+			san[1].node.san.unstructured_name.p = ip;
+			san[1].node.san.unstructured_name.len = 16;
+		}
+	} else if (host_buf[0] != '\0' && strcmp(host_buf, "localhost") != 0) {
+		snprintf(dns_buf, sizeof dns_buf, "%s", host_buf);
+		san[1].node.type = MBEDTLS_X509_SAN_DNS_NAME;
+		san[1].node.san.unstructured_name.p = (unsigned char *)dns_buf;
+		san[1].node.san.unstructured_name.len = strlen(dns_buf);
+	}
+	if (san[1].node.type != 0)
+		san[0].next = &san[1];
+
+	/* A positive 16-byte serial, never starting with a zero byte (DER would shorten it). */
+	if (psa_generate_random(serial, sizeof serial) != PSA_SUCCESS) {
+		tls_err(err, errsz, 0, "no random numbers for the certificate serial");
+		goto done;
+	}
+	serial[0] = (unsigned char)((serial[0] & 0x7F) | 0x40);
+
+	tls_x509_time(not_before, now - 3600);
+	tls_x509_time(not_after, now + (time_t)TLS_SELF_DAYS * 86400);
+
+	mbedtls_x509write_crt_set_version(&crt, MBEDTLS_X509_CRT_VERSION_3);
+	mbedtls_x509write_crt_set_md_alg(&crt, MBEDTLS_MD_SHA256);
+	mbedtls_x509write_crt_set_subject_key(&crt, &pk);
+	mbedtls_x509write_crt_set_issuer_key(&crt, &pk);
+	if ((ret = mbedtls_x509write_crt_set_subject_name(&crt, "CN=kmip2pkcs11")) != 0 ||
+	    (ret = mbedtls_x509write_crt_set_issuer_name(&crt, "CN=kmip2pkcs11")) != 0 ||
+	    (ret = mbedtls_x509write_crt_set_serial_raw(&crt, serial, sizeof serial)) != 0 ||
+	    (ret = mbedtls_x509write_crt_set_validity(&crt, not_before, not_after)) != 0 ||
+	    (ret = mbedtls_x509write_crt_set_basic_constraints(&crt, 0, -1)) != 0 ||
+	    (ret = mbedtls_x509write_crt_set_subject_alternative_name(&crt, san)) != 0) {
+		tls_err(err, errsz, ret, "cannot build the self-signed certificate");
+		goto done;
+	}
+	{
+		/* extKeyUsage = serverAuth, built by hand: one OID in a SEQUENCE. */
+		static const unsigned char server_auth[] = MBEDTLS_OID_SERVER_AUTH;
+		mbedtls_asn1_sequence eku = { { MBEDTLS_ASN1_OID, sizeof server_auth - 1,
+		                                (unsigned char *)server_auth }, NULL };
+		if ((ret = mbedtls_x509write_crt_set_ext_key_usage(&crt, &eku)) != 0) {
+			tls_err(err, errsz, ret, "cannot build the self-signed certificate");
+			goto done;
+		}
+	}
+	if ((ret = mbedtls_x509write_crt_pem(&crt, crt_pem, crt_cap, mbedtls_psa_get_random,
+	                                     MBEDTLS_PSA_RANDOM_STATE)) != 0 ||
+	    (ret = mbedtls_pk_write_key_pem(&pk, key_pem, key_cap)) != 0) {
+		tls_err(err, errsz, ret, "cannot encode the self-signed certificate");
+		goto done;
+	}
+	rc = 0;
+done:
+	mbedtls_x509write_crt_free(&crt);
+	mbedtls_pk_free(&pk);
+	psa_reset_key_attributes(&attr);
+	return rc;
+}
+
+/*
+ * Make sure state_dir/cert.pem and state_dir/key.pem exist: reuse them when both are
+ * there, else make a new pair.  The directory is created 0700 when missing; the key is
+ * written 0600, the certificate 0644; both atomically, key first, so that a crash
+ * leaves at worst a key without certificate, which the next start replaces.
+ */
+static int tls_self_signed(const char *dir, const char *host, char *cert_path,
+                           char *key_path, size_t pathsz, char *err, size_t errsz)
+{
+	unsigned char key_pem[512], crt_pem[2048];
+	struct stat st;
+	int have_cert, have_key, rc = -1;
+
+	if (dir == NULL || dir[0] == '\0') {
+		tls_err(err, errsz, 0, "no certificate configured and no state directory for a "
+		         "self-signed one");
+		return -1;
+	}
+	if ((size_t)snprintf(cert_path, pathsz, "%s/cert.pem", dir) >= pathsz ||
+	    (size_t)snprintf(key_path, pathsz, "%s/key.pem", dir) >= pathsz) {
+		tls_err(err, errsz, 0, "%s: path too long", dir);
+		return -1;
+	}
+	if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
+		tls_err(err, errsz, 0, "cannot create state directory %s: %s", dir, strerror(errno));
+		return -1;
+	}
+	if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
+		tls_err(err, errsz, 0, "state directory %s is not a directory", dir);
+		return -1;
+	}
+	have_cert = stat(cert_path, &st) == 0;
+	have_key = stat(key_path, &st) == 0;
+	if (have_key && (st.st_mode & 077) != 0)
+		log_warn("%s is readable by group or others (mode %03o)", key_path,
+		         (unsigned)(st.st_mode & 0777));
+	if (have_cert && have_key)
+		return 0;
+	if (have_cert || have_key)
+		log_warn("state directory %s holds only one of cert.pem and key.pem: making a "
+		         "new pair", dir);
+
+	if (tls_make_self_signed(host, key_pem, sizeof key_pem, crt_pem, sizeof crt_pem,
+	                         err, errsz) != 0)
+		goto done;
+	if (tls_write_file_atomic(key_path, key_pem, strlen((char *)key_pem), 0600,
+	                          err, errsz) != 0 ||
+	    tls_write_file_atomic(cert_path, crt_pem, strlen((char *)crt_pem), 0644,
+	                          err, errsz) != 0)
+		goto done;
+	log_info("made a self-signed certificate %s (key %s)", cert_path, key_path);
+	rc = 0;
+done:
+	wipe(key_pem, sizeof key_pem);
+	return rc;
+}
+
+/* "AA:BB:..." of the SHA-256 of der: what a client pins. */
+static int tls_fingerprint(const unsigned char *der, size_t n, char out[TLS_FP_LEN])
+{
+	uint8_t h[32];
+	size_t hl = 0;
+	if (psa_hash_compute(PSA_ALG_SHA_256, der, n, h, sizeof h, &hl) != PSA_SUCCESS ||
+	    hl != sizeof h)
+		return -1;
+	for (size_t i = 0; i < sizeof h; i++) {
+		hex_upper(out + 3 * i, h + i, 1);
+		out[3 * i + 2] = i + 1 < sizeof h ? ':' : '\0';
+	}
+	return 0;
+}
+
+/* ---- Server -------------------------------------------------------------------- */
+
+static void tls_server_free(struct tls_server *s)
+{
+	if (!s->ready)
+		return;
+	mbedtls_ssl_config_free(&s->conf);
+	mbedtls_x509_crt_free(&s->cert);
+	mbedtls_pk_free(&s->key);
+	mbedtls_x509_crt_free(&s->client_ca);
+	s->ready = 0;
+}
+
+/*
+ * Load the identity, build the shared configuration.  0, or -1 with a message naming
+ * the file at fault in err.  PSA stays initialised after tls_server_free: other
+ * sections hash with it, and main may call mbedtls_psa_crypto_free at exit.
+ */
+static int tls_server_init(struct tls_server *s, const struct tls_opts *o, char *err,
+                           size_t errsz)
+{
+	char self_cert[PATH_MAX], self_key[PATH_MAX];
+	const char *cert_path = o->cert_path, *key_path = o->key_path;
+	int ret;
+
+	memset(s, 0, sizeof *s);
+	mbedtls_ssl_config_init(&s->conf);
+	mbedtls_x509_crt_init(&s->cert);
+	mbedtls_pk_init(&s->key);
+	mbedtls_x509_crt_init(&s->client_ca);
+	s->ready = 1;
+
+	if (psa_crypto_init() != PSA_SUCCESS) {
+		tls_err(err, errsz, 0, "PSA crypto initialisation failed (no entropy source?)");
+		goto fail;
+	}
+
+	if ((cert_path == NULL) != (key_path == NULL)) {
+		tls_err(err, errsz, 0, "a certificate needs its key and a key its certificate: "
+		         "set both cert-path and key-path, or neither");
+		goto fail;
+	}
+	if (cert_path == NULL) {
+		if (tls_self_signed(o->state_dir, o->listen_host, self_cert, self_key,
+		                    sizeof self_cert, err, errsz) != 0)
+			goto fail;
+		cert_path = self_cert;
+		key_path = self_key;
+	}
+
+	/* Both parsers accept PEM and DER. */
+	if ((ret = mbedtls_x509_crt_parse_file(&s->cert, cert_path)) != 0) {
+		tls_err(err, errsz, ret, "certificate %s", cert_path);
+		goto fail;
+	}
+	if ((ret = mbedtls_pk_parse_keyfile(&s->key, key_path, NULL, mbedtls_psa_get_random,
+	                                    MBEDTLS_PSA_RANDOM_STATE)) != 0) {
+		tls_err(err, errsz, ret, "private key %s", key_path);
+		goto fail;
+	}
+	if ((ret = mbedtls_pk_check_pair(&s->cert.pk, &s->key, mbedtls_psa_get_random,
+	                                 MBEDTLS_PSA_RANDOM_STATE)) != 0) {
+		tls_err(err, errsz, 0, "private key %s does not match certificate %s", key_path,
+		         cert_path);
+		goto fail;
+	}
+	if (tls_fingerprint(s->cert.raw.p, s->cert.raw.len, s->fingerprint) != 0) {
+		tls_err(err, errsz, 0, "cannot hash certificate %s", cert_path);
+		goto fail;
+	}
+
+	if (o->client_ca_path != NULL) {
+		if ((ret = mbedtls_x509_crt_parse_file(&s->client_ca, o->client_ca_path)) != 0) {
+			tls_err(err, errsz, ret, "client CA file %s", o->client_ca_path);
+			goto fail;
+		}
+		s->verify_clients = 1;
+		log_info("TLS client certificates required, CA %s", o->client_ca_path);
+	}
+
+	if ((ret = mbedtls_ssl_config_defaults(&s->conf, MBEDTLS_SSL_IS_SERVER,
+	                                       MBEDTLS_SSL_TRANSPORT_STREAM,
+	                                       MBEDTLS_SSL_PRESET_DEFAULT)) != 0) {
+		tls_err(err, errsz, ret, "TLS configuration");
+		goto fail;
+	}
+	mbedtls_ssl_conf_min_tls_version(&s->conf, MBEDTLS_SSL_VERSION_TLS1_3);
+	mbedtls_ssl_conf_max_tls_version(&s->conf, MBEDTLS_SSL_VERSION_TLS1_3);
+	mbedtls_ssl_conf_ciphersuites(&s->conf, tls_suites);
+	mbedtls_ssl_conf_groups(&s->conf, tls_groups);
+	mbedtls_ssl_conf_sig_algs(&s->conf, tls_sig_algs);
+	/* Fresh (EC)DHE every time: no PSK, hence no resumption and no tickets to manage. */
+	mbedtls_ssl_conf_tls13_key_exchange_modes(&s->conf,
+	                                          MBEDTLS_SSL_TLS1_3_KEY_EXCHANGE_MODE_EPHEMERAL);
+#if defined(MBEDTLS_SSL_SESSION_TICKETS) && defined(MBEDTLS_SSL_SRV_C)
+	mbedtls_ssl_conf_new_session_tickets(&s->conf, 0);
+#endif
+	mbedtls_ssl_conf_rng(&s->conf, mbedtls_psa_get_random, MBEDTLS_PSA_RANDOM_STATE);
+	if ((ret = mbedtls_ssl_conf_own_cert(&s->conf, &s->cert, &s->key)) != 0) {
+		tls_err(err, errsz, ret, "certificate %s", cert_path);
+		goto fail;
+	}
+	if (s->verify_clients) {
+		mbedtls_ssl_conf_ca_chain(&s->conf, &s->client_ca, NULL);
+		mbedtls_ssl_conf_authmode(&s->conf, MBEDTLS_SSL_VERIFY_REQUIRED);
+	} else {
+		mbedtls_ssl_conf_authmode(&s->conf, MBEDTLS_SSL_VERIFY_NONE);
+	}
+
+	log_info("TLS certificate %s, SHA-256 fingerprint %s", cert_path, s->fingerprint);
+	return 0;
+fail:
+	tls_server_free(s);
+	return -1;
+}
+
+/* ---- Connections --------------------------------------------------------------- */
+
+/* fd must be non-blocking; c must stay where it is until tls_conn_free. */
+static int tls_conn_init(struct tls_server *s, struct tls_conn *c, int fd)
+{
+	int ret;
+	mbedtls_ssl_init(&c->ssl);
+	c->fd = fd;
+	if ((ret = mbedtls_ssl_setup(&c->ssl, &s->conf)) != 0) {
+		mbedtls_ssl_free(&c->ssl);
+		return ret;
+	}
+	mbedtls_ssl_set_bio(&c->ssl, (void *)(intptr_t)fd, tls_bio_send, tls_bio_recv, NULL);
+	return 0;
+}
+
+/* Leaves the fd to the caller. */
+static void tls_conn_free(struct tls_conn *c)
+{
+	mbedtls_ssl_free(&c->ssl);
+}
+
+/* 0 when the handshake is done, TLS_WANT_READ / TLS_WANT_WRITE, TLS_CLOSED when the
+ * peer left before finishing (scanners, health checks: not worth an error line), or a
+ * negative Mbed TLS error. */
+static int tls_handshake(struct tls_conn *c)
+{
+	int ret = mbedtls_ssl_handshake(&c->ssl);
+	switch (ret) {
+	case 0:
+	case MBEDTLS_ERR_SSL_WANT_READ:
+	case MBEDTLS_ERR_SSL_WANT_WRITE:
+		return ret;
+	case MBEDTLS_ERR_SSL_CONN_EOF:
+	case MBEDTLS_ERR_SSL_PEER_CLOSE_NOTIFY:
+	case MBEDTLS_ERR_NET_CONN_RESET:
+		return TLS_CLOSED;
+	default:
+		return ret;
+	}
+}
+
+/* Bytes read (> 0), 0 when the peer closed (close_notify or plain EOF), TLS_WANT_*,
+ * or a negative error.  TLS 1.3 post-handshake messages are consumed inside Mbed TLS;
+ * a message that carried no application data shows as TLS_WANT_READ. */
+static int tls_read(struct tls_conn *c, uint8_t *buf, size_t n)
+{
+	for (;;) {
+		int ret = mbedtls_ssl_read(&c->ssl, buf, n);
+		if (ret >= 0)
+			return ret;          /* 0 only at EOF */
+		switch (ret) {
+		case MBEDTLS_ERR_SSL_PEER_CLOSE_NOTIFY:
+		case MBEDTLS_ERR_SSL_CONN_EOF:
+			return 0;
+#if defined(MBEDTLS_ERR_SSL_RECEIVED_NEW_SESSION_TICKET)
+		case MBEDTLS_ERR_SSL_RECEIVED_NEW_SESSION_TICKET:
+			continue;            /* client side only; harmless to retry */
+#endif
+		default:
+			return ret;
+		}
+	}
+}
+
+/* Bytes accepted (> 0; may be fewer than n: call again for the rest), TLS_WANT_*, or a
+ * negative error.  After TLS_WANT_WRITE the caller repeats the call with the same buf
+ * and n: Mbed TLS has already encrypted part of them into its out buffer. */
+static int tls_write(struct tls_conn *c, const uint8_t *buf, size_t n)
+{
+	int ret = mbedtls_ssl_write(&c->ssl, buf, n);
+	if (ret == MBEDTLS_ERR_NET_CONN_RESET)
+		return TLS_CLOSED;
+	return ret;
+}
+
+#ifdef K2P_TEST
+/* Nonzero when Mbed TLS holds bytes that poll() cannot see: decrypted data not yet
+ * read, or a record already in its input buffer.  The loop must call tls_read again
+ * before it waits. */
+static int tls_pending(const struct tls_conn *c)
+{
+	return mbedtls_ssl_get_bytes_avail(&c->ssl) > 0 || mbedtls_ssl_check_pending(&c->ssl);
+}
+#endif
+
+/* 0 when the alert is out (or the peer is gone: nothing more to say), TLS_WANT_WRITE,
+ * or a negative error. */
+static int tls_close_notify(struct tls_conn *c)
+{
+	int ret = mbedtls_ssl_close_notify(&c->ssl);
+	if (ret == MBEDTLS_ERR_NET_CONN_RESET)
+		return 0;
+	return ret;
+}
+
+/* The verified client certificate's subject ("CN=..."), or "" without one. */
+static void tls_peer_subject(const struct tls_conn *c, char *out, size_t cap)
+{
+	const mbedtls_x509_crt *peer = mbedtls_ssl_get_peer_cert(&c->ssl);
+	out[0] = '\0';
+	if (peer != NULL && mbedtls_x509_dn_gets(out, cap, &peer->subject) < 0)
+		out[0] = '\0';
+}
+/* ==== 10. Connections and the event loop ================================== */
+
+/*
+ * One thread, one poll() over the listening sockets, the workers' eventfd, a signal pipe
+ * and every connection.  A connection is a small state machine:
+ *
+ *   HANDSHAKE -> READ_HEAD -> (WAIT_JOB) -> READ_BODY -> BUSY -> WRITE -> READ_HEAD ...
+ *                                                                      \-> CLOSING
+ *
+ * Nothing here calls the PKCS#11 module.  Every limit (connections, message size, time
+ * outs) costs one connection when it is hit, never the daemon.
+ */
+
+enum { CS_HANDSHAKE, CS_READ_HEAD, CS_WAIT_JOB, CS_READ_BODY, CS_BUSY, CS_WRITE, CS_CLOSING };
+
+#define EV_MAX_LISTEN 8
+
+struct conn {
+	struct conn *next_wait;         /* WAIT_JOB queue */
+	struct tls_conn tls;
+	struct job *job;
+	uint64_t deadline;              /* monotonic ms: handshake or idle time-out */
+	size_t head_len, need, off;     /* bytes of head read; message length; progress */
+	int fd, state, want_write;      /* want_write: TLS needs POLLOUT to progress */
+	int close_after;                /* close once the response is written */
+	int dead;                       /* closed while its job was at a worker */
+	uint8_t head[8];
+	char peer[64];
+};
+
+struct ev {
+	struct wrk_pool *pool;
+	struct tls_server *tls;
+	const struct cfg *cfg;
+	struct conn **conns;            /* max_conn slots, NULL = free */
+	struct pollfd *pfd;
+	struct conn **pfd_conn;
+	struct conn *wait_head, *wait_tail;
+	int lfd[EV_MAX_LISTEN], nlisten;
+	int max_conn, nconn, sig_fd;
+	size_t max_msg;
+	uint64_t handshake_ms, idle_ms;
+	unsigned long served, refused;
+};
+
+static volatile sig_atomic_t ev_stop_signal, ev_hup_signal;
+static int ev_sig_pipe[2] = { -1, -1 };
+
+static void ev_on_signal(int sig)
+{
+	int saved = errno;
+	if (sig == SIGHUP)
+		ev_hup_signal = 1;
+	else
+		ev_stop_signal = 1;
+	if (ev_sig_pipe[1] >= 0) {
+		ssize_t r = write(ev_sig_pipe[1], "", 1);
+		(void)r;
+	}
+	errno = saved;
+}
+
+static void conn_peer_name(const struct sockaddr_storage *ss, char *out, size_t n)
+{
+	char host[INET6_ADDRSTRLEN] = "?";
+	int port = 0;
+	if (ss->ss_family == AF_INET) {
+		const struct sockaddr_in *a = (const struct sockaddr_in *)ss;
+		inet_ntop(AF_INET, &a->sin_addr, host, sizeof host);
+		port = ntohs(a->sin_port);
+		snprintf(out, n, "%s:%d", host, port);
+	} else if (ss->ss_family == AF_INET6) {
+		const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)ss;
+		inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof host);
+		port = ntohs(a->sin6_port);
+		snprintf(out, n, "[%s]:%d", host, port);
+	} else {
+		snprintf(out, n, "peer");
+	}
+}
+
+static void conn_close(struct ev *ev, struct conn *c)
+{
+	if (c->state == CS_BUSY) {      /* a worker still writes into its job */
+		c->dead = 1;
+		tls_conn_free(&c->tls);
+		close(c->fd);
+		c->fd = -1;
+		return;
+	}
+	if (c->state == CS_WAIT_JOB) {  /* unlink from the wait queue */
+		struct conn **pp = &ev->wait_head, *prev = NULL;
+		while (*pp && *pp != c) {
+			prev = *pp;
+			pp = &(*pp)->next_wait;
+		}
+		if (*pp) {
+			*pp = c->next_wait;
+			if (ev->wait_tail == c)
+				ev->wait_tail = prev;
+		}
+	}
+	if (c->job)
+		wrk_job_put(ev->pool, c->job);
+	if (c->fd >= 0) {
+		tls_conn_free(&c->tls);
+		close(c->fd);
+	}
+	for (int i = 0; i < ev->max_conn; i++)
+		if (ev->conns[i] == c) {
+			ev->conns[i] = NULL;
+			break;
+		}
+	ev->nconn--;
+	log_debug("%s: closed", c->peer);
+	free(c);
+}
+
+/*
+ * A short answer the loop writes itself, for a message that never reaches a worker
+ * (oversize, or a header that cannot start a KMIP message); the connection then closes.
+ * It needs a job for its buffer; without one the connection just closes.
+ */
+static void conn_refuse(struct ev *ev, struct conn *c, uint32_t reason, const char *why)
+{
+	log_info("%s: %s", c->peer, why);
+	if (!c->job)
+		c->job = wrk_job_get(ev->pool, c);
+	if (!c->job) {
+		conn_close(ev, c);
+		return;
+	}
+	c->job->in_len = 0;
+	c->job->out_len = op_error_response(c->job->out, ev->pool->out_cap, reason, why);
+	c->state = CS_WRITE;
+	c->off = 0;
+	c->close_after = 1;
+}
+
+static void conn_idle(struct ev *ev, struct conn *c)
+{
+	c->state = CS_READ_HEAD;
+	c->head_len = 0;
+	c->deadline = mono_ms() + ev->idle_ms;
+}
+
+/* Queue c until a job is free (bounds the memory in flight). */
+static void conn_wait_job(struct ev *ev, struct conn *c)
+{
+	c->state = CS_WAIT_JOB;
+	c->next_wait = NULL;
+	if (ev->wait_tail)
+		ev->wait_tail->next_wait = c;
+	else
+		ev->wait_head = c;
+	ev->wait_tail = c;
+}
+
+static void conn_step(struct ev *ev, struct conn *c);
+
+/* The request is complete: hand it to a worker (or run it inline). */
+static void conn_dispatch(struct ev *ev, struct conn *c)
+{
+	c->state = CS_BUSY;
+	if (wrk_submit(ev->pool, c->job)) {     /* ran inline */
+		c->state = CS_WRITE;
+		c->off = 0;
+	}
+}
+
+/* Head complete: check the size before buffering anything more. */
+static void conn_got_head(struct ev *ev, struct conn *c)
+{
+	long total = ttlv_frame(c->head, sizeof c->head);
+	if (total < 0) {
+		conn_refuse(ev, c, RR_INVALID_MESSAGE, "not a KMIP message (bad TTLV header)");
+		return;
+	}
+	if ((size_t)total > ev->max_msg) {
+		char why[96];
+		snprintf(why, sizeof why, "message of %ld bytes exceeds max-message-size %zu",
+			 total, ev->max_msg);
+		conn_refuse(ev, c, RR_INVALID_MESSAGE, why);
+		return;
+	}
+	c->need = (size_t)total;
+	c->job = wrk_job_get(ev->pool, c);
+	if (!c->job) {
+		conn_wait_job(ev, c);
+		return;
+	}
+	memcpy(c->job->in, c->head, sizeof c->head);
+	c->off = sizeof c->head;
+	c->state = CS_READ_BODY;
+}
+
+/*
+ * Advance c as far as it goes without blocking.  Returns when TLS wants the socket
+ * (c->want_write tells which way), when a job is needed or running, or after closing.
+ */
+static void conn_step(struct ev *ev, struct conn *c)
+{
+	for (;;) {
+		int r;
+		c->want_write = 0;
+		switch (c->state) {
+		case CS_HANDSHAKE:
+			r = tls_handshake(&c->tls);
+			if (r == TLS_WANT_READ || r == TLS_WANT_WRITE) {
+				c->want_write = r == TLS_WANT_WRITE;
+				return;
+			}
+			if (r < 0) {
+				log_msg(r == TLS_CLOSED ? LV_DEBUG : LV_INFO, "%s: TLS handshake failed: %s",
+					c->peer, tls_strerror(r));
+				conn_close(ev, c);
+				return;
+			}
+			if (ev->tls->verify_clients) {
+				char subject[256];
+				tls_peer_subject(&c->tls, subject, sizeof subject);
+				log_info("%s: client certificate %s", c->peer, subject);
+			} else {
+				log_debug("%s: TLS handshake done", c->peer);
+			}
+			conn_idle(ev, c);
+			break;
+		case CS_READ_HEAD:
+			r = tls_read(&c->tls, c->head + c->head_len, sizeof c->head - c->head_len);
+			if (r == TLS_WANT_READ || r == TLS_WANT_WRITE) {
+				c->want_write = r == TLS_WANT_WRITE;
+				return;
+			}
+			if (r <= 0) {
+				if (r < 0 && c->head_len)
+					log_info("%s: read failed: %s", c->peer, tls_strerror(r));
+				conn_close(ev, c);
+				return;
+			}
+			c->head_len += (size_t)r;
+			if (c->head_len == sizeof c->head)
+				conn_got_head(ev, c);
+			break;
+		case CS_READ_BODY:
+			r = tls_read(&c->tls, c->job->in + c->off, c->need - c->off);
+			if (r == TLS_WANT_READ || r == TLS_WANT_WRITE) {
+				c->want_write = r == TLS_WANT_WRITE;
+				return;
+			}
+			if (r <= 0) {
+				log_info("%s: connection lost inside a request", c->peer);
+				conn_close(ev, c);
+				return;
+			}
+			c->off += (size_t)r;
+			if (c->off == c->need) {
+				c->job->in_len = c->need;
+				conn_dispatch(ev, c);
+			}
+			break;
+		case CS_WRITE:
+			if (c->off == c->job->out_len) {
+				wrk_job_put(ev->pool, c->job);
+				c->job = NULL;
+				ev->served++;
+				if (c->close_after) {
+					tls_close_notify(&c->tls);
+					conn_close(ev, c);
+					return;
+				}
+				conn_idle(ev, c);
+				break;
+			}
+			r = tls_write(&c->tls, c->job->out + c->off, c->job->out_len - c->off);
+			if (r == TLS_WANT_READ || r == TLS_WANT_WRITE) {
+				c->want_write = r == TLS_WANT_WRITE;
+				return;
+			}
+			if (r < 0) {
+				log_info("%s: write failed: %s", c->peer, tls_strerror(r));
+				conn_close(ev, c);
+				return;
+			}
+			c->off += (size_t)r;
+			c->deadline = mono_ms() + ev->idle_ms;
+			break;
+		default:                /* WAIT_JOB, BUSY: nothing to do until the pool acts */
+			return;
+		}
+	}
+}
+
+static void ev_accept(struct ev *ev, int lfd)
+{
+	for (;;) {
+		struct sockaddr_storage ss;
+		socklen_t sl = sizeof ss;
+		int fd = accept4(lfd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd < 0) {
+			if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+				log_warn("accept: %s", strerror(errno));
+			return;
+		}
+		char peer[64];
+		conn_peer_name(&ss, peer, sizeof peer);
+		if (ev->nconn >= ev->max_conn) {
+			ev->refused++;
+			log_warn("%s: refused, max-connections (%d) reached", peer, ev->max_conn);
+			close(fd);
+			continue;
+		}
+		int one = 1;
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+		struct conn *c = calloc(1, sizeof *c);
+		if (!c || tls_conn_init(ev->tls, &c->tls, fd) != 0) {
+			log_warn("%s: out of memory, connection refused", peer);
+			free(c);
+			close(fd);
+			continue;
+		}
+		c->fd = fd;
+		c->state = CS_HANDSHAKE;
+		c->deadline = mono_ms() + ev->handshake_ms;
+		memcpy(c->peer, peer, sizeof peer);
+		for (int i = 0; i < ev->max_conn; i++)
+			if (!ev->conns[i]) {
+				ev->conns[i] = c;
+				break;
+			}
+		ev->nconn++;
+		log_debug("%s: connected", c->peer);
+		conn_step(ev, c);
+	}
+}
+
+/* Jobs came back from the workers: start writing, or drop them for a closed peer. */
+static void ev_completed(struct ev *ev)
+{
+	struct job *j = wrk_collect(ev->pool), *next;
+	for (; j; j = next) {
+		next = j->next;
+		struct conn *c = j->owner;
+		c->state = CS_WRITE;
+		c->off = 0;
+		if (c->dead) {
+			c->state = CS_CLOSING;
+			conn_close(ev, c);
+			continue;
+		}
+		conn_step(ev, c);
+	}
+}
+
+/* Give freed jobs to the connections that wait for one, oldest first. */
+static void ev_feed_waiting(struct ev *ev)
+{
+	while (ev->wait_head && ev->pool->nfree > 0) {
+		struct conn *c = ev->wait_head;
+		ev->wait_head = c->next_wait;
+		if (!ev->wait_head)
+			ev->wait_tail = NULL;
+		c->job = wrk_job_get(ev->pool, c);
+		memcpy(c->job->in, c->head, sizeof c->head);
+		c->off = sizeof c->head;
+		c->state = CS_READ_BODY;
+		conn_step(ev, c);
+	}
+}
+
+static void ev_timeouts(struct ev *ev, uint64_t now)
+{
+	for (int i = 0; i < ev->max_conn; i++) {
+		struct conn *c = ev->conns[i];
+		if (!c || c->state == CS_BUSY || c->state == CS_WAIT_JOB || c->deadline > now)
+			continue;
+		log_info("%s: %s time-out", c->peer,
+			 c->state == CS_HANDSHAKE ? "handshake" : "idle");
+		conn_close(ev, c);
+	}
+}
+
+/* Runs until SIGTERM or SIGINT; connections in flight are closed. */
+static int ev_run(struct ev *ev)
+{
+	size_t npfd = (size_t)ev->max_conn + (size_t)ev->nlisten + 2;
+	ev->conns = calloc((size_t)ev->max_conn, sizeof *ev->conns);
+	ev->pfd = calloc(npfd, sizeof *ev->pfd);
+	ev->pfd_conn = calloc(npfd, sizeof *ev->pfd_conn);
+	if (!ev->conns || !ev->pfd || !ev->pfd_conn)
+		fatal("out of memory");
+
+	while (!ev_stop_signal) {
+		if (ev_hup_signal) {
+			ev_hup_signal = 0;
+			log_reopen();
+		}
+		uint64_t now = mono_ms(), next = now + 60000;
+		nfds_t n = 0;
+		ev->pfd[n] = (struct pollfd){ .fd = ev->sig_fd, .events = POLLIN };
+		ev->pfd_conn[n++] = NULL;
+		ev->pfd[n] = (struct pollfd){ .fd = ev->pool->efd, .events = POLLIN };
+		ev->pfd_conn[n++] = NULL;
+		for (int i = 0; i < ev->nlisten; i++) {
+			ev->pfd[n] = (struct pollfd){ .fd = ev->lfd[i], .events = POLLIN };
+			ev->pfd_conn[n++] = NULL;
+		}
+		nfds_t first_conn = n;
+		for (int i = 0; i < ev->max_conn; i++) {
+			struct conn *c = ev->conns[i];
+			if (!c || c->state == CS_BUSY || c->state == CS_WAIT_JOB)
+				continue;
+			if (c->deadline < next)
+				next = c->deadline;
+			ev->pfd[n] = (struct pollfd){ .fd = c->fd,
+				.events = c->want_write ? POLLOUT : POLLIN };
+			ev->pfd_conn[n++] = c;
+		}
+		int timeout = next > now ? (int)(next - now) : 0;
+		int r = poll(ev->pfd, n, timeout);
+		if (r < 0 && errno != EINTR)
+			fatal("poll: %s", strerror(errno));
+		if (r > 0) {
+			if (ev->pfd[0].revents) {
+				char drain[16];
+				while (read(ev->sig_fd, drain, sizeof drain) > 0)
+					;
+			}
+			if (ev->pfd[1].revents)
+				ev_completed(ev);
+			for (int i = 0; i < ev->nlisten; i++)
+				if (ev->pfd[2 + i].revents)
+					ev_accept(ev, ev->lfd[i]);
+			for (nfds_t i = first_conn; i < n; i++) {
+				struct conn *c = ev->pfd_conn[i];
+				if (!ev->pfd[i].revents)
+					continue;
+				/* c may have been closed and freed above only through this entry */
+				conn_step(ev, c);
+			}
+		}
+		ev_feed_waiting(ev);
+		ev_timeouts(ev, mono_ms());
+	}
+	log_info("stopping: %lu requests served, %d connections open", ev->served, ev->nconn);
+	for (int i = 0; i < ev->max_conn; i++)
+		if (ev->conns[i] && ev->conns[i]->state != CS_BUSY)
+			conn_close(ev, ev->conns[i]);
+	return 0;
+}
+
+/* ==== 11. Daemon and main ================================================= */
+
+/*
+ * Start-up order, and why:
+ *   1. command line and configuration (nothing else happens on an error);
+ *   2. logging; the listening socket (systemd's, or bound here while still root);
+ *   3. daemonize and write the pid file;
+ *   4. TLS: the certificate and key (read while still privileged; a generated one is
+ *      written to state-dir);
+ *   5. chroot, then drop to `identity`, so that the vendor's module never runs as root;
+ *   6. load the PKCS#11 module (after the fork: modules start threads), start workers;
+ *   7. serve until SIGTERM or SIGINT.
+ */
+
+/* The configured log target; for a file, appended to and reopened on SIGHUP. */
+static void log_open(const struct cfg *c)
+{
+	log_state.level = c->log_level;
+	log_state.target = c->log_target;
+	if (c->log_target == LOG_TO_SYSLOG)
+		openlog("kmip2pkcs11", LOG_PID | LOG_NDELAY, LOG_DAEMON);
+	if (c->log_target == LOG_TO_FILE) {
+		snprintf(log_path, sizeof log_path, "%s", c->log_file);
+		log_state.file = fopen(log_path, "ae");
+		if (!log_state.file) {
+			log_state.target = LOG_TO_STDERR;
+			fatal("cannot open log file %s: %s", log_path, strerror(errno));
+		}
+	}
+}
+
+/* systemd socket activation: LISTEN_PID is us and LISTEN_FDS sockets start at fd 3. */
+static int main_listen_systemd(struct ev *ev)
+{
+	const char *pid = getenv("LISTEN_PID"), *fds = getenv("LISTEN_FDS");
+	if (!pid || !fds || strtol(pid, NULL, 10) != (long)getpid())
+		return 0;
+	long n = strtol(fds, NULL, 10);
+	if (n < 1 || n > EV_MAX_LISTEN)
+		fatal("LISTEN_FDS=%s: between 1 and %d sockets are supported", fds, EV_MAX_LISTEN);
+	for (int i = 0; i < n; i++) {
+		int fd = 3 + i;
+		int fl = fcntl(fd, F_GETFL);
+		if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0 ||
+		    fcntl(fd, F_SETFD, FD_CLOEXEC) < 0)
+			fatal("socket %d from systemd: %s", fd, strerror(errno));
+		ev->lfd[ev->nlisten++] = fd;
+	}
+	unsetenv("LISTEN_PID");
+	unsetenv("LISTEN_FDS");
+	unsetenv("LISTEN_FDNAMES");
+	log_info("listening on %ld socket(s) from systemd", n);
+	return 1;
+}
+
+static void main_listen(struct ev *ev, const struct cfg *c)
+{
+	if (main_listen_systemd(ev))
+		return;
+	int fd = socket(c->listen_sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	int one = 1;
+	if (fd < 0)
+		fatal("socket: %s", strerror(errno));
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+	if (c->listen_sa.ss_family == AF_INET6)
+		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+	if (bind(fd, (const struct sockaddr *)&c->listen_sa, c->listen_salen) < 0)
+		fatal("cannot listen on %s: %s", c->addr, strerror(errno));
+	if (listen(fd, SOMAXCONN) < 0)
+		fatal("listen on %s: %s", c->addr, strerror(errno));
+	ev->lfd[ev->nlisten++] = fd;
+	log_info("listening on %s", c->addr);
+}
+
+static void main_daemonize(const struct cfg *c)
+{
+	if (c->daemonize) {
+		pid_t pid = fork();
+		if (pid < 0)
+			fatal("fork: %s", strerror(errno));
+		if (pid > 0)
+			_exit(0);
+		if (setsid() < 0)
+			fatal("setsid: %s", strerror(errno));
+		if (chdir("/") < 0)
+			fatal("chdir /: %s", strerror(errno));
+		int fd = open("/dev/null", O_RDWR | O_CLOEXEC);
+		if (fd >= 0) {
+			dup2(fd, STDIN_FILENO);
+			dup2(fd, STDOUT_FILENO);
+			if (log_state.target != LOG_TO_STDERR)
+				dup2(fd, STDERR_FILENO);
+			if (fd > STDERR_FILENO)
+				close(fd);
+		}
+	}
+	if (c->pid_file[0]) {
+		FILE *f = fopen(c->pid_file, "we");
+		if (!f)
+			fatal("cannot write pid file %s: %s", c->pid_file, strerror(errno));
+		fprintf(f, "%ld\n", (long)getpid());
+		fclose(f);
+	}
+}
+
+/* chroot and `identity`: names or numeric IDs; "user" alone takes the user's group. */
+static void main_drop(const struct cfg *c)
+{
+	uid_t uid = 0;
+	gid_t gid = 0;
+	if (c->user[0]) {
+		char *end;
+		struct passwd *pw = getpwnam(c->user);
+		if (pw) {
+			uid = pw->pw_uid;
+			gid = pw->pw_gid;
+		} else {
+			unsigned long v = strtoul(c->user, &end, 10);
+			if (*end || end == c->user)
+				fatal("identity: no user '%s'", c->user);
+			uid = (uid_t)v;
+			gid = (gid_t)v;
+		}
+		if (c->group[0] && strcmp(c->group, c->user) != 0) {
+			struct group *gr = getgrnam(c->group);
+			if (gr) {
+				gid = gr->gr_gid;
+			} else {
+				unsigned long v = strtoul(c->group, &end, 10);
+				if (*end || end == c->group)
+					fatal("identity: no group '%s'", c->group);
+				gid = (gid_t)v;
+			}
+		} else if (pw == NULL && c->group[0] && strcmp(c->group, c->user) == 0) {
+			struct group *gr = getgrnam(c->group);
+			if (gr)
+				gid = gr->gr_gid;
+		}
+	}
+	if (c->chroot_dir[0]) {
+		if (chroot(c->chroot_dir) < 0 || chdir("/") < 0)
+			fatal("chroot %s: %s", c->chroot_dir, strerror(errno));
+		log_info("chrooted to %s", c->chroot_dir);
+	}
+	if (c->user[0]) {
+		if (setgroups(1, &gid) < 0 || setgid(gid) < 0 || setuid(uid) < 0)
+			fatal("cannot become %s: %s", c->user, strerror(errno));
+		log_info("running as uid %ld, gid %ld", (long)uid, (long)gid);
+	}
+}
+
+/* workers absent: one per CPU, but no more than the token allows sessions. */
+static int main_workers(const struct cfg *c)
+{
+	if (c->workers != CFG_WORKERS_AUTO)
+		return c->workers;
+	long n = sysconf(_SC_NPROCESSORS_ONLN);
+	if (n < 1)
+		n = 1;
+	unsigned long cap = p11_session_limit();
+	if (cap && (unsigned long)n > cap)
+		n = (long)cap;
+	return (int)n;
+}
+
+#ifndef K2P_TEST
+int main(int argc, char **argv)
+{
+	static struct cfg cfg;
+	static struct tls_server tls;
+	static struct wrk_pool pool;
+	static struct op_env env;
+	static struct ev ev;
+	char err[PATH_MAX + 512];
+
+	int r = cfg_main(argc, argv, &cfg);
+	if (r >= 0)
+		return r;
+	log_open(&cfg);
+	log_info("kmip2pkcs11 %s starting", K2P_VERSION);
+
+	struct sigaction sa;
+	memset(&sa, 0, sizeof sa);
+	sa.sa_handler = SIG_IGN;
+	sigaction(SIGPIPE, &sa, NULL);
+	if (pipe2(ev_sig_pipe, O_NONBLOCK | O_CLOEXEC) < 0)
+		fatal("pipe: %s", strerror(errno));
+	sa.sa_handler = ev_on_signal;
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGHUP, &sa, NULL);
+
+	main_listen(&ev, &cfg);
+	main_daemonize(&cfg);
+
+	struct tls_opts to = {
+		.cert_path = cfg.cert_path[0] ? cfg.cert_path : NULL,
+		.key_path = cfg.key_path[0] ? cfg.key_path : NULL,
+		.client_ca_path = cfg.client_ca_path[0] ? cfg.client_ca_path : NULL,
+		.state_dir = cfg.state_dir,
+		.listen_host = cfg.addr,
+	};
+	if (tls_server_init(&tls, &to, err, sizeof err) != 0)
+		fatal("TLS: %s", err);
+
+	main_drop(&cfg);
+
+	if (p11_load(cfg.lib_path, err, sizeof err) != CKR_OK)
+		fatal("%s", err);
+	snprintf(env.module, sizeof env.module, "%s", p11.module);
+	int nworkers = main_workers(&cfg);
+	int njobs = nworkers > 0 ? 4 * nworkers : 4;
+	if (njobs < 8)
+		njobs = 8;
+	if (njobs > cfg.max_connections)
+		njobs = cfg.max_connections;
+	if (wrk_init(&pool, &env, nworkers, njobs, (size_t)cfg.max_message_size,
+		     (size_t)cfg.max_message_size) != 0)
+		fatal("cannot start workers: %s", strerror(errno));
+	log_info("%d PKCS#11 worker thread(s)%s, %d requests in flight at most", nworkers,
+		 nworkers ? "" : " (inline)", njobs);
+
+	ev.pool = &pool;
+	ev.tls = &tls;
+	ev.cfg = &cfg;
+	ev.max_conn = cfg.max_connections;
+	ev.max_msg = (size_t)cfg.max_message_size;
+	ev.handshake_ms = (uint64_t)cfg.handshake_timeout * 1000u;
+	ev.idle_ms = (uint64_t)cfg.idle_timeout * 1000u;
+	ev.sig_fd = ev_sig_pipe[0];
+	log_info("ready");
+	ev_run(&ev);
+
+	wrk_stop(&pool);
+	p11_unload();
+	tls_server_free(&tls);
+	if (cfg.pid_file[0])
+		unlink(cfg.pid_file);
+	log_info("stopped");
+	return 0;
+}
+#endif

@@ -1,0 +1,316 @@
+#!/bin/sh
+# End-to-end tests of a built daemon against a fresh SoftHSM2 token.
+#
+#   sh tests/integration.sh ./kmip2pkcs11        (from the repository root)
+#
+# Makes a temporary directory with a token, a configuration and a state directory,
+# starts the daemon on a free port of 127.0.0.1, checks its TLS face with openssl(1),
+# runs build/e2e in every mode and the PyKMIP life cycle against it, restarts it between
+# the phases that need a restart, and ends with one line "N passed, N failed" that sums
+# the checks made here and the lines that every test program prints.  Every step is
+# bounded by timeout(1); nothing listens or connects beyond 127.0.0.1.
+#
+# Environment: E2E (default build/e2e), KEEP_TMP=1 keeps the temporary directory.
+set -u
+
+DAEMON=${1:-./kmip2pkcs11}
+E2E=${E2E:-build/e2e}
+PY=/usr/bin/python3
+LABEL=k2p
+PIN=1234
+SOPIN=5678
+
+passed=0 failed=0
+daemon_pid=
+
+T=$(mktemp -d "${TMPDIR:-/tmp}/k2p-it.XXXXXX") || exit 1
+cleanup() {
+	stop_daemon
+	if [ "${KEEP_TMP:-0}" = 1 ]; then echo "kept $T"; else rm -rf "$T"; fi
+}
+trap cleanup EXIT
+trap 'exit 2' INT TERM HUP
+
+ok()  { passed=$((passed + 1)); }
+bad() { failed=$((failed + 1)); echo "FAIL integration: $*"; }
+check() {	# check NAME COMMAND...: one check, passed when COMMAND succeeds
+	name=$1; shift
+	if "$@"; then ok; else bad "$name"; fi
+}
+
+log_tail() {
+	echo "---- daemon log (tail) ----"
+	tail -n 30 "$T/daemon.log" 2>/dev/null
+	echo "---------------------------"
+}
+
+# ---- set-up: token, port, configuration ----------------------------------------------
+
+find_softhsm() {
+	for f in /usr/lib/softhsm/libsofthsm2.so /usr/lib/*-linux-gnu/softhsm/libsofthsm2.so \
+	         /usr/local/lib/softhsm/libsofthsm2.so; do
+		[ -f "$f" ] && { echo "$f"; return 0; }
+	done
+	dpkg -L softhsm2 2>/dev/null | grep '/libsofthsm2\.so$' | head -n 1
+}
+
+LIB=$(find_softhsm)
+if [ -z "$LIB" ] || [ ! -x "$DAEMON" ]; then
+	[ -n "$LIB" ] || echo "FAIL integration: libsofthsm2.so not found"
+	[ -x "$DAEMON" ] || echo "FAIL integration: daemon $DAEMON not built"
+	echo "0 passed, 1 failed"
+	exit 1
+fi
+
+mkdir -p "$T/tokens" "$T/state"
+cat > "$T/softhsm2.conf" <<EOF
+directories.tokendir = $T/tokens
+objectstore.backend = file
+log.level = ERROR
+slots.removable = false
+EOF
+SOFTHSM2_CONF=$T/softhsm2.conf
+export SOFTHSM2_CONF
+if ! timeout 30 softhsm2-util --init-token --free --label "$LABEL" --pin "$PIN" \
+	--so-pin "$SOPIN" > "$T/init.log" 2>&1; then
+	cat "$T/init.log"
+	echo "FAIL integration: softhsm2-util --init-token"
+	echo "0 passed, 1 failed"
+	exit 1
+fi
+
+PORT=$(timeout 5 $PY -c 'import socket
+s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+
+cat > "$T/config.toml" <<EOF
+version = "v1"
+
+[pkcs11]
+lib-path = "$LIB"
+workers = 2
+
+[server]
+addr = "127.0.0.1:$PORT"
+
+[daemon]
+log-level = "info"
+state-dir = "$T/state"
+EOF
+
+CERT=$T/state/cert.pem
+
+# ---- the daemon ----------------------------------------------------------------------
+
+# Waits until 127.0.0.1:PORT accepts a TCP connection, at most 10 s.
+wait_port() {
+	timeout 12 $PY - "$PORT" <<'EOF'
+import socket, sys, time
+end = time.monotonic() + 10
+while time.monotonic() < end:
+    try:
+        socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=1).close()
+        sys.exit(0)
+    except OSError:
+        time.sleep(0.1)
+sys.exit(1)
+EOF
+}
+
+# Waits until state-dir/cert.pem is there (the daemon may write it after it listens).
+wait_cert() {
+	i=0
+	while [ ! -s "$CERT" ] && [ $i -lt 100 ]; do
+		sleep 0.1
+		i=$((i + 1))
+	done
+	[ -s "$CERT" ]
+}
+
+start_daemon() {	# start_daemon PHASE
+	echo "=== start daemon ($1)" >> "$T/daemon.log"
+	"$DAEMON" -c "$T/config.toml" >> "$T/daemon.log" 2>&1 &
+	daemon_pid=$!
+	if wait_port && wait_cert && kill -0 "$daemon_pid" 2>/dev/null; then
+		ok
+		return 0
+	fi
+	bad "daemon accepts connections on 127.0.0.1:$PORT within 10 s ($1)"
+	log_tail
+	stop_daemon
+	return 1
+}
+
+# Stops the daemon with SIGTERM; returns 0 if it ended with status 0 within 5 s.
+stop_daemon() {
+	[ -n "$daemon_pid" ] || return 0
+	pid=$daemon_pid
+	daemon_pid=
+	kill -TERM "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null; return 1; }
+	i=0
+	while kill -0 "$pid" 2>/dev/null && [ $i -lt 50 ]; do
+		sleep 0.1
+		i=$((i + 1))
+	done
+	if kill -0 "$pid" 2>/dev/null; then
+		kill -KILL "$pid" 2>/dev/null
+		wait "$pid" 2>/dev/null
+		return 1
+	fi
+	wait "$pid"
+}
+
+daemon_alive() { [ -n "$daemon_pid" ] && kill -0 "$daemon_pid" 2>/dev/null; }
+
+# ---- test programs -------------------------------------------------------------------
+
+# sub NAME SECONDS COMMAND...: runs a test program that ends with "N passed, N failed" and
+# adds its counts.  A program that dies, times out, or exits non-zero with no failure
+# counted, counts one more failure.
+sub() {
+	name=$1 secs=$2; shift 2
+	start=$(date +%s)
+	timeout -k 5 "$secs" "$@" > "$T/$name.out" 2>&1
+	rc=$?
+	end=$(date +%s)
+	last=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$T/$name.out" | tail -n 1)
+	p=$(echo "$last" | sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed.*/\1/p')
+	f=$(echo "$last" | sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed.*/\2/p')
+	[ -n "$p" ] || { p=0; f=0; }
+	grep -E '^(FAIL|NOTE)' "$T/$name.out" | head -n 40
+	if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
+		f=1
+		[ "$rc" -eq 124 ] && echo "FAIL $name: timed out after ${secs}s"
+		grep -v -E "^(FAIL|NOTE)" "$T/$name.out" | tail -n 15
+	fi
+	printf '  %-16s %4d passed, %d failed  (%ss)\n' "$name" "$p" "$f" $((end - start))
+	passed=$((passed + p)); failed=$((failed + f))
+	if [ "$f" -ne 0 ] && ! daemon_alive; then
+		echo "FAIL $name: the daemon is gone"
+		log_tail
+	fi
+}
+
+have_e2e() { [ -x "$E2E" ]; }
+e2e() {	# e2e NAME SECONDS MODE [ARGS...]
+	name=$1 secs=$2; shift 2
+	if have_e2e; then
+		sub "$name" "$secs" "$E2E" 127.0.0.1 "$PORT" "$CERT" "$LABEL" "$PIN" "$@"
+	else
+		bad "$name: $E2E not built"
+	fi
+}
+
+# ---- TLS face ------------------------------------------------------------------------
+
+s_client() {	# s_client OPTIONS...: one handshake, no data, output on stdout
+	timeout 10 openssl s_client -connect "127.0.0.1:$PORT" "$@" < /dev/null 2>&1
+}
+
+served_fingerprint() {
+	timeout 10 openssl s_client -connect "127.0.0.1:$PORT" -tls1_3 < /dev/null 2>/dev/null \
+		| openssl x509 -noout -fingerprint -sha256 2>/dev/null | sed 's/.*=//; s/://g'
+}
+
+file_fingerprint() {
+	openssl x509 -in "$CERT" -noout -fingerprint -sha256 2>/dev/null | sed 's/.*=//; s/://g'
+}
+
+tls_checks() {
+	out=$(s_client -tls1_2)
+	rc=$?
+	check "TLS 1.2 handshake is refused" [ "$rc" -ne 0 ]
+	case "$out" in
+	*"protocol version"*|*"alert number 70"*) ok ;;
+	*) bad "TLS 1.2 is refused with a protocol_version alert"; echo "$out" | grep -i -E 'alert|error' | head -n 3 ;;
+	esac
+
+	out=$(s_client -tls1_3 -CAfile "$CERT" -verify_return_error)
+	rc=$?
+	check "TLS 1.3 handshake succeeds" [ "$rc" -eq 0 ]
+	case "$out" in
+	*"TLSv1.3"*) ok ;;
+	*) bad "TLS 1.3 is the protocol negotiated" ;;
+	esac
+	case "$out" in
+	*"Verify return code: 0 (ok)"*) ok ;;
+	*) bad "the served certificate verifies against state-dir/cert.pem" ;;
+	esac
+
+	out=$(s_client -tls1_3 -CAfile "$CERT" -verify_return_error -verify_ip 127.0.0.1)
+	rc=$?
+	check "the certificate names the listening address 127.0.0.1 (iPAddress SAN)" [ "$rc" -eq 0 ]
+	[ "$rc" -eq 0 ] || openssl x509 -in "$CERT" -noout -ext subjectAltName 2>&1 | tail -n 1
+
+	check "state-dir/cert.pem and key.pem exist" test -s "$CERT" -a -s "$T/state/key.pem"
+	fp=$(file_fingerprint)
+	check "state-dir/cert.pem is readable X.509" [ -n "$fp" ]
+	served=$(served_fingerprint)
+	check "the daemon serves state-dir/cert.pem" test -n "$fp" -a "$served" = "$fp"
+	logged=$(tr -d ':' < "$T/daemon.log" | tr 'a-f' 'A-F' | grep -c "$fp")
+	if [ -n "$fp" ] && [ "$logged" -gt 0 ]; then ok; else
+		bad "the daemon logs the SHA-256 fingerprint of its certificate ($fp)"
+		grep -i -E 'fingerprint|sha-?256|cert' "$T/daemon.log" | head -n 3
+	fi
+	key_mode=$(stat -c %a "$T/state/key.pem" 2>/dev/null)
+	case "$key_mode" in
+	600|400) ok ;;
+	*) bad "state-dir/key.pem is private to the daemon's user (mode $key_mode)" ;;
+	esac
+}
+
+# ---- the run -------------------------------------------------------------------------
+
+echo "integration: daemon $DAEMON, port $PORT, token $LABEL in $T"
+
+if start_daemon "first start"; then
+	tls_checks
+	fp_first=$(file_fingerprint)
+
+	e2e e2e-cascade  120 cascade
+	e2e e2e-auth      60 auth
+	e2e e2e-errors    60 errors
+	check "the daemon survives malformed input" daemon_alive
+	e2e e2e-parallel 120 parallel 100
+	e2e e2e-slow     180 slow
+	OPENSSL_CONF=$T/openssl-tls13.cnf
+	cat > "$OPENSSL_CONF" <<EOF
+openssl_conf = openssl_init
+[openssl_init]
+ssl_conf = ssl_sect
+[ssl_sect]
+system_default = system_default_sect
+[system_default_sect]
+MinProtocol = TLSv1.3
+EOF
+	: > "$T/pykmip.conf"
+	sub pykmip 120 env OPENSSL_CONF="$OPENSSL_CONF" $PY tests/pykmip_lifecycle.py \
+		--host 127.0.0.1 --port "$PORT" --ca "$CERT" --user "$LABEL" --pin "$PIN" \
+		--config "$T/pykmip.conf"
+
+	# Keys made now must still sign after the restart below.
+	e2e e2e-keep 60 keep
+	uids=$(sed -n 's/^UID //p' "$T/e2e-keep.out" 2>/dev/null | tr '\n' ' ')
+	# shellcheck disable=SC2086
+	check "keep: two private key UIDs printed" test "$(echo $uids | wc -w)" -eq 2
+	check "the daemon is alive after all tests" daemon_alive
+	check "the daemon exits 0 within 5 s of SIGTERM" stop_daemon
+
+	if start_daemon "restart"; then
+		check "the same certificate is kept across a restart" [ "$(file_fingerprint)" = "$fp_first" ]
+		check "the same certificate is served after a restart" [ "$(served_fingerprint)" = "$fp_first" ]
+		if [ -n "$uids" ]; then
+			# shellcheck disable=SC2086
+			e2e e2e-restart 60 sign $uids
+		fi
+		check "the daemon exits 0 within 5 s of SIGTERM (restart)" stop_daemon
+	fi
+fi
+
+if grep -q -E 'AddressSanitizer|UndefinedBehaviorSanitizer|runtime error:' "$T/daemon.log"; then
+	bad "sanitizer report in the daemon log"
+	grep -E -A 5 'AddressSanitizer|UndefinedBehaviorSanitizer|runtime error:' "$T/daemon.log" | head -n 30
+fi
+if [ "$failed" -ne 0 ]; then log_tail; fi
+
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
