@@ -5736,8 +5736,8 @@ static size_t op_handle(struct op_thread *t, const uint8_t *in, size_t n, uint8_
  * connections cost no buffer space, and the number of jobs bounds the memory in flight.
  */
 
-struct job {
-	struct job *next;
+struct wrk_job {
+	struct wrk_job *next;
 	void *owner;                    /* the connection, opaque here */
 	uint8_t *in, *out;
 	size_t in_len, out_len;
@@ -5746,20 +5746,20 @@ struct job {
 struct wrk_pool {
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
-	struct job *todo, *todo_tail;   /* loop -> workers */
-	struct job *done, *done_tail;   /* workers -> loop */
-	struct job *free;               /* loop only, no lock */
+	struct wrk_job *todo, *todo_tail;   /* loop -> workers */
+	struct wrk_job *done, *done_tail;   /* workers -> loop */
+	struct wrk_job *free;               /* loop only, no lock */
 	int efd;                        /* eventfd: done list became non-empty */
 	int nthreads, stop;
 	pthread_t *th;
 	struct op_thread **ctx;         /* one per worker; [0] is the loop's own with 0 threads */
-	struct job *jobs;
+	struct wrk_job *jobs;
 	uint8_t *arena;
 	size_t in_cap, out_cap;
 	int njobs, nfree;
 };
 
-static void job_push(struct job **head, struct job **tail, struct job *j)
+static void wrk_job_push(struct wrk_job **head, struct wrk_job **tail, struct wrk_job *j)
 {
 	j->next = NULL;
 	if (*tail)
@@ -5782,7 +5782,7 @@ static void *wrk_main(void *arg)
 			pthread_mutex_unlock(&w->mu);
 			break;
 		}
-		struct job *j = w->todo;
+		struct wrk_job *j = w->todo;
 		w->todo = j->next;
 		if (!w->todo)
 			w->todo_tail = NULL;
@@ -5792,7 +5792,7 @@ static void *wrk_main(void *arg)
 
 		pthread_mutex_lock(&w->mu);
 		int was_empty = w->done == NULL;
-		job_push(&w->done, &w->done_tail, j);
+		wrk_job_push(&w->done, &w->done_tail, j);
 		pthread_mutex_unlock(&w->mu);
 		if (was_empty) {
 			uint64_t one = 1;
@@ -5829,7 +5829,7 @@ static int wrk_init(struct wrk_pool *w, struct op_env *env, int nthreads, int nj
 	if (!w->jobs || !w->arena || !w->ctx || !w->th)
 		return -1;
 	for (int i = 0; i < njobs; i++) {
-		struct job *j = &w->jobs[i];
+		struct wrk_job *j = &w->jobs[i];
 		j->in = w->arena + (size_t)i * (in_cap + out_cap);
 		j->out = j->in + in_cap;
 		j->next = w->free;
@@ -5848,9 +5848,9 @@ static int wrk_init(struct wrk_pool *w, struct op_env *env, int nthreads, int nj
 }
 
 /* A free job for a connection whose request header has arrived, or NULL: then it waits. */
-static struct job *wrk_job_get(struct wrk_pool *w, void *owner)
+static struct wrk_job *wrk_job_get(struct wrk_pool *w, void *owner)
 {
-	struct job *j = w->free;
+	struct wrk_job *j = w->free;
 	if (!j)
 		return NULL;
 	w->free = j->next;
@@ -5861,7 +5861,7 @@ static struct job *wrk_job_get(struct wrk_pool *w, void *owner)
 }
 
 /* The request held the PIN: wipe it before the buffer waits for the next one. */
-static void wrk_job_put(struct wrk_pool *w, struct job *j)
+static void wrk_job_put(struct wrk_pool *w, struct wrk_job *j)
 {
 	wipe(j->in, j->in_len);
 	j->owner = NULL;
@@ -5871,27 +5871,27 @@ static void wrk_job_put(struct wrk_pool *w, struct job *j)
 }
 
 /* Queue a job; with no threads it runs here and now, and is completed on return (1). */
-static int wrk_submit(struct wrk_pool *w, struct job *j)
+static int wrk_submit(struct wrk_pool *w, struct wrk_job *j)
 {
 	if (w->nthreads == 0) {
 		j->out_len = op_handle(w->ctx[0], j->in, j->in_len, j->out, w->out_cap);
 		return 1;
 	}
 	pthread_mutex_lock(&w->mu);
-	job_push(&w->todo, &w->todo_tail, j);
+	wrk_job_push(&w->todo, &w->todo_tail, j);
 	pthread_cond_signal(&w->cv);
 	pthread_mutex_unlock(&w->mu);
 	return 0;
 }
 
 /* Take every completed job; the caller walks the list by ->next. */
-static struct job *wrk_collect(struct wrk_pool *w)
+static struct wrk_job *wrk_collect(struct wrk_pool *w)
 {
 	uint64_t n;
 	ssize_t r = read(w->efd, &n, sizeof n);
 	(void)r;
 	pthread_mutex_lock(&w->mu);
-	struct job *j = w->done;
+	struct wrk_job *j = w->done;
 	w->done = w->done_tail = NULL;
 	pthread_mutex_unlock(&w->mu);
 	return j;
@@ -6580,7 +6580,7 @@ enum { CS_HANDSHAKE, CS_READ_HEAD, CS_WAIT_JOB, CS_READ_BODY, CS_BUSY, CS_WRITE,
 struct conn {
 	struct conn *next_wait;         /* WAIT_JOB queue */
 	struct tls_conn tls;
-	struct job *job;
+	struct wrk_job *job;
 	uint64_t deadline;              /* monotonic ms: handshake or idle time-out */
 	size_t head_len, need, off;     /* bytes of head read; message length; progress */
 	int fd, state, want_write;      /* want_write: TLS needs POLLOUT to progress */
@@ -6898,7 +6898,7 @@ static void ev_accept(struct ev *ev, int lfd)
 /* Jobs came back from the workers: start writing, or drop them for a closed peer. */
 static void ev_completed(struct ev *ev)
 {
-	struct job *j = wrk_collect(ev->pool), *next;
+	struct wrk_job *j = wrk_collect(ev->pool), *next;
 	for (; j; j = next) {
 		next = j->next;
 		struct conn *c = j->owner;
@@ -7015,10 +7015,10 @@ static int ev_run(struct ev *ev)
 /*
  * Start-up order, and why:
  *   1. command line and configuration (nothing else happens on an error);
- *   2. logging; the listening socket (systemd's, or bound here while still root);
- *   3. daemonize and write the pid file;
- *   4. TLS: the certificate and key (read while still privileged; a generated one is
- *      written to state-dir);
+ *   2. logging; TLS: the certificate and key (read while still privileged; a generated
+ *      one is written to state-dir before any client can connect);
+ *   3. the listening socket (systemd's, or bound here while still root);
+ *   4. daemonize and write the pid file;
  *   5. chroot, then drop to `identity`, so that the vendor's module never runs as root;
  *   6. load the PKCS#11 module (after the fork: modules start threads), start workers;
  *   7. serve until SIGTERM or SIGINT.
@@ -7202,18 +7202,25 @@ int main(int argc, char **argv)
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGHUP, &sa, NULL);
 
-	main_listen(&ev, &cfg);
-	main_daemonize(&cfg);
-
+	/* The certificate first: a client that connects as soon as the port is open finds
+	 * a generated one already on disk. */
+	char host[INET6_ADDRSTRLEN] = "";
+	const void *ip = cfg.listen_sa.ss_family == AF_INET6 ?
+		(const void *)&((const struct sockaddr_in6 *)&cfg.listen_sa)->sin6_addr :
+		(const void *)&((const struct sockaddr_in *)&cfg.listen_sa)->sin_addr;
+	inet_ntop(cfg.listen_sa.ss_family, ip, host, sizeof host);
 	struct tls_opts to = {
 		.cert_path = cfg.cert_path[0] ? cfg.cert_path : NULL,
 		.key_path = cfg.key_path[0] ? cfg.key_path : NULL,
 		.client_ca_path = cfg.client_ca_path[0] ? cfg.client_ca_path : NULL,
 		.state_dir = cfg.state_dir,
-		.listen_host = cfg.addr,
+		.listen_host = host,
 	};
 	if (tls_server_init(&tls, &to, err, sizeof err) != 0)
 		fatal("TLS: %s", err);
+
+	main_listen(&ev, &cfg);
+	main_daemonize(&cfg);
 
 	main_drop(&cfg);
 

@@ -1,0 +1,1377 @@
+/*
+ * bench - how fast and how big a running kmip2pkcs11 is, next to what the same PKCS#11
+ * module does when called in-process.  tests/bench.sh makes the token, the configuration
+ * and the two daemons (one on SoftHSM2, one on build/nullp11.so) and runs this program;
+ * `make bench` runs tests/bench.sh.
+ *
+ *   build/bench [options]            run every measurement, print the tables
+ *   build/bench --free-ports         print two free TCP ports on 127.0.0.1
+ *   build/bench --wait PORT SECONDS  exit 0 once PORT accepts a TLS 1.3 handshake
+ *
+ * Measurements (each for a fixed time or count, all against 127.0.0.1):
+ *   1. Signatures per second over K persistent TLS 1.3 connections (Cascade keeps a pool of
+ *      10), p50 / p99 latency; baseline: K threads in this process, each with its own
+ *      session on the same module and the same key, doing the work the daemon asks of the
+ *      module for one Sign (below).  Ratio daemon / baseline.
+ *   2. One connection: median latency of a Sign, against the in-process median of the same
+ *      module work plus the median round trip of a plain TCP echo over 127.0.0.1 with the
+ *      KMIP request and response sizes; the excess is what the daemon adds.
+ *   3. Daemon CPU per Sign against nullp11 (the module answers at once): utime + stime of
+ *      the daemon (/proc/PID/stat) before and after N requests over K connections.
+ *   4. Memory: VmRSS idle, and with 1000 idle TLS connections (per-connection cost).
+ *   5. Full TLS 1.3 handshakes per second (a new TCP + TLS connection each time).
+ *
+ * The baseline's module work mirrors section 6 (p11_sign): RSA with CKM_SHA256_RSA_PKCS
+ * (or CKM_SHA384_RSA_PKCS) when the token lists it, else the hash in software and
+ * CKM_RSA_PKCS over the DigestInfo; ECDSA with CKM_ECDSA_SHA256 / _SHA384 when listed, else
+ * the hash in software (PSA, the same Mbed TLS) and CKM_ECDSA (SoftHSM 2.6 lists no
+ * CKM_ECDSA_SHA*, so this is what both sides do there); Ed25519 with CKM_EDDSA over the
+ * data.  Each signature is C_SignInit + C_Sign on an already found key handle; the
+ * daemon's own per-request calls (slot lookup, C_GetSessionInfo, C_FindObjects*,
+ * C_GetAttributeValue) are left out of the baseline on purpose: they are the daemon's cost.
+ *
+ * A benchmark prints figures, it does not judge them: targets are printed beside them.
+ * Exit status 0 unless a measurement could not run at all.
+ */
+#include "../kmip2pkcs11.c"
+
+#include <sys/resource.h>
+#include <dirent.h>
+
+#include "kclient.h"
+
+/* ==== options ============================================================= */
+
+static struct {
+	const char *host;
+	int port, null_port;            /* daemon on the real module; daemon on nullp11 */
+	long pid, null_pid;
+	const char *lib;                /* the module the first daemon uses (SoftHSM2) */
+	const char *user, *pin, *null_user, *null_pin;
+	int conns;                      /* K */
+	double secs;                    /* per throughput measurement */
+	double one_secs;                /* per one-connection measurement */
+	long null_requests;             /* N */
+	int idle_conns;
+	int hs_threads;
+	size_t data_size;
+	const char *algs;
+	const char *softhsm_version;
+} opt = {
+	"127.0.0.1", 0, 0, 0, 0, NULL, "bench", "1234", "null", "1234",
+	10, 5.0, 2.0, 30000, 1000, 4, 128, "p256,rsa2048,p384,ed25519", NULL,
+};
+
+/* ==== small helpers ======================================================= */
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static void sleep_ms(int ms)
+{
+	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
+	nanosleep(&ts, NULL);
+}
+
+/* A growable list of latencies in nanoseconds. */
+struct lat {
+	uint64_t *v;
+	size_t n, cap;
+};
+
+static void lat_add(struct lat *l, uint64_t ns)
+{
+	if (l->n == l->cap) {
+		size_t cap = l->cap ? 2 * l->cap : 4096;
+		uint64_t *v = realloc(l->v, cap * sizeof *v);
+		if (!v)
+			return;         /* drop the sample; the count still counts */
+		l->v = v;
+		l->cap = cap;
+	}
+	l->v[l->n++] = ns;
+}
+
+static void lat_merge(struct lat *dst, const struct lat *src)
+{
+	for (size_t i = 0; i < src->n; i++)
+		lat_add(dst, src->v[i]);
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+/* Percentile p (0..100) in microseconds, nearest rank; 0 without samples. */
+static double lat_pct(struct lat *l, double p)
+{
+	if (l->n == 0)
+		return 0;
+	qsort(l->v, l->n, sizeof *l->v, cmp_u64);
+	size_t k = (size_t)(p / 100.0 * (double)l->n);
+	if (k >= l->n)
+		k = l->n - 1;
+	return (double)l->v[k] / 1000.0;
+}
+
+/* A whole file (small, /proc) into buf, NUL-terminated; -1 if unreadable. */
+static int read_small(const char *path, char *buf, size_t cap)
+{
+	FILE *f = fopen(path, "r");
+	if (!f)
+		return -1;
+	size_t n = fread(buf, 1, cap - 1, f);
+	fclose(f);
+	buf[n] = '\0';
+	return 0;
+}
+
+/* utime + stime of a process, in clock ticks; -1 if unreadable. */
+static long long proc_ticks(long pid)
+{
+	char path[64], buf[2048];
+	snprintf(path, sizeof path, "/proc/%ld/stat", pid);
+	if (read_small(path, buf, sizeof buf) != 0)
+		return -1;
+	char *p = strrchr(buf, ')');     /* comm may hold blanks; fields follow the last ')' */
+	if (!p)
+		return -1;
+	/* fields from 3 (state) on; utime is 14, stime 15 */
+	unsigned long long ut = 0, st = 0;
+	int field = 2;
+	for (char *tok = strtok(p + 1, " "); tok; tok = strtok(NULL, " ")) {
+		field++;
+		if (field == 14)
+			ut = strtoull(tok, NULL, 10);
+		if (field == 15) {
+			st = strtoull(tok, NULL, 10);
+			return (long long)(ut + st);
+		}
+	}
+	return -1;
+}
+
+/* Sum over the process's threads of the time on CPU (schedstat, nanoseconds): the same
+ * quantity as proc_ticks at a finer grain; -1 where the kernel has no schedstat. */
+static long long proc_sched_ns(long pid)
+{
+	char path[96], buf[256];
+	long long sum = 0;
+	snprintf(path, sizeof path, "/proc/%ld/task", pid);
+	DIR *d = opendir(path);
+	if (!d)
+		return -1;
+	struct dirent *e;
+	int any = 0;
+	while ((e = readdir(d)) != NULL) {
+		if (e->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof path, "/proc/%ld/task/%s/schedstat", pid, e->d_name);
+		if (read_small(path, buf, sizeof buf) == 0) {
+			sum += strtoll(buf, NULL, 10);
+			any = 1;
+		}
+	}
+	closedir(d);
+	return any ? sum : -1;
+}
+
+/* A "Name:   value kB" line of /proc/PID/status, in KiB; -1 if absent. */
+static long proc_status_kb(long pid, const char *name)
+{
+	char path[64], buf[8192];
+	snprintf(path, sizeof path, "/proc/%ld/status", pid);
+	if (read_small(path, buf, sizeof buf) != 0)
+		return -1;
+	size_t n = strlen(name);
+	for (char *l = buf; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL)
+		if (strncmp(l, name, n) == 0 && l[n] == ':')
+			return strtol(l + n + 1, NULL, 10);
+	return -1;
+}
+
+/* The soft limit on open files of a process, from /proc/PID/limits; -1 if unknown. */
+static long proc_nofile(long pid)
+{
+	char path[64], buf[8192];
+	snprintf(path, sizeof path, "/proc/%ld/limits", pid);
+	if (read_small(path, buf, sizeof buf) != 0)
+		return -1;
+	char *l = strstr(buf, "Max open files");
+	return l ? strtol(l + strlen("Max open files"), NULL, 10) : -1;
+}
+
+static void cpu_model(char *out, size_t cap)
+{
+	static char buf[65536];
+	snprintf(out, cap, "?");
+	if (read_small("/proc/cpuinfo", buf, sizeof buf) != 0)
+		return;
+	char *l = strstr(buf, "model name");
+	if (!l || !(l = strchr(l, ':')))
+		return;
+	l += 2;
+	size_t n = strcspn(l, "\n");
+	snprintf(out, cap, "%.*s", (int)n, l);
+}
+
+/* ==== KMIP requests ======================================================= */
+
+enum { A_P256, A_RSA2048, A_P384, A_ED25519, A_COUNT };
+
+static const struct alg {
+	const char *key, *name;
+	uint32_t kmip_alg;              /* Cryptographic Algorithm */
+	int bits;                       /* Cryptographic Length at Create Key Pair */
+	uint32_t hash;                  /* Hashing Algorithm in Sign; 0: none */
+	CK_KEY_TYPE type;
+	double target;                  /* throughput ratio target, percent; 0: none */
+} algs[A_COUNT] = {
+	{ "p256", "ECDSA P-256", ALG_ECDSA, 256, HASH_SHA_256, CKK_EC, 70 },
+	{ "rsa2048", "RSA-2048", ALG_RSA, 2048, HASH_SHA_256, CKK_RSA, 95 },
+	{ "p384", "ECDSA P-384", ALG_ECDSA, 384, HASH_SHA_384, CKK_EC, 0 },
+	{ "ed25519", "Ed25519", ALG_ED25519, 0, 0, CKK_EC_EDWARDS, 0 },
+};
+
+#define REQ_CAP 4096
+#define RESP_CAP 65536
+
+struct msg {
+	uint8_t b[REQ_CAP];
+	size_t n;
+};
+
+/* Request Header { Protocol Version { 1, minor }, Authentication { Credential { Username
+ * and Password { user, pin } } }, Batch Count 1 }, Batch Item { Operation, Request
+ * Payload { ...: left open for the caller. */
+static void rq_begin(struct ttlv_enc *e, struct msg *m, int minor, const char *user,
+                     const char *pin, uint32_t op)
+{
+	ttlv_enc_init(e, m->b, sizeof m->b);
+	ttlv_open(e, KT_REQUEST_MESSAGE);
+	ttlv_open(e, KT_REQUEST_HEADER);
+	ttlv_open(e, KT_PROTOCOL_VERSION);
+	ttlv_put_int(e, KT_PROTOCOL_VERSION_MAJOR, 1);
+	ttlv_put_int(e, KT_PROTOCOL_VERSION_MINOR, minor);
+	ttlv_close(e);
+	ttlv_open(e, KT_AUTHENTICATION);
+	ttlv_open(e, KT_CREDENTIAL);
+	ttlv_put_enum(e, KT_CREDENTIAL_TYPE, CT_USERNAME_AND_PASSWORD);
+	ttlv_open(e, KT_CREDENTIAL_VALUE);
+	ttlv_put_text(e, KT_USERNAME, user, strlen(user));
+	ttlv_put_text(e, KT_PASSWORD, pin, strlen(pin));
+	ttlv_close(e);
+	ttlv_close(e);
+	ttlv_close(e);
+	ttlv_put_int(e, KT_BATCH_COUNT, 1);
+	ttlv_close(e);
+	ttlv_open(e, KT_BATCH_ITEM);
+	ttlv_put_enum(e, KT_OPERATION, op);
+	ttlv_open(e, KT_REQUEST_PAYLOAD);
+}
+
+static void rq_end(struct ttlv_enc *e, struct msg *m)
+{
+	ttlv_close(e);          /* payload */
+	ttlv_close(e);          /* batch item */
+	ttlv_close(e);          /* message */
+	m->n = e->err ? 0 : e->len;
+}
+
+static void attr(struct ttlv_enc *e, const char *name)
+{
+	ttlv_open(e, KT_ATTRIBUTE);
+	ttlv_put_text(e, KT_ATTRIBUTE_NAME, name, strlen(name));
+}
+
+/* Create Key Pair as Cascade sends it (1.0): common { algorithm, [length] }, private
+ * { Name, Usage Mask Sign }, public { Name, Usage Mask Verify }. */
+static void rq_create(struct msg *m, const struct alg *a, const char *user, const char *pin)
+{
+	struct ttlv_enc e;
+	char name[64];
+	rq_begin(&e, m, 0, user, pin, OP_CREATE_KEY_PAIR);
+	ttlv_open(&e, KT_COMMON_TEMPLATE_ATTRIBUTE);
+	attr(&e, "Cryptographic Algorithm");
+	ttlv_put_enum(&e, KT_ATTRIBUTE_VALUE, a->kmip_alg);
+	ttlv_close(&e);
+	if (a->bits) {
+		attr(&e, "Cryptographic Length");
+		ttlv_put_int(&e, KT_ATTRIBUTE_VALUE, a->bits);
+		ttlv_close(&e);
+	}
+	ttlv_close(&e);
+	for (int half = 0; half < 2; half++) {
+		ttlv_open(&e, half ? KT_PUBLIC_KEY_TEMPLATE_ATTRIBUTE : KT_PRIVATE_KEY_TEMPLATE_ATTRIBUTE);
+		snprintf(name, sizeof name, "bench-%s-%ld-%s", a->key, (long)getpid(),
+		         half ? "pub" : "pri");
+		attr(&e, "Name");
+		ttlv_open(&e, KT_ATTRIBUTE_VALUE);
+		ttlv_put_text(&e, KT_NAME_VALUE, name, strlen(name));
+		ttlv_put_enum(&e, KT_NAME_TYPE, NT_UNINTERPRETED_TEXT_STRING);
+		ttlv_close(&e);
+		ttlv_close(&e);
+		attr(&e, "Cryptographic Usage Mask");
+		ttlv_put_int(&e, KT_ATTRIBUTE_VALUE, half ? UM_VERIFY : UM_SIGN);
+		ttlv_close(&e);
+		ttlv_close(&e);
+	}
+	rq_end(&e, m);
+}
+
+/* Sign as Cascade sends it (1.2): UID, Cryptographic Parameters { [Padding Method PKCS1
+ * v1.5], [Hashing Algorithm], Cryptographic Algorithm }, Data (raw signing input). */
+static void rq_sign(struct msg *m, const struct alg *a, const char *uid, const char *user,
+                    const char *pin, const uint8_t *data, size_t n)
+{
+	struct ttlv_enc e;
+	rq_begin(&e, m, 2, user, pin, OP_SIGN);
+	ttlv_put_text(&e, KT_UNIQUE_IDENTIFIER, uid, strlen(uid));
+	ttlv_open(&e, KT_CRYPTOGRAPHIC_PARAMETERS);
+	if (a->kmip_alg == ALG_RSA)
+		ttlv_put_enum(&e, KT_PADDING_METHOD, PAD_PKCS1_V1_5);
+	if (a->hash)
+		ttlv_put_enum(&e, KT_HASHING_ALGORITHM, a->hash);
+	ttlv_put_enum(&e, KT_CRYPTOGRAPHIC_ALGORITHM, a->kmip_alg);
+	ttlv_close(&e);
+	ttlv_put_bytes(&e, KT_DATA, data, n);
+	rq_end(&e, m);
+}
+
+/* Result Status of the (only) batch item, found by its bytes so that checking each answer
+ * costs the client next to nothing (the client shares the CPUs with the daemon): -1 when
+ * the answer has none. */
+static long resp_status(const uint8_t *r, size_t n)
+{
+	static const uint8_t pat[] = { 0x42, 0x00, 0x7F, TT_ENUM, 0, 0, 0, 4 };
+	const uint8_t *p = memmem(r, n, pat, sizeof pat);
+	if (!p || (size_t)(p - r) + 12 > n)
+		return -1;
+	return (long)buf_get_be32(p + 8);
+}
+
+/* Result Reason and Message of a failed answer, for the report. */
+static void resp_why(const uint8_t *r, size_t n, char *out, size_t cap)
+{
+	static struct ttlv items[TTLV_MAX_ITEMS];
+	struct ttlv_doc d = { items, 0, TTLV_MAX_ITEMS };
+	snprintf(out, cap, "undecodable answer");
+	if (ttlv_decode(&d, r, n, TTLV_MAX_DEPTH) != 0)
+		return;
+	const struct ttlv *bi = ttlv_find(&d, &d.it[0], KT_BATCH_ITEM);
+	const struct ttlv *rr = bi ? ttlv_find(&d, bi, KT_RESULT_REASON) : NULL;
+	const struct ttlv *rm = bi ? ttlv_find(&d, bi, KT_RESULT_MESSAGE) : NULL;
+	snprintf(out, cap, "%s: %.*s", rr ? kmip_enum_name(KT_RESULT_REASON, (uint32_t)rr->num) : "?",
+	         rm ? (int)rm->len : 0, rm ? (const char *)rm->val : "");
+}
+
+/* A text field of the answer's payload into out ("" if absent). */
+static void resp_text(const uint8_t *r, size_t n, uint32_t tag, char *out, size_t cap)
+{
+	static struct ttlv items[TTLV_MAX_ITEMS];
+	struct ttlv_doc d = { items, 0, TTLV_MAX_ITEMS };
+	out[0] = '\0';
+	if (ttlv_decode(&d, r, n, TTLV_MAX_DEPTH) != 0)
+		return;
+	const struct ttlv *bi = ttlv_find(&d, &d.it[0], KT_BATCH_ITEM);
+	const struct ttlv *pl = bi ? ttlv_find(&d, bi, KT_RESPONSE_PAYLOAD) : NULL;
+	const struct ttlv *t = pl ? ttlv_find(&d, pl, tag) : NULL;
+	if (t && t->type == TT_TEXT && t->len < cap) {
+		memcpy(out, t->val, t->len);
+		out[t->len] = '\0';
+	}
+}
+
+static int connect_to(struct kc *c, int port)
+{
+	struct kc_opts o = { 0, 30000, NULL };
+	if (kc_connect_opts(c, opt.host, port, NULL, NULL, NULL, &o) == 0)
+		return 0;
+	fprintf(stderr, "bench: connect to %s:%d: %s\n", opt.host, port, c->err);
+	return -1;
+}
+
+/* Create a key pair through the daemon; its private UID into uid. 0 or -1. */
+static int make_key(int port, const struct alg *a, const char *user, const char *pin,
+                    char *uid, size_t cap)
+{
+	static struct msg m;
+	static uint8_t resp[RESP_CAP];
+	struct kc c;
+	char why[256];
+	if (connect_to(&c, port) != 0)
+		return -1;
+	rq_create(&m, a, user, pin);
+	long n = kc_roundtrip(&c, m.b, m.n, resp, sizeof resp);
+	kc_close(&c);
+	if (n < 0 || resp_status(resp, (size_t)n) != RS_SUCCESS) {
+		if (n >= 0)
+			resp_why(resp, (size_t)n, why, sizeof why);
+		fprintf(stderr, "bench: Create Key Pair %s: %s\n", a->name, n < 0 ? c.err : why);
+		return -1;
+	}
+	resp_text(resp, (size_t)n, KT_PRIVATE_KEY_UNIQUE_IDENTIFIER, uid, cap);
+	return uid[0] ? 0 : -1;
+}
+
+/* ==== the daemon side: K connections ===================================== */
+
+struct dworker {
+	pthread_t th;
+	int port;
+	const struct msg *req;
+	pthread_barrier_t *start;
+	uint64_t deadline;              /* stop when the clock passes it; 0: use count */
+	long count;                     /* with deadline 0: requests to send */
+	int warmup;
+	/* results */
+	long done, failed;
+	uint64_t end;                   /* when the last answer came */
+	size_t resp_len;
+	char why[256];
+	struct lat lat;
+	int conn_ok;
+	struct kc c;
+};
+
+static void *dworker_main(void *arg)
+{
+	struct dworker *w = arg;
+	uint8_t *resp = malloc(RESP_CAP);
+	w->conn_ok = resp && connect_to(&w->c, w->port) == 0;
+	for (int i = 0; w->conn_ok && i < w->warmup; i++) {
+		long n = kc_roundtrip(&w->c, w->req->b, w->req->n, resp, RESP_CAP);
+		if (n < 0) {
+			w->conn_ok = 0;
+			snprintf(w->why, sizeof w->why, "%s", w->c.err);
+		} else if (resp_status(resp, (size_t)n) != RS_SUCCESS) {
+			w->conn_ok = 0;
+			resp_why(resp, (size_t)n, w->why, sizeof w->why);
+		}
+	}
+	pthread_barrier_wait(w->start);
+	if (w->conn_ok) {
+		for (;;) {
+			uint64_t t0 = now_ns();
+			if (w->deadline ? t0 >= w->deadline : w->done + w->failed >= w->count)
+				break;
+			long n = kc_roundtrip(&w->c, w->req->b, w->req->n, resp, RESP_CAP);
+			uint64_t t1 = now_ns();
+			if (n < 0) {
+				snprintf(w->why, sizeof w->why, "%s", w->c.err);
+				w->failed++;
+				break;
+			}
+			if (resp_status(resp, (size_t)n) != RS_SUCCESS) {
+				if (!w->failed)
+					resp_why(resp, (size_t)n, w->why, sizeof w->why);
+				w->failed++;
+			} else {
+				w->done++;
+				w->resp_len = (size_t)n;
+			}
+			lat_add(&w->lat, t1 - t0);
+			w->end = t1;
+		}
+	}
+	kc_close(&w->c);
+	free(resp);
+	return NULL;
+}
+
+struct run {
+	double rate;                    /* per second */
+	double p50, p99;                /* microseconds */
+	long done, failed;
+	size_t resp_len;
+	char why[256];
+	int ok;
+};
+
+/* K connections to port, each sending req until secs have passed (or count requests in
+ * all when secs is 0).  before / after: called right before the start and after the end
+ * (the CPU readings of the nullp11 run). */
+static struct run run_daemon(int port, const struct msg *req, int k, double secs, long count,
+                             void (*before)(void), void (*after)(void))
+{
+	struct run r;
+	struct dworker *w = calloc((size_t)k, sizeof *w);
+	pthread_barrier_t start;
+	struct lat all = { 0 };
+
+	memset(&r, 0, sizeof r);
+	if (!w)
+		return r;
+	pthread_barrier_init(&start, NULL, (unsigned)k + 1);
+	for (int i = 0; i < k; i++) {
+		w[i].port = port;
+		w[i].req = req;
+		w[i].start = &start;
+		w[i].warmup = 3;
+		w[i].count = count / k + (i < count % k);
+		pthread_create(&w[i].th, NULL, dworker_main, &w[i]);
+	}
+	/* The workers connect and warm up before the barrier; the deadline is set after. */
+	uint64_t deadline = 0;
+	for (int i = 0; i < k; i++)
+		w[i].deadline = 1;      /* placeholder, replaced below before the barrier opens */
+	if (before)
+		before();
+	uint64_t t0 = now_ns();
+	if (secs > 0)
+		deadline = t0 + (uint64_t)(secs * 1e9);
+	for (int i = 0; i < k; i++)
+		w[i].deadline = deadline;
+	pthread_barrier_wait(&start);
+	t0 = now_ns();
+	uint64_t tend = t0;
+	r.ok = 1;
+	for (int i = 0; i < k; i++) {
+		pthread_join(w[i].th, NULL);
+		if (!w[i].conn_ok) {
+			r.ok = 0;
+			if (!r.why[0])
+				snprintf(r.why, sizeof r.why, "%s", w[i].why);
+		}
+		r.done += w[i].done;
+		r.failed += w[i].failed;
+		if (w[i].failed && !r.why[0])
+			snprintf(r.why, sizeof r.why, "%s", w[i].why);
+		if (w[i].end > tend)
+			tend = w[i].end;
+		if (w[i].resp_len)
+			r.resp_len = w[i].resp_len;
+		lat_merge(&all, &w[i].lat);
+		free(w[i].lat.v);
+	}
+	if (after)
+		after();
+	pthread_barrier_destroy(&start);
+	free(w);
+	r.rate = tend > t0 ? (double)r.done * 1e9 / (double)(tend - t0) : 0;
+	r.p50 = lat_pct(&all, 50);
+	r.p99 = lat_pct(&all, 99);
+	free(all.v);
+	return r;
+}
+
+/* ==== the baseline: the same module, in this process ====================== */
+
+static struct {
+	void *dl;
+	CK_FUNCTION_LIST *f;
+	CK_SLOT_ID slot;
+	int ready;
+	CK_MECHANISM_TYPE mechs[512];
+	CK_ULONG nmechs;
+} mod;
+
+static int mod_has(CK_MECHANISM_TYPE m)
+{
+	for (CK_ULONG i = 0; i < mod.nmechs; i++)
+		if (mod.mechs[i] == m)
+			return 1;
+	return 0;
+}
+
+/* dlopen the module, C_Initialize, find the token by label.  0 or -1. */
+static int mod_load(const char *path, const char *label)
+{
+	CK_C_GetFunctionList gfl;
+	CK_C_INITIALIZE_ARGS args;
+	CK_SLOT_ID slots[64];
+	CK_ULONG n = 64;
+
+	mod.dl = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+	if (!mod.dl) {
+		fprintf(stderr, "bench: dlopen %s: %s\n", path, dlerror());
+		return -1;
+	}
+	*(void **)&gfl = dlsym(mod.dl, "C_GetFunctionList");
+	if (!gfl || gfl(&mod.f) != CKR_OK) {
+		fprintf(stderr, "bench: %s: no function list\n", path);
+		return -1;
+	}
+	memset(&args, 0, sizeof args);
+	args.flags = CKF_OS_LOCKING_OK;
+	CK_RV rv = mod.f->C_Initialize(&args);
+	if (rv != CKR_OK && rv != CKR_CRYPTOKI_ALREADY_INITIALIZED) {
+		fprintf(stderr, "bench: C_Initialize: 0x%lx\n", rv);
+		return -1;
+	}
+	if (mod.f->C_GetSlotList(CK_TRUE, slots, &n) != CKR_OK)
+		return -1;
+	for (CK_ULONG i = 0; i < n; i++) {
+		CK_TOKEN_INFO ti;
+		char lab[33];
+		if (mod.f->C_GetTokenInfo(slots[i], &ti) != CKR_OK)
+			continue;
+		p11_text(lab, sizeof lab, ti.label, sizeof ti.label);
+		if (strcmp(lab, label) == 0) {
+			mod.slot = slots[i];
+			mod.nmechs = ARRAY_LEN(mod.mechs);
+			if (mod.f->C_GetMechanismList(mod.slot, mod.mechs, &mod.nmechs) != CKR_OK)
+				mod.nmechs = 0;
+			mod.ready = 1;
+			return 0;
+		}
+	}
+	fprintf(stderr, "bench: no token labelled '%s' in %s\n", label, path);
+	return -1;
+}
+
+/* What the daemon asks of the module for one Sign with this algorithm (see the top). */
+struct plan {
+	CK_MECHANISM_TYPE mech;
+	psa_algorithm_t soft_hash;      /* 0: the module hashes (or EdDSA) */
+	const uint8_t *prefix;          /* DigestInfo prefix for CKM_RSA_PKCS */
+	const char *what;
+};
+
+static struct plan plan_for(const struct alg *a)
+{
+	struct plan p = { 0, 0, NULL, "" };
+	int sha384 = a->hash == HASH_SHA_384;
+	switch (a->type) {
+	case CKK_RSA:
+		if (mod_has(sha384 ? CKM_SHA384_RSA_PKCS : CKM_SHA256_RSA_PKCS)) {
+			p.mech = sha384 ? CKM_SHA384_RSA_PKCS : CKM_SHA256_RSA_PKCS;
+			p.what = sha384 ? "CKM_SHA384_RSA_PKCS" : "CKM_SHA256_RSA_PKCS";
+		} else {
+			p.mech = CKM_RSA_PKCS;
+			p.soft_hash = sha384 ? PSA_ALG_SHA_384 : PSA_ALG_SHA_256;
+			p.prefix = sha384 ? p11_di_sha384 : p11_di_sha256;
+			p.what = sha384 ? "SHA-384 (PSA) + CKM_RSA_PKCS" : "SHA-256 (PSA) + CKM_RSA_PKCS";
+		}
+		break;
+	case CKK_EC:
+		if (mod_has(sha384 ? CKM_ECDSA_SHA384 : CKM_ECDSA_SHA256)) {
+			p.mech = sha384 ? CKM_ECDSA_SHA384 : CKM_ECDSA_SHA256;
+			p.what = sha384 ? "CKM_ECDSA_SHA384" : "CKM_ECDSA_SHA256";
+		} else {
+			p.mech = CKM_ECDSA;
+			p.soft_hash = sha384 ? PSA_ALG_SHA_384 : PSA_ALG_SHA_256;
+			p.what = sha384 ? "SHA-384 (PSA) + CKM_ECDSA" : "SHA-256 (PSA) + CKM_ECDSA";
+		}
+		break;
+	default:
+		p.mech = CKM_EDDSA;
+		p.what = "CKM_EDDSA";
+		break;
+	}
+	return p;
+}
+
+/* One signature: the software hash if the plan says so, C_SignInit, C_Sign. */
+static CK_RV mod_sign_once(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE key, const struct plan *p,
+                           const uint8_t *data, size_t n)
+{
+	uint8_t in[19 + 64], sig[1024];
+	CK_ULONG siglen = sizeof sig;
+	CK_MECHANISM mech = { p->mech, NULL, 0 };
+	const uint8_t *msg = data;
+	size_t len = n, hl = 0, off = 0;
+
+	if (p->soft_hash) {
+		if (p->prefix) {
+			memcpy(in, p->prefix, 19);
+			off = 19;
+		}
+		if (psa_hash_compute(p->soft_hash, data, n, in + off, sizeof in - off, &hl) !=
+		    PSA_SUCCESS)
+			return CKR_GENERAL_ERROR;
+		msg = in;
+		len = off + hl;
+	}
+	CK_RV rv = mod.f->C_SignInit(h, &mech, key);
+	if (rv == CKR_OK)
+		rv = mod.f->C_Sign(h, (CK_BYTE_PTR)msg, (CK_ULONG)len, sig, &siglen);
+	return rv;
+}
+
+/* A session of this thread, logged in, and the private key of uid (HEX_priv). */
+static CK_RV mod_session(const char *uid, CK_SESSION_HANDLE *h, CK_OBJECT_HANDLE *key)
+{
+	uint8_t id[128];
+	CK_OBJECT_CLASS cls = CKO_PRIVATE_KEY;
+	size_t hexlen = strlen(uid) - strlen("_priv");
+	int idlen = hex_parse(id, sizeof id, uid, hexlen);
+	CK_ULONG got = 0;
+
+	if (idlen <= 0)
+		return CKR_ARGUMENTS_BAD;
+	CK_RV rv = mod.f->C_OpenSession(mod.slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL, h);
+	if (rv != CKR_OK)
+		return rv;
+	rv = mod.f->C_Login(*h, CKU_USER, (CK_UTF8CHAR_PTR)opt.pin, (CK_ULONG)strlen(opt.pin));
+	if (rv != CKR_OK && rv != CKR_USER_ALREADY_LOGGED_IN)
+		return rv;
+	CK_ATTRIBUTE t[] = { { CKA_ID, id, (CK_ULONG)idlen }, { CKA_CLASS, &cls, sizeof cls } };
+	rv = mod.f->C_FindObjectsInit(*h, t, 2);
+	if (rv != CKR_OK)
+		return rv;
+	rv = mod.f->C_FindObjects(*h, key, 1, &got);
+	mod.f->C_FindObjectsFinal(*h);
+	if (rv == CKR_OK && got != 1)
+		rv = CKR_KEY_HANDLE_INVALID;
+	return rv;
+}
+
+struct bworker {
+	pthread_t th;
+	const char *uid;
+	const struct plan *plan;
+	const uint8_t *data;
+	size_t n;
+	pthread_barrier_t *start;
+	uint64_t deadline;
+	long done;
+	uint64_t end;
+	CK_RV rv;
+	struct lat lat;
+};
+
+static void *bworker_main(void *arg)
+{
+	struct bworker *w = arg;
+	CK_SESSION_HANDLE h = CK_INVALID_HANDLE;
+	CK_OBJECT_HANDLE key = CK_INVALID_HANDLE;
+
+	w->rv = mod_session(w->uid, &h, &key);
+	for (int i = 0; w->rv == CKR_OK && i < 3; i++)
+		w->rv = mod_sign_once(h, key, w->plan, w->data, w->n);
+	pthread_barrier_wait(w->start);
+	while (w->rv == CKR_OK) {
+		uint64_t t0 = now_ns();
+		if (t0 >= w->deadline)
+			break;
+		w->rv = mod_sign_once(h, key, w->plan, w->data, w->n);
+		uint64_t t1 = now_ns();
+		if (w->rv != CKR_OK)
+			break;
+		w->done++;
+		lat_add(&w->lat, t1 - t0);
+		w->end = t1;
+	}
+	if (h != CK_INVALID_HANDLE)
+		mod.f->C_CloseSession(h);
+	return NULL;
+}
+
+static struct run run_baseline(const char *uid, const struct plan *p, const uint8_t *data,
+                               size_t n, int k, double secs)
+{
+	struct run r;
+	struct bworker *w = calloc((size_t)k, sizeof *w);
+	pthread_barrier_t start;
+	struct lat all = { 0 };
+
+	memset(&r, 0, sizeof r);
+	if (!w)
+		return r;
+	pthread_barrier_init(&start, NULL, (unsigned)k + 1);
+	uint64_t deadline = now_ns() + (uint64_t)(secs * 1e9) + 3600ull * 1000000000u;
+	for (int i = 0; i < k; i++) {
+		w[i] = (struct bworker){ .uid = uid, .plan = p, .data = data, .n = n,
+		                         .start = &start, .deadline = deadline };
+		pthread_create(&w[i].th, NULL, bworker_main, &w[i]);
+	}
+	/* The deadline is only read after the barrier, so it may still change here. */
+	sleep_ms(0);
+	uint64_t t0 = now_ns();
+	for (int i = 0; i < k; i++)
+		w[i].deadline = UINT64_MAX;
+	/* Set the real deadline once everyone has its session: after the barrier opens. */
+	pthread_barrier_wait(&start);
+	t0 = now_ns();
+	deadline = t0 + (uint64_t)(secs * 1e9);
+	for (int i = 0; i < k; i++)
+		__atomic_store_n(&w[i].deadline, deadline, __ATOMIC_RELAXED);
+	uint64_t tend = t0;
+	r.ok = 1;
+	for (int i = 0; i < k; i++) {
+		pthread_join(w[i].th, NULL);
+		if (w[i].rv != CKR_OK) {
+			r.ok = 0;
+			snprintf(r.why, sizeof r.why, "%s", p11_rv_name(w[i].rv));
+		}
+		r.done += w[i].done;
+		if (w[i].end > tend)
+			tend = w[i].end;
+		lat_merge(&all, &w[i].lat);
+		free(w[i].lat.v);
+	}
+	pthread_barrier_destroy(&start);
+	free(w);
+	r.rate = tend > t0 ? (double)r.done * 1e9 / (double)(tend - t0) : 0;
+	r.p50 = lat_pct(&all, 50);
+	r.p99 = lat_pct(&all, 99);
+	free(all.v);
+	return r;
+}
+
+/* ==== loopback TCP echo with the KMIP sizes =============================== */
+
+struct echo {
+	int lfd, port;
+	size_t req, resp;
+	pthread_t th;
+};
+
+static int read_full(int fd, uint8_t *b, size_t n)
+{
+	while (n > 0) {
+		ssize_t r = recv(fd, b, n, 0);
+		if (r <= 0) {
+			if (r < 0 && errno == EINTR)
+				continue;
+			return -1;
+		}
+		b += r;
+		n -= (size_t)r;
+	}
+	return 0;
+}
+
+static int write_full(int fd, const uint8_t *b, size_t n)
+{
+	while (n > 0) {
+		ssize_t r = send(fd, b, n, MSG_NOSIGNAL);
+		if (r <= 0) {
+			if (r < 0 && errno == EINTR)
+				continue;
+			return -1;
+		}
+		b += r;
+		n -= (size_t)r;
+	}
+	return 0;
+}
+
+/* One connection: read req bytes, answer resp bytes, until the peer closes. */
+static void *echo_main(void *arg)
+{
+	struct echo *e = arg;
+	uint8_t buf[RESP_CAP];
+	int one = 1;
+	int fd = accept(e->lfd, NULL, NULL);
+	if (fd < 0)
+		return NULL;
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+	memset(buf, 0x5A, sizeof buf);
+	while (read_full(fd, buf, e->req) == 0 && write_full(fd, buf, e->resp) == 0)
+		;
+	close(fd);
+	return NULL;
+}
+
+static int listen_any(int *port)
+{
+	struct sockaddr_in a;
+	socklen_t al = sizeof a;
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	memset(&a, 0, sizeof a);
+	a.sin_family = AF_INET;
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) != 0 || listen(fd, 64) != 0 ||
+	    getsockname(fd, (struct sockaddr *)&a, &al) != 0) {
+		if (fd >= 0)
+			close(fd);
+		return -1;
+	}
+	*port = ntohs(a.sin_port);
+	return fd;
+}
+
+/* Median round trip, in microseconds, of req bytes out and resp bytes back over a plain
+ * TCP connection on 127.0.0.1 (TCP_NODELAY on both ends, a thread echoing). */
+static double tcp_rtt(size_t req, size_t resp, double secs)
+{
+	struct echo e = { -1, 0, req, resp, 0 };
+	struct lat l = { 0 };
+	uint8_t buf[RESP_CAP];
+	struct sockaddr_in a;
+	int one = 1;
+	double med = 0;
+
+	if (req > sizeof buf || resp > sizeof buf || (e.lfd = listen_any(&e.port)) < 0)
+		return 0;
+	pthread_create(&e.th, NULL, echo_main, &e);
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	memset(&a, 0, sizeof a);
+	a.sin_family = AF_INET;
+	a.sin_port = htons((uint16_t)e.port);
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof a) == 0) {
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+		memset(buf, 0xA5, sizeof buf);
+		uint64_t end = now_ns() + (uint64_t)(secs * 1e9);
+		for (int i = 0; i < 100000000; i++) {
+			uint64_t t0 = now_ns();
+			if (t0 >= end)
+				break;
+			if (write_full(fd, buf, req) != 0 || read_full(fd, buf, resp) != 0)
+				break;
+			if (i >= 10)
+				lat_add(&l, now_ns() - t0);
+		}
+		med = lat_pct(&l, 50);
+	}
+	if (fd >= 0)
+		close(fd);
+	pthread_join(e.th, NULL);
+	close(e.lfd);
+	free(l.v);
+	return med;
+}
+
+/* ==== CPU readings around the nullp11 runs ================================ */
+
+static long long cpu_t0, cpu_t1, sched_t0, sched_t1;
+
+static void cpu_before(void)
+{
+	cpu_t0 = proc_ticks(opt.null_pid);
+	sched_t0 = proc_sched_ns(opt.null_pid);
+}
+
+static void cpu_after(void)
+{
+	cpu_t1 = proc_ticks(opt.null_pid);
+	sched_t1 = proc_sched_ns(opt.null_pid);
+}
+
+/* Daemon CPU per request, microseconds (utime + stime), and the schedstat figure. */
+static void cpu_per(long requests, double *us, double *us_sched)
+{
+	double tick_us = 1e6 / (double)sysconf(_SC_CLK_TCK);
+	*us = requests > 0 && cpu_t0 >= 0 && cpu_t1 >= 0 ?
+	      (double)(cpu_t1 - cpu_t0) * tick_us / (double)requests : -1;
+	*us_sched = requests > 0 && sched_t0 >= 0 && sched_t1 >= 0 ?
+	            (double)(sched_t1 - sched_t0) / 1000.0 / (double)requests : -1;
+}
+
+/* ==== many idle connections, handshakes =================================== */
+
+struct opener {
+	pthread_t th;
+	struct kc *c;
+	int from, to, port, failed;
+	char err[256];
+};
+
+static void *opener_main(void *arg)
+{
+	struct opener *o = arg;
+	for (int i = o->from; i < o->to; i++)
+		if (connect_to(&o->c[i], o->port) != 0) {
+			o->c[i].fd = -1;
+			if (!o->failed++)
+				snprintf(o->err, sizeof o->err, "%s", o->c[i].err);
+		}
+	return NULL;
+}
+
+/* Open n TLS connections to port with a few threads; returns how many succeeded. */
+static int open_many(struct kc *c, int n, int port, int threads)
+{
+	struct opener *o = calloc((size_t)threads, sizeof *o);
+	int ok = n;
+	for (int t = 0; t < threads; t++) {
+		o[t] = (struct opener){ .c = c, .from = n * t / threads, .to = n * (t + 1) / threads,
+		                        .port = port };
+		pthread_create(&o[t].th, NULL, opener_main, &o[t]);
+	}
+	for (int t = 0; t < threads; t++) {
+		pthread_join(o[t].th, NULL);
+		ok -= o[t].failed;
+		if (o[t].failed)
+			fprintf(stderr, "bench: %d of the idle connections failed: %s\n", o[t].failed,
+			        o[t].err);
+	}
+	free(o);
+	return ok;
+}
+
+struct hsworker {
+	pthread_t th;
+	int port;
+	uint64_t deadline;
+	long done, failed;
+	char err[256];
+};
+
+static void *hsworker_main(void *arg)
+{
+	struct hsworker *w = arg;
+	while (now_ns() < w->deadline) {
+		struct kc c;
+		struct kc_opts o = { 0, 10000, NULL };
+		if (kc_connect_opts(&c, opt.host, w->port, NULL, NULL, NULL, &o) != 0) {
+			if (!w->failed++)
+				snprintf(w->err, sizeof w->err, "%s", c.err);
+			continue;
+		}
+		kc_close(&c);
+		w->done++;
+	}
+	return NULL;
+}
+
+/* ==== the report ========================================================== */
+
+static void line(void)
+{
+	printf("-----------------------------------------------------------------------------"
+	       "---------------------\n");
+}
+
+static const char *pct(double a, double b, char *buf, size_t cap)
+{
+	if (a <= 0 || b <= 0)
+		snprintf(buf, cap, "-");
+	else
+		snprintf(buf, cap, "%.1f %%", 100.0 * a / b);
+	return buf;
+}
+
+static void usage(void)
+{
+	fprintf(stderr,
+	        "usage: bench --port P --pid PID --lib MODULE [--null-port P --null-pid PID]\n"
+	        "             [--user LABEL] [--pin PIN] [--conns K] [--time S] [--one-time S]\n"
+	        "             [--null-requests N] [--idle-conns N] [--hs-threads T]\n"
+	        "             [--data-size BYTES] [--algs p256,rsa2048,p384,ed25519]\n"
+	        "       bench --free-ports | --wait PORT SECONDS\n");
+	exit(2);
+}
+
+static void on_alarm(int sig)
+{
+	static const char m[] = "bench: time limit reached, giving up\n";
+	(void)sig;
+	ssize_t r = write(2, m, sizeof m - 1);
+	(void)r;
+	_exit(3);
+}
+
+static int mode_free_ports(void)
+{
+	int p1, p2;
+	int f1 = listen_any(&p1), f2 = listen_any(&p2);
+	if (f1 < 0 || f2 < 0)
+		return 1;
+	printf("%d %d\n", p1, p2);
+	close(f1);
+	close(f2);
+	return 0;
+}
+
+static int mode_wait(int port, double secs)
+{
+	uint64_t end = now_ns() + (uint64_t)(secs * 1e9);
+	while (now_ns() < end) {
+		struct kc c;
+		struct kc_opts o = { 0, 2000, NULL };
+		if (kc_connect_opts(&c, opt.host, port, NULL, NULL, NULL, &o) == 0) {
+			kc_close(&c);
+			return 0;
+		}
+		sleep_ms(100);
+	}
+	return 1;
+}
+
+static int want_alg(const char *key)
+{
+	size_t n = strlen(key);
+	for (const char *p = opt.algs; p && *p; p = strchr(p, ',') ? strchr(p, ',') + 1 : NULL)
+		if (strncmp(p, key, n) == 0 && (p[n] == ',' || p[n] == '\0'))
+			return 1;
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	static uint8_t data[65536];
+	char buf1[32], cpu[128];
+
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	signal(SIGPIPE, SIG_IGN);
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i];
+		const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+#define ARG(name) (strcmp(a, name) == 0 && v && ++i)
+		if (strcmp(a, "--free-ports") == 0)
+			return mode_free_ports();
+		else if (strcmp(a, "--wait") == 0 && i + 2 < argc)
+			return mode_wait(atoi(argv[i + 1]), atof(argv[i + 2]));
+		else if (ARG("--host")) opt.host = v;
+		else if (ARG("--port")) opt.port = atoi(v);
+		else if (ARG("--null-port")) opt.null_port = atoi(v);
+		else if (ARG("--pid")) opt.pid = atol(v);
+		else if (ARG("--null-pid")) opt.null_pid = atol(v);
+		else if (ARG("--lib")) opt.lib = v;
+		else if (ARG("--user")) opt.user = v;
+		else if (ARG("--pin")) opt.pin = v;
+		else if (ARG("--null-user")) opt.null_user = v;
+		else if (ARG("--null-pin")) opt.null_pin = v;
+		else if (ARG("--conns")) opt.conns = atoi(v);
+		else if (ARG("--time")) opt.secs = atof(v);
+		else if (ARG("--one-time")) opt.one_secs = atof(v);
+		else if (ARG("--null-requests")) opt.null_requests = atol(v);
+		else if (ARG("--idle-conns")) opt.idle_conns = atoi(v);
+		else if (ARG("--hs-threads")) opt.hs_threads = atoi(v);
+		else if (ARG("--data-size")) opt.data_size = (size_t)atol(v);
+		else if (ARG("--algs")) opt.algs = v;
+		else if (ARG("--softhsm-version")) opt.softhsm_version = v;
+		else
+			usage();
+#undef ARG
+	}
+	if (!opt.port || !opt.pid || !opt.lib || opt.conns < 1 || opt.secs <= 0 ||
+	    opt.one_secs <= 0 || opt.data_size < 1 || opt.data_size > sizeof data ||
+	    opt.hs_threads < 1 || opt.idle_conns < 0)
+		usage();
+
+	/* Everything below is bounded: a hung daemon must not hang `make bench`. */
+	double budget = 60 + A_COUNT * (2 * opt.secs + 3 * opt.one_secs + 30) + 2 * opt.secs +
+	                opt.null_requests / 2000.0 + opt.idle_conns / 20.0;
+	signal(SIGALRM, on_alarm);
+	alarm((unsigned)budget);
+
+	/* 1000 idle connections need as many descriptors here. */
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
+	if (psa_crypto_init() != PSA_SUCCESS) {
+		fprintf(stderr, "bench: psa_crypto_init failed\n");
+		return 1;
+	}
+	for (size_t i = 0; i < opt.data_size; i++)
+		data[i] = (uint8_t)(i * 131 + 7);
+
+	/* ---- header ---- */
+	time_t t = time(NULL);
+	char date[64];
+	strftime(date, sizeof date, "%Y-%m-%d %H:%M:%S %Z", localtime(&t));
+	struct utsname un;
+	uname(&un);
+	cpu_model(cpu, sizeof cpu);
+	printf("kmip2pkcs11 benchmark, %s\n", date);
+	printf("machine: %ld CPUs, %s, %s %s\n", sysconf(_SC_NPROCESSORS_ONLN), cpu, un.sysname,
+	       un.release);
+	printf("module: %s (%s); Mbed TLS %s\n", opt.lib,
+	       opt.softhsm_version ? opt.softhsm_version : "version unknown", MBEDTLS_VERSION_STRING);
+	printf("K = %d connections / threads, %.1f s per throughput run, %.1f s per latency run, "
+	       "Data %zu bytes\n", opt.conns, opt.secs, opt.one_secs, opt.data_size);
+	long nofile = proc_nofile(opt.pid);
+	if (nofile >= 0 && nofile < opt.idle_conns + 64)
+		printf("NOTE the daemon's open-file limit is %ld: too low for %d connections\n",
+		       nofile, opt.idle_conns);
+	long rss_idle = proc_status_kb(opt.pid, "VmRSS");
+
+	/* ---- keys, through the daemon ---- */
+	char uid[A_COUNT][128];
+	int have[A_COUNT];
+	for (int a = 0; a < A_COUNT; a++) {
+		have[a] = want_alg(algs[a].key) &&
+		          make_key(opt.port, &algs[a], opt.user, opt.pin, uid[a], sizeof uid[a]) == 0;
+	}
+	if (mod_load(opt.lib, opt.user) != 0)
+		return 1;
+
+	/* ---- 1. throughput ---- */
+	struct run dr[A_COUNT], br[A_COUNT], d1[A_COUNT], b1[A_COUNT];
+	struct plan pl[A_COUNT];
+	size_t reqlen[A_COUNT];
+	double rtt[A_COUNT];
+	int ran = 0;
+	memset(dr, 0, sizeof dr);
+	memset(br, 0, sizeof br);
+	memset(d1, 0, sizeof d1);
+	memset(b1, 0, sizeof b1);
+	memset(rtt, 0, sizeof rtt);
+	for (int a = 0; a < A_COUNT; a++) {
+		static struct msg m;
+		if (!have[a])
+			continue;
+		pl[a] = plan_for(&algs[a]);
+		rq_sign(&m, &algs[a], uid[a], opt.user, opt.pin, data, opt.data_size);
+		reqlen[a] = m.n;
+		dr[a] = run_daemon(opt.port, &m, opt.conns, opt.secs, 0, NULL, NULL);
+		br[a] = run_baseline(uid[a], &pl[a], data, opt.data_size, opt.conns, opt.secs);
+		d1[a] = run_daemon(opt.port, &m, 1, opt.one_secs, 0, NULL, NULL);
+		b1[a] = run_baseline(uid[a], &pl[a], data, opt.data_size, 1, opt.one_secs);
+		if (d1[a].resp_len)
+			rtt[a] = tcp_rtt(reqlen[a], d1[a].resp_len, opt.one_secs);
+		ran |= dr[a].ok && br[a].ok;
+		for (int i = 0; i < 4; i++) {
+			struct run *r = i == 0 ? &dr[a] : i == 1 ? &br[a] : i == 2 ? &d1[a] : &b1[a];
+			if (!r->ok || r->failed)
+				printf("NOTE %s, %s: %s%s\n", algs[a].name,
+				       i == 0 ? "daemon" : i == 1 ? "baseline" : i == 2 ? "daemon, one connection"
+				       : "baseline, one thread", r->ok ? "" : "could not run: ", r->why);
+		}
+	}
+	long rss_after = proc_status_kb(opt.pid, "VmRSS");
+
+	printf("\n1. Signatures per second, K = %d: daemon over K TLS 1.3 connections, baseline "
+	       "K threads in-process\n", opt.conns);
+	line();
+	printf("%-12s | %9s %8s %8s | %9s %8s %8s | %7s | %s\n", "algorithm", "daemon/s", "p50 us",
+	       "p99 us", "inproc/s", "p50 us", "p99 us", "ratio", "target");
+	line();
+	for (int a = 0; a < A_COUNT; a++) {
+		if (!have[a])
+			continue;
+		char tg[16];
+		snprintf(tg, sizeof tg, algs[a].target ? ">= %.0f %%" : "-", algs[a].target);
+		printf("%-12s | %9.0f %8.0f %8.0f | %9.0f %8.0f %8.0f | %7s | %s\n", algs[a].name,
+		       dr[a].rate, dr[a].p50, dr[a].p99, br[a].rate, br[a].p50, br[a].p99,
+		       pct(dr[a].rate, br[a].rate, buf1, sizeof buf1), tg);
+	}
+	line();
+	printf("baseline per signature: ");
+	for (int a = 0, first = 1; a < A_COUNT; a++)
+		if (have[a]) {
+			printf("%s%s: %s", first ? "" : "; ", algs[a].name, pl[a].what);
+			first = 0;
+		}
+	printf("\n");
+
+	printf("\n2. One connection: median latency of one Sign vs. in-process module work + "
+	       "loopback TCP round trip\n");
+	line();
+	printf("%-12s | %9s | %9s %9s %11s %9s | %9s | %s\n", "algorithm", "daemon us", "inproc us",
+	       "TCP rtt", "(req/resp B)", "sum us", "excess us", "target");
+	line();
+	for (int a = 0; a < A_COUNT; a++) {
+		if (!have[a])
+			continue;
+		char sz[32];
+		snprintf(sz, sizeof sz, "%zu/%zu", reqlen[a], d1[a].resp_len);
+		double sum = b1[a].p50 + rtt[a];
+		printf("%-12s | %9.1f | %9.1f %9.1f %11s %9.1f | %9.1f | %s\n", algs[a].name,
+		       d1[a].p50, b1[a].p50, rtt[a], sz, sum, d1[a].p50 - sum,
+		       a == A_P256 || a == A_RSA2048 ? "<= 15 us" : "-");
+	}
+	line();
+
+	/* ---- 3. CPU per request against nullp11 ---- */
+	if (opt.null_port && opt.null_pid) {
+		printf("\n3. Daemon CPU per Sign request against nullp11 (no crypto in the module), "
+		       "K = %d connections, %ld requests\n", opt.conns, opt.null_requests);
+		line();
+		printf("%-12s | %12s %14s | %9s | %9s %9s | %s\n", "algorithm", "CPU us/req",
+		       "(schedstat)", "req/s", "1-conn p50", "TCP rtt", "target");
+		line();
+		long null_rss_idle = proc_status_kb(opt.null_pid, "VmRSS");
+		static const int null_algs[] = { A_P256, A_RSA2048, A_ED25519 };
+		char nuid[128];
+		static struct msg nm;
+		int p256_ok = 0;
+		char p256_uid[128] = "";
+		for (size_t i = 0; i < ARRAY_LEN(null_algs); i++) {
+			const struct alg *a = &algs[null_algs[i]];
+			if (make_key(opt.null_port, a, opt.null_user, opt.null_pin, nuid, sizeof nuid) != 0)
+				continue;
+			rq_sign(&nm, a, nuid, opt.null_user, opt.null_pin, data, opt.data_size);
+			struct run r = run_daemon(opt.null_port, &nm, opt.conns, 0, opt.null_requests,
+			                          cpu_before, cpu_after);
+			double us, us_s;
+			cpu_per(r.done + r.failed, &us, &us_s);
+			struct run one = run_daemon(opt.null_port, &nm, 1, opt.one_secs, 0, NULL, NULL);
+			double rt = one.resp_len ? tcp_rtt(nm.n, one.resp_len, opt.one_secs) : 0;
+			if (!r.ok || r.failed)
+				printf("NOTE %s on nullp11: %s\n", a->name, r.why);
+			printf("%-12s | %12.1f %14.1f | %9.0f | %9.1f %9.1f | %s\n", a->name, us, us_s,
+			       r.rate, one.p50, rt, null_algs[i] == A_P256 ? "<= 10 us" : "-");
+			if (null_algs[i] == A_P256 && r.ok) {
+				p256_ok = 1;
+				snprintf(p256_uid, sizeof p256_uid, "%s", nuid);
+			}
+		}
+		line();
+		printf("CPU: utime + stime of all the daemon's threads from /proc/PID/stat (%ld ticks/s);"
+		       " schedstat: the same in ns.\n", sysconf(_SC_CLK_TCK));
+
+		/* ---- 4. memory ---- */
+		printf("\n4. Memory (VmRSS, VmData from /proc/PID/status), %d idle TLS 1.3 connections\n",
+		       opt.idle_conns);
+		line();
+		printf("daemon on %s: idle at start %ld KiB, after the signing runs %ld KiB\n",
+		       opt.lib, rss_idle, rss_after);
+		long data0 = proc_status_kb(opt.null_pid, "VmData");
+		long rss0 = proc_status_kb(opt.null_pid, "VmRSS");
+		struct kc *cs = calloc((size_t)opt.idle_conns + 1, sizeof *cs);
+		int opened = cs ? open_many(cs, opt.idle_conns, opt.null_port, opt.hs_threads) : 0;
+		sleep_ms(300);
+		long rss1 = proc_status_kb(opt.null_pid, "VmRSS");
+		long data1 = proc_status_kb(opt.null_pid, "VmData");
+		printf("daemon on nullp11: idle at start %ld KiB, before opening %ld KiB, with %d idle "
+		       "connections %ld KiB\n", null_rss_idle, rss0, opened, rss1);
+		if (opened > 0) {
+			printf("per idle connection: %.1f KiB resident (VmRSS), %.1f KiB of heap "
+			       "(VmData)   target <= 48 KiB\n", (double)(rss1 - rss0) / opened,
+			       (double)(data1 - data0) / opened);
+		}
+		/* With the idle connections still open: the CPU per request again. */
+		if (p256_ok && opened > 0) {
+			rq_sign(&nm, &algs[A_P256], p256_uid, opt.null_user, opt.null_pin, data,
+			        opt.data_size);
+			struct run r = run_daemon(opt.null_port, &nm, opt.conns, 0, opt.null_requests,
+			                          cpu_before, cpu_after);
+			double us, us_s;
+			cpu_per(r.done + r.failed, &us, &us_s);
+			printf("ECDSA P-256 on nullp11 with the %d idle connections open: %.1f us CPU per "
+			       "request (schedstat %.1f), %.0f req/s\n", opened, us, us_s, r.rate);
+		}
+		for (int i = 0; cs && i < opt.idle_conns; i++)
+			if (cs[i].fd >= 0 || cs[i].ready)
+				kc_close(&cs[i]);
+		free(cs);
+		sleep_ms(300);
+		printf("after closing them: %ld KiB resident\n", proc_status_kb(opt.null_pid, "VmRSS"));
+		line();
+
+		/* ---- 5. handshakes ---- */
+		struct hsworker *hw = calloc((size_t)opt.hs_threads, sizeof *hw);
+		uint64_t end = now_ns() + (uint64_t)(opt.secs * 1e9);
+		long done = 0, failed = 0;
+		cpu_before();
+		uint64_t t0 = now_ns();
+		for (int i = 0; i < opt.hs_threads; i++) {
+			hw[i].port = opt.null_port;
+			hw[i].deadline = end;
+			pthread_create(&hw[i].th, NULL, hsworker_main, &hw[i]);
+		}
+		for (int i = 0; i < opt.hs_threads; i++) {
+			pthread_join(hw[i].th, NULL);
+			done += hw[i].done;
+			failed += hw[i].failed;
+			if (hw[i].failed)
+				printf("NOTE handshake failures: %s\n", hw[i].err);
+		}
+		double el = (double)(now_ns() - t0) / 1e9;
+		cpu_after();
+		double us, us_s;
+		cpu_per(done, &us, &us_s);
+		free(hw);
+		printf("\n5. Full TLS 1.3 handshakes (new TCP connection, X25519, server P-256 "
+		       "certificate), %d client threads, %.1f s\n", opt.hs_threads, opt.secs);
+		line();
+		printf("%.0f handshakes/s (%ld failed); daemon CPU per handshake %.0f us (schedstat %.0f)"
+		       "; no target, no baseline\n", done / el, failed, us, us_s);
+		line();
+	}
+	return ran ? 0 : 1;
+}
