@@ -43,8 +43,22 @@ build/.mbedtls-ok: dist/check-mbedtls.sh
 kmip2pkcs11: kmip2pkcs11.c pkcs11/pkcs11.h build/.mbedtls-ok
 	$(CC) $(WARN) $(CFLAGS) -o $@ kmip2pkcs11.c $(LIBS)
 
-build/test_ttlv build/test_cfg build/test_p11 build/test_tls build/test_op: kmip2pkcs11.c pkcs11/pkcs11.h tests/check.h tests/kclient.h build/.mbedtls-ok
-	$(CC) $(TFLAGS) -o $@ tests/$$(basename $@).c $(LIBS)
+TDEPS     = kmip2pkcs11.c pkcs11/pkcs11.h tests/check.h build/.mbedtls-ok
+
+build/test_ttlv: tests/test_ttlv.c $(TDEPS)
+	$(CC) $(TFLAGS) -o $@ tests/test_ttlv.c $(LIBS)
+
+build/test_cfg: tests/test_cfg.c $(TDEPS)
+	$(CC) $(TFLAGS) -o $@ tests/test_cfg.c $(LIBS)
+
+build/test_p11: tests/test_p11.c $(TDEPS)
+	$(CC) $(TFLAGS) -o $@ tests/test_p11.c $(LIBS)
+
+build/test_tls: tests/test_tls.c tests/kclient.h $(TDEPS)
+	$(CC) $(TFLAGS) -o $@ tests/test_tls.c $(LIBS)
+
+build/test_op: tests/test_op.c $(TDEPS)
+	$(CC) $(TFLAGS) -o $@ tests/test_op.c $(LIBS)
 
 build/nullp11.so: tests/nullp11.c pkcs11/pkcs11.h
 	@mkdir -p build
@@ -52,6 +66,12 @@ build/nullp11.so: tests/nullp11.c pkcs11/pkcs11.h
 
 build/fuzz_ttlv_replay: tests/fuzz_ttlv.c kmip2pkcs11.c build/.mbedtls-ok
 	$(CC) $(TFLAGS) -DK2P_FUZZ_REPLAY -o $@ tests/fuzz_ttlv.c $(LIBS)
+
+build/fuzz_cfg_replay: tests/fuzz_cfg.c kmip2pkcs11.c build/.mbedtls-ok
+	$(CC) $(TFLAGS) -DK2P_FUZZ_REPLAY -o $@ tests/fuzz_cfg.c $(LIBS)
+
+build/fuzz_op_replay: tests/fuzz_op.c kmip2pkcs11.c tests/nullp11.c build/.mbedtls-ok build/nullp11.so
+	$(CC) $(TFLAGS) -DK2P_FUZZ_REPLAY -o $@ tests/fuzz_op.c $(LIBS)
 
 build/e2e: tests/e2e.c tests/kclient.h kmip2pkcs11.c build/.mbedtls-ok
 	$(CC) $(TFLAGS) -o $@ tests/e2e.c $(LIBS)
@@ -61,7 +81,8 @@ build/bench: tests/bench.c tests/kclient.h kmip2pkcs11.c build/.mbedtls-ok
 
 check:
 	@sh dist/deps.sh --source
-	@$(MAKE) kmip2pkcs11 kmip2pkcs11-static $(UNIT) build/nullp11.so build/fuzz_ttlv_replay build/e2e
+	@$(MAKE) kmip2pkcs11 kmip2pkcs11-static $(UNIT) build/nullp11.so build/fuzz_ttlv_replay build/fuzz_cfg_replay \
+		build/fuzz_op_replay build/e2e
 	@sh tests/run-all.sh
 
 static: kmip2pkcs11-static
@@ -84,11 +105,21 @@ size: kmip2pkcs11-static
 	@nm --size-sort -S -r build/kmip2pkcs11-static.full | head -n 20 | \
 	while read addr sz type name; do printf '%8d %s %s\n' "0x$$sz" "$$type" "$$name"; done
 
-fuzz: build/.mbedtls-ok
-	$(CLANG) $(WARN) -Wno-unused-function -g -O1 -fsanitize=fuzzer,address,undefined -DK2P_TEST -DK2P_FUZZ -I. -Itests \
-		-o build/fuzz_ttlv tests/fuzz_ttlv.c $(LIBS)
-	mkdir -p build/corpus-ttlv
-	build/fuzz_ttlv -max_total_time=$(FUZZTIME) build/corpus-ttlv tests/corpus/ttlv
+# Each target runs FUZZTIME seconds; what it finds goes to build/corpus-NAME, the committed
+# seeds in tests/corpus/NAME are only read.  Keep what is worth keeping with
+#   build/fuzz_NAME -merge=1 tests/corpus/NAME build/corpus-NAME
+FUZZFLAGS = $(WARN) -Wno-unused-function -g -O1 -fsanitize=fuzzer,address,undefined \
+	-fno-sanitize-recover=undefined -DK2P_TEST -DK2P_FUZZ -I. -Itests
+FUZZRUN   = -max_total_time=$(FUZZTIME) -print_final_stats=1
+
+fuzz: build/.mbedtls-ok build/nullp11.so
+	$(CLANG) $(FUZZFLAGS) -o build/fuzz_ttlv tests/fuzz_ttlv.c $(LIBS)
+	$(CLANG) $(FUZZFLAGS) -o build/fuzz_cfg tests/fuzz_cfg.c $(LIBS)
+	$(CLANG) $(FUZZFLAGS) -o build/fuzz_op tests/fuzz_op.c $(LIBS)
+	mkdir -p build/corpus-ttlv build/corpus-cfg build/corpus-op
+	build/fuzz_ttlv $(FUZZRUN) build/corpus-ttlv tests/corpus/ttlv
+	build/fuzz_cfg $(FUZZRUN) -dict=tests/cfg.dict build/corpus-cfg tests/corpus/cfg
+	build/fuzz_op $(FUZZRUN) build/corpus-op tests/corpus/op
 
 demo:
 	@sh dist/demo.sh

@@ -39,6 +39,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <syslog.h>
@@ -4847,6 +4848,19 @@ static uint32_t op_fail_rv(struct op_req *q, CK_RV rv, const char *what)
 	return op_fail(q, p11_rv_reason(rv), "%s: %s", what, p11_rv_name(rv));
 }
 
+/* An enumeration value's name for a message, never NULL (which %s must not get): a value
+ * outside the 1.2 tables, such as an unknown Operation from the client, as hex. */
+static const char *op_enum_name(uint32_t tag, uint32_t v, char buf[12])
+{
+	const char *s = kmip_enum_name(tag, v);
+	if (s)
+		return s;
+	if (tag == KT_CRYPTOGRAPHIC_ALGORITHM && v == ALG_ED25519)
+		return "ED25519";
+	snprintf(buf, 12, "0x%08X", (unsigned)v);
+	return buf;
+}
+
 /* ---- UIDs ---------------------------------------------------------------- */
 
 struct op_key {
@@ -5163,7 +5177,8 @@ static uint32_t op_create_key_pair(struct op_req *q, const struct ttlv *pl)
 		break;
 	default:
 		return op_fail(q, RR_INVALID_FIELD, "Cryptographic Algorithm %s: RSA, ECDSA, EC or "
-			       "Ed25519 key pairs only", kmip_enum_name(KT_CRYPTOGRAPHIC_ALGORITHM, alg));
+			       "Ed25519 key pairs only",
+			       op_enum_name(KT_CRYPTOGRAPHIC_ALGORITHM, alg, (char[12]){ 0 }));
 	}
 	/* Names and usage belong to one half each; a common Name would give both the same. */
 	if ((rr = op_name(q, op_tmpl_attr(q, priv, common, "Name"), &g.priv_label, &g.priv_label_len)) ||
@@ -5238,8 +5253,8 @@ static uint32_t op_get(struct op_req *q, const struct ttlv *pl)
 		transparent = 1;
 	} else {
 		return op_fail(q, RR_KEY_FORMAT_TYPE_NOT_SUPPORTED, "%s of a %s key is not supported",
-			       kmip_enum_name(KT_KEY_FORMAT_TYPE, kft),
-			       kmip_enum_name(KT_CRYPTOGRAPHIC_ALGORITHM, alg));
+			       op_enum_name(KT_KEY_FORMAT_TYPE, kft, (char[12]){ 0 }),
+			       op_enum_name(KT_CRYPTOGRAPHIC_ALGORITHM, alg, (char[12]){ 0 }));
 	}
 	if (!transparent && n == 0)
 		return op_fail(q, RR_GENERAL_FAILURE, "public key does not fit");
@@ -5612,7 +5627,7 @@ static int op_item(struct op_req *q, const struct kmip_item *it, uint32_t auth_r
 		q->msg = it->why;
 	} else if (!def) {
 		rr = op_fail(q, RR_OPERATION_NOT_SUPPORTED, "operation %s is not supported",
-			     kmip_enum_name(KT_OPERATION, it->op));
+			     op_enum_name(KT_OPERATION, it->op, (char[12]){ 0 }));
 	} else if (def->login && auth_rr) {
 		rr = auth_rr;
 		q->msg = auth_msg;
@@ -5637,7 +5652,7 @@ static int op_item(struct op_req *q, const struct kmip_item *it, uint32_t auth_r
 			}
 		}
 	}
-	log_debug("%s failed: %s: %s", kmip_enum_name(KT_OPERATION, it->op),
+	log_debug("%s failed: %s: %s", op_enum_name(KT_OPERATION, it->op, (char[12]){ 0 }),
 		  kmip_reason_name(rr), q->msg ? q->msg : "");
 	kmip_item_begin(q->e, it->op, it, RS_OPERATION_FAILED, rr, q->msg);
 	ttlv_close(q->e);
@@ -5685,15 +5700,17 @@ static size_t op_handle(struct op_thread *t, const uint8_t *in, size_t n, uint8_
 		return e.err ? 0 : e.len;
 	}
 
+	/* One login for the message, before the first item that needs it. */
 	uint32_t auth_rr = 0;
-	const char *auth_msg = NULL;
+	char auth_msg[sizeof q.msgbuf] = "";
 	for (int i = 0; i < r.n; i++) {
 		const struct op_def *def = op_lookup(r.item[i].op);
 		if (def && def->login && !r.item[i].reason) {
 			auth_rr = op_login(&q);
-			auth_msg = q.msg ? strdupa(q.msg) : NULL;
-			if (auth_rr)
-				log_info("authentication failed: %s", auth_msg ? auth_msg : "");
+			if (auth_rr) {
+				snprintf(auth_msg, sizeof auth_msg, "%s", q.msg ? q.msg : "");
+				log_info("authentication failed: %s", auth_msg);
+			}
 			break;
 		}
 	}
@@ -6727,6 +6744,7 @@ static void conn_dispatch(struct ev *ev, struct conn *c)
 	if (wrk_submit(ev->pool, c->job)) {     /* ran inline */
 		c->state = CS_WRITE;
 		c->off = 0;
+		c->deadline = mono_ms() + ev->idle_ms;
 	}
 }
 
@@ -6904,6 +6922,7 @@ static void ev_completed(struct ev *ev)
 		struct conn *c = j->owner;
 		c->state = CS_WRITE;
 		c->off = 0;
+		c->deadline = mono_ms() + ev->idle_ms;
 		if (c->dead) {
 			c->state = CS_CLOSING;
 			conn_close(ev, c);
@@ -7218,6 +7237,17 @@ int main(int argc, char **argv)
 	};
 	if (tls_server_init(&tls, &to, err, sizeof err) != 0)
 		fatal("TLS: %s", err);
+
+	/* Every connection is a descriptor: take what the hard limit allows. */
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+	    rl.rlim_cur < (rlim_t)cfg.max_connections + 64)
+		log_warn("open file limit %lu is low for max-connections %d",
+			 (unsigned long)rl.rlim_cur, cfg.max_connections);
 
 	main_listen(&ev, &cfg);
 	main_daemonize(&cfg);

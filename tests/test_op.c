@@ -1,0 +1,1653 @@
+/*
+ * Section 7 (operations) through op_handle(), in-process, without TLS: whole Request
+ * Messages in, whole Response Messages out, decoded and checked field by field.
+ *
+ *   - the main process loads SoftHSM2 (a token "optest", user PIN 1234, made in a temporary
+ *     directory) and runs the OASIS vectors, Query, the error table of KMIP 1.2 section 11,
+ *     batches, and the key life cycle with every signature verified by Mbed TLS (RSA,
+ *     ECDSA) or the openssl CLI (Ed25519);
+ *   - a forked child loads build/nullp11.so with NULLP11_FAIL set (nullp11 reads it when
+ *     the module is loaded, at C_GetFunctionList) to check how CK_RV failures become Result
+ *     Reasons.  PKCS#11 state is global, one module per process, hence the fork.  The child
+ *     hands its counts back through a pipe; the last line is the sum of both.
+ *
+ * Run from the repository root (make build/nullp11.so build/test_op; build/test_op).  The
+ * KMIP vectors are read from ../shared/kmip-vectors at run time.  SoftHSM2's own leaks are
+ * suppressed below (the same list as tests/lsan.supp), so no LSAN_OPTIONS are needed.
+ */
+#include "../kmip2pkcs11.c"
+#include "check.h"
+
+#include <ctype.h>
+
+#include <mbedtls/md.h>
+#include <mbedtls/rsa.h>
+#include <sys/wait.h>
+
+#define SOFTHSM "/usr/lib/softhsm/libsofthsm2.so"
+#define NULLP11 "build/nullp11.so"
+#define VECTORS "../shared/kmip-vectors/oasis-1.0-1.1"
+#define USER "optest"
+#define PIN "1234"
+
+/* Allocations that SoftHSM2 and its OpenSSL keep after C_Finalize / dlclose are theirs
+ * (tests/lsan.supp); nothing of ours is suppressed. */
+const char *__lsan_default_suppressions(void);
+const char *__lsan_default_suppressions(void)
+{
+	return "leak:libcrypto.so\nleak:libsofthsm2.so\n";
+}
+
+static char tmpdir[] = "/tmp/k2p-op-XXXXXX";
+static struct op_env env;
+static struct op_thread *th;
+
+/* ---- C_Login and C_OpenSession counting: our function list in front of the module's ---- */
+
+static CK_FUNCTION_LIST wrap;
+static CK_C_Login real_login;
+static CK_C_OpenSession real_open;
+static int login_calls, open_calls;
+
+static CK_RV counting_login(CK_SESSION_HANDLE h, CK_USER_TYPE u, CK_UTF8CHAR_PTR p, CK_ULONG n)
+{
+	login_calls++;
+	return real_login(h, u, p, n);
+}
+
+static CK_RV counting_open(CK_SLOT_ID s, CK_FLAGS f, CK_VOID_PTR a, CK_NOTIFY cb,
+                           CK_SESSION_HANDLE_PTR h)
+{
+	open_calls++;
+	return real_open(s, f, a, cb, h);
+}
+
+static void wrap_module(void)
+{
+	wrap = *p11.fl;
+	real_login = wrap.C_Login;
+	real_open = wrap.C_OpenSession;
+	wrap.C_Login = counting_login;
+	wrap.C_OpenSession = counting_open;
+	p11.fl = &wrap;
+}
+
+/* ---- building requests ---- */
+
+/* The Request Header: version, credential (user NULL: none; pass NULL: no Password),
+ * Maximum Response Size (< 0: none), Batch Error Continuation Option (0: none), count. */
+struct hdr {
+	int major, minor;
+	const char *user, *pass;
+	int32_t max_resp;
+	uint32_t bec;
+	int count;
+};
+
+/* Not const: the nullp11 child points them at its token "null". */
+static struct hdr H12 = { 1, 2, USER, PIN, -1, 0, 1 };     /* Cascade's Sign, Query */
+static struct hdr H10 = { 1, 0, USER, PIN, -1, 0, 1 };     /* Cascade's other ops */
+
+static uint8_t req_buf[16384];
+static struct ttlv_enc req_e, *E = &req_e;
+
+static void begin(struct hdr h)
+{
+	ttlv_enc_init(E, req_buf, sizeof req_buf);
+	ttlv_open(E, KT_REQUEST_MESSAGE);
+	ttlv_open(E, KT_REQUEST_HEADER);
+	ttlv_open(E, KT_PROTOCOL_VERSION);
+	ttlv_put_int(E, KT_PROTOCOL_VERSION_MAJOR, h.major);
+	ttlv_put_int(E, KT_PROTOCOL_VERSION_MINOR, h.minor);
+	ttlv_close(E);
+	if (h.max_resp >= 0)
+		ttlv_put_int(E, KT_MAXIMUM_RESPONSE_SIZE, h.max_resp);
+	if (h.user) {
+		ttlv_open(E, KT_AUTHENTICATION);
+		ttlv_open(E, KT_CREDENTIAL);
+		ttlv_put_enum(E, KT_CREDENTIAL_TYPE, CT_USERNAME_AND_PASSWORD);
+		ttlv_open(E, KT_CREDENTIAL_VALUE);
+		ttlv_put_text(E, KT_USERNAME, h.user, strlen(h.user));
+		if (h.pass)
+			ttlv_put_text(E, KT_PASSWORD, h.pass, strlen(h.pass));
+		ttlv_close(E);
+		ttlv_close(E);
+		ttlv_close(E);
+	}
+	if (h.bec)
+		ttlv_put_enum(E, KT_BATCH_ERROR_CONTINUATION_OPTION, h.bec);
+	ttlv_put_int(E, KT_BATCH_COUNT, h.count);
+	ttlv_close(E);
+}
+
+/* A Batch Item (bid NULL: no Unique Batch Item ID) with its Request Payload left open. */
+static void item(uint32_t op, const char *bid)
+{
+	ttlv_open(E, KT_BATCH_ITEM);
+	ttlv_put_enum(E, KT_OPERATION, op);
+	if (bid)
+		ttlv_put_bytes(E, KT_UNIQUE_BATCH_ITEM_ID, (const uint8_t *)bid, strlen(bid));
+	ttlv_open(E, KT_REQUEST_PAYLOAD);
+}
+
+static void item_end(void)
+{
+	ttlv_close(E);
+	ttlv_close(E);
+}
+
+static void put_uid(const char *uid)
+{
+	ttlv_put_text(E, KT_UNIQUE_IDENTIFIER, uid, strlen(uid));
+}
+
+static void attr_open(const char *name)
+{
+	ttlv_open(E, KT_ATTRIBUTE);
+	ttlv_put_text(E, KT_ATTRIBUTE_NAME, name, strlen(name));
+}
+
+static void attr_enum(const char *name, uint32_t v)
+{
+	attr_open(name);
+	ttlv_put_enum(E, KT_ATTRIBUTE_VALUE, v);
+	ttlv_close(E);
+}
+
+static void attr_int(const char *name, int32_t v)
+{
+	attr_open(name);
+	ttlv_put_int(E, KT_ATTRIBUTE_VALUE, v);
+	ttlv_close(E);
+}
+
+static void attr_name(const char *value)
+{
+	attr_open("Name");
+	ttlv_open(E, KT_ATTRIBUTE_VALUE);
+	ttlv_put_text(E, KT_NAME_VALUE, value, strlen(value));
+	ttlv_put_enum(E, KT_NAME_TYPE, NT_UNINTERPRETED_TEXT_STRING);
+	ttlv_close(E);
+	ttlv_close(E);
+}
+
+/* ---- the response ---- */
+
+static uint8_t resp[65536];
+static size_t resp_len;
+static struct ttlv resp_items[TTLV_MAX_ITEMS];
+static struct ttlv_doc RD = { resp_items, 0, TTLV_MAX_ITEMS };
+static int resp_ok;          /* the response decoded as a Response Message */
+
+static void handle(const uint8_t *in, size_t n)
+{
+	resp_len = op_handle(th, in, n, resp, sizeof resp);
+	resp_ok = resp_len > 0 && ttlv_decode(&RD, resp, resp_len, 0) == 0 &&
+	          RD.it[0].tag == KT_RESPONSE_MESSAGE;
+	if (!resp_ok)
+		printf("NOTE response of %zu bytes does not decode\n", resp_len);
+}
+
+/* Close the Request Message and hand it to op_handle. */
+static void transmit(void)
+{
+	ttlv_close(E);
+	if (E->err) {
+		printf("NOTE request does not fit the test's buffer\n");
+		resp_ok = 0;
+		return;
+	}
+	handle(req_buf, E->len);
+}
+
+static const struct ttlv *child(const struct ttlv *p, uint32_t tag)
+{
+	return p ? ttlv_find(&RD, p, tag) : NULL;
+}
+
+static const struct ttlv *nth(const struct ttlv *p, uint32_t tag, int n)
+{
+	if (!p || p->type != TT_STRUCT)
+		return NULL;
+	for (int i = p->child; i >= 0; i = RD.it[i].next)
+		if (RD.it[i].tag == tag && n-- == 0)
+			return &RD.it[i];
+	return NULL;
+}
+
+static int count_of(const struct ttlv *p, uint32_t tag)
+{
+	int n = 0;
+	while (nth(p, tag, n))
+		n++;
+	return n;
+}
+
+static const struct ttlv *r_header(void)
+{
+	return resp_ok ? child(&RD.it[0], KT_RESPONSE_HEADER) : NULL;
+}
+
+static const struct ttlv *r_item(int i)
+{
+	return resp_ok ? nth(&RD.it[0], KT_BATCH_ITEM, i) : NULL;
+}
+
+static int r_items(void)
+{
+	return resp_ok ? count_of(&RD.it[0], KT_BATCH_ITEM) : -1;
+}
+
+static int64_t num(const struct ttlv *t)
+{
+	return t ? t->num : -1;
+}
+
+/* Header fields: Batch Count; Protocol Version as major * 10 + minor. */
+static int64_t r_batch_count(void)
+{
+	return num(child(r_header(), KT_BATCH_COUNT));
+}
+
+static int64_t r_version(void)
+{
+	const struct ttlv *v = child(r_header(), KT_PROTOCOL_VERSION);
+	return v ? num(child(v, KT_PROTOCOL_VERSION_MAJOR)) * 10 +
+	           num(child(v, KT_PROTOCOL_VERSION_MINOR)) : -1;
+}
+
+static int64_t r_op(int i) { return num(child(r_item(i), KT_OPERATION)); }
+static int64_t r_status(int i) { return num(child(r_item(i), KT_RESULT_STATUS)); }
+static int64_t r_reason(int i) { return num(child(r_item(i), KT_RESULT_REASON)); }
+static const struct ttlv *r_payload(int i) { return child(r_item(i), KT_RESPONSE_PAYLOAD); }
+
+/* A Text String as a C string (empty if absent), in one of four rotating buffers. */
+static const char *str(const struct ttlv *t)
+{
+	static char buf[4][1024];
+	static int k;
+	char *s = buf[k++ & 3];
+	size_t n = t && (t->type == TT_TEXT || t->type == TT_BYTES) ? t->len : 0;
+	if (n >= sizeof buf[0])
+		n = sizeof buf[0] - 1;
+	if (n)
+		memcpy(s, t->val, n);
+	s[n] = '\0';
+	return s;
+}
+
+static const char *r_msg(int i) { return str(child(r_item(i), KT_RESULT_MESSAGE)); }
+
+/* Operation Failed with this reason, in item i. */
+static int failed(int i, uint32_t reason)
+{
+	if (r_status(i) == RS_OPERATION_FAILED && r_reason(i) == reason)
+		return 1;
+	printf("  item %d: status %lld reason 0x%llx message '%s'\n", i, (long long)r_status(i),
+	       (long long)r_reason(i), r_msg(i));
+	return 0;
+}
+
+static int succeeded(int i)
+{
+	if (r_status(i) == RS_SUCCESS && !child(r_item(i), KT_RESULT_REASON))
+		return 1;
+	printf("  item %d: status %lld reason 0x%llx message '%s'\n", i, (long long)r_status(i),
+	       (long long)r_reason(i), r_msg(i));
+	return 0;
+}
+
+/* ---- one-item requests ---- */
+
+static void one_uid(struct hdr h, uint32_t op, const char *uid)
+{
+	begin(h);
+	item(op, NULL);
+	if (uid)
+		put_uid(uid);
+	item_end();
+	transmit();
+}
+
+static void get(const char *uid, uint32_t kft)
+{
+	begin(H10);
+	item(OP_GET, NULL);
+	put_uid(uid);
+	if (kft)
+		ttlv_put_enum(E, KT_KEY_FORMAT_TYPE, kft);
+	item_end();
+	transmit();
+}
+
+/* Sign: Cryptographic Parameters with the nonzero fields among hash, alg, pad, dsa (all
+ * zero: no Cryptographic Parameters at all); data NULL: no Data. */
+static void sign(const char *uid, uint32_t hash, uint32_t alg, uint32_t pad, uint32_t dsa,
+                 const char *data)
+{
+	begin(H12);
+	item(OP_SIGN, NULL);
+	if (uid)
+		put_uid(uid);
+	if (hash || alg || pad || dsa) {
+		/* Cryptographic Parameters (spec 3.6): Block Cipher Mode, Padding Method, Hashing
+		 * Algorithm, Key Role Type, Digital Signature Algorithm, Cryptographic Algorithm. */
+		ttlv_open(E, KT_CRYPTOGRAPHIC_PARAMETERS);
+		if (pad)
+			ttlv_put_enum(E, KT_PADDING_METHOD, pad);
+		if (hash)
+			ttlv_put_enum(E, KT_HASHING_ALGORITHM, hash);
+		if (dsa)
+			ttlv_put_enum(E, KT_DIGITAL_SIGNATURE_ALGORITHM, dsa);
+		if (alg)
+			ttlv_put_enum(E, KT_CRYPTOGRAPHIC_ALGORITHM, alg);
+		ttlv_close(E);
+	}
+	if (data)
+		ttlv_put_bytes(E, KT_DATA, (const uint8_t *)data, strlen(data));
+	item_end();
+	transmit();
+}
+
+/* Create Key Pair as Cascade sends it: common Cryptographic Algorithm (and Length, and
+ * Recommended Curve when nonzero), private Name + Usage Mask Sign, public Name + Verify. */
+static void ckp_request(struct hdr h, uint32_t alg, int32_t len, uint32_t curve,
+                        const char *priv_name, const char *pub_name)
+{
+	begin(h);
+	item(OP_CREATE_KEY_PAIR, NULL);
+	ttlv_open(E, KT_COMMON_TEMPLATE_ATTRIBUTE);
+	if (alg)
+		attr_enum("Cryptographic Algorithm", alg);
+	if (len)
+		attr_int("Cryptographic Length", len);
+	if (curve) {
+		attr_open("Cryptographic Domain Parameters");
+		ttlv_open(E, KT_ATTRIBUTE_VALUE);
+		ttlv_put_enum(E, KT_RECOMMENDED_CURVE, curve);
+		ttlv_close(E);
+		ttlv_close(E);
+	}
+	ttlv_close(E);
+	ttlv_open(E, KT_PRIVATE_KEY_TEMPLATE_ATTRIBUTE);
+	if (priv_name)
+		attr_name(priv_name);
+	attr_int("Cryptographic Usage Mask", UM_SIGN);
+	ttlv_close(E);
+	ttlv_open(E, KT_PUBLIC_KEY_TEMPLATE_ATTRIBUTE);
+	if (pub_name)
+		attr_name(pub_name);
+	attr_int("Cryptographic Usage Mask", UM_VERIFY);
+	ttlv_close(E);
+	item_end();
+}
+
+/* Create a pair; the UIDs go to priv / pub (each 64 bytes or more).  0 on success. */
+static int ckp(struct hdr h, uint32_t alg, int32_t len, const char *name, char *priv, char *pub)
+{
+	char pn[64], kn[64];
+	snprintf(pn, sizeof pn, "%s-pub", name);
+	snprintf(kn, sizeof kn, "%s-pri", name);
+	ckp_request(h, alg, len, 0, kn, pn);
+	transmit();
+	snprintf(priv, 64, "%s", str(child(r_payload(0), KT_PRIVATE_KEY_UNIQUE_IDENTIFIER)));
+	snprintf(pub, 64, "%s", str(child(r_payload(0), KT_PUBLIC_KEY_UNIQUE_IDENTIFIER)));
+	return r_status(0) == RS_SUCCESS && priv[0] && pub[0] ? 0 : -1;
+}
+
+/* The Key Material of a Get response (Byte String or Structure), or NULL. */
+static const struct ttlv *key_material(void)
+{
+	const struct ttlv *kb = child(child(r_payload(0), KT_PUBLIC_KEY), KT_KEY_BLOCK);
+	return child(child(kb, KT_KEY_VALUE), KT_KEY_MATERIAL);
+}
+
+static int64_t key_block_field(uint32_t tag)
+{
+	return num(child(child(child(r_payload(0), KT_PUBLIC_KEY), KT_KEY_BLOCK), tag));
+}
+
+/* 40 upper-case hex digits and the suffix: the original's UID for a 20-byte CKA_ID. */
+static int uid_shape(const char *uid, const char *suffix)
+{
+	size_t n = strlen(uid), k = strlen(suffix);
+	if (n != 40 + k || strcmp(uid + 40, suffix) != 0)
+		return 0;
+	for (size_t i = 0; i < 40; i++)
+		if (!strchr("0123456789ABCDEF", uid[i]))
+			return 0;
+	return 1;
+}
+
+/* ---- files and commands ---- */
+
+static int run(const char *cmd)
+{
+	int st = system(cmd);
+	return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static void write_file(const char *name, const void *p, size_t n)
+{
+	char path[256];
+	snprintf(path, sizeof path, "%s/%s", tmpdir, name);
+	FILE *f = fopen(path, "wb");
+	if (f) {
+		fwrite(p, 1, n, f);
+		fclose(f);
+	}
+}
+
+/* A vector file's hex into a malloc'ed buffer; NULL if it cannot be read. */
+static uint8_t *read_vector(const char *name, size_t *len)
+{
+	char path[512], *hex;
+	long n;
+	snprintf(path, sizeof path, "%s/%s", VECTORS, name);
+	FILE *f = fopen(path, "rb");
+	if (!f)
+		return NULL;
+	fseek(f, 0, SEEK_END);
+	n = ftell(f);
+	rewind(f);
+	hex = malloc((size_t)n + 1);
+	uint8_t *b = malloc((size_t)n / 2 + 1);
+	size_t k = hex ? fread(hex, 1, (size_t)n, f) : 0;
+	fclose(f);
+	while (k > 0 && (hex[k - 1] == '\n' || hex[k - 1] == '\r' || hex[k - 1] == ' '))
+		k--;
+	int got = hex && b ? hex_parse(b, (size_t)n / 2 + 1, hex, k) : -1;
+	free(hex);
+	if (got <= 0) {
+		free(b);
+		return NULL;
+	}
+	*len = (size_t)got;
+	return b;
+}
+
+/* ---- verification with Mbed TLS ---- */
+
+/* Verify with a public key given as DER (PKCS#1 or SubjectPublicKeyInfo). */
+static int pk_verify(const uint8_t *der, size_t derlen, mbedtls_md_type_t md,
+                     const char *data, const uint8_t *sig, size_t siglen)
+{
+	mbedtls_pk_context pk;
+	uint8_t h[64];
+	const mbedtls_md_info_t *mi = mbedtls_md_info_from_type(md);
+	int ok;
+
+	mbedtls_pk_init(&pk);
+	ok = mi && mbedtls_md(mi, (const uint8_t *)data, strlen(data), h) == 0 &&
+	     mbedtls_pk_parse_public_key(&pk, der, derlen) == 0 &&
+	     mbedtls_pk_verify(&pk, md, h, mbedtls_md_get_size(mi), sig, siglen) == 0;
+	mbedtls_pk_free(&pk);
+	return ok;
+}
+
+/* 1 if der is exactly one SubjectPublicKeyInfo of this pk type. */
+static int is_spki(const uint8_t *der, size_t n, mbedtls_pk_type_t type)
+{
+	mbedtls_pk_context pk;
+	unsigned char *p = (unsigned char *)der;
+	int ok;
+
+	mbedtls_pk_init(&pk);
+	ok = mbedtls_pk_parse_subpubkey(&p, p + n, &pk) == 0 && p == der + n &&
+	     mbedtls_pk_get_type(&pk) == type;
+	mbedtls_pk_free(&pk);
+	return ok;
+}
+
+/* DER ECDSA-Sig-Value with minimal, positive INTEGERs and nothing else. */
+static int der_minimal(const uint8_t *p, size_t n)
+{
+	size_t o = 0, body;
+	if (n < 8 || p[o++] != 0x30)
+		return 0;
+	if (p[o] == 0x81) {
+		if (p[o + 1] < 0x80)
+			return 0;
+		body = p[o + 1];
+		o += 2;
+	} else if (p[o] < 0x80) {
+		body = p[o++];
+	} else {
+		return 0;
+	}
+	if (o + body != n)
+		return 0;
+	for (int k = 0; k < 2; k++) {
+		if (o + 2 > n || p[o] != 0x02)
+			return 0;
+		size_t l = p[o + 1];
+		o += 2;
+		if (l == 0 || o + l > n || (p[o] & 0x80) || (l > 1 && p[o] == 0 && !(p[o + 1] & 0x80)))
+			return 0;
+		o += l;
+	}
+	return o == n;
+}
+
+/* Mbed TLS 3.6 has no Ed25519: the openssl CLI verifies against the SPKI that Get gave. */
+static int verify_ed25519(const uint8_t *spki, size_t n, const char *data, const uint8_t *sig,
+                          size_t siglen)
+{
+	char cmd[512];
+	write_file("ed.der", spki, n);
+	write_file("ed.dat", data, strlen(data));
+	write_file("ed.sig", sig, siglen);
+	snprintf(cmd, sizeof cmd, "openssl pkeyutl -verify -pubin -keyform DER -inkey %s/ed.der "
+	         "-rawin -in %s/ed.dat -sigfile %s/ed.sig >/dev/null 2>&1", tmpdir, tmpdir, tmpdir);
+	return run(cmd) == 0;
+}
+
+/* ==== OASIS vectors: Discover Versions, test case 16.1 ==== */
+
+/* Offset of the Time Stamp's value in a decoded response, or 0. */
+static size_t time_stamp_at(const struct ttlv_doc *d, const uint8_t *base)
+{
+	for (int i = 0; i < d->n; i++)
+		if (d->it[i].tag == KT_TIME_STAMP && d->it[i].depth == 2)
+			return (size_t)(d->it[i].val - base);
+	return 0;
+}
+
+/*
+ * Feed the request vector; compare the response with the expected vector byte for byte,
+ * the Time Stamp's 8 value bytes taken from the expected file.  If add12 is set, the
+ * expected payload first gets a Protocol Version 1.2 in front (see test_vectors).
+ */
+static void vector_pair(const char *req_name, const char *resp_name, int add12)
+{
+	static struct ttlv exp_items[256];
+	struct ttlv_doc ed = { exp_items, 0, 256 };
+	size_t rn = 0, en = 0;
+	uint8_t *rq = read_vector(req_name, &rn), *ex = read_vector(resp_name, &en);
+
+	CHECK(rq && ex, "vectors %s and %s readable from %s", req_name, resp_name, VECTORS);
+	if (!rq || !ex)
+		goto out;
+	if (add12) {
+		/* 40 bytes: Protocol Version { Major 1, Minor 2 }; lengths of the Response
+		 * Message, Batch Item and Response Payload grow by as much. */
+		static const uint8_t v12[] = {
+			0x42, 0x00, 0x69, 0x01, 0x00, 0x00, 0x00, 0x20,
+			0x42, 0x00, 0x6A, 0x02, 0x00, 0x00, 0x00, 0x04, 0, 0, 0, 1, 0, 0, 0, 0,
+			0x42, 0x00, 0x6B, 0x02, 0x00, 0x00, 0x00, 0x04, 0, 0, 0, 2, 0, 0, 0, 0 };
+		uint8_t *big = malloc(en + sizeof v12);
+		CHECK(ttlv_decode(&ed, ex, en, 0) == 0, "expected vector decodes");
+		const struct ttlv *bi = NULL, *pl = NULL;
+		for (int i = 0; i < ed.n; i++) {
+			if (ed.it[i].tag == KT_BATCH_ITEM) bi = &ed.it[i];
+			if (ed.it[i].tag == KT_RESPONSE_PAYLOAD) pl = &ed.it[i];
+		}
+		if (!big || !bi || !pl) {
+			free(big);
+			goto out;
+		}
+		size_t at = (size_t)(pl->val - ex), bi_len = (size_t)(bi->val - ex) - 4,
+		       pl_len = at - 4;
+		memcpy(big, ex, at);
+		memcpy(big + at, v12, sizeof v12);
+		memcpy(big + at + sizeof v12, ex + at, en - at);
+		buf_put_be32(big + 4, buf_be32(big + 4) + sizeof v12);
+		buf_put_be32(big + bi_len, buf_be32(big + bi_len) + sizeof v12);
+		buf_put_be32(big + pl_len, buf_be32(big + pl_len) + sizeof v12);
+		free(ex);
+		ex = big;
+		en += sizeof v12;
+	}
+	CHECK(ttlv_decode(&ed, ex, en, 0) == 0, "expected response decodes");
+	handle(rq, rn);
+	size_t ours = resp_ok ? time_stamp_at(&RD, resp) : 0, theirs = time_stamp_at(&ed, ex);
+	int64_t ts = ours ? (int64_t)buf_be64(resp + ours) : 0;
+	CHECK(ours && theirs && ts >= (int64_t)time(NULL) - 5 && ts <= (int64_t)time(NULL) + 5,
+	      "%s: a Time Stamp of now", resp_name);
+	if (ours && theirs)
+		memcpy(resp + ours, ex + theirs, 8);
+	int same = resp_len == en && memcmp(resp, ex, en) == 0;
+	CHECK(same, "%s: response byte for byte%s", resp_name, add12 ? " (with 1.2 added)" : "");
+	if (!same) {
+		printf("  ours:     ");
+		for (size_t i = 0; i < resp_len; i++) printf("%02X", resp[i]);
+		printf("\n  expected: ");
+		for (size_t i = 0; i < en; i++) printf("%02X", ex[i]);
+		printf("\n");
+	}
+out:
+	free(rq);
+	free(ex);
+}
+
+/* Protocol Versions of a Discover Versions answer as "1.1,1.0". */
+static const char *versions(void)
+{
+	static char s[128];
+	const struct ttlv *pl = r_payload(0), *v;
+	s[0] = '\0';
+	for (int i = 0; (v = nth(pl, KT_PROTOCOL_VERSION, i)); i++)
+		snprintf(s + strlen(s), sizeof s - strlen(s), "%s%lld.%lld", i ? "," : "",
+		         (long long)num(child(v, KT_PROTOCOL_VERSION_MAJOR)),
+		         (long long)num(child(v, KT_PROTOCOL_VERSION_MINOR)));
+	return s;
+}
+
+static void discover(struct hdr h, const int *minors, int n)
+{
+	begin(h);
+	item(OP_DISCOVER_VERSIONS, NULL);
+	for (int i = 0; i < n; i++) {
+		ttlv_open(E, KT_PROTOCOL_VERSION);
+		ttlv_put_int(E, KT_PROTOCOL_VERSION_MAJOR, minors[i] / 100);
+		ttlv_put_int(E, KT_PROTOCOL_VERSION_MINOR, minors[i] % 100);
+		ttlv_close(E);
+	}
+	item_end();
+	transmit();
+}
+
+/*
+ * OASIS KMIP Test Cases 1.1, 16.1 (Discover Versions), four request/response pairs, sent
+ * by a 1.1 client.  The server speaks 1.2, 1.1 and 1.0 and answers in the request's
+ * version (1.1 here), so:
+ *   time 1 (list {1.0}), time 2 ({1.1}), time 3 ({9.31}, empty answer): byte for byte;
+ *   time 0 (no list): OASIS's 1.1 server answers {1.1, 1.0}; ours lists every version it
+ *   speaks, newest first, {1.2, 1.1, 1.0} (spec 4.26), so the expected bytes get a
+ *   Protocol Version 1.2 in front and are compared byte for byte after that.
+ * Then the overlap logic with lists built here.
+ */
+static void test_vectors(void)
+{
+	vector_pair("kmip_1_1_testcase_16_1_time_0_discover_versions_no_versions_provided_request.req.hex",
+	            "kmip_1_1_testcase_16_1_time_0_discover_versions_v11_v10_response.resp.hex", 1);
+	vector_pair("kmip_1_1_testcase_16_1_time_1_discover_versionswith_v10_request.req.hex",
+	            "kmip_1_1_testcase_16_1_time_1_discover_versions_v10_response.resp.hex", 0);
+	vector_pair("kmip_1_1_testcase_16_1_time_2_discover_versions_with_v11_request.req.hex",
+	            "kmip_1_1_testcase_16_1_time_2_discover_versions_v11_response.resp.hex", 0);
+	vector_pair("kmip_1_1_testcase_16_1_time_3_discover_versions_with_v931_request.req.hex",
+	            "kmip_1_1_testcase_16_1_time_3_discover_versions_no_versions_response.resp.hex", 0);
+
+	struct hdr anon = { 1, 2, NULL, NULL, -1, 0, 1 };
+	static const int v11_v10[] = { 101, 100 }, v931[] = { 931 }, v10_v12[] = { 100, 102 },
+	                 v13_v12[] = { 103, 102 }, v20_v11[] = { 200, 101 };
+	discover(anon, v11_v10, 2);
+	CHECK(succeeded(0) && strcmp(versions(), "1.1,1.0") == 0,
+	      "Discover Versions {1.1, 1.0} -> {1.1, 1.0}: %s", versions());
+	discover(anon, v931, 1);
+	CHECK(succeeded(0) && r_payload(0) && r_payload(0)->len == 0,
+	      "Discover Versions {9.31} -> empty payload, Success");
+	discover(anon, NULL, 0);
+	CHECK(succeeded(0) && strcmp(versions(), "1.2,1.1,1.0") == 0,
+	      "Discover Versions with no list -> {1.2, 1.1, 1.0}: %s", versions());
+	discover(anon, v10_v12, 2);
+	CHECK(strcmp(versions(), "1.0,1.2") == 0, "overlap in the client's order {1.0, 1.2}: %s",
+	      versions());
+	discover(anon, v13_v12, 2);
+	CHECK(strcmp(versions(), "1.2") == 0, "{1.3, 1.2} -> {1.2}: %s", versions());
+	discover(anon, v20_v11, 2);
+	CHECK(strcmp(versions(), "1.1") == 0, "{2.0, 1.1} -> {1.1}: %s", versions());
+	discover(anon, v11_v10, 2);
+	CHECK(r_version() == 12 && r_op(0) == OP_DISCOVER_VERSIONS,
+	      "answered in the request's version 1.2, Operation echoed");
+}
+
+/* ==== Query ==== */
+
+static void query(struct hdr h, int ops, int objs, int info)
+{
+	begin(h);
+	item(OP_QUERY, NULL);
+	if (ops)
+		ttlv_put_enum(E, KT_QUERY_FUNCTION, QF_QUERY_OPERATIONS);
+	if (objs)
+		ttlv_put_enum(E, KT_QUERY_FUNCTION, QF_QUERY_OBJECTS);
+	if (info)
+		ttlv_put_enum(E, KT_QUERY_FUNCTION, QF_QUERY_SERVER_INFORMATION);
+	item_end();
+	transmit();
+}
+
+static void test_query(void)
+{
+	/* Cascade's `cascade hsm add`: operations, objects, server information; 1.2. */
+	query(H12, 1, 1, 1);
+	const struct ttlv *pl = r_payload(0);
+	CHECK(succeeded(0) && r_op(0) == OP_QUERY, "Query succeeds with the Operation echoed");
+	int all = 1;
+	for (size_t i = 0; i < ARRAY_LEN(op_defs); i++) {
+		int found = 0;
+		for (int k = 0; nth(pl, KT_OPERATION, k); k++)
+			found |= nth(pl, KT_OPERATION, k)->num == op_defs[i].op;
+		if (!found) {
+			all = 0;
+			printf("  operation %s not listed\n", kmip_enum_name(KT_OPERATION, op_defs[i].op));
+		}
+	}
+	CHECK(all && count_of(pl, KT_OPERATION) == (int)ARRAY_LEN(op_defs),
+	      "Query Operations lists every operation of the table, once: %d", count_of(pl, KT_OPERATION));
+	CHECK(count_of(pl, KT_OBJECT_TYPE) == 2 && nth(pl, KT_OBJECT_TYPE, 0)->num == OT_PUBLIC_KEY &&
+	      nth(pl, KT_OBJECT_TYPE, 1)->num == OT_PRIVATE_KEY,
+	      "Query Objects lists Public Key and Private Key");
+	const char *vi = str(child(pl, KT_VENDOR_IDENTIFICATION));
+	CHECK(strstr(vi, "kmip2pkcs11 " K2P_VERSION) && strstr(vi, "token: 'optest'") &&
+	      strstr(vi, "SoftHSM") && env.module[0] && strstr(vi, env.module),
+	      "Vendor Identification names daemon, version, token and module: '%s'", vi);
+	CHECK(r_version() == 12, "Query answered in 1.2");
+
+	struct hdr anon = { 1, 2, NULL, NULL, -1, 0, 1 };
+	query(anon, 0, 0, 1);
+	vi = str(child(r_payload(0), KT_VENDOR_IDENTIFICATION));
+	CHECK(succeeded(0) && strstr(vi, "kmip2pkcs11 " K2P_VERSION) && !strstr(vi, "token:"),
+	      "Query without a credential: no token in the Vendor Identification: '%s'", vi);
+
+	struct hdr badpin = { 1, 2, USER, "0000", -1, 0, 1 };
+	login_calls = 0;
+	query(badpin, 1, 0, 0);
+	CHECK(succeeded(0) && login_calls == 0, "Query needs no login: a wrong PIN does not matter");
+
+	query(H12, 1, 0, 0);
+	CHECK(count_of(r_payload(0), KT_OBJECT_TYPE) == 0 &&
+	      !child(r_payload(0), KT_VENDOR_IDENTIFICATION),
+	      "Query Operations alone: nothing else in the payload");
+}
+
+/* ==== errors, KMIP 1.2 section 11 ==== */
+
+/* A message-level refusal: header (version as given) and one item without Operation. */
+static int message_refused(uint32_t reason, int64_t version)
+{
+	return resp_ok && r_batch_count() == 1 && r_items() == 1 && r_op(0) == -1 &&
+	       failed(0, reason) && r_version() == version;
+}
+
+static void test_message_errors(void)
+{
+	/* A Request Message whose only child has the tag 0x990000: not a KMIP tag. */
+	static const uint8_t bad_tag[] = { 0x42, 0x00, 0x78, 0x01, 0x00, 0x00, 0x00, 0x10,
+		0x99, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00, 0x04, 0, 0, 0, 1, 0, 0, 0, 0 };
+	handle(bad_tag, sizeof bad_tag);
+	CHECK(message_refused(RR_INVALID_MESSAGE, 12),
+	      "undecodable message -> header + one item without Operation, Invalid Message");
+	/* Cut short: Length says 0x60, 8 bytes follow. */
+	static const uint8_t cut[] = { 0x42, 0x00, 0x78, 0x01, 0x00, 0x00, 0x00, 0x60,
+		0x42, 0x00, 0x77, 0x01, 0x00, 0x00, 0x00, 0x58 };
+	handle(cut, sizeof cut);
+	CHECK(message_refused(RR_INVALID_MESSAGE, 12), "truncated message -> Invalid Message");
+	handle(cut, 3);
+	CHECK(message_refused(RR_INVALID_MESSAGE, 12), "three bytes -> Invalid Message");
+
+	struct hdr v20 = { 2, 0, USER, PIN, -1, 0, 1 };
+	query(v20, 1, 0, 0);
+	CHECK(message_refused(RR_INVALID_MESSAGE, 12),
+	      "major version 2 -> Invalid Message, answered as 1.2, no Operation");
+	struct hdr v0 = { 0, 9, USER, PIN, -1, 0, 1 };
+	query(v0, 1, 0, 0);
+	CHECK(message_refused(RR_INVALID_MESSAGE, 12), "major version 0 -> Invalid Message");
+
+	struct hdr v13 = { 1, 3, USER, PIN, -1, 0, 1 };
+	query(v13, 1, 0, 0);
+	CHECK(succeeded(0) && r_version() == 12, "minor version 1.3 -> served, answered as 1.2");
+
+	struct hdr count2 = { 1, 2, USER, PIN, -1, 0, 2 };
+	query(count2, 1, 0, 0);
+	CHECK(message_refused(RR_INVALID_MESSAGE, 12), "Batch Count 2 with one item -> Invalid Message");
+
+	/* Response Message instead of a Request Message. */
+	begin(H12);
+	item(OP_QUERY, NULL);
+	item_end();
+	ttlv_close(E);
+	req_buf[2] = 0x7B;
+	handle(req_buf, E->len);
+	CHECK(message_refused(RR_INVALID_MESSAGE, 12), "a Response Message as request -> Invalid Message");
+
+	begin(H12);
+	item(0x7F, NULL);
+	item_end();
+	transmit();
+	CHECK(r_items() == 1 && r_op(0) == 0x7F && failed(0, RR_OPERATION_NOT_SUPPORTED),
+	      "unknown operation 0x7F -> Operation Not Supported, Operation echoed");
+	CHECK(!strstr(r_msg(0), "(null)"), "its Result Message names no NULL: '%s'", r_msg(0));
+
+	begin(H12);
+	item(OP_LOCATE, NULL);
+	item_end();
+	transmit();
+	CHECK(r_op(0) == OP_LOCATE && failed(0, RR_OPERATION_NOT_SUPPORTED) &&
+	      strstr(r_msg(0), "LOCATE"), "Locate -> Operation Not Supported: '%s'", r_msg(0));
+}
+
+static void test_auth_errors(void)
+{
+	static const char *unknown = "00112233445566778899AABBCCDDEEFF00112233_pub";
+
+	struct hdr nocred = { 1, 0, NULL, NULL, -1, 0, 1 };
+	one_uid(nocred, OP_GET, unknown);
+	CHECK(r_op(0) == OP_GET && failed(0, RR_AUTHENTICATION_NOT_SUCCESSFUL),
+	      "Get without a credential -> Authentication Not Successful");
+	struct hdr nopass = { 1, 0, USER, NULL, -1, 0, 1 };
+	one_uid(nopass, OP_GET, unknown);
+	CHECK(failed(0, RR_AUTHENTICATION_NOT_SUCCESSFUL),
+	      "Get with a Username and no Password -> Authentication Not Successful");
+
+	login_calls = 0;
+	one_uid(H10, OP_GET, unknown);
+	CHECK(failed(0, RR_ITEM_NOT_FOUND) && login_calls <= 1,
+	      "the right PIN is accepted (then Item Not Found for an unknown key)");
+	login_calls = 0;
+	struct hdr wrong = { 1, 0, USER, "4321", -1, 0, 1 };
+	one_uid(wrong, OP_GET, unknown);
+	CHECK(failed(0, RR_AUTHENTICATION_NOT_SUCCESSFUL),
+	      "wrong PIN after a right one -> Authentication Not Successful");
+	CHECK(login_calls == 0, "... and no C_Login was made for it (%d)", login_calls);
+	struct hdr prefix = { 1, 0, USER, "12345", -1, 0, 1 };
+	one_uid(prefix, OP_GET, unknown);
+	CHECK(failed(0, RR_AUTHENTICATION_NOT_SUCCESSFUL) && login_calls == 0,
+	      "the right PIN with one more digit -> Authentication Not Successful, no C_Login");
+	struct hdr empty = { 1, 0, USER, "", -1, 0, 1 };
+	one_uid(empty, OP_GET, unknown);
+	CHECK(failed(0, RR_AUTHENTICATION_NOT_SUCCESSFUL) && login_calls == 0,
+	      "empty PIN -> Authentication Not Successful, no C_Login");
+	struct hdr nouser = { 1, 0, "nosuchtoken", PIN, -1, 0, 1 };
+	one_uid(nouser, OP_GET, unknown);
+	CHECK(failed(0, RR_AUTHENTICATION_NOT_SUCCESSFUL),
+	      "unknown username -> Authentication Not Successful");
+	struct hdr blank = { 1, 0, "", PIN, -1, 0, 1 };
+	one_uid(blank, OP_GET, unknown);
+	CHECK(failed(0, RR_AUTHENTICATION_NOT_SUCCESSFUL),
+	      "empty username -> Authentication Not Successful");
+	char slot[32];
+	struct p11_slot *s = NULL;
+	if (p11_slot_lookup(USER, strlen(USER), &s) == CKR_OK) {
+		snprintf(slot, sizeof slot, "%lu", s->id);
+		struct hdr byid = { 1, 0, slot, PIN, -1, 0, 1 };
+		one_uid(byid, OP_GET, unknown);
+		CHECK(failed(0, RR_ITEM_NOT_FOUND), "username = slot ID %s -> served", slot);
+	}
+}
+
+static void test_uid_errors(void)
+{
+	char overlong[400];
+	memset(overlong, 'A', sizeof overlong - 5);
+	strcpy(overlong + sizeof overlong - 5, "_pub");
+	const char *bad[] = {
+		"00000000000000000000000000000000000000AA_pub",    /* unknown */
+		"00000000000000000000000000000000000000AA_priv",
+		"XYZ_pub", "XYZ_priv",                              /* not hex */
+		"0_pub",                                            /* odd hex */
+		"",                                                 /* empty */
+		"_pub", "_priv",                                    /* suffix only */
+		overlong,                                           /* 399 characters */
+	};
+	for (size_t i = 0; i < ARRAY_LEN(bad); i++) {
+		const char *shown = strlen(bad[i]) > 50 ? "(overlong)" : bad[i];
+		one_uid(H10, OP_GET, bad[i]);
+		CHECK(failed(0, RR_ITEM_NOT_FOUND), "Get '%s' -> Item Not Found", shown);
+		sign(bad[i], HASH_SHA_256, 0, 0, 0, "data");
+		CHECK(failed(0, RR_ITEM_NOT_FOUND), "Sign '%s' -> Item Not Found", shown);
+		one_uid(H10, OP_DESTROY, bad[i]);
+		CHECK(failed(0, RR_ITEM_NOT_FOUND), "Destroy '%s' -> Item Not Found", shown);
+		one_uid(H10, OP_ACTIVATE, bad[i]);
+		CHECK(failed(0, RR_ITEM_NOT_FOUND), "Activate '%s' -> Item Not Found", shown);
+	}
+	/* A Unique Identifier that is not a Text String. */
+	begin(H10);
+	item(OP_GET, NULL);
+	ttlv_put_bytes(E, KT_UNIQUE_IDENTIFIER, (const uint8_t *)"AB", 2);
+	item_end();
+	transmit();
+	CHECK(failed(0, RR_INVALID_MESSAGE), "Unique Identifier as a Byte String -> Invalid Message");
+	one_uid(H10, OP_GET, NULL);
+	CHECK(failed(0, RR_MISSING_DATA), "Get with no UID and no ID Placeholder -> Missing Data");
+}
+
+static void test_ckp_errors(void)
+{
+	ckp_request(H10, 0, 2048, 0, "x-pri", "x-pub");
+	transmit();
+	CHECK(r_op(0) == OP_CREATE_KEY_PAIR && failed(0, RR_INVALID_MESSAGE),
+	      "Create Key Pair without Cryptographic Algorithm -> Invalid Message");
+	ckp_request(H10, ALG_RSA, 512, 0, "x-pri", "x-pub");
+	transmit();
+	CHECK(failed(0, RR_INVALID_FIELD), "RSA length 512 -> Invalid Field");
+	ckp_request(H10, ALG_RSA, 8192, 0, "x-pri", "x-pub");
+	transmit();
+	CHECK(failed(0, RR_INVALID_FIELD), "RSA length 8192 -> Invalid Field");
+	ckp_request(H10, ALG_RSA, 0, 0, "x-pri", "x-pub");
+	transmit();
+	CHECK(failed(0, RR_INVALID_FIELD), "RSA without a length -> Invalid Field");
+	ckp_request(H10, ALG_ECDSA, 224, 0, "x-pri", "x-pub");
+	transmit();
+	CHECK(failed(0, RR_INVALID_FIELD), "ECDSA length 224 -> Invalid Field");
+	ckp_request(H10, ALG_ECDSA, 256, CURVE_P_384, "x-pri", "x-pub");
+	transmit();
+	CHECK(failed(0, RR_INVALID_FIELD), "length 256 with curve P-384 -> Invalid Field");
+	ckp_request(H10, ALG_AES, 256, 0, "x-pri", "x-pub");
+	transmit();
+	CHECK(failed(0, RR_INVALID_FIELD), "AES key pair -> Invalid Field");
+	CHECK(!strstr(r_msg(0), "(null)"), "its Result Message names the algorithm: '%s'", r_msg(0));
+	ckp_request(H10, 0x99, 256, 0, "x-pri", "x-pub");
+	transmit();
+	CHECK(failed(0, RR_INVALID_FIELD), "unknown algorithm 0x99 -> Invalid Field");
+	CHECK(!strstr(r_msg(0), "(null)"), "its Result Message names no NULL: '%s'", r_msg(0));
+}
+
+/* ==== batches ==== */
+
+static void test_batches(void)
+{
+	static const char *unknown = "00000000000000000000000000000000000000AA_pub";
+
+	struct hdr two = { 1, 2, USER, PIN, -1, 0, 2 };
+	begin(two);
+	item(OP_QUERY, "A1");
+	ttlv_put_enum(E, KT_QUERY_FUNCTION, QF_QUERY_OBJECTS);
+	item_end();
+	item(OP_DISCOVER_VERSIONS, "B2");
+	item_end();
+	transmit();
+	CHECK(r_batch_count() == 2 && r_items() == 2 && succeeded(0) && succeeded(1) &&
+	      r_op(0) == OP_QUERY && r_op(1) == OP_DISCOVER_VERSIONS &&
+	      strcmp(str(child(r_item(0), KT_UNIQUE_BATCH_ITEM_ID)), "A1") == 0 &&
+	      strcmp(str(child(r_item(1), KT_UNIQUE_BATCH_ITEM_ID)), "B2") == 0,
+	      "two items with IDs: both answered in order, IDs and Operations echoed");
+
+	begin(two);
+	item(OP_QUERY, "A1");
+	item_end();
+	item(OP_QUERY, NULL);
+	item_end();
+	transmit();
+	CHECK(message_refused(RR_INVALID_MESSAGE, 12),
+	      "two items, one without Unique Batch Item ID -> Invalid Message");
+
+	/* Batch Error Continuation: a failing Get, then a Query. */
+	for (int k = 0; k < 3; k++) {
+		uint32_t bec = k == 0 ? 0 : k == 1 ? BEC_STOP : BEC_CONTINUE;
+		struct hdr h = { 1, 2, USER, PIN, -1, bec, 2 };
+		begin(h);
+		item(OP_GET, "g");
+		put_uid(unknown);
+		item_end();
+		item(OP_QUERY, "q");
+		ttlv_put_enum(E, KT_QUERY_FUNCTION, QF_QUERY_OBJECTS);
+		item_end();
+		transmit();
+		if (bec == BEC_CONTINUE)
+			CHECK(r_batch_count() == 2 && r_items() == 2 && failed(0, RR_ITEM_NOT_FOUND) &&
+			      succeeded(1) && strcmp(str(child(r_item(0), KT_UNIQUE_BATCH_ITEM_ID)), "g") == 0,
+			      "Continue: the item after a failed one is answered");
+		else
+			CHECK(r_batch_count() == 1 && r_items() == 1 && failed(0, RR_ITEM_NOT_FOUND) &&
+			      r_op(0) == OP_GET && strcmp(str(child(r_item(0), KT_UNIQUE_BATCH_ITEM_ID)), "g") == 0,
+			      "%s: only the failed item is answered, Batch Count 1",
+			      bec ? "Stop" : "no option (Stop by default)");
+	}
+
+	/* ID Placeholder: Create Key Pair, then Activate and Get Attributes without UID. */
+	struct hdr four = { 1, 0, USER, PIN, -1, 0, 4 };
+	begin(four);
+	ttlv_open(E, KT_BATCH_ITEM);
+	ttlv_put_enum(E, KT_OPERATION, OP_CREATE_KEY_PAIR);
+	ttlv_put_bytes(E, KT_UNIQUE_BATCH_ITEM_ID, (const uint8_t *)"1", 1);
+	ttlv_open(E, KT_REQUEST_PAYLOAD);
+	ttlv_open(E, KT_COMMON_TEMPLATE_ATTRIBUTE);
+	attr_enum("Cryptographic Algorithm", ALG_ECDSA);
+	attr_int("Cryptographic Length", 256);
+	ttlv_close(E);
+	item_end();
+	item(OP_ACTIVATE, "2");
+	item_end();
+	item(OP_GET_ATTRIBUTES, "3");
+	ttlv_put_text(E, KT_ATTRIBUTE_NAME, "Object Type", 11);
+	item_end();
+	item(OP_GET, "4");
+	item_end();
+	transmit();
+	char priv[64], pub[64];
+	snprintf(priv, sizeof priv, "%s", str(child(r_payload(0), KT_PRIVATE_KEY_UNIQUE_IDENTIFIER)));
+	snprintf(pub, sizeof pub, "%s", str(child(r_payload(0), KT_PUBLIC_KEY_UNIQUE_IDENTIFIER)));
+	CHECK(succeeded(0) && uid_shape(priv, "_priv") && uid_shape(pub, "_pub") &&
+	      memcmp(priv, pub, 40) == 0, "batch: Create Key Pair gives %s / %s", priv, pub);
+	CHECK(succeeded(1) && strcmp(str(child(r_payload(1), KT_UNIQUE_IDENTIFIER)), priv) == 0,
+	      "ID Placeholder: Activate without UID acts on the created private key");
+	const struct ttlv *a = child(r_payload(2), KT_ATTRIBUTE);
+	CHECK(succeeded(2) && strcmp(str(child(r_payload(2), KT_UNIQUE_IDENTIFIER)), priv) == 0 &&
+	      num(child(a, KT_ATTRIBUTE_VALUE)) == OT_PRIVATE_KEY,
+	      "ID Placeholder: Get Attributes without UID: the private key's Object Type");
+	CHECK(failed(3, RR_PERMISSION_DENIED) && r_batch_count() == 4,
+	      "ID Placeholder: Get without UID is the private key: Permission Denied");
+
+	one_uid(H10, OP_ACTIVATE, NULL);
+	CHECK(failed(0, RR_MISSING_DATA),
+	      "the ID Placeholder does not leak into the next request: Missing Data");
+
+	one_uid(H10, OP_DESTROY, priv);
+	CHECK(succeeded(0), "batch key: private half destroyed");
+	one_uid(H10, OP_DESTROY, pub);
+	CHECK(succeeded(0), "batch key: public half destroyed");
+
+	/* Maximum Response Size, as OASIS use case 12.1: a Query that does not fit 256. */
+	struct hdr small = { 1, 2, USER, PIN, 256, 0, 1 };
+	query(small, 1, 1, 1);
+	CHECK(message_refused(RR_RESPONSE_TOO_LARGE, 12) && resp_len <= 256,
+	      "Maximum Response Size 256 < the Query answer -> Response Too Large (%zu bytes)",
+	      resp_len);
+	struct hdr big = { 1, 2, USER, PIN, 4096, 0, 1 };
+	query(big, 1, 1, 1);
+	CHECK(succeeded(0), "Maximum Response Size 4096 -> the Query answer");
+	struct hdr v10small = { 1, 0, USER, PIN, 100, 0, 1 };
+	query(v10small, 1, 1, 1);
+	CHECK(message_refused(RR_RESPONSE_TOO_LARGE, 10),
+	      "Response Too Large is answered in the request's version 1.0");
+}
+
+/* ==== key life cycle on SoftHSM ==== */
+
+static void lifecycle_rsa(void)
+{
+	char priv[64], pub[64];
+	const char *data = "example.org. 3600 IN DNSKEY ... the RRSIG signing input";
+
+	CHECK(ckp(H10, ALG_RSA, 2048, "rsa", priv, pub) == 0, "Create Key Pair RSA-2048, header 1.0");
+	CHECK(r_version() == 10 && r_op(0) == OP_CREATE_KEY_PAIR, "answered in 1.0, Operation echoed");
+	CHECK(uid_shape(priv, "_priv") && uid_shape(pub, "_pub") && memcmp(priv, pub, 40) == 0,
+	      "UIDs are the original's: 40 hex digits of one CKA_ID, _priv / _pub: %s", priv);
+
+	/* Get, no Key Format Type: PKCS#1 RSAPublicKey. */
+	get(pub, 0);
+	const struct ttlv *km = key_material();
+	uint8_t pkcs1[600];
+	size_t pkcs1_len = km && km->type == TT_BYTES && km->len <= sizeof pkcs1 ? km->len : 0;
+	if (pkcs1_len)
+		memcpy(pkcs1, km->val, pkcs1_len);
+	CHECK(succeeded(0) && num(child(r_payload(0), KT_OBJECT_TYPE)) == OT_PUBLIC_KEY &&
+	      strcmp(str(child(r_payload(0), KT_UNIQUE_IDENTIFIER)), pub) == 0,
+	      "Get: Object Type Public Key and the UID");
+	CHECK(key_block_field(KT_KEY_FORMAT_TYPE) == KFT_PKCS_1 &&
+	      key_block_field(KT_CRYPTOGRAPHIC_ALGORITHM) == ALG_RSA &&
+	      key_block_field(KT_CRYPTOGRAPHIC_LENGTH) == 2048,
+	      "Get RSA default: PKCS#1, RSA, 2048");
+	static const uint8_t pkcs1_head[] = { 0x30, 0x82, 0x01, 0x0A, 0x02, 0x82, 0x01, 0x01, 0x00 };
+	mbedtls_pk_context pk;
+	mbedtls_pk_init(&pk);
+	CHECK(pkcs1_len == 270 && memcmp(pkcs1, pkcs1_head, sizeof pkcs1_head) == 0 &&
+	      !is_spki(pkcs1, pkcs1_len, MBEDTLS_PK_RSA) &&
+	      mbedtls_pk_parse_public_key(&pk, pkcs1, pkcs1_len) == 0 &&
+	      mbedtls_pk_get_type(&pk) == MBEDTLS_PK_RSA && mbedtls_pk_get_bitlen(&pk) == 2048,
+	      "PKCS#1 RSAPublicKey of 270 bytes parses (Mbed TLS)");
+	mbedtls_pk_free(&pk);
+
+	get(pub, KFT_X_509);
+	km = key_material();
+	CHECK(succeeded(0) && key_block_field(KT_KEY_FORMAT_TYPE) == KFT_X_509 && km &&
+	      km->type == TT_BYTES && is_spki(km->val, km->len, MBEDTLS_PK_RSA) && km->len == 294 &&
+	      memcmp(km->val + 24, pkcs1, pkcs1_len) == 0,
+	      "Get X.509: an RSA SubjectPublicKeyInfo around the same PKCS#1 key");
+	get(pub, KFT_RAW);
+	km = key_material();
+	CHECK(succeeded(0) && key_block_field(KT_KEY_FORMAT_TYPE) == KFT_RAW && km &&
+	      is_spki(km->val, km->len, MBEDTLS_PK_RSA), "Get Raw: an RSA SubjectPublicKeyInfo");
+
+	get(pub, KFT_TRANSPARENT_RSA_PUBLIC_KEY);
+	km = key_material();
+	const struct ttlv *mod = child(km, KT_MODULUS), *pexp = child(km, KT_PUBLIC_EXPONENT);
+	CHECK(succeeded(0) && key_block_field(KT_KEY_FORMAT_TYPE) == KFT_TRANSPARENT_RSA_PUBLIC_KEY &&
+	      km && km->type == TT_STRUCT, "Get Transparent RSA Public Key: a Key Material structure");
+	CHECK(mod && mod->type == TT_BIGINT && mod->len == 264 && mod->val[0] == 0 &&
+	      mod->val[7] == 0 && (mod->val[8] & 0x80) && memcmp(mod->val + 8, pkcs1 + 9, 256) == 0,
+	      "Modulus: Big Integer of 264 bytes, sign-padded with zeros, the PKCS#1 modulus");
+	static const uint8_t e65537[] = { 0, 0, 0, 0, 0, 0x01, 0x00, 0x01 };
+	CHECK(pexp && pexp->type == TT_BIGINT && pexp->len == 8 && memcmp(pexp->val, e65537, 8) == 0,
+	      "Public Exponent: Big Integer 65537 in 8 bytes");
+
+	get(pub, KFT_OPAQUE);
+	CHECK(failed(0, RR_KEY_FORMAT_TYPE_NOT_SUPPORTED), "Get Opaque -> Key Format Type Not Supported");
+	get(pub, KFT_PKCS_8);
+	CHECK(failed(0, RR_KEY_FORMAT_TYPE_NOT_SUPPORTED), "Get PKCS#8 -> Key Format Type Not Supported");
+	get(pub, KFT_TRANSPARENT_ECDSA_PUBLIC_KEY);
+	CHECK(failed(0, RR_KEY_FORMAT_TYPE_NOT_SUPPORTED),
+	      "Get Transparent ECDSA of an RSA key -> Key Format Type Not Supported");
+	get(priv, 0);
+	CHECK(failed(0, RR_PERMISSION_DENIED), "Get on a _priv UID -> Permission Denied");
+	char bare[41];
+	memcpy(bare, pub, 40);
+	bare[40] = '\0';
+	get(bare, 0);
+	CHECK(succeeded(0) && strcmp(str(child(r_payload(0), KT_UNIQUE_IDENTIFIER)), pub) == 0,
+	      "Get with a bare hex CKA_ID reaches the public key, answers with its _pub UID");
+	char lower[64];
+	for (size_t i = 0; i <= strlen(pub); i++)
+		lower[i] = (char)(i < 40 ? tolower((unsigned char)pub[i]) : pub[i]);
+	get(lower, 0);
+	CHECK(succeeded(0), "Get with lower-case hex reaches the key");
+
+	one_uid(H10, OP_ACTIVATE, priv);
+	CHECK(succeeded(0) && r_op(0) == OP_ACTIVATE &&
+	      strcmp(str(child(r_payload(0), KT_UNIQUE_IDENTIFIER)), priv) == 0,
+	      "Activate the private key: Success, UID echoed");
+
+	/* Modify Attribute Name, as Cascade does, then Get Attributes. */
+	begin(H10);
+	item(OP_MODIFY_ATTRIBUTE, NULL);
+	put_uid(pub);
+	attr_name("cascade-example.org-12345-ksk-pub");
+	item_end();
+	transmit();
+	CHECK(succeeded(0) && strcmp(str(child(r_payload(0), KT_UNIQUE_IDENTIFIER)), pub) == 0 &&
+	      child(r_payload(0), KT_ATTRIBUTE), "Modify Attribute Name: Success, Attribute echoed");
+	begin(H10);
+	item(OP_GET_ATTRIBUTES, NULL);
+	put_uid(pub);
+	ttlv_put_text(E, KT_ATTRIBUTE_NAME, "Name", 4);
+	item_end();
+	transmit();
+	const struct ttlv *a = child(r_payload(0), KT_ATTRIBUTE);
+	CHECK(succeeded(0) && strcmp(str(child(a, KT_ATTRIBUTE_NAME)), "Name") == 0 &&
+	      strcmp(str(child(child(a, KT_ATTRIBUTE_VALUE), KT_NAME_VALUE)),
+	             "cascade-example.org-12345-ksk-pub") == 0,
+	      "Get Attributes shows the new Name");
+	begin(H10);
+	item(OP_MODIFY_ATTRIBUTE, NULL);
+	put_uid(pub);
+	attr_int("Cryptographic Usage Mask", UM_SIGN | UM_VERIFY);
+	item_end();
+	transmit();
+	CHECK(failed(0, RR_PERMISSION_DENIED),
+	      "Modify Attribute of Cryptographic Usage Mask -> Permission Denied");
+
+	one_uid(H10, OP_GET_ATTRIBUTES, priv);
+	const struct ttlv *pl = r_payload(0);
+	int64_t alg = -1, len = -1, mask = -1;
+	for (int i = 0; (a = nth(pl, KT_ATTRIBUTE, i)); i++) {
+		const char *n = str(child(a, KT_ATTRIBUTE_NAME));
+		if (!strcmp(n, "Cryptographic Algorithm")) alg = num(child(a, KT_ATTRIBUTE_VALUE));
+		if (!strcmp(n, "Cryptographic Length")) len = num(child(a, KT_ATTRIBUTE_VALUE));
+		if (!strcmp(n, "Cryptographic Usage Mask")) mask = num(child(a, KT_ATTRIBUTE_VALUE));
+	}
+	CHECK(succeeded(0) && alg == ALG_RSA && len == 2048 && mask == UM_SIGN,
+	      "Get Attributes of the private key: RSA, 2048, Sign (%lld %lld %lld)",
+	      (long long)alg, (long long)len, (long long)mask);
+
+	/* Sign as Cascade: RSA, SHA-256, PKCS#1 v1.5, raw data. */
+	sign(priv, HASH_SHA_256, ALG_RSA, PAD_PKCS1_V1_5, 0, data);
+	const struct ttlv *sd = child(r_payload(0), KT_SIGNATURE_DATA);
+	CHECK(succeeded(0) && r_op(0) == OP_SIGN && sd && sd->len == 256 &&
+	      strcmp(str(child(r_payload(0), KT_UNIQUE_IDENTIFIER)), priv) == 0,
+	      "Sign RSA SHA-256 PKCS#1 v1.5: 256 bytes");
+	CHECK(sd && pk_verify(pkcs1, pkcs1_len, MBEDTLS_MD_SHA256, data, sd->val, sd->len),
+	      "the RSA signature verifies (Mbed TLS)");
+	sign(priv, 0, 0, 0, DSA_SHA256_WITH_RSA_ENCRYPTION, data);
+	sd = child(r_payload(0), KT_SIGNATURE_DATA);
+	CHECK(succeeded(0) && sd && pk_verify(pkcs1, pkcs1_len, MBEDTLS_MD_SHA256, data, sd->val, sd->len),
+	      "Sign via Digital Signature Algorithm sha256WithRSAEncryption verifies");
+	sign(priv, 0, 0, 0, DSA_SHA512_WITH_RSA_ENCRYPTION, data);
+	sd = child(r_payload(0), KT_SIGNATURE_DATA);
+	CHECK(succeeded(0) && sd && pk_verify(pkcs1, pkcs1_len, MBEDTLS_MD_SHA512, data, sd->val, sd->len),
+	      "Sign via sha512WithRSAEncryption verifies with SHA-512");
+	sign(priv, 0, 0, 0, 0, data);
+	sd = child(r_payload(0), KT_SIGNATURE_DATA);
+	CHECK(succeeded(0) && sd && pk_verify(pkcs1, pkcs1_len, MBEDTLS_MD_SHA256, data, sd->val, sd->len),
+	      "Sign without Cryptographic Parameters: RSA PKCS#1 v1.5 SHA-256");
+
+	sign(priv, HASH_SHA_256, ALG_ECDSA, 0, 0, data);
+	CHECK(failed(0, RR_INVALID_FIELD), "Sign RSA key with algorithm ECDSA -> Invalid Field");
+	sign(priv, HASH_SHA_256, ALG_RSA, PAD_PSS, 0, data);
+	CHECK(failed(0, RR_INVALID_FIELD), "Sign RSA key with PSS padding -> Invalid Field");
+	sign(priv, 0, 0, 0, DSA_ECDSA_WITH_SHA256, data);
+	CHECK(failed(0, RR_INVALID_FIELD), "Sign RSA key with ecdsa-with-SHA256 -> Invalid Field");
+	sign(priv, HASH_MD5, ALG_RSA, 0, 0, data);
+	CHECK(failed(0, RR_FEATURE_NOT_SUPPORTED), "Sign with MD5 -> Feature Not Supported");
+	sign(priv, HASH_SHA_256, ALG_RSA, 0, 0, NULL);
+	CHECK(failed(0, RR_MISSING_DATA), "Sign without Data -> Missing Data");
+	sign(pub, HASH_SHA_256, ALG_RSA, 0, 0, data);
+	CHECK(failed(0, RR_PERMISSION_DENIED), "Sign with the public key -> Permission Denied");
+
+	/* Destroy: a bare CKA_ID is refused and removes nothing. */
+	one_uid(H10, OP_DESTROY, bare);
+	CHECK(failed(0, RR_ITEM_NOT_FOUND), "Destroy with a bare hex UID -> refused (Item Not Found)");
+	get(pub, 0);
+	CHECK(succeeded(0), "... and the key is still there");
+	one_uid(H10, OP_DESTROY, priv);
+	CHECK(succeeded(0) && r_op(0) == OP_DESTROY &&
+	      strcmp(str(child(r_payload(0), KT_UNIQUE_IDENTIFIER)), priv) == 0,
+	      "Destroy the private key");
+	sign(priv, HASH_SHA_256, 0, 0, 0, data);
+	CHECK(failed(0, RR_ITEM_NOT_FOUND), "Sign after Destroy -> Item Not Found");
+	get(pub, 0);
+	CHECK(succeeded(0), "the public half outlives its private half");
+	one_uid(H10, OP_DESTROY, pub);
+	CHECK(succeeded(0), "Destroy the public key");
+	get(pub, 0);
+	CHECK(failed(0, RR_ITEM_NOT_FOUND), "Get after Destroy -> Item Not Found");
+	one_uid(H10, OP_DESTROY, pub);
+	CHECK(failed(0, RR_ITEM_NOT_FOUND), "Destroy twice -> Item Not Found");
+}
+
+static void lifecycle_ec(int bits)
+{
+	char priv[64], pub[64], name[16];
+	const char *data = "example.org. 3600 IN DNSKEY 257 3 13 ...";
+	mbedtls_md_type_t md = bits == 256 ? MBEDTLS_MD_SHA256 : MBEDTLS_MD_SHA384;
+	uint32_t hash = bits == 256 ? HASH_SHA_256 : HASH_SHA_384;
+	uint32_t dsa = bits == 256 ? DSA_ECDSA_WITH_SHA256 : DSA_ECDSA_WITH_SHA384;
+	size_t field = bits / 8, spki_len = bits == 256 ? 91 : 120;
+
+	snprintf(name, sizeof name, "p%d", bits);
+	CHECK(ckp(H10, ALG_ECDSA, bits, name, priv, pub) == 0, "Create Key Pair ECDSA P-%d", bits);
+	get(pub, 0);
+	const struct ttlv *km = key_material();
+	uint8_t spki[160];
+	size_t n = km && km->type == TT_BYTES && km->len <= sizeof spki ? km->len : 0;
+	if (n)
+		memcpy(spki, km->val, n);
+	CHECK(succeeded(0) && key_block_field(KT_KEY_FORMAT_TYPE) == KFT_RAW &&
+	      key_block_field(KT_CRYPTOGRAPHIC_ALGORITHM) == ALG_ECDSA &&
+	      key_block_field(KT_CRYPTOGRAPHIC_LENGTH) == bits,
+	      "Get P-%d default: Raw, ECDSA, %d", bits, bits);
+	mbedtls_pk_context pk;
+	mbedtls_pk_init(&pk);
+	CHECK(n == spki_len && is_spki(spki, n, MBEDTLS_PK_ECKEY) &&
+	      mbedtls_pk_parse_public_key(&pk, spki, n) == 0 && mbedtls_pk_get_bitlen(&pk) == (size_t)bits &&
+	      spki[n - 2 * field - 1] == 0x04,
+	      "Raw key material is a P-%d SubjectPublicKeyInfo, uncompressed point (%zu bytes)", bits, n);
+	mbedtls_pk_free(&pk);
+	get(pub, KFT_X_509);
+	km = key_material();
+	CHECK(succeeded(0) && km && km->len == n && memcmp(km->val, spki, n) == 0,
+	      "Get X.509: the same SubjectPublicKeyInfo");
+	get(pub, KFT_TRANSPARENT_ECDSA_PUBLIC_KEY);
+	km = key_material();
+	const struct ttlv *q = child(km, KT_Q_STRING);
+	CHECK(succeeded(0) && key_block_field(KT_KEY_FORMAT_TYPE) == KFT_TRANSPARENT_ECDSA_PUBLIC_KEY &&
+	      num(child(km, KT_RECOMMENDED_CURVE)) == (bits == 256 ? CURVE_P_256 : CURVE_P_384) &&
+	      q && q->type == TT_BYTES && q->len == 2 * field + 1 &&
+	      memcmp(q->val, spki + n - q->len, q->len) == 0,
+	      "Get Transparent ECDSA: Recommended Curve and Q String, the SPKI's point");
+	get(pub, KFT_PKCS_1);
+	CHECK(failed(0, RR_KEY_FORMAT_TYPE_NOT_SUPPORTED), "Get PKCS#1 of an EC key -> not supported");
+	get(pub, KFT_TRANSPARENT_RSA_PUBLIC_KEY);
+	CHECK(failed(0, RR_KEY_FORMAT_TYPE_NOT_SUPPORTED),
+	      "Get Transparent RSA of an EC key -> not supported");
+
+	one_uid(H10, OP_ACTIVATE, priv);
+	CHECK(succeeded(0), "Activate P-%d", bits);
+
+	int ok = 1, minimal = 1;
+	for (int i = 0; i < 8; i++) {
+		uint32_t how = i % 4;     /* hash + alg; dsa; nothing; hash only */
+		sign(priv, how == 0 || how == 3 ? hash : 0, how == 0 ? ALG_ECDSA : 0, 0,
+		     how == 1 ? dsa : 0, data);
+		const struct ttlv *sd = child(r_payload(0), KT_SIGNATURE_DATA);
+		if (!succeeded(0) || !sd || !pk_verify(spki, n, md, data, sd->val, sd->len)) {
+			ok = 0;
+			printf("  P-%d signature %d does not verify\n", bits, i);
+		}
+		minimal &= sd && sd->len <= 2 * field + 8 && der_minimal(sd->val, sd->len);
+	}
+	CHECK(ok, "P-%d ECDSA signatures verify (Hashing Algorithm, Digital Signature Algorithm, "
+	      "defaults; Mbed TLS)", bits);
+	CHECK(minimal, "P-%d signatures are minimal DER", bits);
+	sign(priv, HASH_SHA_256, ALG_RSA, 0, 0, data);
+	CHECK(failed(0, RR_INVALID_FIELD), "Sign EC key with algorithm RSA -> Invalid Field");
+	sign(priv, 0, 0, 0, DSA_SHA256_WITH_RSA_ENCRYPTION, data);
+	CHECK(failed(0, RR_INVALID_FIELD), "Sign EC key with sha256WithRSAEncryption -> Invalid Field");
+
+	one_uid(H10, OP_DESTROY, priv);
+	CHECK(succeeded(0), "Destroy P-%d private key", bits);
+	one_uid(H10, OP_DESTROY, pub);
+	CHECK(succeeded(0), "Destroy P-%d public key", bits);
+	get(pub, 0);
+	CHECK(failed(0, RR_ITEM_NOT_FOUND), "P-%d: Get after Destroy -> Item Not Found", bits);
+}
+
+static void lifecycle_ed25519(void)
+{
+	char priv[64], pub[64];
+	const char *data = "example.org. 3600 IN DNSKEY 257 3 15 ...";
+	struct p11_slot *s = NULL;
+
+	if (p11_slot_lookup(USER, strlen(USER), &s) != CKR_OK ||
+	    !(s->mechs & P11_MBIT(EC_EDWARDS_KEY_PAIR_GEN))) {
+		printf("NOTE SKIP Ed25519: the token has no CKM_EC_EDWARDS_KEY_PAIR_GEN\n");
+		return;
+	}
+	CHECK(ckp(H10, ALG_ED25519, 0, "ed", priv, pub) == 0,
+	      "Create Key Pair Ed25519 (Cryptographic Algorithm 0x37)");
+	get(pub, 0);
+	const struct ttlv *km = key_material();
+	static const uint8_t head[] = { 0x30, 0x2A, 0x30, 0x05, 0x06, 0x03, 0x2B, 0x65, 0x70,
+	                                0x03, 0x21, 0x00 };
+	uint8_t spki[44];
+	int shape = km && km->type == TT_BYTES && km->len == 44 && memcmp(km->val, head, 12) == 0;
+	if (shape)
+		memcpy(spki, km->val, 44);
+	CHECK(succeeded(0) && key_block_field(KT_KEY_FORMAT_TYPE) == KFT_RAW &&
+	      key_block_field(KT_CRYPTOGRAPHIC_ALGORITHM) == ALG_ED25519 && shape,
+	      "Get Ed25519: Raw, algorithm 0x37, a 44-byte RFC 8410 SubjectPublicKeyInfo");
+	get(pub, KFT_TRANSPARENT_ECDSA_PUBLIC_KEY);
+	CHECK(failed(0, RR_KEY_FORMAT_TYPE_NOT_SUPPORTED),
+	      "Get Transparent ECDSA of an Ed25519 key -> Key Format Type Not Supported");
+	CHECK(!strstr(r_msg(0), "(null)"), "its Result Message names the algorithm: '%s'", r_msg(0));
+	sign(priv, 0, 0, 0, 0, data);
+	const struct ttlv *sd = child(r_payload(0), KT_SIGNATURE_DATA);
+	CHECK(succeeded(0) && sd && sd->len == 64, "Sign Ed25519 without parameters: 64 bytes");
+	CHECK(shape && sd && verify_ed25519(spki, 44, data, sd->val, sd->len),
+	      "the Ed25519 signature verifies (openssl pkeyutl)");
+	sign(priv, 0, ALG_ED25519, 0, 0, data);
+	CHECK(succeeded(0), "Sign Ed25519 with Cryptographic Algorithm 0x37");
+	sign(priv, HASH_SHA_256, 0, 0, 0, data);
+	CHECK(failed(0, RR_INVALID_FIELD), "Sign Ed25519 with a Hashing Algorithm -> Invalid Field");
+	one_uid(H10, OP_DESTROY, priv);
+	CHECK(succeeded(0), "Destroy Ed25519 private key");
+	one_uid(H10, OP_DESTROY, pub);
+	CHECK(succeeded(0), "Destroy Ed25519 public key");
+}
+
+/*
+ * A key pair made the way the original Rust bridge makes it, straight through PKCS#11
+ * without our code: CKA_ID 20 random bytes, its templates (public: TOKEN, VERIFY, ENCRYPT
+ * false, WRAP false; private: TOKEN, PRIVATE, SENSITIVE, SIGN, DECRYPT false; no UNWRAP,
+ * no EXTRACTABLE), CKA_LABEL from the Name.  Its UIDs HEX_pub / HEX_priv must work here.
+ */
+static void original_key(CK_KEY_TYPE type)
+{
+	struct p11_slot *s = NULL;
+	CK_SESSION_HANDLE h = CK_INVALID_HANDLE;
+	CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
+	CK_ULONG bits = 1024;
+	CK_BYTE e[] = { 1, 0, 1 };
+	uint8_t id[20];
+	char label[] = "original", hex[41], pub[64], priv[64];
+	CK_MECHANISM mech = { type == CKK_RSA ? CKM_RSA_PKCS_KEY_PAIR_GEN : CKM_EC_KEY_PAIR_GEN,
+	                      NULL, 0 };
+	CK_OBJECT_HANDLE hpub, hpriv;
+	const char *data = "signed by a key of the original bridge";
+	const char *what = type == CKK_RSA ? "RSA-1024" : "P-256";
+
+	one_uid(H10, OP_ACTIVATE, NULL);      /* logs the token in, as the original would */
+	if (p11_slot_lookup(USER, strlen(USER), &s) != CKR_OK ||
+	    p11.fl->C_OpenSession(s->id, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL, &h) != CKR_OK ||
+	    p11.fl->C_GenerateRandom(h, id, sizeof id) != CKR_OK) {
+		CHECK(0, "session for the original's key");
+		return;
+	}
+	CK_ATTRIBUTE pt[] = {
+		{ CKA_TOKEN, &yes, 1 }, { CKA_VERIFY, &yes, 1 }, { CKA_ENCRYPT, &no, 1 },
+		{ CKA_WRAP, &no, 1 }, { CKA_ID, id, sizeof id }, { CKA_LABEL, label, 8 },
+		{ type == CKK_RSA ? CKA_MODULUS_BITS : CKA_EC_PARAMS,
+		  type == CKK_RSA ? (void *)&bits : (void *)p11_oid_p256,
+		  type == CKK_RSA ? sizeof bits : sizeof p11_oid_p256 },
+		{ CKA_PUBLIC_EXPONENT, e, sizeof e },
+	};
+	CK_ATTRIBUTE kt[] = {
+		{ CKA_TOKEN, &yes, 1 }, { CKA_PRIVATE, &yes, 1 }, { CKA_SENSITIVE, &yes, 1 },
+		{ CKA_SIGN, &yes, 1 }, { CKA_DECRYPT, &no, 1 }, { CKA_ID, id, sizeof id },
+		{ CKA_LABEL, label, 8 },
+	};
+	CK_RV rv = p11.fl->C_GenerateKeyPair(h, &mech, pt, type == CKK_RSA ? 8 : 7, kt, 7,
+	                                     &hpub, &hpriv);
+	CHECK(rv == CKR_OK, "original-style %s key generated by C_GenerateKeyPair: %s", what,
+	      p11_rv_name(rv));
+	hex_upper(hex, id, sizeof id);
+	snprintf(pub, sizeof pub, "%s_pub", hex);
+	snprintf(priv, sizeof priv, "%s_priv", hex);
+
+	get(pub, 0);
+	const struct ttlv *km = key_material();
+	uint8_t der[400];
+	size_t n = km && km->type == TT_BYTES && km->len <= sizeof der ? km->len : 0;
+	if (n)
+		memcpy(der, km->val, n);
+	CHECK(succeeded(0) && n && strcmp(str(child(r_payload(0), KT_UNIQUE_IDENTIFIER)), pub) == 0,
+	      "original %s key: Get %s", what, pub);
+	one_uid(H10, OP_ACTIVATE, priv);
+	CHECK(succeeded(0), "original %s key: Activate %s", what, priv);
+	sign(priv, HASH_SHA_256, type == CKK_RSA ? ALG_RSA : ALG_ECDSA,
+	     type == CKK_RSA ? PAD_PKCS1_V1_5 : 0, 0, data);
+	const struct ttlv *sd = child(r_payload(0), KT_SIGNATURE_DATA);
+	CHECK(succeeded(0) && sd && pk_verify(der, n, MBEDTLS_MD_SHA256, data, sd->val, sd->len),
+	      "original %s key: Sign as Cascade does, signature verifies", what);
+	one_uid(H10, OP_DESTROY, priv);
+	CHECK(succeeded(0), "original %s key: Destroy %s", what, priv);
+	one_uid(H10, OP_DESTROY, pub);
+	CHECK(succeeded(0), "original %s key: Destroy %s", what, pub);
+	p11.fl->C_CloseSession(h);
+}
+
+/* ==== SoftHSM: the main process ==== */
+
+static int make_token(void)
+{
+	char conf[512], cmd[1024];
+	snprintf(conf, sizeof conf, "%s/softhsm2.conf", tmpdir);
+	FILE *f = fopen(conf, "w");
+	if (!f)
+		return -1;
+	fprintf(f, "directories.tokendir = %s/tokens\nobjectstore.backend = file\n"
+	        "log.level = ERROR\n", tmpdir);
+	fclose(f);
+	snprintf(cmd, sizeof cmd, "%s/tokens", tmpdir);
+	mkdir(cmd, 0700);
+	setenv("SOFTHSM2_CONF", conf, 1);
+	return run("softhsm2-util --init-token --free --label " USER " --pin " PIN
+	           " --so-pin 5678 >/dev/null");
+}
+
+static void test_softhsm(void)
+{
+	char err[512];
+
+	CHECK(make_token() == 0, "softhsm2-util made the token '" USER "'");
+	CHECK(p11_load(SOFTHSM, err, sizeof err) == CKR_OK, "SoftHSM loads: %s", err);
+	if (!p11.dl)
+		return;
+	wrap_module();
+	snprintf(env.module, sizeof env.module, "%s", p11.module);
+	th = op_thread_new(&env, NULL, 0);
+	if (!th)
+		return;
+
+	test_vectors();
+	test_query();
+	test_message_errors();
+	test_auth_errors();
+	test_uid_errors();
+	test_ckp_errors();
+	test_batches();
+	lifecycle_rsa();
+	lifecycle_ec(256);
+	lifecycle_ec(384);
+	lifecycle_ed25519();
+	original_key(CKK_RSA);
+	original_key(CKK_EC);
+
+	op_thread_free(th);
+	th = NULL;
+	p11_unload();
+}
+
+/* ==== nullp11 with injected faults: the forked child ==== */
+
+/* Load nullp11 with NULLP11_FAIL = faults (read at load), a fresh thread context. */
+static int null_load(const char *faults)
+{
+	char err[512];
+	if (faults)
+		setenv("NULLP11_FAIL", faults, 1);
+	CK_RV rv = p11_load(NULLP11, err, sizeof err);
+	unsetenv("NULLP11_FAIL");
+	CHECK(rv == CKR_OK, "nullp11 loads with NULLP11_FAIL=%s: %s", faults ? faults : "", err);
+	if (rv != CKR_OK)
+		return -1;
+	wrap_module();
+	snprintf(env.module, sizeof env.module, "%s", p11.module);
+	th = op_thread_new(&env, NULL, 0);
+	return th ? 0 : -1;
+}
+
+static void null_unload(void)
+{
+	if (th)
+		op_thread_free(th);
+	th = NULL;
+	p11_unload();
+}
+
+
+static void test_nullp11(void)
+{
+	/* nullp11's token is "null" (PIN 1234); its fixed keys: RSA pair CKA_ID 11, P-256 22. */
+	H12.user = H10.user = "null";
+	if (null_load(NULL) == 0) {
+		sign("11_priv", HASH_SHA_256, ALG_RSA, PAD_PKCS1_V1_5, 0, "x");
+		const struct ttlv *sd = child(r_payload(0), KT_SIGNATURE_DATA);
+		CHECK(succeeded(0) && sd && sd->len == 256, "nullp11 without faults: Sign 11_priv works");
+		begin(H12);
+		item(OP_SIGN, NULL);
+		put_uid("22_priv");
+		ttlv_put_bytes(E, KT_DATA, (const uint8_t *)"x", 1);
+		item_end();
+		transmit();
+		sd = child(r_payload(0), KT_SIGNATURE_DATA);
+		CHECK(succeeded(0) && sd && der_minimal(sd->val, sd->len),
+		      "nullp11: ECDSA signature DER-encoded minimally");
+	}
+	null_unload();
+
+	static const struct {
+		const char *faults;
+		uint32_t op;
+		const char *uid;
+		uint32_t reason;
+		const char *name;
+	} cases[] = {
+		{ "C_Sign=0x30", OP_SIGN, "11_priv", RR_CRYPTOGRAPHIC_FAILURE, "CKR_DEVICE_ERROR" },
+		{ "C_Sign=0x68", OP_SIGN, "11_priv", RR_PERMISSION_DENIED,
+		  "CKR_KEY_FUNCTION_NOT_PERMITTED" },
+		{ "C_SignInit=0x68", OP_SIGN, "22_priv", RR_PERMISSION_DENIED,
+		  "CKR_KEY_FUNCTION_NOT_PERMITTED" },
+		{ "C_Login=0xA0", OP_GET, "11_pub", RR_AUTHENTICATION_NOT_SUCCESSFUL,
+		  "CKR_PIN_INCORRECT" },
+		{ "C_Login=0xA4", OP_GET, "11_pub", RR_AUTHENTICATION_NOT_SUCCESSFUL, "CKR_PIN_LOCKED" },
+		{ "C_GetAttributeValue=0x30", OP_GET, "11_pub", RR_CRYPTOGRAPHIC_FAILURE,
+		  "CKR_DEVICE_ERROR" },
+		{ "C_DestroyObject=0x1B", OP_DESTROY, "11_pub", RR_PERMISSION_DENIED,
+		  "CKR_ACTION_PROHIBITED" },
+		{ "C_SetAttributeValue=0xE2", OP_MODIFY_ATTRIBUTE, "11_pub", RR_PERMISSION_DENIED,
+		  "CKR_TOKEN_WRITE_PROTECTED" },
+		{ "C_GenerateKeyPair=0x31", OP_CREATE_KEY_PAIR, NULL, RR_GENERAL_FAILURE,
+		  "CKR_DEVICE_MEMORY" },
+		{ "C_FindObjectsInit=0x30", OP_GET, "11_pub", RR_CRYPTOGRAPHIC_FAILURE,
+		  "CKR_DEVICE_ERROR" },
+		{ "C_OpenSession=0x30", OP_GET, "11_pub", RR_CRYPTOGRAPHIC_FAILURE,
+		  "CKR_DEVICE_ERROR" },
+		{ "C_GetSlotList=0x30", OP_GET, "11_pub", RR_CRYPTOGRAPHIC_FAILURE,
+		  "CKR_DEVICE_ERROR" },
+	};
+	for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
+		if (null_load(cases[i].faults) != 0) {
+			null_unload();
+			continue;
+		}
+		if (cases[i].op == OP_CREATE_KEY_PAIR) {
+			ckp_request(H12, ALG_RSA, 2048, 0, "k", "p");
+		} else {
+			begin(H12);
+			item(cases[i].op, NULL);
+			put_uid(cases[i].uid);
+			if (cases[i].op == OP_SIGN)
+				ttlv_put_bytes(E, KT_DATA, (const uint8_t *)"x", 1);
+			if (cases[i].op == OP_MODIFY_ATTRIBUTE)
+				attr_name("new");
+			item_end();
+		}
+		transmit();
+		CHECK(r_op(0) == cases[i].op && failed(0, cases[i].reason) &&
+		      strstr(r_msg(0), cases[i].name),
+		      "%s -> Result Reason 0x%x, message names %s: '%s'", cases[i].faults,
+		      cases[i].reason, cases[i].name, r_msg(0));
+		null_unload();
+	}
+
+	/*
+	 * A lost session: every C_FindObjectsInit says CKR_SESSION_HANDLE_INVALID.  op_item
+	 * drops the session, opens a new one and runs the item once more; nullp11 fails again
+	 * (the fault is fixed), so the second failure is the answer: General Failure naming
+	 * the code.  Two C_OpenSession calls, no crash, and the thread goes on serving.
+	 */
+	if (null_load("C_FindObjectsInit=0xB3") == 0) {
+		open_calls = 0;
+		begin(H12);
+		item(OP_GET, NULL);
+		put_uid("11_pub");
+		item_end();
+		transmit();
+		CHECK(failed(0, RR_GENERAL_FAILURE) && strstr(r_msg(0), "CKR_SESSION_HANDLE_INVALID"),
+		      "lost session twice -> General Failure naming CKR_SESSION_HANDLE_INVALID: '%s'",
+		      r_msg(0));
+		CHECK(open_calls == 2 && th->nsess == 1,
+		      "lost session: reopened once and retried (%d C_OpenSession, %d kept)",
+		      open_calls, th->nsess);
+		query(H12, 1, 0, 0);
+		CHECK(succeeded(0), "after a lost session the thread still serves");
+		login_calls = 0;
+		begin(H12);
+		item(OP_ACTIVATE, NULL);
+		put_uid("11_priv");
+		item_end();
+		transmit();
+		CHECK(failed(0, RR_GENERAL_FAILURE) && login_calls == 0,
+		      "a later request on the reopened session: no second C_Login (%d)", login_calls);
+	}
+	null_unload();
+}
+
+int main(int argc, char **argv)
+{
+	char cmd[300];
+	int fds[2];
+
+	(void)argc;
+	(void)argv;
+	log_state.level = LV_ERROR;
+	if (!mkdtemp(tmpdir)) {
+		perror("mkdtemp");
+		return 1;
+	}
+
+	/* nullp11 first, in a child: p11 state is one module per process. */
+	fflush(stdout);
+	if (pipe(fds) != 0) {
+		perror("pipe");
+		return 1;
+	}
+	pid_t pid = fork();
+	if (pid == 0) {
+		close(fds[0]);
+		test_nullp11();
+		int counts[2] = { check_passed, check_failed };
+		ssize_t w = write(fds[1], counts, sizeof counts);
+		(void)w;
+		close(fds[1]);
+		fflush(stdout);
+		exit(0);
+	}
+	close(fds[1]);
+	int counts[2] = { 0, 0 }, st = 0;
+	ssize_t got = read(fds[0], counts, sizeof counts);
+	close(fds[0]);
+	waitpid(pid, &st, 0);
+	check_passed += counts[0];
+	check_failed += counts[1];
+	CHECK(got == (ssize_t)sizeof counts && WIFEXITED(st) && WEXITSTATUS(st) == 0,
+	      "the nullp11 child ran to its end (status 0x%x)", st);
+
+	test_softhsm();
+
+	snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
+	run(cmd);
+	return check_summary();
+}
