@@ -4763,11 +4763,47 @@ struct op_sess {
 	CK_SESSION_HANDLE h;
 };
 
+/*
+ * Each PKCS#11 call costs a module like SoftHSM2 a file read, so a thread remembers what
+ * the requests it served resolved to: usernames to slots, and UIDs to object handles with
+ * their key type.  Handles of token objects are valid in every session of the process.
+ * A cached handle is used as it is for OP_KEY_RECHECK_MS, then checked again with one
+ * C_GetAttributeValue (class and CKA_ID), so that a key deleted by another program is
+ * noticed even by a module that reuses handles; a Destroy made here empties every
+ * thread's cache (op_generation), and a lost session empties this thread's.
+ */
+#define OP_USER_CACHE     4
+#define OP_USER_NAME_MAX  64
+#define OP_KEY_CACHE      32
+#define OP_KEY_RECHECK_MS 1000
+
+struct op_user {
+	struct p11_slot *slot;
+	size_t len;
+	char name[OP_USER_NAME_MAX];
+};
+
+struct op_cached_key {
+	const struct p11_slot *slot;    /* NULL: free */
+	CK_OBJECT_CLASS cls;
+	CK_OBJECT_HANDLE obj;
+	CK_KEY_TYPE type;
+	int curve;                      /* P11_CURVE_* of an EC or Edwards key */
+	uint64_t checked_ms;
+	size_t id_len;
+	uint8_t id[P11_ID_MAX];
+};
+
+static unsigned op_generation;  /* bumped by every Destroy; read and written atomically */
+
 struct op_thread {
 	struct op_env *env;
 	struct wrk_pool *pool;
-	int id, nsess;
+	int id, nsess, nusers, next_key;
+	unsigned generation;            /* op_generation when the key cache was last valid */
 	struct op_sess sess[P11_MAX_SLOTS];
+	struct op_user users[OP_USER_CACHE];
+	struct op_cached_key keys[OP_KEY_CACHE];
 	struct ttlv items[TTLV_MAX_ITEMS];
 };
 
@@ -4783,6 +4819,7 @@ struct op_req {
 	const char *msg;                /* Result Message of a failure */
 	char msgbuf[160];
 	char *placeholder;              /* ID Placeholder: last created UID in this batch */
+	int cached;                     /* a key handle came from the thread's cache */
 };
 
 static struct op_thread *op_thread_new(struct op_env *env, struct wrk_pool *pool, int id)
@@ -4819,9 +4856,17 @@ static CK_RV op_session(struct op_thread *t, const struct p11_slot *s, CK_SESSIO
 	return rv;
 }
 
-/* Forget a session the module says is gone (token removed, module reset). */
+static void op_cache_clear(struct op_thread *t)
+{
+	t->nusers = 0;
+	memset(t->keys, 0, sizeof t->keys);
+}
+
+/* Forget a session the module says is gone (token removed, module reset), and what was
+ * learnt through it. */
 static void op_session_drop(struct op_thread *t, CK_SESSION_HANDLE h)
 {
+	op_cache_clear(t);
 	for (int i = 0; i < t->nsess; i++)
 		if (t->sess[i].h == h) {
 			p11_session_close(h);
@@ -4830,13 +4875,44 @@ static void op_session_drop(struct op_thread *t, CK_SESSION_HANDLE h)
 		}
 }
 
+/* Username -> slot, as section 6 resolves it, remembered by this thread. */
+static CK_RV op_slot(struct op_thread *t, const uint8_t *user, size_t len, struct p11_slot **out)
+{
+	for (int i = 0; i < t->nusers; i++)
+		if (t->users[i].len == len && memcmp(t->users[i].name, user, len) == 0) {
+			*out = t->users[i].slot;
+			return CKR_OK;
+		}
+	CK_RV rv = p11_slot_lookup((const char *)user, len, out);
+	if (rv == CKR_OK && len <= OP_USER_NAME_MAX) {
+		struct op_user *u = &t->users[t->nusers < OP_USER_CACHE ? t->nusers++ : 0];
+		u->slot = *out;
+		u->len = len;
+		memcpy(u->name, user, len);
+	}
+	return rv;
+}
+
 static uint32_t op_fail(struct op_req *q, uint32_t reason, const char *fmt, ...) PRINTF_LIKE(3, 4);
 static uint32_t op_fail(struct op_req *q, uint32_t reason, const char *fmt, ...)
 {
 	va_list ap;
 	va_start(ap, fmt);
-	vsnprintf(q->msgbuf, sizeof q->msgbuf, fmt, ap);
+	int n = vsnprintf(q->msgbuf, sizeof q->msgbuf, fmt, ap);
 	va_end(ap);
+	/* Cut short (a long UID in it), the message must not end inside a UTF-8 sequence:
+	 * a Text String that is not UTF-8 makes the whole answer undecodable. */
+	if (n >= (int)sizeof q->msgbuf) {
+		size_t len = strlen(q->msgbuf), i = len;
+		while (i > 0 && ((unsigned char)q->msgbuf[i - 1] & 0xC0) == 0x80)
+			i--;
+		if (i > 0 && (unsigned char)q->msgbuf[i - 1] >= 0xC0) {
+			unsigned char lead = (unsigned char)q->msgbuf[i - 1];
+			size_t need = lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : 2;
+			if (len - (i - 1) < need)
+				q->msgbuf[i - 1] = '\0';
+		}
+	}
 	q->msg = q->msgbuf;
 	return reason;
 }
@@ -4868,8 +4944,83 @@ struct op_key {
 	size_t id_len;
 	CK_OBJECT_CLASS cls;
 	CK_OBJECT_HANDLE obj;
+	CK_KEY_TYPE type;
+	int curve;                      /* P11_CURVE_* of an EC or Edwards key */
 	char uid[OP_UID_MAX + 1];       /* as the client wrote it, NUL-terminated */
 };
+
+static struct op_cached_key *op_cache_find(struct op_req *q, const struct op_key *k)
+{
+	struct op_thread *t = q->t;
+	unsigned gen = __atomic_load_n(&op_generation, __ATOMIC_ACQUIRE);
+	if (t->generation != gen) {
+		memset(t->keys, 0, sizeof t->keys);
+		t->generation = gen;
+	}
+	for (int i = 0; i < OP_KEY_CACHE; i++) {
+		struct op_cached_key *c = &t->keys[i];
+		if (c->slot == q->slot && c->cls == k->cls && c->id_len == k->id_len &&
+		    memcmp(c->id, k->id, k->id_len) == 0)
+			return c;
+	}
+	return NULL;
+}
+
+/* Is the cached handle still the key (class and CKA_ID)?  1 yes, 0 no. */
+static int op_cache_check(struct op_req *q, struct op_cached_key *c)
+{
+	CK_OBJECT_CLASS cls = 0;
+	uint8_t id[P11_ID_MAX];
+	CK_ATTRIBUTE t[] = {
+		{ CKA_CLASS, &cls, sizeof cls },
+		{ CKA_ID, id, sizeof id },
+	};
+	if (P11_F->C_GetAttributeValue(q->h, c->obj, t, ARRAY_LEN(t)) != CKR_OK ||
+	    cls != c->cls || t[1].ulValueLen != c->id_len || memcmp(id, c->id, c->id_len) != 0) {
+		c->slot = NULL;
+		return 0;
+	}
+	c->checked_ms = mono_ms();
+	return 1;
+}
+
+/* The key type (and curve) of a handle just found: CKA_EC_PARAMS only where it exists, as
+ * asking a module for an attribute the object lacks costs a second round of calls. */
+static CK_RV op_key_type(struct op_req *q, struct op_key *k)
+{
+	uint8_t params[P11_EC_PARAMS_MAX];
+	CK_ATTRIBUTE t = { CKA_KEY_TYPE, &k->type, sizeof k->type };
+	CK_RV rv = P11_F->C_GetAttributeValue(q->h, k->obj, &t, 1);
+	if (rv != CKR_OK)
+		return rv;
+	k->curve = P11_CURVE_NONE;
+	if (k->type == CKK_EC || k->type == CKK_EC_EDWARDS) {
+		t = (CK_ATTRIBUTE){ CKA_EC_PARAMS, params, sizeof params };
+		if (P11_F->C_GetAttributeValue(q->h, k->obj, &t, 1) == CKR_OK &&
+		    t.ulValueLen <= sizeof params) {
+			const struct p11_curve *c = p11_curve_by_der(params, t.ulValueLen);
+			k->curve = c ? c->curve : P11_CURVE_NONE;
+		}
+	}
+	return CKR_OK;
+}
+
+/* Look the key up in the token (not the cache) and remember it. */
+static CK_RV op_key_lookup(struct op_req *q, struct op_key *k)
+{
+	CK_RV rv = p11_find_key(q->h, k->id, k->id_len, k->cls, &k->obj);
+	if (rv == CKR_OK)
+		rv = op_key_type(q, k);
+	if (rv != CKR_OK)
+		return rv;
+	struct op_thread *t = q->t;
+	struct op_cached_key *c = &t->keys[t->next_key];
+	t->next_key = (t->next_key + 1) % OP_KEY_CACHE;
+	*c = (struct op_cached_key){ q->slot, k->cls, k->obj, k->type, k->curve, mono_ms(),
+				     k->id_len, { 0 } };
+	memcpy(c->id, k->id, k->id_len);
+	return CKR_OK;
+}
 
 static void op_put_uid(struct ttlv_enc *e, uint32_t tag, const uint8_t *id, size_t n,
 		       CK_OBJECT_CLASS cls)
@@ -4919,7 +5070,15 @@ static uint32_t op_find(struct op_req *q, const struct ttlv *pl, CK_OBJECT_CLASS
 	if (len <= 0)
 		return op_fail(q, RR_ITEM_NOT_FOUND, "no such key '%s'", k->uid);
 	k->id_len = (size_t)len;
-	CK_RV rv = p11_find_key(q->h, k->id, k->id_len, k->cls, &k->obj);
+	struct op_cached_key *c = op_cache_find(q, k);
+	if (c && (mono_ms() - c->checked_ms < OP_KEY_RECHECK_MS || op_cache_check(q, c))) {
+		k->obj = c->obj;
+		k->type = c->type;
+		k->curve = c->curve;
+		q->cached = 1;
+		return 0;
+	}
+	CK_RV rv = op_key_lookup(q, k);
 	if (rv == P11_E_NOT_FOUND)
 		return op_fail(q, RR_ITEM_NOT_FOUND, "no such key '%s'", k->uid);
 	if (rv != CKR_OK)
@@ -5363,8 +5522,6 @@ static uint32_t op_sign(struct op_req *q, const struct ttlv *pl)
 	const struct ttlv *cp = NULL;
 	const uint8_t *data;
 	uint32_t len, hash = 0, dsa = 0, pad = 0, alg = 0, rr;
-	CK_KEY_TYPE type = 0;
-	uint8_t params[P11_EC_PARAMS_MAX];
 
 	if ((rr = op_find(q, pl, CKO_PRIVATE_KEY, &k)))
 		return rr;
@@ -5381,17 +5538,10 @@ static uint32_t op_sign(struct op_req *q, const struct ttlv *pl)
 		    kmip_get_enum(q->d, cp, KT_CRYPTOGRAPHIC_ALGORITHM, &alg) == KMIP_BAD_TYPE)))
 		return op_fail(q, RR_INVALID_MESSAGE, "malformed Cryptographic Parameters");
 
-	CK_ATTRIBUTE t[] = {
-		{ CKA_KEY_TYPE, &type, sizeof type },
-		{ CKA_EC_PARAMS, params, sizeof params },
-	};
-	CK_RV rv = p11_get_attrs(q->h, k.obj, t, ARRAY_LEN(t));
-	if (rv != CKR_OK || !p11_have(&t[0]))
-		return op_fail_rv(q, rv != CKR_OK ? rv : P11_E_BAD_VALUE, "C_GetAttributeValue");
 	int h = op_hash(hash, dsa);
 	if (h < 0)
 		return op_fail(q, RR_FEATURE_NOT_SUPPORTED, "hashing algorithm not supported for Sign");
-	switch (type) {
+	switch (k.type) {
 	case CKK_RSA:
 		if ((alg && alg != ALG_RSA) || (pad && pad != PAD_PKCS1_V1_5) ||
 		    (dsa && dsa != DSA_SHA256_WITH_RSA_ENCRYPTION && dsa != DSA_SHA384_WITH_RSA_ENCRYPTION &&
@@ -5405,12 +5555,9 @@ static uint32_t op_sign(struct op_req *q, const struct ttlv *pl)
 		    (dsa && dsa != DSA_ECDSA_WITH_SHA256 && dsa != DSA_ECDSA_WITH_SHA384 &&
 		     dsa != DSA_ECDSA_WITH_SHA512))
 			return op_fail(q, RR_INVALID_FIELD, "an EC key signs with ECDSA");
-		if (h == P11_HASH_NONE) {
-			const struct p11_curve *c = p11_have(&t[1]) ?
-				p11_curve_by_der(params, t[1].ulValueLen) : NULL;
-			h = c && c->curve == P11_CURVE_P384 ? P11_HASH_SHA384 :
-			    c && c->curve == P11_CURVE_P521 ? P11_HASH_SHA512 : P11_HASH_SHA256;
-		}
+		if (h == P11_HASH_NONE)
+			h = k.curve == P11_CURVE_P384 ? P11_HASH_SHA384 :
+			    k.curve == P11_CURVE_P521 ? P11_HASH_SHA512 : P11_HASH_SHA256;
 		break;
 	case CKK_EC_EDWARDS:
 		if ((alg && alg != ALG_ED25519) || dsa || h != P11_HASH_NONE)
@@ -5419,11 +5566,11 @@ static uint32_t op_sign(struct op_req *q, const struct ttlv *pl)
 		break;
 	default:
 		return op_fail(q, RR_FEATURE_NOT_SUPPORTED, "key type 0x%lx cannot sign here",
-			       (unsigned long)type);
+			       (unsigned long)k.type);
 	}
 	uint8_t sig[P11_SIG_MAX];
 	size_t siglen;
-	rv = p11_sign(q->h, q->slot, k.obj, type, h, data, len, sig, sizeof sig, &siglen);
+	CK_RV rv = p11_sign(q->h, q->slot, k.obj, k.type, h, data, len, sig, sizeof sig, &siglen);
 	if (rv != CKR_OK)
 		return op_fail_rv(q, rv, "C_Sign");
 	op_put_uid(q->e, KT_UNIQUE_IDENTIFIER, k.id, k.id_len, k.cls);
@@ -5445,6 +5592,7 @@ static uint32_t op_destroy(struct op_req *q, const struct ttlv *pl)
 	CK_RV rv = p11_destroy(q->h, k.obj);
 	if (rv != CKR_OK)
 		return op_fail_rv(q, rv, "C_DestroyObject");
+	__atomic_fetch_add(&op_generation, 1, __ATOMIC_RELEASE);
 	log_info("destroyed %s", k.uid);
 	op_put_uid(q->e, KT_UNIQUE_IDENTIFIER, k.id, k.id_len, k.cls);
 	return 0;
@@ -5592,7 +5740,7 @@ static uint32_t op_login(struct op_req *q)
 			       "a Username and Password credential is required");
 	if (r->user_len > 255)
 		return op_fail(q, RR_AUTHENTICATION_NOT_SUCCESSFUL, "no slot for that username");
-	CK_RV rv = p11_slot_lookup((const char *)r->user, r->user_len, &q->slot);
+	CK_RV rv = op_slot(q->t, r->user, r->user_len, &q->slot);
 	if (rv == P11_E_NO_SLOT)
 		return op_fail(q, RR_AUTHENTICATION_NOT_SUCCESSFUL, "no slot for that username");
 	if (rv != CKR_OK)
@@ -5622,6 +5770,7 @@ static int op_item(struct op_req *q, const struct kmip_item *it, uint32_t auth_r
 
 	q->msg = NULL;
 	q->rv = CKR_OK;
+	q->cached = 0;
 	if (it->reason) {
 		rr = it->reason;
 		q->msg = it->why;
@@ -5642,7 +5791,15 @@ static int op_item(struct op_req *q, const struct kmip_item *it, uint32_t auth_r
 				return 0;
 			}
 			ttlv_enc_rewind(q->e, m);
-			if (attempt > 0 || !def->login || !p11_session_lost(q->rv))
+			if (attempt > 0 || !def->login)
+				break;
+			if (q->cached && (q->rv == CKR_OBJECT_HANDLE_INVALID ||
+					  q->rv == CKR_KEY_HANDLE_INVALID)) {
+				op_cache_clear(q->t);   /* a key changed behind our back: look again */
+				q->cached = 0;
+				continue;
+			}
+			if (!p11_session_lost(q->rv))
 				break;
 			op_session_drop(q->t, q->h);
 			CK_RV rv = op_session(q->t, q->slot, &q->h);
@@ -6601,6 +6758,7 @@ struct conn {
 	uint64_t deadline;              /* monotonic ms: handshake or idle time-out */
 	size_t head_len, need, off;     /* bytes of head read; message length; progress */
 	int fd, state, want_write;      /* want_write: TLS needs POLLOUT to progress */
+	int idx;                        /* place in ev->conns */
 	int close_after;                /* close once the response is written */
 	int dead;                       /* closed while its job was at a worker */
 	uint8_t head[8];
@@ -6611,12 +6769,13 @@ struct ev {
 	struct wrk_pool *pool;
 	struct tls_server *tls;
 	const struct cfg *cfg;
-	struct conn **conns;            /* max_conn slots, NULL = free */
+	struct conn **conns;            /* the nconn open connections, densely */
 	struct pollfd *pfd;
 	struct conn **pfd_conn;
 	struct conn *wait_head, *wait_tail;
 	int lfd[EV_MAX_LISTEN], nlisten;
 	int max_conn, nconn, sig_fd;
+	uint64_t accept_after;          /* out of descriptors: accept again from then on */
 	size_t max_msg;
 	uint64_t handshake_ms, idle_ms;
 	unsigned long served, refused;
@@ -6685,12 +6844,8 @@ static void conn_close(struct ev *ev, struct conn *c)
 		tls_conn_free(&c->tls);
 		close(c->fd);
 	}
-	for (int i = 0; i < ev->max_conn; i++)
-		if (ev->conns[i] == c) {
-			ev->conns[i] = NULL;
-			break;
-		}
-	ev->nconn--;
+	ev->conns[c->idx] = ev->conns[--ev->nconn];
+	ev->conns[c->idx]->idx = c->idx;
 	log_debug("%s: closed", c->peer);
 	free(c);
 }
@@ -6877,8 +7032,13 @@ static void ev_accept(struct ev *ev, int lfd)
 		socklen_t sl = sizeof ss;
 		int fd = accept4(lfd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (fd < 0) {
-			if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+				/* The listening socket stays readable: stop polling it a while. */
+				log_warn("accept: %s; pausing new connections for 1 s", strerror(errno));
+				ev->accept_after = mono_ms() + 1000;
+			} else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
 				log_warn("accept: %s", strerror(errno));
+			}
 			return;
 		}
 		char peer[64];
@@ -6902,12 +7062,8 @@ static void ev_accept(struct ev *ev, int lfd)
 		c->state = CS_HANDSHAKE;
 		c->deadline = mono_ms() + ev->handshake_ms;
 		memcpy(c->peer, peer, sizeof peer);
-		for (int i = 0; i < ev->max_conn; i++)
-			if (!ev->conns[i]) {
-				ev->conns[i] = c;
-				break;
-			}
-		ev->nconn++;
+		c->idx = ev->nconn;
+		ev->conns[ev->nconn++] = c;
 		log_debug("%s: connected", c->peer);
 		conn_step(ev, c);
 	}
@@ -6950,9 +7106,9 @@ static void ev_feed_waiting(struct ev *ev)
 
 static void ev_timeouts(struct ev *ev, uint64_t now)
 {
-	for (int i = 0; i < ev->max_conn; i++) {
+	for (int i = ev->nconn - 1; i >= 0; i--) {      /* closing moves the last one here */
 		struct conn *c = ev->conns[i];
-		if (!c || c->state == CS_BUSY || c->state == CS_WAIT_JOB || c->deadline > now)
+		if (c->state == CS_BUSY || c->state == CS_WAIT_JOB || c->deadline > now)
 			continue;
 		log_info("%s: %s time-out", c->peer,
 			 c->state == CS_HANDSHAKE ? "handshake" : "idle");
@@ -6981,14 +7137,17 @@ static int ev_run(struct ev *ev)
 		ev->pfd_conn[n++] = NULL;
 		ev->pfd[n] = (struct pollfd){ .fd = ev->pool->efd, .events = POLLIN };
 		ev->pfd_conn[n++] = NULL;
+		int listening = now >= ev->accept_after;
 		for (int i = 0; i < ev->nlisten; i++) {
-			ev->pfd[n] = (struct pollfd){ .fd = ev->lfd[i], .events = POLLIN };
+			ev->pfd[n] = (struct pollfd){ .fd = listening ? ev->lfd[i] : -1, .events = POLLIN };
 			ev->pfd_conn[n++] = NULL;
 		}
+		if (!listening && ev->accept_after < next)
+			next = ev->accept_after;
 		nfds_t first_conn = n;
-		for (int i = 0; i < ev->max_conn; i++) {
+		for (int i = 0; i < ev->nconn; i++) {
 			struct conn *c = ev->conns[i];
-			if (!c || c->state == CS_BUSY || c->state == CS_WAIT_JOB)
+			if (c->state == CS_BUSY || c->state == CS_WAIT_JOB)
 				continue;
 			if (c->deadline < next)
 				next = c->deadline;
@@ -7023,8 +7182,8 @@ static int ev_run(struct ev *ev)
 		ev_timeouts(ev, mono_ms());
 	}
 	log_info("stopping: %lu requests served, %d connections open", ev->served, ev->nconn);
-	for (int i = 0; i < ev->max_conn; i++)
-		if (ev->conns[i] && ev->conns[i]->state != CS_BUSY)
+	for (int i = ev->nconn - 1; i >= 0; i--)
+		if (ev->conns[i]->state != CS_BUSY)
 			conn_close(ev, ev->conns[i]);
 	return 0;
 }

@@ -4,7 +4,15 @@
  * and the two daemons (one on SoftHSM2, one on build/nullp11.so) and runs this program;
  * `make bench` runs tests/bench.sh.
  *
- *   build/bench [options]            run every measurement, print the tables
+ *   build/bench [options]            run the measurements, print the tables
+ *     --port P --pid PID --lib MODULE   the daemon on the real module (SoftHSM2), its pid
+ *     --user LABEL --pin PIN            its credentials (bench / 1234)
+ *     --null-port P --null-pid PID      the daemon on nullp11 (user null, PIN 1234)
+ *     --conns K (10)  --time S (5)  --one-time S (2)  --null-requests N (30000)
+ *     --idle-conns N (1000)  --hs-threads T (4)  --data-size BYTES (128)
+ *     --algs p256,rsa2048,p384,ed25519  --sections 12345  --extra-keys N (0: P-256 pairs
+ *     added to the token first, to see how the daemon's per-request lookup scales)
+ *     --suites cascade|mbedtls  the client's cipher suite order (below)
  *   build/bench --free-ports         print two free TCP ports on 127.0.0.1
  *   build/bench --wait PORT SECONDS  exit 0 once PORT accepts a TLS 1.3 handshake
  *
@@ -36,9 +44,34 @@
 #include "../kmip2pkcs11.c"
 
 #include <sys/resource.h>
+#include <sys/utsname.h>
 #include <dirent.h>
 
+/*
+ * Cipher suites offered by the benchmark's client.  Mbed TLS's server takes the first
+ * suite of the client's list that it supports, and Mbed TLS's own client lists
+ * ChaCha20-Poly1305 first, while Cascade's client (rustls) lists AES-256-GCM first,
+ * then AES-128-GCM, then ChaCha20-Poly1305.  kclient.h sets no list, so the bench puts
+ * one into every configuration right before mbedtls_ssl_setup(): rustls's order by
+ * default (--suites cascade), Mbed TLS's default with --suites mbedtls.
+ */
+static const int bench_suites_cascade[] = {
+	MBEDTLS_TLS1_3_AES_256_GCM_SHA384,
+	MBEDTLS_TLS1_3_AES_128_GCM_SHA256,
+	MBEDTLS_TLS1_3_CHACHA20_POLY1305_SHA256,
+	0
+};
+static const int *bench_suites = bench_suites_cascade;
+
+static int bench_ssl_setup(mbedtls_ssl_context *ssl, const mbedtls_ssl_config *conf)
+{
+	if (bench_suites)       /* the conf is the caller's own, not const in its struct kc */
+		mbedtls_ssl_conf_ciphersuites((mbedtls_ssl_config *)conf, bench_suites);
+	return mbedtls_ssl_setup(ssl, conf);
+}
+#define mbedtls_ssl_setup bench_ssl_setup
 #include "kclient.h"
+#undef mbedtls_ssl_setup
 
 /* ==== options ============================================================= */
 
@@ -57,9 +90,12 @@ static struct {
 	size_t data_size;
 	const char *algs;
 	const char *softhsm_version;
+	const char *sections;           /* which of the five measurements run */
+	int extra_keys;                 /* P-256 pairs added to the token first */
 } opt = {
 	"127.0.0.1", 0, 0, 0, 0, NULL, "bench", "1234", "null", "1234",
 	10, 5.0, 2.0, 30000, 1000, 4, 128, "p256,rsa2048,p384,ed25519", NULL,
+	"12345", 0,
 };
 
 /* ==== small helpers ======================================================= */
@@ -161,7 +197,7 @@ static long long proc_ticks(long pid)
  * quantity as proc_ticks at a finer grain; -1 where the kernel has no schedstat. */
 static long long proc_sched_ns(long pid)
 {
-	char path[96], buf[256];
+	char path[320], buf[256];
 	long long sum = 0;
 	snprintf(path, sizeof path, "/proc/%ld/task", pid);
 	DIR *d = opendir(path);
@@ -353,7 +389,7 @@ static long resp_status(const uint8_t *r, size_t n)
 	const uint8_t *p = memmem(r, n, pat, sizeof pat);
 	if (!p || (size_t)(p - r) + 12 > n)
 		return -1;
-	return (long)buf_get_be32(p + 8);
+	return (long)((uint32_t)p[8] << 24 | (uint32_t)p[9] << 16 | (uint32_t)p[10] << 8 | p[11]);
 }
 
 /* Result Reason and Message of a failed answer, for the report. */
@@ -426,8 +462,8 @@ struct dworker {
 	pthread_t th;
 	int port;
 	const struct msg *req;
-	pthread_barrier_t *start;
-	uint64_t deadline;              /* stop when the clock passes it; 0: use count */
+	pthread_barrier_t *ready, *start;   /* all warmed up; the clock runs */
+	const uint64_t *deadline;       /* stop when the clock passes it; 0: use count */
 	long count;                     /* with deadline 0: requests to send */
 	int warmup;
 	/* results */
@@ -455,11 +491,13 @@ static void *dworker_main(void *arg)
 			resp_why(resp, (size_t)n, w->why, sizeof w->why);
 		}
 	}
+	pthread_barrier_wait(w->ready);
 	pthread_barrier_wait(w->start);
+	uint64_t deadline = *w->deadline;
 	if (w->conn_ok) {
 		for (;;) {
 			uint64_t t0 = now_ns();
-			if (w->deadline ? t0 >= w->deadline : w->done + w->failed >= w->count)
+			if (deadline ? t0 >= deadline : w->done + w->failed >= w->count)
 				break;
 			long n = kc_roundtrip(&w->c, w->req->b, w->req->n, resp, RESP_CAP);
 			uint64_t t1 = now_ns();
@@ -492,44 +530,68 @@ struct run {
 	size_t resp_len;
 	char why[256];
 	int ok;
+	double self_cpu_us;             /* this process's CPU per request (client, or baseline) */
+	double daemon_cpu_us;           /* the daemon's CPU per request (when its pid is known) */
 };
+
+/* CPU time of this process (all threads), for the client's share of the machine. */
+static uint64_t self_cpu0;
+
+static uint64_t self_cpu_ns(void)
+{
+	struct rusage ru;
+	getrusage(RUSAGE_SELF, &ru);
+	return (uint64_t)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000000000u +
+	       (uint64_t)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) * 1000u;
+}
+
+static void self_cpu_before(void)
+{
+	self_cpu0 = self_cpu_ns();
+}
+
+static double self_cpu_after(long requests)
+{
+	return requests > 0 ? (double)(self_cpu_ns() - self_cpu0) / 1000.0 / (double)requests : 0;
+}
 
 /* K connections to port, each sending req until secs have passed (or count requests in
  * all when secs is 0).  before / after: called right before the start and after the end
  * (the CPU readings of the nullp11 run). */
-static struct run run_daemon(int port, const struct msg *req, int k, double secs, long count,
-                             void (*before)(void), void (*after)(void))
+static struct run run_daemon(int port, long pid, const struct msg *req, int k, double secs,
+                             long count, void (*before)(void), void (*after)(void))
 {
+	long long d0 = -1, d1 = -1;
 	struct run r;
 	struct dworker *w = calloc((size_t)k, sizeof *w);
-	pthread_barrier_t start;
+	pthread_barrier_t ready, start;
+	uint64_t deadline = 0;
 	struct lat all = { 0 };
 
 	memset(&r, 0, sizeof r);
 	if (!w)
 		return r;
+	pthread_barrier_init(&ready, NULL, (unsigned)k + 1);
 	pthread_barrier_init(&start, NULL, (unsigned)k + 1);
 	for (int i = 0; i < k; i++) {
 		w[i].port = port;
 		w[i].req = req;
+		w[i].ready = &ready;
 		w[i].start = &start;
+		w[i].deadline = &deadline;
 		w[i].warmup = 3;
 		w[i].count = count / k + (i < count % k);
 		pthread_create(&w[i].th, NULL, dworker_main, &w[i]);
 	}
-	/* The workers connect and warm up before the barrier; the deadline is set after. */
-	uint64_t deadline = 0;
-	for (int i = 0; i < k; i++)
-		w[i].deadline = 1;      /* placeholder, replaced below before the barrier opens */
+	pthread_barrier_wait(&ready);   /* connected and warmed up */
 	if (before)
 		before();
+	d0 = pid ? proc_sched_ns(pid) : -1;
+	self_cpu_before();
 	uint64_t t0 = now_ns();
 	if (secs > 0)
 		deadline = t0 + (uint64_t)(secs * 1e9);
-	for (int i = 0; i < k; i++)
-		w[i].deadline = deadline;
 	pthread_barrier_wait(&start);
-	t0 = now_ns();
 	uint64_t tend = t0;
 	r.ok = 1;
 	for (int i = 0; i < k; i++) {
@@ -550,8 +612,13 @@ static struct run run_daemon(int port, const struct msg *req, int k, double secs
 		lat_merge(&all, &w[i].lat);
 		free(w[i].lat.v);
 	}
+	r.self_cpu_us = self_cpu_after(r.done + r.failed);
+	d1 = pid ? proc_sched_ns(pid) : -1;
+	r.daemon_cpu_us = d0 >= 0 && d1 >= 0 && r.done + r.failed > 0 ?
+	                  (double)(d1 - d0) / 1000.0 / (double)(r.done + r.failed) : 0;
 	if (after)
 		after();
+	pthread_barrier_destroy(&ready);
 	pthread_barrier_destroy(&start);
 	free(w);
 	r.rate = tend > t0 ? (double)r.done * 1e9 / (double)(tend - t0) : 0;
@@ -580,31 +647,20 @@ static int mod_has(CK_MECHANISM_TYPE m)
 	return 0;
 }
 
-/* dlopen the module, C_Initialize, find the token by label.  0 or -1. */
+/* Load the module with the daemon's own p11_load (dlopen, C_Initialize with OS locking), so
+ * that the in-process run of op_handle below uses it too; find the token by label.  0 or -1. */
 static int mod_load(const char *path, const char *label)
 {
-	CK_C_GetFunctionList gfl;
-	CK_C_INITIALIZE_ARGS args;
 	CK_SLOT_ID slots[64];
 	CK_ULONG n = 64;
+	char err[512];
 
-	mod.dl = dlopen(path, RTLD_NOW | RTLD_LOCAL);
-	if (!mod.dl) {
-		fprintf(stderr, "bench: dlopen %s: %s\n", path, dlerror());
+	log_state.level = LV_ERROR;
+	if (p11_load(path, err, sizeof err) != CKR_OK) {
+		fprintf(stderr, "bench: %s\n", err);
 		return -1;
 	}
-	*(void **)&gfl = dlsym(mod.dl, "C_GetFunctionList");
-	if (!gfl || gfl(&mod.f) != CKR_OK) {
-		fprintf(stderr, "bench: %s: no function list\n", path);
-		return -1;
-	}
-	memset(&args, 0, sizeof args);
-	args.flags = CKF_OS_LOCKING_OK;
-	CK_RV rv = mod.f->C_Initialize(&args);
-	if (rv != CKR_OK && rv != CKR_CRYPTOKI_ALREADY_INITIALIZED) {
-		fprintf(stderr, "bench: C_Initialize: 0x%lx\n", rv);
-		return -1;
-	}
+	mod.f = p11.fl;
 	if (mod.f->C_GetSlotList(CK_TRUE, slots, &n) != CKR_OK)
 		return -1;
 	for (CK_ULONG i = 0; i < n; i++) {
@@ -725,17 +781,55 @@ static CK_RV mod_session(const char *uid, CK_SESSION_HANDLE *h, CK_OBJECT_HANDLE
 
 struct bworker {
 	pthread_t th;
+	const struct msg *req;          /* non-NULL: run the daemon's op_handle on it instead */
 	const char *uid;
 	const struct plan *plan;
 	const uint8_t *data;
 	size_t n;
-	pthread_barrier_t *start;
-	uint64_t deadline;
+	pthread_barrier_t *ready, *start;
+	const uint64_t *deadline;
 	long done;
 	uint64_t end;
 	CK_RV rv;
 	struct lat lat;
 };
+
+/* The daemon's whole request path minus TLS, sockets and threads: op_handle() of
+ * section 7 on the KMIP request, with this thread's own sessions, as a worker runs it. */
+static void *bworker_op_main(struct bworker *w)
+{
+	static struct op_env env;
+	struct op_thread *t = op_thread_new(&env, NULL, 0);
+	uint8_t *out = malloc(RESP_CAP);
+
+	w->rv = t && out ? CKR_OK : CKR_HOST_MEMORY;
+	for (int i = 0; w->rv == CKR_OK && i < 3; i++) {
+		size_t n = op_handle(t, w->req->b, w->req->n, out, RESP_CAP);
+		if (resp_status(out, n) != RS_SUCCESS)
+			w->rv = CKR_FUNCTION_FAILED;
+	}
+	pthread_barrier_wait(w->ready);
+	pthread_barrier_wait(w->start);
+	uint64_t deadline = *w->deadline;
+	while (w->rv == CKR_OK) {
+		uint64_t t0 = now_ns();
+		if (t0 >= deadline)
+			break;
+		size_t n = op_handle(t, w->req->b, w->req->n, out, RESP_CAP);
+		uint64_t t1 = now_ns();
+		if (resp_status(out, n) != RS_SUCCESS) {
+			w->rv = CKR_FUNCTION_FAILED;
+			break;
+		}
+		w->done++;
+		lat_add(&w->lat, t1 - t0);
+		w->end = t1;
+	}
+	if (t)
+		op_thread_free(t);
+	free(out);
+	return NULL;
+}
 
 static void *bworker_main(void *arg)
 {
@@ -743,13 +837,17 @@ static void *bworker_main(void *arg)
 	CK_SESSION_HANDLE h = CK_INVALID_HANDLE;
 	CK_OBJECT_HANDLE key = CK_INVALID_HANDLE;
 
+	if (w->req)
+		return bworker_op_main(w);
 	w->rv = mod_session(w->uid, &h, &key);
 	for (int i = 0; w->rv == CKR_OK && i < 3; i++)
 		w->rv = mod_sign_once(h, key, w->plan, w->data, w->n);
+	pthread_barrier_wait(w->ready);
 	pthread_barrier_wait(w->start);
+	uint64_t deadline = *w->deadline;
 	while (w->rv == CKR_OK) {
 		uint64_t t0 = now_ns();
-		if (t0 >= w->deadline)
+		if (t0 >= deadline)
 			break;
 		w->rv = mod_sign_once(h, key, w->plan, w->data, w->n);
 		uint64_t t1 = now_ns();
@@ -765,41 +863,36 @@ static void *bworker_main(void *arg)
 }
 
 static struct run run_baseline(const char *uid, const struct plan *p, const uint8_t *data,
-                               size_t n, int k, double secs)
+                               size_t n, int k, double secs, const struct msg *req)
 {
 	struct run r;
 	struct bworker *w = calloc((size_t)k, sizeof *w);
-	pthread_barrier_t start;
+	pthread_barrier_t ready, start;
+	uint64_t deadline = 0;
 	struct lat all = { 0 };
 
 	memset(&r, 0, sizeof r);
 	if (!w)
 		return r;
+	pthread_barrier_init(&ready, NULL, (unsigned)k + 1);
 	pthread_barrier_init(&start, NULL, (unsigned)k + 1);
-	uint64_t deadline = now_ns() + (uint64_t)(secs * 1e9) + 3600ull * 1000000000u;
 	for (int i = 0; i < k; i++) {
-		w[i] = (struct bworker){ .uid = uid, .plan = p, .data = data, .n = n,
-		                         .start = &start, .deadline = deadline };
+		w[i] = (struct bworker){ .req = req, .uid = uid, .plan = p, .data = data, .n = n,
+		                         .ready = &ready, .start = &start, .deadline = &deadline };
 		pthread_create(&w[i].th, NULL, bworker_main, &w[i]);
 	}
-	/* The deadline is only read after the barrier, so it may still change here. */
-	sleep_ms(0);
+	pthread_barrier_wait(&ready);   /* sessions open, key found, warmed up */
+	self_cpu_before();
 	uint64_t t0 = now_ns();
-	for (int i = 0; i < k; i++)
-		w[i].deadline = UINT64_MAX;
-	/* Set the real deadline once everyone has its session: after the barrier opens. */
-	pthread_barrier_wait(&start);
-	t0 = now_ns();
 	deadline = t0 + (uint64_t)(secs * 1e9);
-	for (int i = 0; i < k; i++)
-		__atomic_store_n(&w[i].deadline, deadline, __ATOMIC_RELAXED);
+	pthread_barrier_wait(&start);
 	uint64_t tend = t0;
 	r.ok = 1;
 	for (int i = 0; i < k; i++) {
 		pthread_join(w[i].th, NULL);
 		if (w[i].rv != CKR_OK) {
 			r.ok = 0;
-			snprintf(r.why, sizeof r.why, "%s", p11_rv_name(w[i].rv));
+			snprintf(r.why, sizeof r.why, "%s", req ? "op_handle failed" : p11_rv_name(w[i].rv));
 		}
 		r.done += w[i].done;
 		if (w[i].end > tend)
@@ -807,6 +900,8 @@ static struct run run_baseline(const char *uid, const struct plan *p, const uint
 		lat_merge(&all, &w[i].lat);
 		free(w[i].lat.v);
 	}
+	r.self_cpu_us = self_cpu_after(r.done);
+	pthread_barrier_destroy(&ready);
 	pthread_barrier_destroy(&start);
 	free(w);
 	r.rate = tend > t0 ? (double)r.done * 1e9 / (double)(tend - t0) : 0;
@@ -821,8 +916,24 @@ static struct run run_baseline(const char *uid, const struct plan *p, const uint
 struct echo {
 	int lfd, port;
 	size_t req, resp;
+	int cpu;                        /* pin the echo thread here; -1: no pinning */
 	pthread_t th;
 };
+
+/* Pin the calling thread to one CPU, or (cpu < 0) let it run on all of them again. */
+static void pin_self(int cpu)
+{
+	cpu_set_t set;
+	CPU_ZERO(&set);
+	if (cpu >= 0) {
+		CPU_SET(cpu, &set);
+	} else {
+		long n = sysconf(_SC_NPROCESSORS_ONLN);
+		for (long i = 0; i < n && i < CPU_SETSIZE; i++)
+			CPU_SET((int)i, &set);
+	}
+	pthread_setaffinity_np(pthread_self(), sizeof set, &set);
+}
 
 static int read_full(int fd, uint8_t *b, size_t n)
 {
@@ -860,6 +971,8 @@ static void *echo_main(void *arg)
 	struct echo *e = arg;
 	uint8_t buf[RESP_CAP];
 	int one = 1;
+	if (e->cpu >= 0)
+		pin_self(e->cpu);
 	int fd = accept(e->lfd, NULL, NULL);
 	if (fd < 0)
 		return NULL;
@@ -890,10 +1003,11 @@ static int listen_any(int *port)
 }
 
 /* Median round trip, in microseconds, of req bytes out and resp bytes back over a plain
- * TCP connection on 127.0.0.1 (TCP_NODELAY on both ends, a thread echoing). */
-static double tcp_rtt(size_t req, size_t resp, double secs)
+ * TCP connection on 127.0.0.1 (TCP_NODELAY on both ends, a thread echoing).  place: 0 no
+ * pinning, 1 both threads on CPU 0, 2 the client on CPU 0 and the echo on CPU 1. */
+static double tcp_rtt(size_t req, size_t resp, double secs, int place)
 {
-	struct echo e = { -1, 0, req, resp, 0 };
+	struct echo e = { -1, 0, req, resp, place == 0 ? -1 : place == 1 ? 0 : 1, 0 };
 	struct lat l = { 0 };
 	uint8_t buf[RESP_CAP];
 	struct sockaddr_in a;
@@ -902,6 +1016,10 @@ static double tcp_rtt(size_t req, size_t resp, double secs)
 
 	if (req > sizeof buf || resp > sizeof buf || (e.lfd = listen_any(&e.port)) < 0)
 		return 0;
+	if (place == 2 && sysconf(_SC_NPROCESSORS_ONLN) < 2)
+		e.cpu = 0;
+	if (place)
+		pin_self(0);
 	pthread_create(&e.th, NULL, echo_main, &e);
 	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	memset(&a, 0, sizeof a);
@@ -928,6 +1046,8 @@ static double tcp_rtt(size_t req, size_t resp, double secs)
 	pthread_join(e.th, NULL);
 	close(e.lfd);
 	free(l.v);
+	if (place)
+		pin_self(-1);
 	return med;
 }
 
@@ -1024,6 +1144,54 @@ static void *hsworker_main(void *arg)
 	return NULL;
 }
 
+/* ==== the handshake's crypto floor ======================================== */
+
+/* Microseconds per (X25519 key pair + X25519 shared secret + ECDSA P-256 signature of a
+ * hash), one thread, PSA: the asymmetric work of one TLS 1.3 server handshake with our
+ * key exchange and certificate; the rest (HKDF, AES-GCM, X.509) is small beside it. */
+static double hs_crypto_floor(double secs)
+{
+	psa_key_attributes_t ka = PSA_KEY_ATTRIBUTES_INIT, sa = PSA_KEY_ATTRIBUTES_INIT;
+	psa_key_id_t sig = 0, peer = 0;
+	uint8_t peer_pub[32], pub[32], secret[32], hash[32] = { 1 }, sigbuf[64];
+	size_t n;
+	long count = 0;
+	double us = 0;
+
+	psa_set_key_type(&ka, PSA_KEY_TYPE_ECC_KEY_PAIR(PSA_ECC_FAMILY_MONTGOMERY));
+	psa_set_key_bits(&ka, 255);
+	psa_set_key_usage_flags(&ka, PSA_KEY_USAGE_DERIVE | PSA_KEY_USAGE_EXPORT);
+	psa_set_key_algorithm(&ka, PSA_ALG_ECDH);
+	psa_set_key_type(&sa, PSA_KEY_TYPE_ECC_KEY_PAIR(PSA_ECC_FAMILY_SECP_R1));
+	psa_set_key_bits(&sa, 256);
+	psa_set_key_usage_flags(&sa, PSA_KEY_USAGE_SIGN_HASH);
+	psa_set_key_algorithm(&sa, PSA_ALG_ECDSA(PSA_ALG_SHA_256));
+	if (psa_generate_key(&sa, &sig) != PSA_SUCCESS || psa_generate_key(&ka, &peer) != PSA_SUCCESS ||
+	    psa_export_public_key(peer, peer_pub, sizeof peer_pub, &n) != PSA_SUCCESS)
+		goto out;
+	uint64_t t0 = now_ns(), end = t0 + (uint64_t)(secs * 1e9), t1 = t0;
+	while (t1 < end) {
+		psa_key_id_t eph = 0;
+		if (psa_generate_key(&ka, &eph) != PSA_SUCCESS ||
+		    psa_export_public_key(eph, pub, sizeof pub, &n) != PSA_SUCCESS ||
+		    psa_raw_key_agreement(PSA_ALG_ECDH, eph, peer_pub, sizeof peer_pub, secret,
+		                          sizeof secret, &n) != PSA_SUCCESS ||
+		    psa_sign_hash(sig, PSA_ALG_ECDSA(PSA_ALG_SHA_256), hash, sizeof hash, sigbuf,
+		                  sizeof sigbuf, &n) != PSA_SUCCESS) {
+			psa_destroy_key(eph);
+			goto out;
+		}
+		psa_destroy_key(eph);
+		count++;
+		t1 = now_ns();
+	}
+	us = count ? (double)(t1 - t0) / 1000.0 / (double)count : 0;
+out:
+	psa_destroy_key(sig);
+	psa_destroy_key(peer);
+	return us;
+}
+
 /* ==== the report ========================================================== */
 
 static void line(void)
@@ -1048,6 +1216,7 @@ static void usage(void)
 	        "             [--user LABEL] [--pin PIN] [--conns K] [--time S] [--one-time S]\n"
 	        "             [--null-requests N] [--idle-conns N] [--hs-threads T]\n"
 	        "             [--data-size BYTES] [--algs p256,rsa2048,p384,ed25519]\n"
+	        "             [--sections 12345] [--extra-keys N] [--suites cascade|mbedtls]\n"
 	        "       bench --free-ports | --wait PORT SECONDS\n");
 	exit(2);
 }
@@ -1088,6 +1257,18 @@ static int mode_wait(int port, double secs)
 	return 1;
 }
 
+static int want_sec(char c)
+{
+	return strchr(opt.sections, c) != NULL;
+}
+
+static void print_load(const char *when)
+{
+	char buf[256];
+	if (read_small("/proc/loadavg", buf, sizeof buf) == 0)
+		printf("load average %s: %.*s\n", when, (int)strcspn(buf, "\n"), buf);
+}
+
 static int want_alg(const char *key)
 {
 	size_t n = strlen(key);
@@ -1101,6 +1282,7 @@ int main(int argc, char **argv)
 {
 	static uint8_t data[65536];
 	char buf1[32], cpu[128];
+	int ran = 0;
 
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	signal(SIGPIPE, SIG_IGN);
@@ -1110,6 +1292,12 @@ int main(int argc, char **argv)
 #define ARG(name) (strcmp(a, name) == 0 && v && ++i)
 		if (strcmp(a, "--free-ports") == 0)
 			return mode_free_ports();
+		if (strcmp(a, "--rtt") == 0) {
+			for (int k = 0; k < 3; k++)
+				printf("rtt place %d: %.1f %.1f %.1f us\n", k, tcp_rtt(408, 272, 1, k),
+				       tcp_rtt(408, 272, 1, k), tcp_rtt(408, 272, 1, k));
+			return 0;
+		}
 		else if (strcmp(a, "--wait") == 0 && i + 2 < argc)
 			return mode_wait(atoi(argv[i + 1]), atof(argv[i + 2]));
 		else if (ARG("--host")) opt.host = v;
@@ -1130,6 +1318,10 @@ int main(int argc, char **argv)
 		else if (ARG("--hs-threads")) opt.hs_threads = atoi(v);
 		else if (ARG("--data-size")) opt.data_size = (size_t)atol(v);
 		else if (ARG("--algs")) opt.algs = v;
+		else if (ARG("--sections")) opt.sections = v;
+		else if (ARG("--suites")) bench_suites = strcmp(v, "mbedtls") == 0 ? NULL :
+		                                        bench_suites_cascade;
+		else if (ARG("--extra-keys")) opt.extra_keys = atoi(v);
 		else if (ARG("--softhsm-version")) opt.softhsm_version = v;
 		else
 			usage();
@@ -1141,8 +1333,8 @@ int main(int argc, char **argv)
 		usage();
 
 	/* Everything below is bounded: a hung daemon must not hang `make bench`. */
-	double budget = 60 + A_COUNT * (2 * opt.secs + 3 * opt.one_secs + 30) + 2 * opt.secs +
-	                opt.null_requests / 2000.0 + opt.idle_conns / 20.0;
+	double budget = 60 + A_COUNT * (3 * opt.secs + 4 * opt.one_secs + 30) + 2 * opt.secs +
+	                opt.null_requests / 2000.0 + opt.idle_conns / 20.0 + opt.extra_keys * 0.5;
 	signal(SIGALRM, on_alarm);
 	alarm((unsigned)budget);
 
@@ -1173,32 +1365,55 @@ int main(int argc, char **argv)
 	       opt.softhsm_version ? opt.softhsm_version : "version unknown", MBEDTLS_VERSION_STRING);
 	printf("K = %d connections / threads, %.1f s per throughput run, %.1f s per latency run, "
 	       "Data %zu bytes\n", opt.conns, opt.secs, opt.one_secs, opt.data_size);
+	{
+		struct kc c;
+		if (connect_to(&c, opt.port) == 0) {
+			printf("TLS: %s, %s (client offers %s)\n", mbedtls_ssl_get_version(&c.ssl),
+			       mbedtls_ssl_get_ciphersuite(&c.ssl), bench_suites ?
+			       "AES-256-GCM, AES-128-GCM, ChaCha20-Poly1305 as Cascade's rustls does" :
+			       "Mbed TLS's default list");
+			kc_close(&c);
+		}
+	}
 	long nofile = proc_nofile(opt.pid);
 	if (nofile >= 0 && nofile < opt.idle_conns + 64)
 		printf("NOTE the daemon's open-file limit is %ld: too low for %d connections\n",
 		       nofile, opt.idle_conns);
 	long rss_idle = proc_status_kb(opt.pid, "VmRSS");
+	print_load("at start");
 
 	/* ---- keys, through the daemon ---- */
 	char uid[A_COUNT][128];
-	int have[A_COUNT];
-	for (int a = 0; a < A_COUNT; a++) {
-		have[a] = want_alg(algs[a].key) &&
-		          make_key(opt.port, &algs[a], opt.user, opt.pin, uid[a], sizeof uid[a]) == 0;
+	int have[A_COUNT], any = 0;
+	if (opt.extra_keys > 0 && (want_sec('1') || want_sec('2'))) {
+		int made = 0;
+		for (int i = 0; i < opt.extra_keys; i++)
+			made += make_key(opt.port, &algs[A_P256], opt.user, opt.pin, uid[0],
+			                 sizeof uid[0]) == 0;
+		printf("the token holds %d extra P-256 key pairs (%d objects) besides the bench's keys\n",
+		       made, 2 * made);
 	}
-	if (mod_load(opt.lib, opt.user) != 0)
+	for (int a = 0; a < A_COUNT; a++) {
+		have[a] = (want_sec('1') || want_sec('2')) && want_alg(algs[a].key) &&
+		          make_key(opt.port, &algs[a], opt.user, opt.pin, uid[a], sizeof uid[a]) == 0;
+		any |= have[a];
+	}
+	if (any && mod_load(opt.lib, opt.user) != 0)
 		return 1;
+	if (!any)
+		ran = 1;
 
-	/* ---- 1. throughput ---- */
-	struct run dr[A_COUNT], br[A_COUNT], d1[A_COUNT], b1[A_COUNT];
+	/* ---- 1. throughput, 2. one connection ---- */
+	struct run dr[A_COUNT], br[A_COUNT], or[A_COUNT], d1[A_COUNT], b1[A_COUNT], o1[A_COUNT];
 	struct plan pl[A_COUNT];
 	size_t reqlen[A_COUNT];
-	double rtt[A_COUNT];
-	int ran = 0;
+	double rtt[A_COUNT][3];
 	memset(dr, 0, sizeof dr);
 	memset(br, 0, sizeof br);
+	memset(or, 0, sizeof or);
 	memset(d1, 0, sizeof d1);
 	memset(b1, 0, sizeof b1);
+	memset(o1, 0, sizeof o1);
 	memset(rtt, 0, sizeof rtt);
 	for (int a = 0; a < A_COUNT; a++) {
 		static struct msg m;
@@ -1207,25 +1422,29 @@ int main(int argc, char **argv)
 		pl[a] = plan_for(&algs[a]);
 		rq_sign(&m, &algs[a], uid[a], opt.user, opt.pin, data, opt.data_size);
 		reqlen[a] = m.n;
-		dr[a] = run_daemon(opt.port, &m, opt.conns, opt.secs, 0, NULL, NULL);
-		br[a] = run_baseline(uid[a], &pl[a], data, opt.data_size, opt.conns, opt.secs);
-		d1[a] = run_daemon(opt.port, &m, 1, opt.one_secs, 0, NULL, NULL);
-		b1[a] = run_baseline(uid[a], &pl[a], data, opt.data_size, 1, opt.one_secs);
-		if (d1[a].resp_len)
-			rtt[a] = tcp_rtt(reqlen[a], d1[a].resp_len, opt.one_secs);
+		dr[a] = run_daemon(opt.port, opt.pid, &m, opt.conns, opt.secs, 0, NULL, NULL);
+		br[a] = run_baseline(uid[a], &pl[a], data, opt.data_size, opt.conns, opt.secs, NULL);
+		or[a] = run_baseline(uid[a], &pl[a], data, opt.data_size, opt.conns, opt.secs, &m);
+		d1[a] = run_daemon(opt.port, opt.pid, &m, 1, opt.one_secs, 0, NULL, NULL);
+		b1[a] = run_baseline(uid[a], &pl[a], data, opt.data_size, 1, opt.one_secs, NULL);
+		o1[a] = run_baseline(uid[a], &pl[a], data, opt.data_size, 1, opt.one_secs, &m);
+		for (int place = 0; place < 3 && d1[a].resp_len; place++)
+			rtt[a][place] = tcp_rtt(reqlen[a], d1[a].resp_len, opt.one_secs / 2, place);
 		ran |= dr[a].ok && br[a].ok;
-		for (int i = 0; i < 4; i++) {
-			struct run *r = i == 0 ? &dr[a] : i == 1 ? &br[a] : i == 2 ? &d1[a] : &b1[a];
+		for (int i = 0; i < 6; i++) {
+			static const char *const what[] = { "daemon", "baseline", "op_handle in-process",
+				"daemon, one connection", "baseline, one thread", "op_handle, one thread" };
+			struct run *r = i == 0 ? &dr[a] : i == 1 ? &br[a] : i == 2 ? &or[a] :
+			                i == 3 ? &d1[a] : i == 4 ? &b1[a] : &o1[a];
 			if (!r->ok || r->failed)
-				printf("NOTE %s, %s: %s%s\n", algs[a].name,
-				       i == 0 ? "daemon" : i == 1 ? "baseline" : i == 2 ? "daemon, one connection"
-				       : "baseline, one thread", r->ok ? "" : "could not run: ", r->why);
+				printf("NOTE %s, %s: %s%s\n", algs[a].name, what[i],
+				       r->ok ? "" : "could not run: ", r->why);
 		}
 	}
 	long rss_after = proc_status_kb(opt.pid, "VmRSS");
 
-	printf("\n1. Signatures per second, K = %d: daemon over K TLS 1.3 connections, baseline "
-	       "K threads in-process\n", opt.conns);
+	printf("\n1. Signatures per second, K = %d: daemon over K TLS 1.3 connections; baseline: K "
+	       "threads in-process, C_SignInit + C_Sign\n", opt.conns);
 	line();
 	printf("%-12s | %9s %8s %8s | %9s %8s %8s | %7s | %s\n", "algorithm", "daemon/s", "p50 us",
 	       "p99 us", "inproc/s", "p50 us", "p99 us", "ratio", "target");
@@ -1248,130 +1467,180 @@ int main(int argc, char **argv)
 		}
 	printf("\n");
 
-	printf("\n2. One connection: median latency of one Sign vs. in-process module work + "
-	       "loopback TCP round trip\n");
+	printf("\n1b. Where the CPU goes at K = %d (same runs; us of CPU per signature, all "
+	       "threads).  op_handle: the daemon's\n    request path in-process (TTLV, slot lookup, "
+	       "PIN check, C_FindObjects, C_GetAttributeValue, sign), no TLS\n", opt.conns);
 	line();
-	printf("%-12s | %9s | %9s %9s %11s %9s | %9s | %s\n", "algorithm", "daemon us", "inproc us",
-	       "TCP rtt", "(req/resp B)", "sum us", "excess us", "target");
+	printf("%-12s | %10s %10s | %10s %9s %7s | %10s %7s\n", "algorithm", "daemon CPU",
+	       "client CPU", "op_handle/s", "CPU/sig", "ratio", "baseline", "CPU/sig");
+	line();
+	for (int a = 0; a < A_COUNT; a++) {
+		if (!have[a])
+			continue;
+		printf("%-12s | %10.1f %10.1f | %10.0f %9.1f %7s | %10.0f %7.1f\n", algs[a].name,
+		       dr[a].daemon_cpu_us, dr[a].self_cpu_us, or[a].rate, or[a].self_cpu_us,
+		       pct(or[a].rate, br[a].rate, buf1, sizeof buf1), br[a].rate, br[a].self_cpu_us);
+	}
+	line();
+
+	printf("\n2. One connection: median latency of one Sign vs. in-process C_SignInit + C_Sign + "
+	       "loopback TCP round trip\n   (plain TCP echo with the KMIP request / response sizes;"
+	       " sum and excess use the unpinned round trip)\n");
+	line();
+	printf("%-12s | %9s | %9s %8s %11s %8s | %8s | %9s | %s\n", "algorithm", "daemon us",
+	       "inproc us", "TCP rtt", "(req/resp B)", "sum us", "excess", "op_handle", "target");
 	line();
 	for (int a = 0; a < A_COUNT; a++) {
 		if (!have[a])
 			continue;
 		char sz[32];
 		snprintf(sz, sizeof sz, "%zu/%zu", reqlen[a], d1[a].resp_len);
-		double sum = b1[a].p50 + rtt[a];
-		printf("%-12s | %9.1f | %9.1f %9.1f %11s %9.1f | %9.1f | %s\n", algs[a].name,
-		       d1[a].p50, b1[a].p50, rtt[a], sz, sum, d1[a].p50 - sum,
+		double sum = b1[a].p50 + rtt[a][0];
+		printf("%-12s | %9.1f | %9.1f %8.1f %11s %8.1f | %8.1f | %9.1f | %s\n", algs[a].name,
+		       d1[a].p50, b1[a].p50, rtt[a][0], sz, sum, d1[a].p50 - sum, o1[a].p50,
 		       a == A_P256 || a == A_RSA2048 ? "<= 15 us" : "-");
 	}
 	line();
+	printf("TCP round trip by placement (us): ");
+	for (int a = 0, first = 1; a < A_COUNT; a++)
+		if (have[a]) {
+			printf("%s%s %.1f / %.1f / %.1f", first ? "" : "; ", algs[a].name, rtt[a][0],
+			       rtt[a][1], rtt[a][2]);
+			first = 0;
+		}
+	printf("  (unpinned / both on CPU 0 / CPU 0 and CPU 1)\n");
 
 	/* ---- 3. CPU per request against nullp11 ---- */
 	if (opt.null_port && opt.null_pid) {
-		printf("\n3. Daemon CPU per Sign request against nullp11 (no crypto in the module), "
-		       "K = %d connections, %ld requests\n", opt.conns, opt.null_requests);
-		line();
-		printf("%-12s | %12s %14s | %9s | %9s %9s | %s\n", "algorithm", "CPU us/req",
-		       "(schedstat)", "req/s", "1-conn p50", "TCP rtt", "target");
-		line();
 		long null_rss_idle = proc_status_kb(opt.null_pid, "VmRSS");
-		static const int null_algs[] = { A_P256, A_RSA2048, A_ED25519 };
-		char nuid[128];
-		static struct msg nm;
 		int p256_ok = 0;
 		char p256_uid[128] = "";
-		for (size_t i = 0; i < ARRAY_LEN(null_algs); i++) {
-			const struct alg *a = &algs[null_algs[i]];
-			if (make_key(opt.null_port, a, opt.null_user, opt.null_pin, nuid, sizeof nuid) != 0)
-				continue;
-			rq_sign(&nm, a, nuid, opt.null_user, opt.null_pin, data, opt.data_size);
-			struct run r = run_daemon(opt.null_port, &nm, opt.conns, 0, opt.null_requests,
-			                          cpu_before, cpu_after);
-			double us, us_s;
-			cpu_per(r.done + r.failed, &us, &us_s);
-			struct run one = run_daemon(opt.null_port, &nm, 1, opt.one_secs, 0, NULL, NULL);
-			double rt = one.resp_len ? tcp_rtt(nm.n, one.resp_len, opt.one_secs) : 0;
-			if (!r.ok || r.failed)
-				printf("NOTE %s on nullp11: %s\n", a->name, r.why);
-			printf("%-12s | %12.1f %14.1f | %9.0f | %9.1f %9.1f | %s\n", a->name, us, us_s,
-			       r.rate, one.p50, rt, null_algs[i] == A_P256 ? "<= 10 us" : "-");
-			if (null_algs[i] == A_P256 && r.ok) {
-				p256_ok = 1;
-				snprintf(p256_uid, sizeof p256_uid, "%s", nuid);
+		char nuid[128];
+		static struct msg nm;
+		static const int null_algs[] = { A_P256, A_RSA2048, A_ED25519 };
+		/* The P-256 key for the idle-connection run of section 4 comes from here. */
+		if (!want_sec('3') && want_sec('4') &&
+		    make_key(opt.null_port, &algs[A_P256], opt.null_user, opt.null_pin, p256_uid,
+		             sizeof p256_uid) == 0)
+			p256_ok = 1;
+		if (want_sec('3')) {
+			printf("\n3. Daemon CPU per Sign request against nullp11 (no crypto in the module), "
+			       "K = %d connections, %ld requests\n", opt.conns, opt.null_requests);
+			line();
+			printf("%-12s | %10s %11s | %10s | %8s | %10s %8s | %s\n", "algorithm", "CPU us/req",
+			       "(schedstat)", "client CPU", "req/s", "1-conn p50", "TCP rtt", "target");
+			line();
+			for (size_t i = 0; i < ARRAY_LEN(null_algs); i++) {
+				const struct alg *a = &algs[null_algs[i]];
+				if (make_key(opt.null_port, a, opt.null_user, opt.null_pin, nuid, sizeof nuid) != 0)
+					continue;
+				rq_sign(&nm, a, nuid, opt.null_user, opt.null_pin, data, opt.data_size);
+				struct run r = run_daemon(opt.null_port, 0, &nm, opt.conns, 0, opt.null_requests,
+				                          cpu_before, cpu_after);
+				double us, us_s;
+				cpu_per(r.done + r.failed, &us, &us_s);
+				struct run one = run_daemon(opt.null_port, 0, &nm, 1, opt.one_secs, 0, NULL, NULL);
+				double rt = one.resp_len ? tcp_rtt(nm.n, one.resp_len, opt.one_secs / 2, 0) : 0;
+				if (!r.ok || r.failed)
+					printf("NOTE %s on nullp11: %s\n", a->name, r.why);
+				printf("%-12s | %10.1f %11.1f | %10.1f | %8.0f | %10.1f %8.1f | %s\n", a->name, us,
+				       us_s, r.self_cpu_us, r.rate, one.p50, rt,
+				       null_algs[i] == A_P256 ? "<= 10 us" : "-");
+				if (null_algs[i] == A_P256 && r.ok) {
+					p256_ok = 1;
+					snprintf(p256_uid, sizeof p256_uid, "%s", nuid);
+				}
 			}
+			line();
+			printf("CPU: utime + stime of all the daemon's threads from /proc/PID/stat (%ld ticks/s);"
+			       " schedstat: the same in ns.\n", sysconf(_SC_CLK_TCK));
 		}
-		line();
-		printf("CPU: utime + stime of all the daemon's threads from /proc/PID/stat (%ld ticks/s);"
-		       " schedstat: the same in ns.\n", sysconf(_SC_CLK_TCK));
 
-		/* ---- 4. memory ---- */
-		printf("\n4. Memory (VmRSS, VmData from /proc/PID/status), %d idle TLS 1.3 connections\n",
-		       opt.idle_conns);
-		line();
-		printf("daemon on %s: idle at start %ld KiB, after the signing runs %ld KiB\n",
-		       opt.lib, rss_idle, rss_after);
-		long data0 = proc_status_kb(opt.null_pid, "VmData");
-		long rss0 = proc_status_kb(opt.null_pid, "VmRSS");
-		struct kc *cs = calloc((size_t)opt.idle_conns + 1, sizeof *cs);
-		int opened = cs ? open_many(cs, opt.idle_conns, opt.null_port, opt.hs_threads) : 0;
-		sleep_ms(300);
-		long rss1 = proc_status_kb(opt.null_pid, "VmRSS");
-		long data1 = proc_status_kb(opt.null_pid, "VmData");
-		printf("daemon on nullp11: idle at start %ld KiB, before opening %ld KiB, with %d idle "
-		       "connections %ld KiB\n", null_rss_idle, rss0, opened, rss1);
-		if (opened > 0) {
-			printf("per idle connection: %.1f KiB resident (VmRSS), %.1f KiB of heap "
-			       "(VmData)   target <= 48 KiB\n", (double)(rss1 - rss0) / opened,
-			       (double)(data1 - data0) / opened);
+		if (want_sec('4')) {
+			/* ---- 4. memory ---- */
+			printf("\n4. Memory (VmRSS, VmData from /proc/PID/status), %d idle TLS 1.3 connections\n",
+			       opt.idle_conns);
+			line();
+			printf("daemon on %s: idle at start %ld KiB, after the signing runs %ld KiB\n",
+			       opt.lib, rss_idle, rss_after);
+			long data0 = proc_status_kb(opt.null_pid, "VmData");
+			long rss0 = proc_status_kb(opt.null_pid, "VmRSS");
+			struct kc *cs = calloc((size_t)opt.idle_conns + 1, sizeof *cs);
+			int opened = cs ? open_many(cs, opt.idle_conns, opt.null_port, opt.hs_threads) : 0;
+			sleep_ms(300);
+			long rss1 = proc_status_kb(opt.null_pid, "VmRSS");
+			long data1 = proc_status_kb(opt.null_pid, "VmData");
+			printf("daemon on nullp11: idle at start %ld KiB, before opening %ld KiB, with %d idle "
+			       "connections %ld KiB\n", null_rss_idle, rss0, opened, rss1);
+			if (opened > 0) {
+				printf("per idle connection: %.1f KiB resident (VmRSS), %.1f KiB of heap "
+				       "(VmData)   target <= 48 KiB\n", (double)(rss1 - rss0) / opened,
+				       (double)(data1 - data0) / opened);
+			}
+			/* With the idle connections still open: the CPU per request again. */
+			if (p256_ok && opened > 0) {
+				rq_sign(&nm, &algs[A_P256], p256_uid, opt.null_user, opt.null_pin, data,
+				        opt.data_size);
+				struct run r = run_daemon(opt.null_port, 0, &nm, opt.conns, 0, opt.null_requests,
+				                          cpu_before, cpu_after);
+				double us, us_s;
+				cpu_per(r.done + r.failed, &us, &us_s);
+				printf("ECDSA P-256 on nullp11 with the %d idle connections open: %.1f us CPU per "
+				       "request (schedstat %.1f), %.0f req/s\n", opened, us, us_s, r.rate);
+			}
+			for (int i = 0; cs && i < opt.idle_conns; i++)
+				if (cs[i].fd >= 0 || cs[i].ready)
+					kc_close(&cs[i]);
+			free(cs);
+			sleep_ms(300);
+			printf("after closing them: %ld KiB resident\n", proc_status_kb(opt.null_pid, "VmRSS"));
+			line();
 		}
-		/* With the idle connections still open: the CPU per request again. */
-		if (p256_ok && opened > 0) {
-			rq_sign(&nm, &algs[A_P256], p256_uid, opt.null_user, opt.null_pin, data,
-			        opt.data_size);
-			struct run r = run_daemon(opt.null_port, &nm, opt.conns, 0, opt.null_requests,
-			                          cpu_before, cpu_after);
+
+		if (want_sec('5')) {
+			/* ---- 5. handshakes ---- */
+			struct hsworker *hw = calloc((size_t)opt.hs_threads, sizeof *hw);
+			uint64_t end = now_ns() + (uint64_t)(opt.secs * 1e9);
+			long done = 0, failed = 0;
+			cpu_before();
+			self_cpu_before();
+			uint64_t t0 = now_ns();
+			for (int i = 0; i < opt.hs_threads; i++) {
+				hw[i].port = opt.null_port;
+				hw[i].deadline = end;
+				pthread_create(&hw[i].th, NULL, hsworker_main, &hw[i]);
+			}
+			for (int i = 0; i < opt.hs_threads; i++) {
+				pthread_join(hw[i].th, NULL);
+				done += hw[i].done;
+				failed += hw[i].failed;
+				if (hw[i].failed)
+					printf("NOTE handshake failures: %s\n", hw[i].err);
+			}
+			double el = (double)(now_ns() - t0) / 1e9;
+			cpu_after();
+			double client_us = self_cpu_after(done);
 			double us, us_s;
-			cpu_per(r.done + r.failed, &us, &us_s);
-			printf("ECDSA P-256 on nullp11 with the %d idle connections open: %.1f us CPU per "
-			       "request (schedstat %.1f), %.0f req/s\n", opened, us, us_s, r.rate);
+			cpu_per(done, &us, &us_s);
+			free(hw);
+			double floor_us = hs_crypto_floor(1.0);
+			printf("\n5. Full TLS 1.3 handshakes (new TCP connection each, X25519, server P-256 "
+			       "certificate), %d client threads, %.1f s\n", opt.hs_threads, opt.secs);
+			line();
+			printf("%-22s | %12s | %14s %11s | %14s\n", "", "handshakes/s", "daemon CPU us",
+			       "client CPU", "one core at this");
+			line();
+			printf("%-22s | %12.0f | %14.0f %11.0f | %14.0f\n", "daemon", done / el, us_s, client_us,
+			       us_s > 0 ? 1e6 / us_s : 0);
+			printf("%-22s | %12s | %14.0f %11s | %14.0f\n", "crypto floor (in-proc)", "-", floor_us,
+			       "-", floor_us > 0 ? 1e6 / floor_us : 0);
+			line();
+			printf("crypto floor: what a TLS 1.3 server must compute per full handshake, with the same "
+			       "Mbed TLS in this process:\nX25519 key pair + X25519 shared secret + ECDSA P-256 "
+			       "signature (PSA).  Daemon CPU / floor: %s.  %ld handshakes failed.\n",
+			       pct(us_s, floor_us, buf1, sizeof buf1), failed);
 		}
-		for (int i = 0; cs && i < opt.idle_conns; i++)
-			if (cs[i].fd >= 0 || cs[i].ready)
-				kc_close(&cs[i]);
-		free(cs);
-		sleep_ms(300);
-		printf("after closing them: %ld KiB resident\n", proc_status_kb(opt.null_pid, "VmRSS"));
-		line();
-
-		/* ---- 5. handshakes ---- */
-		struct hsworker *hw = calloc((size_t)opt.hs_threads, sizeof *hw);
-		uint64_t end = now_ns() + (uint64_t)(opt.secs * 1e9);
-		long done = 0, failed = 0;
-		cpu_before();
-		uint64_t t0 = now_ns();
-		for (int i = 0; i < opt.hs_threads; i++) {
-			hw[i].port = opt.null_port;
-			hw[i].deadline = end;
-			pthread_create(&hw[i].th, NULL, hsworker_main, &hw[i]);
-		}
-		for (int i = 0; i < opt.hs_threads; i++) {
-			pthread_join(hw[i].th, NULL);
-			done += hw[i].done;
-			failed += hw[i].failed;
-			if (hw[i].failed)
-				printf("NOTE handshake failures: %s\n", hw[i].err);
-		}
-		double el = (double)(now_ns() - t0) / 1e9;
-		cpu_after();
-		double us, us_s;
-		cpu_per(done, &us, &us_s);
-		free(hw);
-		printf("\n5. Full TLS 1.3 handshakes (new TCP connection, X25519, server P-256 "
-		       "certificate), %d client threads, %.1f s\n", opt.hs_threads, opt.secs);
-		line();
-		printf("%.0f handshakes/s (%ld failed); daemon CPU per handshake %.0f us (schedstat %.0f)"
-		       "; no target, no baseline\n", done / el, failed, us, us_s);
-		line();
 	}
+	print_load("at the end");
 	return ran ? 0 : 1;
 }

@@ -1410,8 +1410,30 @@ static void original_key(CK_KEY_TYPE type)
 	const struct ttlv *sd = child(r_payload(0), KT_SIGNATURE_DATA);
 	CHECK(succeeded(0) && sd && pk_verify(der, n, MBEDTLS_MD_SHA256, data, sd->val, sd->len),
 	      "original %s key: Sign as Cascade does, signature verifies", what);
-	one_uid(H10, OP_DESTROY, priv);
-	CHECK(succeeded(0), "original %s key: Destroy %s", what, priv);
+	if (type == CKK_EC) {
+		/* Another program removes the key: the daemon's cached handle must not sign. */
+		CHECK(p11.fl->C_DestroyObject(h, hpriv) == CKR_OK, "private key removed outside");
+		sign(priv, HASH_SHA_256, ALG_ECDSA, 0, 0, data);
+		CHECK(failed(0, RR_ITEM_NOT_FOUND),
+		      "a key destroyed by another program: Sign answers Item Not Found");
+		/* ... and makes a new pair with the same CKA_ID: the UID reaches the new key. */
+		CK_OBJECT_HANDLE hpub2, hpriv2;
+		sign(priv, HASH_SHA_256, ALG_ECDSA, 0, 0, data);        /* nothing cached now */
+		rv = p11.fl->C_GenerateKeyPair(h, &mech, pt, 7, kt, 7, &hpub2, &hpriv2);
+		CHECK(rv == CKR_OK, "a new pair under the same CKA_ID: %s", p11_rv_name(rv));
+		sign(priv, HASH_SHA_256, ALG_ECDSA, 0, 0, data);
+		CHECK(succeeded(0), "the UID signs with the new key");
+		CHECK(p11.fl->C_DestroyObject(h, hpriv2) == CKR_OK, "new private key removed outside");
+		rv = p11.fl->C_GenerateKeyPair(h, &mech, pt, 7, kt, 7, &hpub2, &hpriv2);
+		sign(priv, HASH_SHA_256, ALG_ECDSA, 0, 0, data);
+		CHECK(rv == CKR_OK && succeeded(0),
+		      "a cached handle that went stale is looked up again: Sign succeeds");
+		p11.fl->C_DestroyObject(h, hpriv2);
+		p11.fl->C_DestroyObject(h, hpub2);
+	} else {
+		one_uid(H10, OP_DESTROY, priv);
+		CHECK(succeeded(0), "original %s key: Destroy %s", what, priv);
+	}
 	one_uid(H10, OP_DESTROY, pub);
 	CHECK(succeeded(0), "original %s key: Destroy %s", what, pub);
 	p11.fl->C_CloseSession(h);

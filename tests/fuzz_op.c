@@ -1,0 +1,795 @@
+/*
+ * Fuzz target for the whole request path (sections 3-7): bytes in, op_handle(), answer out,
+ * against build/nullp11.so (a PKCS#11 module that answers at once, token "null", PIN
+ * "1234"; tests/nullp11.c).
+ *
+ * Each input is answered into 64 KiB, into a small buffer whose size the input picks, and
+ * (a request that parses) into 64 KiB with one PKCS#11 function failing; always with guard
+ * bytes behind the buffer, which must stay intact, and the length within the buffer.
+ * The answer must be a Response Message that our own decoder accepts (so every Text String
+ * is UTF-8), whose Batch Count is the number of its Batch Items, every item with a Result
+ * Status (and a Result Reason when it failed), the request's Operation and Unique Batch
+ * Item ID echoed in order, never more items than the request had (all of them with
+ * Continue), no "(null)" in a Result Message (a NULL for %s) unless the client sent it, and
+ * no Private Key, Credential or Password unless a Batch Item of the request held one.  A
+ * request that does not parse gets one Batch Item without Operation.
+ *
+ * nullp11 keeps state: key generation gives the fixed pairs new CKA_IDs, C_Logout logs
+ * out.  Before every call the fuzzer puts it back (IDs 11 / 22 / 33 for the RSA / P-256 /
+ * Ed25519 pairs, user logged in), so that an input means the same thing every time.
+ *
+ *   libFuzzer:  clang -g -O1 -fsanitize=fuzzer,address,undefined -DK2P_TEST -DK2P_FUZZ \
+ *                     -Itests -I. tests/fuzz_op.c -o build/fuzz_op -lmbedtls ... -ldl
+ *               build/fuzz_op build/corpus-op tests/corpus/op
+ *   replay:     cc ... -DK2P_TEST -DK2P_FUZZ_REPLAY tests/fuzz_op.c -o build/fuzz_op_replay
+ *               build/fuzz_op_replay tests/corpus/op [more files or directories]
+ *               build/fuzz_op_replay -seeds DIR   writes the seed corpus (our own encoder)
+ *   The module is build/nullp11.so next to the executable, or $K2P_NULLP11.
+ */
+#include "../kmip2pkcs11.c"
+
+#include <dirent.h>
+#include <libgen.h>
+#include <sys/stat.h>
+
+#define FZ_OUT_CAP  (64 * 1024)
+#define FZ_GUARD    64
+
+static struct op_env fz_env;
+static struct op_thread *fz_thread;
+static CK_SESSION_HANDLE fz_sess;
+static uint8_t fz_out[FZ_OUT_CAP + FZ_GUARD];
+static struct ttlv fz_req_items[TTLV_MAX_ITEMS], fz_resp_items[TTLV_MAX_ITEMS];
+static struct kmip_request fz_req;
+static int fz_failed;
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+static void fz_fail(const char *what)
+{
+	fprintf(stderr, "FAIL invariant: %s\n", what);
+#ifndef K2P_FUZZ_REPLAY
+	abort();
+#endif
+	fz_failed++;
+}
+
+/*
+ * Faults: the third answer to each input is made with one PKCS#11 function failing, the
+ * one the input's bytes pick (nullp11 reads NULLP11_FAIL in C_GetFunctionList, which
+ * refills the same function list in place).  Lost sessions drive the retry paths.
+ */
+static const char *const fz_faults[] = {
+	"C_Sign=0xB3",                  /* CKR_SESSION_HANDLE_INVALID: reopen and retry */
+	"C_FindObjectsInit=0xB0",       /* CKR_SESSION_CLOSED */
+	"C_GetSessionInfo=0xE0",        /* CKR_TOKEN_NOT_PRESENT, at login */
+	"C_OpenSession=0x30",           /* CKR_DEVICE_ERROR */
+	"C_Login=0xA4",                 /* CKR_PIN_LOCKED */
+	"C_GetAttributeValue=0x30",
+	"C_GenerateKeyPair=0x31",       /* CKR_DEVICE_MEMORY */
+	"C_GenerateRandom=0x30",
+	"C_SetAttributeValue=0x10",     /* CKR_ATTRIBUTE_READ_ONLY */
+	"C_DestroyObject=0x82",         /* CKR_OBJECT_HANDLE_INVALID */
+	"C_SignInit=0x68",              /* CKR_KEY_FUNCTION_NOT_PERMITTED */
+	"C_GetSlotList=0x30",
+	"C_GetTokenInfo=0x30",
+	"C_FindObjects=0xB3",
+};
+
+static void fz_fault(const char *spec)
+{
+	CK_C_GetFunctionList get;
+	CK_FUNCTION_LIST_PTR fl;
+	*(void **)&get = dlsym(p11.dl, "C_GetFunctionList");
+	setenv("NULLP11_FAIL", spec, 1);
+	if (!get || get(&fl) != CKR_OK || fl != P11_F)
+		fatal("nullp11: C_GetFunctionList does not refill its list");
+}
+
+/* nullp11 as after C_GetFunctionList: fixed CKA_IDs, the user logged in. */
+static void fz_reset(void)
+{
+	static const CK_MECHANISM_TYPE mech[3] = { CKM_RSA_PKCS_KEY_PAIR_GEN, CKM_EC_KEY_PAIR_GEN,
+		CKM_EC_EDWARDS_KEY_PAIR_GEN };
+	static const CK_BYTE ids[3] = { 0x11, 0x22, 0x33 };
+	CK_RV rv = P11_F->C_Login(fz_sess, CKU_USER, (CK_UTF8CHAR_PTR)"1234", 4);
+	if (rv != CKR_OK && rv != CKR_USER_ALREADY_LOGGED_IN)
+		fatal("nullp11 C_Login: %s", p11_rv_name(rv));
+	for (int i = 0; i < 3; i++) {
+		CK_MECHANISM m = { mech[i], NULL, 0 };
+		CK_BYTE id = ids[i];
+		CK_ATTRIBUTE t[] = { { CKA_ID, &id, 1 } };
+		CK_OBJECT_HANDLE pub, priv;
+		rv = P11_F->C_GenerateKeyPair(fz_sess, &m, t, 1, NULL, 0, &pub, &priv);
+		if (rv != CKR_OK)
+			fatal("nullp11 C_GenerateKeyPair: %s", p11_rv_name(rv));
+	}
+}
+
+static void fz_init(void)
+{
+	static int ready;
+	char path[PATH_MAX], err[PATH_MAX + 512];
+
+	if (ready)
+		return;
+	ready = 1;
+	const char *env = getenv("K2P_NULLP11");
+	if (env) {
+		snprintf(path, sizeof path, "%s", env);
+	} else {
+		char exe[PATH_MAX];
+		ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+		if (n <= 0)
+			fatal("readlink /proc/self/exe: %s", strerror(errno));
+		exe[n] = '\0';
+		snprintf(path, sizeof path, "%s/nullp11.so", dirname(exe));
+	}
+	/* every log line is formatted (trace: the request dump too), none is kept */
+	log_state.file = fopen("/dev/null", "w");
+	log_state.target = LOG_TO_FILE;
+	log_state.level = LV_TRACE;
+	if (getenv("K2P_FUZZ_LOG"))     /* to see them and the answers: K2P_FUZZ_LOG=1 */
+		log_state.target = LOG_TO_STDERR;
+	if (p11_load(path, err, sizeof err) != CKR_OK)
+		fatal("%s (make build/nullp11.so, or set K2P_NULLP11)", err);
+	snprintf(fz_env.module, sizeof fz_env.module, "%s", p11.module);
+	fz_thread = op_thread_new(&fz_env, NULL, 0);
+	if (!fz_thread)
+		fatal("out of memory");
+	CK_RV rv = P11_F->C_OpenSession(1, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL, &fz_sess);
+	if (rv != CKR_OK)
+		fatal("nullp11 C_OpenSession: %s", p11_rv_name(rv));
+}
+
+/* Tags that an answer never carries unless it echoes them (Modify Attribute echoes the
+ * client's Attribute as it came). */
+static int fz_req_secret;
+
+static int fz_secret_tag(uint32_t tag)
+{
+	return tag == KT_PRIVATE_KEY || tag == KT_CREDENTIAL || tag == KT_PASSWORD ||
+	       tag == KT_AUTHENTICATION;
+}
+
+/* The answer in out[0..len) to the request that fz_req describes when req_ok; in_null:
+ * the request holds "(null)" itself. */
+static void fz_check(const uint8_t *out, size_t len, size_t cap, int req_ok, int in_null)
+{
+	struct ttlv_doc d = { fz_resp_items, 0, TTLV_MAX_ITEMS };
+
+	if (len > cap) {
+		fz_fail("length beyond the buffer");
+		return;
+	}
+	for (size_t g = cap; g < cap + FZ_GUARD; g++)
+		if (out[g] != 0xA5) {
+			fz_fail("guard bytes overwritten");
+			return;
+		}
+	if (len == 0) {
+		if (cap >= 512)
+			fz_fail("no answer at all into a sane buffer");
+		return;
+	}
+	int rc = ttlv_decode(&d, out, len, TTLV_MAX_DEPTH);
+	if (rc != 0) {
+		fprintf(stderr, "decode: %s\n", ttlv_strerror(rc));
+		fz_fail("the answer does not decode");
+		return;
+	}
+	if (log_state.target == LOG_TO_STDERR) {
+		static char dump[1 << 16];
+		kmip_dump(&d, dump, sizeof dump);
+		fprintf(stderr, "answer (%zu of %zu bytes):\n%s\n", len, cap, dump);
+	}
+	const struct ttlv *root = &d.it[0];
+	if (root->tag != KT_RESPONSE_MESSAGE || root->type != TT_STRUCT || root->next >= 0) {
+		fz_fail("root is not one Response Message");
+		return;
+	}
+	const struct ttlv *hdr = root->child >= 0 ? &d.it[root->child] : NULL;
+	const struct ttlv *ver;
+	int32_t count, major, minor;
+	if (!hdr || hdr->tag != KT_RESPONSE_HEADER || hdr->type != TT_STRUCT ||
+	    kmip_get_struct(&d, hdr, KT_PROTOCOL_VERSION, &ver) != 0 ||
+	    kmip_get_int(&d, ver, KT_PROTOCOL_VERSION_MAJOR, &major) != 0 ||
+	    kmip_get_int(&d, ver, KT_PROTOCOL_VERSION_MINOR, &minor) != 0 ||
+	    !ttlv_find(&d, hdr, KT_TIME_STAMP) ||
+	    kmip_get_int(&d, hdr, KT_BATCH_COUNT, &count) != 0) {
+		fz_fail("malformed Response Header");
+		return;
+	}
+	if (major != KMIP_MAJOR || minor < 0 || minor > KMIP_MINOR)
+		fz_fail("answered in a version we do not speak");
+	for (int i = 0; i < d.n && !fz_req_secret; i++)
+		if (fz_secret_tag(d.it[i].tag))
+			fz_fail("a secret's tag in the answer");
+
+	int items = 0, whole_msg_error = 0, has_op_any = 0;
+	for (int i = hdr->next; i >= 0; i = d.it[i].next) {
+		const struct ttlv *bi = &d.it[i];
+		uint32_t status, reason, op;
+		const uint8_t *bid;
+		uint32_t bid_len;
+		if (bi->tag != KT_BATCH_ITEM || bi->type != TT_STRUCT) {
+			fz_fail("something other than a Batch Item after the header");
+			return;
+		}
+		if (kmip_get_enum(&d, bi, KT_RESULT_STATUS, &status) != 0) {
+			fz_fail("Batch Item without Result Status");
+			return;
+		}
+		int has_reason = kmip_get_enum(&d, bi, KT_RESULT_REASON, &reason) == 0;
+		if (status != RS_SUCCESS && !has_reason)
+			fz_fail("failed Batch Item without Result Reason");
+		if (status == RS_SUCCESS && has_reason)
+			fz_fail("successful Batch Item with a Result Reason");
+		const char *msg;
+		uint32_t msg_len;
+		if (kmip_get_text(&d, bi, KT_RESULT_MESSAGE, &msg, &msg_len) == 0 &&
+		    !in_null && memmem(msg, msg_len, "(null)", 6) != NULL)
+			fz_fail("a NULL string in a Result Message");
+		int has_op = kmip_get_enum(&d, bi, KT_OPERATION, &op) == 0;
+		int has_bid = kmip_get_bytes(&d, bi, KT_UNIQUE_BATCH_ITEM_ID, &bid, &bid_len) == 0;
+		has_op_any |= has_op;
+		/* kmip_resp_error(): the request cannot be parsed, or its answer is too large */
+		if (items == 0 && (!req_ok || (!has_op && !has_bid && has_reason &&
+		                               reason == RR_RESPONSE_TOO_LARGE)))
+			whole_msg_error = 1;
+		if (req_ok && !whole_msg_error && items < fz_req.n) {
+			const struct kmip_item *it = &fz_req.item[items];
+			if (it->op && (!has_op || op != it->op))
+				fz_fail("Operation not echoed");
+			if (it->bid && (!has_bid || bid_len != it->bid_len ||
+			                memcmp(bid, it->bid, bid_len) != 0))
+				fz_fail("Unique Batch Item ID not echoed");
+		}
+		items++;
+	}
+	if (items != count)
+		fz_fail("Batch Count is not the number of Batch Items");
+	if (items < 1)
+		fz_fail("no Batch Item");
+	if (whole_msg_error && (items != 1 || has_op_any))
+		fz_fail("an error answer with more than one Batch Item, or an Operation");
+	if (req_ok && !whole_msg_error) {
+		if (items > fz_req.n)
+			fz_fail("more Batch Items than the request had");
+		if (fz_req.err_cont == BEC_CONTINUE && items != fz_req.n)
+			fz_fail("Continue, yet not every Batch Item answered");
+	}
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	struct ttlv_doc d = { fz_req_items, 0, TTLV_MAX_ITEMS };
+	const char *why;
+
+	fz_init();
+	int req_ok = ttlv_decode(&d, data, size, TTLV_DEFAULT_DEPTH) == 0 &&
+	             kmip_parse_request(&d, &fz_req, &why) == 0;
+	int in_null = memmem(data, size, "(null)", 6) != NULL;     /* may be echoed */
+	/* such a tag in a Batch Item (items are stored in pre-order: a subtree is the run of
+	 * indices up to its next sibling); the header's credential must never come back */
+	fz_req_secret = 0;
+	for (int i = req_ok ? d.it[0].child : -1; i >= 0; i = d.it[i].next)
+		for (int k = i; i > d.it[0].child && k < (d.it[i].next >= 0 ? d.it[i].next : d.n); k++)
+			fz_req_secret |= fz_secret_tag(d.it[k].tag);
+
+	/* a roomy buffer */
+	fz_reset();
+	memset(fz_out, 0xA5, sizeof fz_out);
+	size_t len = op_handle(fz_thread, data, size, fz_out, FZ_OUT_CAP);
+	fz_check(fz_out, len, FZ_OUT_CAP, req_ok, in_null);
+
+	/* a tight one: 0..1023 bytes, picked by the input */
+	size_t cap = size ? ((size_t)data[size - 1] << 2 | (size & 3)) : 0;
+	fz_reset();
+	memset(fz_out, 0xA5, cap + FZ_GUARD);
+	len = op_handle(fz_thread, data, size, fz_out, cap);
+	fz_check(fz_out, len, cap, req_ok, in_null);
+
+	/* a roomy buffer and a failing module: which function, the input's bytes say */
+	if (req_ok) {
+		uint32_t h = 2166136261u;
+		for (size_t i = 0; i < size; i++)
+			h = (h ^ data[i]) * 16777619u;
+		fz_reset();
+		fz_fault(fz_faults[h % ARRAY_LEN(fz_faults)]);
+		memset(fz_out, 0xA5, sizeof fz_out);
+		len = op_handle(fz_thread, data, size, fz_out, FZ_OUT_CAP);
+		fz_fault("");
+		fz_check(fz_out, len, FZ_OUT_CAP, req_ok, in_null);
+	}
+	return 0;
+}
+
+#ifdef K2P_FUZZ_REPLAY
+
+static int replay_file(const char *path, int *pass, int *fail)
+{
+	FILE *fp = fopen(path, "rb");
+	if (fp == NULL) {
+		perror(path);
+		(*fail)++;
+		return 1;
+	}
+	fseek(fp, 0, SEEK_END);
+	long sz = ftell(fp);
+	fseek(fp, 0, SEEK_SET);
+	uint8_t *b = malloc(sz > 0 ? (size_t)sz : 1);
+	size_t n = fread(b, 1, sz > 0 ? (size_t)sz : 0, fp);
+	fclose(fp);
+	fz_failed = 0;
+	LLVMFuzzerTestOneInput(b, n);
+	free(b);
+	if (fz_failed) {
+		printf("FAIL %s\n", path);
+		(*fail)++;
+		return 1;
+	}
+	(*pass)++;
+	return 0;
+}
+
+static int replay(const char *path, int *pass, int *fail)
+{
+	struct stat st;
+	if (stat(path, &st) != 0) {
+		perror(path);
+		(*fail)++;
+		return 1;
+	}
+	if (!S_ISDIR(st.st_mode))
+		return replay_file(path, pass, fail);
+	DIR *dp = opendir(path);
+	struct dirent *de;
+	int bad = 0;
+	if (dp == NULL) {
+		(*fail)++;
+		return 1;
+	}
+	while ((de = readdir(dp)) != NULL) {
+		char p[4096];
+		if (de->d_name[0] == '.')
+			continue;
+		snprintf(p, sizeof p, "%s/%s", path, de->d_name);
+		bad |= replay(p, pass, fail);
+	}
+	closedir(dp);
+	return bad;
+}
+
+/* ---- seed corpus, written with our own encoder ---- */
+
+static const char *seed_dir;
+static uint8_t seed_buf[16384];
+static struct ttlv_enc seed_e;
+
+static void seed_write(const char *name)
+{
+	char p[4096];
+	if (seed_e.err)
+		fatal("seed %s does not fit", name);
+	snprintf(p, sizeof p, "%s/seed-%s", seed_dir, name);
+	FILE *fp = fopen(p, "wb");
+	if (fp == NULL || fwrite(seed_buf, 1, seed_e.len, fp) != seed_e.len)
+		fatal("cannot write %s", p);
+	fclose(fp);
+}
+
+/* Request Message and Header; cred: 0 none, 1 token "null" / PIN "1234", 2 a wrong PIN,
+ * 3 an unknown token, 4 a username without a password. */
+static void seed_begin(int cred, int count, int bec)
+{
+	struct ttlv_enc *e = &seed_e;
+	ttlv_enc_init(e, seed_buf, sizeof seed_buf);
+	ttlv_open(e, KT_REQUEST_MESSAGE);
+	ttlv_open(e, KT_REQUEST_HEADER);
+	ttlv_open(e, KT_PROTOCOL_VERSION);
+	ttlv_put_int(e, KT_PROTOCOL_VERSION_MAJOR, 1);
+	ttlv_put_int(e, KT_PROTOCOL_VERSION_MINOR, 2);
+	ttlv_close(e);
+	if (cred) {
+		static const char *const user[] = { "", "null", "null", "nosuch", "null" };
+		static const char *const pass[] = { "", "1234", "4321", "1234", NULL };
+		ttlv_open(e, KT_AUTHENTICATION);
+		ttlv_open(e, KT_CREDENTIAL);
+		ttlv_put_enum(e, KT_CREDENTIAL_TYPE, CT_USERNAME_AND_PASSWORD);
+		ttlv_open(e, KT_CREDENTIAL_VALUE);
+		ttlv_put_text(e, KT_USERNAME, user[cred], strlen(user[cred]));
+		if (pass[cred])
+			ttlv_put_text(e, KT_PASSWORD, pass[cred], strlen(pass[cred]));
+		ttlv_close(e);
+		ttlv_close(e);
+		ttlv_close(e);
+	}
+	if (bec)
+		ttlv_put_enum(e, KT_BATCH_ERROR_CONTINUATION_OPTION, (uint32_t)bec);
+	ttlv_put_int(e, KT_BATCH_COUNT, count);
+	ttlv_close(e);
+}
+
+/* Batch Item and Request Payload opened; bid: a one-byte ID, or 0 for none. */
+static void seed_item(uint32_t op, int bid)
+{
+	ttlv_open(&seed_e, KT_BATCH_ITEM);
+	ttlv_put_enum(&seed_e, KT_OPERATION, op);
+	if (bid) {
+		uint8_t b = (uint8_t)bid;
+		ttlv_put_bytes(&seed_e, KT_UNIQUE_BATCH_ITEM_ID, &b, 1);
+	}
+	ttlv_open(&seed_e, KT_REQUEST_PAYLOAD);
+}
+
+static void seed_item_end(void)
+{
+	ttlv_close(&seed_e);
+	ttlv_close(&seed_e);
+}
+
+static void seed_end(const char *name)
+{
+	ttlv_close(&seed_e);
+	seed_write(name);
+}
+
+static void seed_uid(const char *uid)
+{
+	ttlv_put_text(&seed_e, KT_UNIQUE_IDENTIFIER, uid, strlen(uid));
+}
+
+static void seed_attr_enum(const char *name, uint32_t v)
+{
+	ttlv_open(&seed_e, KT_ATTRIBUTE);
+	ttlv_put_text(&seed_e, KT_ATTRIBUTE_NAME, name, strlen(name));
+	ttlv_put_enum(&seed_e, KT_ATTRIBUTE_VALUE, v);
+	ttlv_close(&seed_e);
+}
+
+static void seed_attr_int(const char *name, int32_t v)
+{
+	ttlv_open(&seed_e, KT_ATTRIBUTE);
+	ttlv_put_text(&seed_e, KT_ATTRIBUTE_NAME, name, strlen(name));
+	ttlv_put_int(&seed_e, KT_ATTRIBUTE_VALUE, v);
+	ttlv_close(&seed_e);
+}
+
+static void seed_attr_name(const char *v)
+{
+	ttlv_open(&seed_e, KT_ATTRIBUTE);
+	ttlv_put_text(&seed_e, KT_ATTRIBUTE_NAME, "Name", 4);
+	ttlv_open(&seed_e, KT_ATTRIBUTE_VALUE);
+	ttlv_put_text(&seed_e, KT_NAME_VALUE, v, strlen(v));
+	ttlv_put_enum(&seed_e, KT_NAME_TYPE, NT_UNINTERPRETED_TEXT_STRING);
+	ttlv_close(&seed_e);
+	ttlv_close(&seed_e);
+}
+
+static void seed_curve(uint32_t curve)
+{
+	ttlv_open(&seed_e, KT_ATTRIBUTE);
+	ttlv_put_text(&seed_e, KT_ATTRIBUTE_NAME, "Cryptographic Domain Parameters", 31);
+	ttlv_open(&seed_e, KT_ATTRIBUTE_VALUE);
+	ttlv_put_enum(&seed_e, KT_RECOMMENDED_CURVE, curve);
+	ttlv_close(&seed_e);
+	ttlv_close(&seed_e);
+}
+
+/* Create Key Pair payload: alg, len (0: none), curve (0: none), names and masks per half. */
+static void seed_ckp_payload(uint32_t alg, int32_t len, uint32_t curve, const char *name)
+{
+	ttlv_open(&seed_e, KT_COMMON_TEMPLATE_ATTRIBUTE);
+	seed_attr_enum("Cryptographic Algorithm", alg);
+	if (len)
+		seed_attr_int("Cryptographic Length", len);
+	if (curve)
+		seed_curve(curve);
+	ttlv_close(&seed_e);
+	ttlv_open(&seed_e, KT_PRIVATE_KEY_TEMPLATE_ATTRIBUTE);
+	if (name)
+		seed_attr_name(name);
+	seed_attr_int("Cryptographic Usage Mask", UM_SIGN);
+	ttlv_close(&seed_e);
+	ttlv_open(&seed_e, KT_PUBLIC_KEY_TEMPLATE_ATTRIBUTE);
+	if (name)
+		seed_attr_name(name);
+	seed_attr_int("Cryptographic Usage Mask", UM_VERIFY);
+	ttlv_close(&seed_e);
+}
+
+static void seed_sign_payload(const char *uid, uint32_t pad, uint32_t hash, uint32_t alg,
+			      uint32_t dsa)
+{
+	if (uid)
+		seed_uid(uid);
+	if (pad || hash || alg || dsa) {
+		ttlv_open(&seed_e, KT_CRYPTOGRAPHIC_PARAMETERS);
+		if (pad)
+			ttlv_put_enum(&seed_e, KT_PADDING_METHOD, pad);
+		if (hash)
+			ttlv_put_enum(&seed_e, KT_HASHING_ALGORITHM, hash);
+		if (alg)
+			ttlv_put_enum(&seed_e, KT_CRYPTOGRAPHIC_ALGORITHM, alg);
+		if (dsa)
+			ttlv_put_enum(&seed_e, KT_DIGITAL_SIGNATURE_ALGORITHM, dsa);
+		ttlv_close(&seed_e);
+	}
+	ttlv_put_bytes(&seed_e, KT_DATA, (const uint8_t *)"example.org. 3600 IN DNSKEY 257 3 8", 35);
+}
+
+static void make_seeds(const char *dir)
+{
+	struct ttlv_enc *e = &seed_e;
+	seed_dir = dir;
+
+	/* Discover Versions: none listed; 1.0, 1.2 and 2.0 listed */
+	seed_begin(0, 1, 0);
+	seed_item(OP_DISCOVER_VERSIONS, 0);
+	seed_item_end();
+	seed_end("discover-versions");
+	seed_begin(0, 1, 0);
+	seed_item(OP_DISCOVER_VERSIONS, 0);
+	for (int v = 0; v < 3; v++) {
+		ttlv_open(e, KT_PROTOCOL_VERSION);
+		ttlv_put_int(e, KT_PROTOCOL_VERSION_MAJOR, v == 2 ? 2 : 1);
+		ttlv_put_int(e, KT_PROTOCOL_VERSION_MINOR, v == 1 ? 2 : 0);
+		ttlv_close(e);
+	}
+	seed_item_end();
+	seed_end("discover-versions-list");
+
+	/* Query: everything, with and without the token's name */
+	for (int cred = 0; cred < 2; cred++) {
+		seed_begin(cred, 1, 0);
+		seed_item(OP_QUERY, 0);
+		ttlv_put_enum(e, KT_QUERY_FUNCTION, QF_QUERY_OPERATIONS);
+		ttlv_put_enum(e, KT_QUERY_FUNCTION, QF_QUERY_OBJECTS);
+		ttlv_put_enum(e, KT_QUERY_FUNCTION, QF_QUERY_SERVER_INFORMATION);
+		seed_item_end();
+		seed_end(cred ? "query-token" : "query");
+	}
+
+	/* Create Key Pair: RSA, ECDSA by curve, EC by length, Ed25519 */
+	seed_begin(1, 1, 0);
+	seed_item(OP_CREATE_KEY_PAIR, 0);
+	seed_ckp_payload(ALG_RSA, 2048, 0, "KSK example.org");
+	seed_item_end();
+	seed_end("create-key-pair-rsa");
+	seed_begin(1, 1, 0);
+	seed_item(OP_CREATE_KEY_PAIR, 0);
+	seed_ckp_payload(ALG_ECDSA, 256, CURVE_P_256, "ZSK example.org");
+	seed_item_end();
+	seed_end("create-key-pair-ecdsa-p256");
+	seed_begin(1, 1, 0);
+	seed_item(OP_CREATE_KEY_PAIR, 0);
+	seed_ckp_payload(ALG_EC, 384, 0, NULL);
+	seed_item_end();
+	seed_end("create-key-pair-ec-384");
+	seed_begin(1, 1, 0);
+	seed_item(OP_CREATE_KEY_PAIR, 0);
+	seed_ckp_payload(ALG_ED25519, 0, 0, "ed");
+	seed_item_end();
+	seed_end("create-key-pair-ed25519");
+
+	/* Get: every Key Format Type, on the key types it fits and one it does not */
+	static const struct { const char *uid; uint32_t kft; const char *name; } gets[] = {
+		{ "11_pub", 0, "get-rsa-default" },
+		{ "11_pub", KFT_PKCS_1, "get-rsa-pkcs1" },
+		{ "11_pub", KFT_X_509, "get-rsa-x509" },
+		{ "11_pub", KFT_RAW, "get-rsa-raw" },
+		{ "11_pub", KFT_TRANSPARENT_RSA_PUBLIC_KEY, "get-rsa-transparent" },
+		{ "11_pub", KFT_PKCS_8, "get-rsa-pkcs8" },
+		{ "22_pub", 0, "get-ec-default" },
+		{ "22_pub", KFT_X_509, "get-ec-x509" },
+		{ "22_pub", KFT_TRANSPARENT_ECDSA_PUBLIC_KEY, "get-ec-transparent" },
+		{ "22_pub", KFT_PKCS_1, "get-ec-pkcs1" },
+		{ "33_pub", KFT_RAW, "get-ed25519-raw" },
+		{ "33_pub", KFT_TRANSPARENT_ECDSA_PUBLIC_KEY, "get-ed25519-transparent" },
+		{ "11_priv", KFT_PKCS_1, "get-private" },
+		{ "22", 0, "get-bare-id" },
+		{ "AB_pub", 0, "get-no-such-key" },
+	};
+	for (size_t i = 0; i < ARRAY_LEN(gets); i++) {
+		seed_begin(1, 1, 0);
+		seed_item(OP_GET, 0);
+		seed_uid(gets[i].uid);
+		if (gets[i].kft)
+			ttlv_put_enum(e, KT_KEY_FORMAT_TYPE, gets[i].kft);
+		seed_item_end();
+		seed_end(gets[i].name);
+	}
+	seed_begin(1, 1, 0);
+	seed_item(OP_GET, 0);
+	seed_uid("11_pub");
+	ttlv_open(e, KT_KEY_WRAPPING_SPECIFICATION);
+	ttlv_close(e);
+	seed_item_end();
+	seed_end("get-wrapped");
+	seed_begin(1, 1, 0);
+	seed_item(OP_GET, 0);
+	seed_uid("22_pub");
+	ttlv_put_enum(e, KT_KEY_COMPRESSION_TYPE, 1);
+	seed_item_end();
+	seed_end("get-compressed");
+
+	/* Activate, Modify Attribute, Destroy */
+	seed_begin(1, 1, 0);
+	seed_item(OP_ACTIVATE, 0);
+	seed_uid("11_priv");
+	seed_item_end();
+	seed_end("activate");
+	seed_begin(1, 1, 0);
+	seed_item(OP_MODIFY_ATTRIBUTE, 0);
+	seed_uid("22_priv");
+	seed_attr_name("renamed");
+	seed_item_end();
+	seed_end("modify-attribute-name");
+	seed_begin(1, 1, 0);
+	seed_item(OP_MODIFY_ATTRIBUTE, 0);
+	seed_uid("22_pub");
+	seed_attr_int("Cryptographic Usage Mask", UM_SIGN);
+	seed_item_end();
+	seed_end("modify-attribute-mask");
+	seed_begin(1, 1, 0);
+	seed_item(OP_DESTROY, 0);
+	seed_uid("33_pub");
+	seed_item_end();
+	seed_end("destroy");
+	seed_begin(1, 1, 0);
+	seed_item(OP_DESTROY, 0);
+	seed_uid("33");
+	seed_item_end();
+	seed_end("destroy-bare-id");
+
+	/* Sign: RSA with parameters, ECDSA by signature algorithm, Ed25519 bare, wrong ones */
+	seed_begin(1, 1, 0);
+	seed_item(OP_SIGN, 0);
+	seed_sign_payload("11_priv", PAD_PKCS1_V1_5, HASH_SHA_256, ALG_RSA, 0);
+	seed_item_end();
+	seed_end("sign-rsa");
+	seed_begin(1, 1, 0);
+	seed_item(OP_SIGN, 0);
+	seed_sign_payload("22_priv", 0, 0, 0, DSA_ECDSA_WITH_SHA384);
+	seed_item_end();
+	seed_end("sign-ecdsa");
+	seed_begin(1, 1, 0);
+	seed_item(OP_SIGN, 0);
+	seed_sign_payload("33_priv", 0, 0, 0, 0);
+	seed_item_end();
+	seed_end("sign-ed25519");
+	seed_begin(1, 1, 0);
+	seed_item(OP_SIGN, 0);
+	seed_sign_payload("33_priv", 0, HASH_SHA_512, ALG_ED25519, 0);
+	seed_item_end();
+	seed_end("sign-ed25519-hash");
+	seed_begin(1, 1, 0);
+	seed_item(OP_SIGN, 0);
+	seed_sign_payload("11_pub", 0, 0, 0, 0);
+	seed_item_end();
+	seed_end("sign-public");
+
+	/* Get Attributes: named, all; Get Attribute List */
+	seed_begin(1, 1, 0);
+	seed_item(OP_GET_ATTRIBUTES, 0);
+	seed_uid("11_priv");
+	for (size_t i = 0; i < ARRAY_LEN(op_attr_names); i++)
+		ttlv_put_text(e, KT_ATTRIBUTE_NAME, op_attr_names[i], strlen(op_attr_names[i]));
+	ttlv_put_text(e, KT_ATTRIBUTE_NAME, "x-unknown", 9);
+	seed_item_end();
+	seed_end("get-attributes-named");
+	seed_begin(1, 1, 0);
+	seed_item(OP_GET_ATTRIBUTES, 0);
+	seed_uid("22_pub");
+	seed_item_end();
+	seed_end("get-attributes-all");
+	seed_begin(1, 1, 0);
+	seed_item(OP_GET_ATTRIBUTE_LIST, 0);
+	seed_uid("33_priv");
+	seed_item_end();
+	seed_end("get-attribute-list");
+
+	/* Batches of two with IDs: the second uses the ID Placeholder; Continue after a failure */
+	seed_begin(1, 2, 0);
+	seed_item(OP_CREATE_KEY_PAIR, 1);
+	seed_ckp_payload(ALG_ECDSA, 0, CURVE_P_256, "placeholder");
+	seed_item_end();
+	seed_item(OP_SIGN, 2);
+	seed_sign_payload(NULL, 0, 0, 0, 0);
+	seed_item_end();
+	seed_end("batch-create-sign-placeholder");
+	seed_begin(1, 2, BEC_CONTINUE);
+	seed_item(OP_GET, 1);
+	seed_uid("FF_pub");
+	seed_item_end();
+	seed_item(OP_GET_ATTRIBUTES, 2);
+	seed_item_end();
+	seed_end("batch-continue");
+	seed_begin(1, 2, BEC_STOP);
+	seed_item(OP_SIGN, 1);
+	seed_sign_payload("11_priv", 0, 0, ALG_ECDSA, 0);
+	seed_item_end();
+	seed_item(OP_DESTROY, 2);
+	seed_uid("11_priv");
+	seed_item_end();
+	seed_end("batch-stop");
+
+	/* Authentication: wrong PIN, no credential, unknown token, no password */
+	static const struct { int cred; const char *name; } auths[] = {
+		{ 2, "wrong-pin" }, { 0, "no-credential" }, { 3, "unknown-token" },
+		{ 4, "no-password" },
+	};
+	for (size_t i = 0; i < ARRAY_LEN(auths); i++) {
+		seed_begin(auths[i].cred, 1, 0);
+		seed_item(OP_SIGN, 0);
+		seed_sign_payload("11_priv", 0, 0, 0, 0);
+		seed_item_end();
+		seed_end(auths[i].name);
+	}
+
+	/* an operation we do not serve, and one that no version has */
+	seed_begin(1, 1, 0);
+	seed_item(OP_LOCATE, 0);
+	seed_item_end();
+	seed_end("unknown-op-locate");
+	seed_begin(1, 2, BEC_CONTINUE);
+	seed_item(0x99, 1);
+	seed_item_end();
+	seed_item(OP_QUERY, 2);
+	ttlv_put_enum(e, KT_QUERY_FUNCTION, QF_QUERY_OPERATIONS);
+	seed_item_end();
+	seed_end("unknown-op-0x99");
+
+	/* UIDs of 261 bytes whose echo in the Result Message is cut inside a UTF-8 sequence
+	 * (2-byte and 4-byte characters): the answer must still decode */
+	char uid[OP_UID_MAX + 1];
+	uid[0] = 'a';
+	for (int i = 0; i < 130; i++)
+		memcpy(uid + 1 + 2 * i, "\xc3\xa9", 2);
+	uid[261] = '\0';
+	seed_begin(1, 1, 0);
+	seed_item(OP_GET, 0);
+	seed_uid(uid);
+	seed_item_end();
+	seed_end("regress-utf8-cut-2-byte");
+	for (int i = 0; i < 65; i++)
+		memcpy(uid + 1 + 4 * i, "\xf0\x9f\x98\x80", 4);
+	uid[261] = '\0';
+	seed_begin(1, 1, 0);
+	seed_item(OP_DESTROY, 0);
+	seed_uid(uid);
+	seed_item_end();
+	seed_end("regress-utf8-cut-4-byte");
+
+	/* a Maximum Response Size the answer exceeds */
+	ttlv_enc_init(e, seed_buf, sizeof seed_buf);
+	ttlv_open(e, KT_REQUEST_MESSAGE);
+	ttlv_open(e, KT_REQUEST_HEADER);
+	ttlv_open(e, KT_PROTOCOL_VERSION);
+	ttlv_put_int(e, KT_PROTOCOL_VERSION_MAJOR, 1);
+	ttlv_put_int(e, KT_PROTOCOL_VERSION_MINOR, 1);
+	ttlv_close(e);
+	ttlv_put_int(e, KT_MAXIMUM_RESPONSE_SIZE, 200);
+	ttlv_put_int(e, KT_BATCH_COUNT, 1);
+	ttlv_close(e);
+	seed_item(OP_QUERY, 0);
+	ttlv_put_enum(e, KT_QUERY_FUNCTION, QF_QUERY_OPERATIONS);
+	seed_item_end();
+	seed_end("max-response-size");
+}
+
+int main(int argc, char **argv)
+{
+	int bad = 0, pass = 0, fail = 0;
+	if (argc == 3 && strcmp(argv[1], "-seeds") == 0) {
+		make_seeds(argv[2]);
+		return 0;
+	}
+	for (int i = 1; i < argc; i++)
+		bad |= replay(argv[i], &pass, &fail);
+	printf("fuzz replay: fuzz_op: %d inputs\n", pass + fail);
+	printf("%d passed, %d failed\n", pass, fail);
+	return bad || pass + fail == 0;
+}
+#endif
