@@ -5927,6 +5927,7 @@ struct wrk_pool {
 	int nthreads, stop;
 	pthread_t *th;
 	struct op_thread **ctx;         /* one per worker; [0] is the loop's own with 0 threads */
+	void (*deliver)(struct wrk_job *); /* sends a finished job's response, on the worker */
 	struct wrk_job *jobs;
 	uint8_t *arena;
 	size_t in_cap, out_cap;
@@ -5963,6 +5964,8 @@ static void *wrk_main(void *arg)
 		pthread_mutex_unlock(&w->mu);
 
 		j->out_len = op_handle(ctx, j->in, j->in_len, j->out, w->out_cap);
+		if (w->deliver)
+			w->deliver(j);
 
 		pthread_mutex_lock(&w->mu);
 		int was_empty = w->done == NULL;
@@ -6741,13 +6744,15 @@ static void tls_peer_subject(const struct tls_conn *c, char *out, size_t cap)
  * and every connection.  A connection is a small state machine:
  *
  *   HANDSHAKE -> READ_HEAD -> (WAIT_JOB) -> READ_BODY -> BUSY -> WRITE -> READ_HEAD ...
- *                                                                      \-> CLOSING
+ *
+ * While BUSY a worker holds the connection: it runs the request and sends the response
+ * itself; the loop neither polls nor times out the connection until the job comes back.
  *
  * Nothing here calls the PKCS#11 module.  Every limit (connections, message size, time
  * outs) costs one connection when it is hit, never the daemon.
  */
 
-enum { CS_HANDSHAKE, CS_READ_HEAD, CS_WAIT_JOB, CS_READ_BODY, CS_BUSY, CS_WRITE, CS_CLOSING };
+enum { CS_HANDSHAKE, CS_READ_HEAD, CS_WAIT_JOB, CS_READ_BODY, CS_BUSY, CS_WRITE };
 
 #define EV_MAX_LISTEN 8
 
@@ -6760,7 +6765,6 @@ struct conn {
 	int fd, state, want_write;      /* want_write: TLS needs POLLOUT to progress */
 	int idx;                        /* place in ev->conns */
 	int close_after;                /* close once the response is written */
-	int dead;                       /* closed while its job was at a worker */
 	uint8_t head[8];
 	char peer[64];
 };
@@ -6817,15 +6821,9 @@ static void conn_peer_name(const struct sockaddr_storage *ss, char *out, size_t 
 	}
 }
 
+/* Never called while a worker holds the connection (CS_BUSY): nothing polls it then. */
 static void conn_close(struct ev *ev, struct conn *c)
 {
-	if (c->state == CS_BUSY) {      /* a worker still writes into its job */
-		c->dead = 1;
-		tls_conn_free(&c->tls);
-		close(c->fd);
-		c->fd = -1;
-		return;
-	}
 	if (c->state == CS_WAIT_JOB) {  /* unlink from the wait queue */
 		struct conn **pp = &ev->wait_head, *prev = NULL;
 		while (*pp && *pp != c) {
@@ -6840,10 +6838,8 @@ static void conn_close(struct ev *ev, struct conn *c)
 	}
 	if (c->job)
 		wrk_job_put(ev->pool, c->job);
-	if (c->fd >= 0) {
-		tls_conn_free(&c->tls);
-		close(c->fd);
-	}
+	tls_conn_free(&c->tls);
+	close(c->fd);
 	ev->conns[c->idx] = ev->conns[--ev->nconn];
 	ev->conns[c->idx]->idx = c->idx;
 	log_debug("%s: closed", c->peer);
@@ -6896,10 +6892,27 @@ static void conn_step(struct ev *ev, struct conn *c);
 static void conn_dispatch(struct ev *ev, struct conn *c)
 {
 	c->state = CS_BUSY;
+	c->off = 0;
 	if (wrk_submit(ev->pool, c->job)) {     /* ran inline */
 		c->state = CS_WRITE;
-		c->off = 0;
 		c->deadline = mono_ms() + ev->idle_ms;
+	}
+}
+
+/*
+ * On the worker's thread, as soon as the response is encoded: send it, so that the answer
+ * does not wait for the event loop to wake up.  The loop does not touch a connection while
+ * a worker holds it, and takes over whatever is left (TLS wanting to wait, or an error)
+ * when the job comes back.
+ */
+static void conn_deliver(struct wrk_job *j)
+{
+	struct conn *c = j->owner;
+	while (c->off < j->out_len) {
+		int r = tls_write(&c->tls, j->out + c->off, j->out_len - c->off);
+		if (r <= 0)
+			return;
+		c->off += (size_t)r;
 	}
 }
 
@@ -7069,7 +7082,7 @@ static void ev_accept(struct ev *ev, int lfd)
 	}
 }
 
-/* Jobs came back from the workers: start writing, or drop them for a closed peer. */
+/* Jobs came back from the workers: finish writing (the worker may have sent it all). */
 static void ev_completed(struct ev *ev)
 {
 	struct wrk_job *j = wrk_collect(ev->pool), *next;
@@ -7077,13 +7090,7 @@ static void ev_completed(struct ev *ev)
 		next = j->next;
 		struct conn *c = j->owner;
 		c->state = CS_WRITE;
-		c->off = 0;
 		c->deadline = mono_ms() + ev->idle_ms;
-		if (c->dead) {
-			c->state = CS_CLOSING;
-			conn_close(ev, c);
-			continue;
-		}
 		conn_step(ev, c);
 	}
 }
@@ -7428,6 +7435,7 @@ int main(int argc, char **argv)
 	log_info("%d PKCS#11 worker thread(s)%s, %d requests in flight at most", nworkers,
 		 nworkers ? "" : " (inline)", njobs);
 
+	pool.deliver = conn_deliver;
 	ev.pool = &pool;
 	ev.tls = &tls;
 	ev.cfg = &cfg;
