@@ -3966,8 +3966,8 @@ out:
  *      the slots with a token, C_GetSlotList(CK_TRUE);
  *   2. a slot ID equal to the username read as a decimal number;
  *   3. the username as an index into C_GetSlotList(CK_FALSE).
- * A list longer than P11_SLOT_LIST_MAX is cut there (CKR_BUFFER_TOO_SMALL is not an error
- * for us: the first entries are served). */
+ * A module with more than P11_SLOT_LIST_MAX slots answers CKR_BUFFER_TOO_SMALL, and the
+ * list's contents are then undefined: that is an error, not a list to look at. */
 static CK_RV p11_slot_lookup(const char *user, size_t len, struct p11_slot **out)
 {
 	CK_SLOT_ID list[P11_SLOT_LIST_MAX];
@@ -3977,13 +3977,12 @@ static CK_RV p11_slot_lookup(const char *user, size_t len, struct p11_slot **out
 	*out = NULL;
 	if (len == 0)
 		return P11_E_NO_SLOT;   /* would match an uninitialized token's empty label */
+	/* More slots than the list holds leaves its contents undefined (PKCS#11 5.5). */
 	rv = P11_F->C_GetSlotList(CK_TRUE, list, &n);
-	if (rv == CKR_BUFFER_TOO_SMALL)
-		n = P11_SLOT_LIST_MAX;
-	else if (rv != CKR_OK)
+	if (rv != CKR_OK)
 		return rv;
 	if (len <= 32) {
-		for (CK_ULONG i = 0; i < n && i < P11_SLOT_LIST_MAX; i++) {
+		for (CK_ULONG i = 0; i < n; i++) {
 			CK_TOKEN_INFO ti;
 			char label[33];
 			if (P11_F->C_GetTokenInfo(list[i], &ti) != CKR_OK)
@@ -4008,12 +4007,8 @@ static CK_RV p11_slot_lookup(const char *user, size_t len, struct p11_slot **out
 		return P11_E_NO_SLOT;
 	n = P11_SLOT_LIST_MAX;
 	rv = P11_F->C_GetSlotList(CK_FALSE, list, &n);
-	if (rv == CKR_BUFFER_TOO_SMALL)
-		n = P11_SLOT_LIST_MAX;
-	else if (rv != CKR_OK)
+	if (rv != CKR_OK)
 		return rv;
-	if (n > P11_SLOT_LIST_MAX)
-		n = P11_SLOT_LIST_MAX;
 	for (CK_ULONG i = 0; i < n; i++)
 		if (list[i] == num)
 			return p11_slot_get(list[i], out);
@@ -5219,8 +5214,13 @@ static uint32_t op_query(struct op_req *q, const struct ttlv *pl)
 			label = s->label;
 		int n = snprintf(v, sizeof v, "kmip2pkcs11 %s%s%s%s; PKCS#11 module: %s", K2P_VERSION,
 				 *label ? "; token: '" : "", label, *label ? "'" : "", q->t->env->module);
-		ttlv_put_text(q->e, KT_VENDOR_IDENTIFICATION, v,
-			      n < 0 ? 0 : (size_t)n < sizeof v ? (size_t)n : sizeof v - 1);
+		size_t len = n < 0 ? 0 : (size_t)n < sizeof v ? (size_t)n : sizeof v - 1;
+		/* Token and module texts come from the module: keep the answer valid UTF-8. */
+		if (ttlv_check_utf8((const uint8_t *)v, len) != 0)
+			for (size_t i = 0; i < len; i++)
+				if ((unsigned char)v[i] >= 0x80)
+					v[i] = '?';
+		ttlv_put_text(q->e, KT_VENDOR_IDENTIFICATION, v, len);
 	}
 	return 0;
 }
@@ -5604,12 +5604,20 @@ static const char *const op_attr_names[] = {
 	"Cryptographic Usage Mask", "State", "Name",
 };
 
+/* A key's CKA_LABEL is its Name, when it is a Text String KMIP can carry: another tool may
+ * have labelled it with bytes that are not UTF-8. */
+static int op_has_name(const struct p11_key_info *ki)
+{
+	return ki->label_len > 0 &&
+	       ttlv_check_utf8((const uint8_t *)ki->label, ki->label_len) == 0;
+}
+
 /* One attribute of a key into an Attribute structure; 0 if the key does not have it. */
 static int op_put_attr(struct op_req *q, const struct op_key *k, const struct p11_key_info *ki,
 		       size_t which)
 {
 	const char *name = op_attr_names[which];
-	if (which == 6 && ki->label_len == 0)
+	if (which == 6 && !op_has_name(ki))
 		return 0;
 	if ((which == 2 && !op_alg_of(ki)) || (which == 3 && !ki->bits))
 		return 0;
@@ -5668,7 +5676,7 @@ static uint32_t op_attributes(struct op_req *q, const struct ttlv *pl, int names
 	for (size_t w = 0; w < ARRAY_LEN(op_attr_names); w++) {
 		if (!names_only) {
 			op_put_attr(q, &k, &ki, w);
-		} else if (!(w == 6 && ki.label_len == 0)) {
+		} else if (!(w == 6 && !op_has_name(&ki))) {
 			const char *s = op_attr_names[w];
 			ttlv_put_text(q->e, KT_ATTRIBUTE_NAME, s, strlen(s));
 		}

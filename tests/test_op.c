@@ -1439,6 +1439,41 @@ static void original_key(CK_KEY_TYPE type)
 	p11.fl->C_CloseSession(h);
 }
 
+/* A label another tool wrote in bytes that are not UTF-8 cannot be a KMIP Name: Get
+ * Attributes leaves the Name out rather than send a Text String no client can decode. */
+static void label_not_utf8(void)
+{
+	char priv[64], pub[64];
+	uint8_t id[P11_ID_MAX];
+	struct p11_slot *s = NULL;
+	CK_SESSION_HANDLE h = CK_INVALID_HANDLE;
+	CK_OBJECT_HANDLE o;
+	static const char bad[] = "\xff\xfe key";
+
+	if (ckp(H10, ALG_ECDSA, 256, "utf8", priv, pub) != 0 ||
+	    p11_slot_lookup(USER, strlen(USER), &s) != CKR_OK ||
+	    p11.fl->C_OpenSession(s->id, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL, &h) != CKR_OK) {
+		CHECK(0, "key and session for the label test");
+		return;
+	}
+	int n = hex_parse(id, sizeof id, priv, strlen(priv) - 5);
+	CHECK(n > 0 && p11_find_key(h, id, (size_t)n, CKO_PRIVATE_KEY, &o) == CKR_OK &&
+	      p11_set_label(h, o, bad, sizeof bad - 1) == CKR_OK, "label set to bytes that are not UTF-8");
+	one_uid(H10, OP_GET_ATTRIBUTES, priv);
+	const struct ttlv *pl = r_payload(0);
+	int names = 0;
+	for (int i = pl ? pl->child : -1; i >= 0; i = RD.it[i].next) {
+		const struct ttlv *a = &RD.it[i];
+		const struct ttlv *an = a->tag == KT_ATTRIBUTE ? child(a, KT_ATTRIBUTE_NAME) : NULL;
+		names += an && kmip_text_is(an, "Name");
+	}
+	CHECK(succeeded(0) && pl && names == 0,
+	      "Get Attributes of a key whose label is not UTF-8: answered, without a Name");
+	one_uid(H10, OP_DESTROY, priv);
+	one_uid(H10, OP_DESTROY, pub);
+	p11.fl->C_CloseSession(h);
+}
+
 /* ==== SoftHSM: the main process ==== */
 
 static int make_token(void)
@@ -1485,6 +1520,7 @@ static void test_softhsm(void)
 	lifecycle_ed25519();
 	original_key(CKK_RSA);
 	original_key(CKK_EC);
+	label_not_utf8();
 
 	op_thread_free(th);
 	th = NULL;
