@@ -51,26 +51,26 @@ build/test_ttlv: tests/test_ttlv.c $(TDEPS)
 build/test_cfg: tests/test_cfg.c $(TDEPS)
 	$(CC) $(TFLAGS) -o $@ tests/test_cfg.c $(LIBS)
 
-build/test_p11: tests/test_p11.c $(TDEPS)
+build/test_p11: tests/test_p11.c tests/p11test.h dist/softhsm-token.sh $(TDEPS)
 	$(CC) $(TFLAGS) -o $@ tests/test_p11.c $(LIBS)
 
 build/test_tls: tests/test_tls.c tests/kclient.h $(TDEPS)
 	$(CC) $(TFLAGS) -o $@ tests/test_tls.c $(LIBS)
 
-build/test_op: tests/test_op.c $(TDEPS)
+build/test_op: tests/test_op.c tests/p11test.h dist/softhsm-token.sh $(TDEPS)
 	$(CC) $(TFLAGS) -o $@ tests/test_op.c $(LIBS)
 
 build/nullp11.so: tests/nullp11.c pkcs11/pkcs11.h
 	@mkdir -p build
 	$(CC) $(WARN) -O2 -g -shared -fPIC -I. -o $@ tests/nullp11.c
 
-build/fuzz_ttlv_replay: tests/fuzz_ttlv.c kmip2pkcs11.c build/.mbedtls-ok
+build/fuzz_ttlv_replay: tests/fuzz_ttlv.c tests/fuzz_replay.h kmip2pkcs11.c build/.mbedtls-ok
 	$(CC) $(TFLAGS) -DK2P_FUZZ_REPLAY -o $@ tests/fuzz_ttlv.c $(LIBS)
 
-build/fuzz_cfg_replay: tests/fuzz_cfg.c kmip2pkcs11.c build/.mbedtls-ok
+build/fuzz_cfg_replay: tests/fuzz_cfg.c tests/fuzz_replay.h kmip2pkcs11.c build/.mbedtls-ok
 	$(CC) $(TFLAGS) -DK2P_FUZZ_REPLAY -o $@ tests/fuzz_cfg.c $(LIBS)
 
-build/fuzz_op_replay: tests/fuzz_op.c kmip2pkcs11.c tests/nullp11.c build/.mbedtls-ok build/nullp11.so
+build/fuzz_op_replay: tests/fuzz_op.c tests/fuzz_replay.h kmip2pkcs11.c tests/nullp11.c build/.mbedtls-ok build/nullp11.so
 	$(CC) $(TFLAGS) -DK2P_FUZZ_REPLAY -o $@ tests/fuzz_op.c $(LIBS)
 
 build/e2e: tests/e2e.c tests/kclient.h kmip2pkcs11.c build/.mbedtls-ok

@@ -6780,7 +6780,6 @@ struct conn {
 struct ev {
 	struct wrk_pool *pool;
 	struct tls_server *tls;
-	const struct cfg *cfg;
 	struct conn **conns;            /* the nconn open connections, densely */
 	struct pollfd *pfd;
 	struct conn **pfd_conn;
@@ -6893,8 +6892,6 @@ static void conn_wait_job(struct ev *ev, struct conn *c)
 		ev->wait_head = c;
 	ev->wait_tail = c;
 }
-
-static void conn_step(struct ev *ev, struct conn *c);
 
 /* The request is complete: hand it to a worker (or run it inline). */
 static void conn_dispatch(struct ev *ev, struct conn *c)
@@ -7196,7 +7193,8 @@ static int ev_run(struct ev *ev)
 		ev_feed_waiting(ev);
 		ev_timeouts(ev, mono_ms());
 	}
-	log_info("stopping: %lu requests served, %d connections open", ev->served, ev->nconn);
+	log_info("stopping: %lu requests served, %lu connections refused, %d open", ev->served,
+		 ev->refused, ev->nconn);
 	for (int i = ev->nconn - 1; i >= 0; i--)
 		if (ev->conns[i]->state != CS_BUSY)
 			conn_close(ev, ev->conns[i]);
@@ -7446,7 +7444,6 @@ int main(int argc, char **argv)
 	pool.deliver = conn_deliver;
 	ev.pool = &pool;
 	ev.tls = &tls;
-	ev.cfg = &cfg;
 	ev.max_conn = cfg.max_connections;
 	ev.max_msg = (size_t)cfg.max_message_size;
 	ev.handshake_ms = (uint64_t)cfg.handshake_timeout * 1000u;

@@ -20,35 +20,15 @@ PORT=${DEMO_PORT:-5696}
 sh dist/deps.sh
 make kmip2pkcs11
 
-find_softhsm() {
-	for f in /usr/lib/softhsm/libsofthsm2.so /usr/lib/*-linux-gnu/softhsm/libsofthsm2.so \
-	         /usr/local/lib/softhsm/libsofthsm2.so; do
-		[ -f "$f" ] && { echo "$f"; return 0; }
-	done
-	dpkg -L softhsm2 2>/dev/null | grep '/libsofthsm2\.so$' | head -n 1
-}
-LIB=$(find_softhsm)
-[ -n "$LIB" ] || { echo "demo: libsofthsm2.so not found (is softhsm2 installed?)" >&2; exit 1; }
+LIB=$(sh dist/softhsm-token.sh --lib) ||
+	{ echo "demo: libsofthsm2.so not found (is softhsm2 installed?)" >&2; exit 1; }
 
-mkdir -p "$DIR/tokens" "$DIR/state"
+mkdir -p "$DIR/state"
 chmod 700 "$DIR" "$DIR/state"
-if [ ! -f "$DIR/softhsm2.conf" ]; then
-	cat > "$DIR/softhsm2.conf" <<EOF
-directories.tokendir = $DIR/tokens
-objectstore.backend = file
-log.level = ERROR
-slots.removable = false
-EOF
-fi
-SOFTHSM2_CONF=$DIR/softhsm2.conf
+SOFTHSM2_CONF=$(sh dist/softhsm-token.sh "$DIR" "$LABEL" "$PIN" "$SOPIN") ||
+	{ echo "demo: cannot make the SoftHSM2 token \"$LABEL\" in $DIR/tokens" >&2; exit 1; }
 export SOFTHSM2_CONF
-
-if softhsm2-util --show-slots 2>/dev/null | grep -q "Label: *$LABEL *\$"; then
-	echo "demo: reusing the SoftHSM2 token \"$LABEL\" in $DIR/tokens"
-else
-	softhsm2-util --init-token --free --label "$LABEL" --pin "$PIN" --so-pin "$SOPIN" >/dev/null
-	echo "demo: made the SoftHSM2 token \"$LABEL\" in $DIR/tokens"
-fi
+echo "demo: the SoftHSM2 token \"$LABEL\" is in $DIR/tokens (made at the first run, then reused)"
 
 if [ ! -f "$DIR/config.toml" ]; then
 	cat > "$DIR/config.toml" <<EOF

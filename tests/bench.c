@@ -555,6 +555,15 @@ static double self_cpu_after(long requests)
 	return requests > 0 ? (double)(self_cpu_ns() - self_cpu0) / 1000.0 / (double)requests : 0;
 }
 
+/* The rate over the clock from t0 to the last answer, and the percentiles of all. */
+static void run_end(struct run *r, struct lat *all, uint64_t t0, uint64_t tend)
+{
+	r->rate = tend > t0 ? (double)r->done * 1e9 / (double)(tend - t0) : 0;
+	r->p50 = lat_pct(all, 50);
+	r->p99 = lat_pct(all, 99);
+	free(all->v);
+}
+
 /* K connections to port, each sending req until secs have passed (or count requests in
  * all when secs is 0).  before / after: called right before the start and after the end
  * (the CPU readings of the nullp11 run). */
@@ -621,10 +630,7 @@ static struct run run_daemon(int port, long pid, const struct msg *req, int k, d
 	pthread_barrier_destroy(&ready);
 	pthread_barrier_destroy(&start);
 	free(w);
-	r.rate = tend > t0 ? (double)r.done * 1e9 / (double)(tend - t0) : 0;
-	r.p50 = lat_pct(&all, 50);
-	r.p99 = lat_pct(&all, 99);
-	free(all.v);
+	run_end(&r, &all, t0, tend);
 	return r;
 }
 
@@ -792,56 +798,31 @@ struct bworker {
 	uint64_t end;
 	CK_RV rv;
 	struct lat lat;
+	struct op_thread *t;            /* req: this thread's op_handle() context */
+	uint8_t *out;
+	CK_SESSION_HANDLE h;            /* no req: this thread's session and key */
+	CK_OBJECT_HANDLE key;
 };
 
 /* The daemon's whole request path minus TLS, sockets and threads: op_handle() of
  * section 7 on the KMIP request, with this thread's own sessions, as a worker runs it. */
-static void *bworker_op_main(struct bworker *w)
+static CK_RV bworker_op_once(struct bworker *w)
 {
-	static struct op_env env;
-	struct op_thread *t = op_thread_new(&env, NULL, 0);
-	uint8_t *out = malloc(RESP_CAP);
-
-	w->rv = t && out ? CKR_OK : CKR_HOST_MEMORY;
-	for (int i = 0; w->rv == CKR_OK && i < 3; i++) {
-		size_t n = op_handle(t, w->req->b, w->req->n, out, RESP_CAP);
-		if (resp_status(out, n) != RS_SUCCESS)
-			w->rv = CKR_FUNCTION_FAILED;
-	}
-	pthread_barrier_wait(w->ready);
-	pthread_barrier_wait(w->start);
-	uint64_t deadline = *w->deadline;
-	while (w->rv == CKR_OK) {
-		uint64_t t0 = now_ns();
-		if (t0 >= deadline)
-			break;
-		size_t n = op_handle(t, w->req->b, w->req->n, out, RESP_CAP);
-		uint64_t t1 = now_ns();
-		if (resp_status(out, n) != RS_SUCCESS) {
-			w->rv = CKR_FUNCTION_FAILED;
-			break;
-		}
-		w->done++;
-		lat_add(&w->lat, t1 - t0);
-		w->end = t1;
-	}
-	if (t)
-		op_thread_free(t);
-	free(out);
-	return NULL;
+	size_t n = op_handle(w->t, w->req->b, w->req->n, w->out, RESP_CAP);
+	return resp_status(w->out, n) == RS_SUCCESS ? CKR_OK : CKR_FUNCTION_FAILED;
 }
 
-static void *bworker_main(void *arg)
+static CK_RV bworker_sign_once(struct bworker *w)
 {
-	struct bworker *w = arg;
-	CK_SESSION_HANDLE h = CK_INVALID_HANDLE;
-	CK_OBJECT_HANDLE key = CK_INVALID_HANDLE;
+	return mod_sign_once(w->h, w->key, w->plan, w->data, w->n);
+}
 
-	if (w->req)
-		return bworker_op_main(w);
-	w->rv = mod_session(w->uid, &h, &key);
+/* Three calls of once() to warm up, then, once the clock runs, one after the other until
+ * the deadline or the first failure. */
+static void bworker_measure(struct bworker *w, CK_RV (*once)(struct bworker *))
+{
 	for (int i = 0; w->rv == CKR_OK && i < 3; i++)
-		w->rv = mod_sign_once(h, key, w->plan, w->data, w->n);
+		w->rv = once(w);
 	pthread_barrier_wait(w->ready);
 	pthread_barrier_wait(w->start);
 	uint64_t deadline = *w->deadline;
@@ -849,7 +830,7 @@ static void *bworker_main(void *arg)
 		uint64_t t0 = now_ns();
 		if (t0 >= deadline)
 			break;
-		w->rv = mod_sign_once(h, key, w->plan, w->data, w->n);
+		w->rv = once(w);
 		uint64_t t1 = now_ns();
 		if (w->rv != CKR_OK)
 			break;
@@ -857,8 +838,29 @@ static void *bworker_main(void *arg)
 		lat_add(&w->lat, t1 - t0);
 		w->end = t1;
 	}
-	if (h != CK_INVALID_HANDLE)
-		mod.f->C_CloseSession(h);
+}
+
+static void *bworker_main(void *arg)
+{
+	static struct op_env env;
+	struct bworker *w = arg;
+
+	if (w->req) {
+		w->t = op_thread_new(&env, NULL, 0);
+		w->out = malloc(RESP_CAP);
+		w->rv = w->t && w->out ? CKR_OK : CKR_HOST_MEMORY;
+		bworker_measure(w, bworker_op_once);
+		if (w->t)
+			op_thread_free(w->t);
+		free(w->out);
+		return NULL;
+	}
+	w->h = CK_INVALID_HANDLE;
+	w->key = CK_INVALID_HANDLE;
+	w->rv = mod_session(w->uid, &w->h, &w->key);
+	bworker_measure(w, bworker_sign_once);
+	if (w->h != CK_INVALID_HANDLE)
+		mod.f->C_CloseSession(w->h);
 	return NULL;
 }
 
@@ -904,10 +906,7 @@ static struct run run_baseline(const char *uid, const struct plan *p, const uint
 	pthread_barrier_destroy(&ready);
 	pthread_barrier_destroy(&start);
 	free(w);
-	r.rate = tend > t0 ? (double)r.done * 1e9 / (double)(tend - t0) : 0;
-	r.p50 = lat_pct(&all, 50);
-	r.p99 = lat_pct(&all, 99);
-	free(all.v);
+	run_end(&r, &all, t0, tend);
 	return r;
 }
 

@@ -24,13 +24,7 @@ K2P=${K2P:-$top/kmip2pkcs11}
 BENCH=${BENCH:-$top/build/bench}
 NULLP11=${NULLP11:-$top/build/nullp11.so}
 
-if [ -z "${SOFTHSM_LIB:-}" ]; then
-	for f in /usr/lib/softhsm/libsofthsm2.so /usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so \
-	         /usr/lib64/pkcs11/libsofthsm2.so /usr/lib/pkcs11/libsofthsm2.so \
-	         /usr/local/lib/softhsm/libsofthsm2.so; do
-		if [ -f "$f" ]; then SOFTHSM_LIB=$f; break; fi
-	done
-fi
+SOFTHSM_LIB=${SOFTHSM_LIB:-$(sh "$top/dist/softhsm-token.sh" --lib)}
 for f in "$K2P" "$BENCH" "$NULLP11"; do
 	if [ ! -x "$f" ] && [ ! -f "$f" ]; then
 		echo "bench.sh: $f is missing (make kmip2pkcs11 build/bench build/nullp11.so)" >&2
@@ -75,20 +69,13 @@ if [ "$hard" = unlimited ]; then hard=65536; fi
 ulimit -n "$hard" 2>/dev/null || true
 
 # ---- the SoftHSM2 token ----
-mkdir -p "$tmp/tokens" "$tmp/state1" "$tmp/state2"
-cat > "$tmp/softhsm2.conf" <<EOF
-directories.tokendir = $tmp/tokens
-objectstore.backend = file
-log.level = ERROR
-slots.removable = false
-EOF
-SOFTHSM2_CONF=$tmp/softhsm2.conf
-export SOFTHSM2_CONF
-if ! softhsm2-util --init-token --free --label bench --pin 1234 --so-pin 5678 >"$tmp/init.log" 2>&1; then
+mkdir -p "$tmp/state1" "$tmp/state2"
+if ! SOFTHSM2_CONF=$(sh "$top/dist/softhsm-token.sh" "$tmp" bench 1234 5678 2>"$tmp/init.log"); then
 	echo "bench.sh: softhsm2-util --init-token failed:" >&2
 	cat "$tmp/init.log" >&2
 	exit 1
 fi
+export SOFTHSM2_CONF
 softhsm_version=$(softhsm2-util --version 2>/dev/null | head -n 1)
 
 # ---- two daemons ----

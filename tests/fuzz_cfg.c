@@ -18,12 +18,9 @@
  *               build/fuzz_cfg -dict=tests/cfg.dict build/corpus-cfg tests/corpus/cfg
  *   replay:     cc ... -DK2P_TEST -DK2P_FUZZ_REPLAY tests/fuzz_cfg.c -o build/fuzz_cfg_replay
  *               build/fuzz_cfg_replay tests/corpus/cfg [more files or directories]
- *               (ends with "N passed, N failed": one per input)
+ *               (ends with "N passed, N failed": one per input; tests/fuzz_replay.h)
  */
 #include "../kmip2pkcs11.c"
-
-#include <dirent.h>
-#include <sys/stat.h>
 
 #define FZ_NAME "fuzz.toml"
 
@@ -191,68 +188,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 }
 
 #ifdef K2P_FUZZ_REPLAY
-
-static int replay_file(const char *path, int *pass, int *fail)
-{
-	FILE *fp = fopen(path, "rb");
-	if (fp == NULL) {
-		perror(path);
-		(*fail)++;
-		return 1;
-	}
-	fseek(fp, 0, SEEK_END);
-	long sz = ftell(fp);
-	fseek(fp, 0, SEEK_SET);
-	uint8_t *b = malloc(sz > 0 ? (size_t)sz : 1);
-	size_t n = fread(b, 1, sz > 0 ? (size_t)sz : 0, fp);
-	fclose(fp);
-	fz_failed = 0;
-	LLVMFuzzerTestOneInput(b, n);
-	free(b);
-	if (fz_failed) {
-		printf("FAIL %s\n", path);
-		(*fail)++;
-		return 1;
-	}
-	(*pass)++;
-	return 0;
-}
-
-static int replay(const char *path, int *pass, int *fail)
-{
-	struct stat st;
-	if (stat(path, &st) != 0) {
-		perror(path);
-		(*fail)++;
-		return 1;
-	}
-	if (!S_ISDIR(st.st_mode))
-		return replay_file(path, pass, fail);
-	DIR *dp = opendir(path);
-	struct dirent *de;
-	int bad = 0;
-	if (dp == NULL) {
-		(*fail)++;
-		return 1;
-	}
-	while ((de = readdir(dp)) != NULL) {
-		char p[4096];
-		if (de->d_name[0] == '.')
-			continue;
-		snprintf(p, sizeof p, "%s/%s", path, de->d_name);
-		bad |= replay(p, pass, fail);
-	}
-	closedir(dp);
-	return bad;
-}
+#include "fuzz_replay.h"
 
 int main(int argc, char **argv)
 {
-	int bad = 0, pass = 0, fail = 0;
-	for (int i = 1; i < argc; i++)
-		bad |= replay(argv[i], &pass, &fail);
-	printf("fuzz replay: fuzz_cfg: %d inputs\n", pass + fail);
-	printf("%d passed, %d failed\n", pass, fail);
-	return bad || pass + fail == 0;
+	return fz_replay_main("fuzz_cfg", argc, argv);
 }
 #endif

@@ -24,13 +24,12 @@
  *   replay:     cc ... -DK2P_TEST -DK2P_FUZZ_REPLAY tests/fuzz_op.c -o build/fuzz_op_replay
  *               build/fuzz_op_replay tests/corpus/op [more files or directories]
  *               build/fuzz_op_replay -seeds DIR   writes the seed corpus (our own encoder)
+ *               (ends with "N passed, N failed": one per input; tests/fuzz_replay.h)
  *   The module is build/nullp11.so next to the executable, or $K2P_NULLP11.
  */
 #include "../kmip2pkcs11.c"
 
-#include <dirent.h>
 #include <libgen.h>
-#include <sys/stat.h>
 
 #define FZ_OUT_CAP  (64 * 1024)
 #define FZ_GUARD    64
@@ -306,60 +305,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 }
 
 #ifdef K2P_FUZZ_REPLAY
-
-static int replay_file(const char *path, int *pass, int *fail)
-{
-	FILE *fp = fopen(path, "rb");
-	if (fp == NULL) {
-		perror(path);
-		(*fail)++;
-		return 1;
-	}
-	fseek(fp, 0, SEEK_END);
-	long sz = ftell(fp);
-	fseek(fp, 0, SEEK_SET);
-	uint8_t *b = malloc(sz > 0 ? (size_t)sz : 1);
-	size_t n = fread(b, 1, sz > 0 ? (size_t)sz : 0, fp);
-	fclose(fp);
-	fz_failed = 0;
-	LLVMFuzzerTestOneInput(b, n);
-	free(b);
-	if (fz_failed) {
-		printf("FAIL %s\n", path);
-		(*fail)++;
-		return 1;
-	}
-	(*pass)++;
-	return 0;
-}
-
-static int replay(const char *path, int *pass, int *fail)
-{
-	struct stat st;
-	if (stat(path, &st) != 0) {
-		perror(path);
-		(*fail)++;
-		return 1;
-	}
-	if (!S_ISDIR(st.st_mode))
-		return replay_file(path, pass, fail);
-	DIR *dp = opendir(path);
-	struct dirent *de;
-	int bad = 0;
-	if (dp == NULL) {
-		(*fail)++;
-		return 1;
-	}
-	while ((de = readdir(dp)) != NULL) {
-		char p[4096];
-		if (de->d_name[0] == '.')
-			continue;
-		snprintf(p, sizeof p, "%s/%s", path, de->d_name);
-		bad |= replay(p, pass, fail);
-	}
-	closedir(dp);
-	return bad;
-}
+#include "fuzz_replay.h"
 
 /* ---- seed corpus, written with our own encoder ---- */
 
@@ -781,15 +727,10 @@ static void make_seeds(const char *dir)
 
 int main(int argc, char **argv)
 {
-	int bad = 0, pass = 0, fail = 0;
 	if (argc == 3 && strcmp(argv[1], "-seeds") == 0) {
 		make_seeds(argv[2]);
 		return 0;
 	}
-	for (int i = 1; i < argc; i++)
-		bad |= replay(argv[i], &pass, &fail);
-	printf("fuzz replay: fuzz_op: %d inputs\n", pass + fail);
-	printf("%d passed, %d failed\n", pass, fail);
-	return bad || pass + fail == 0;
+	return fz_replay_main("fuzz_op", argc, argv);
 }
 #endif

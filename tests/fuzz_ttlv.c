@@ -8,11 +8,9 @@
  *   replay:     cc ... -DK2P_TEST -DK2P_FUZZ_REPLAY tests/fuzz_ttlv.c -o build/fuzz_ttlv_replay
  *               build/fuzz_ttlv_replay tests/corpus/ttlv [more files or directories]
  *               build/fuzz_ttlv_replay -seeds DIR   writes the seed corpus (our own encoder)
+ *               (ends with "N passed, N failed": one per input; tests/fuzz_replay.h)
  */
 #include "../kmip2pkcs11.c"
-
-#include <dirent.h>
-#include <sys/stat.h>
 
 static struct ttlv fz_items[512];
 static struct kmip_request fz_req;
@@ -99,51 +97,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 }
 
 #ifdef K2P_FUZZ_REPLAY
-
-static int replay_file(const char *path)
-{
-	FILE *fp = fopen(path, "rb");
-	if (fp == NULL) {
-		perror(path);
-		return 1;
-	}
-	fseek(fp, 0, SEEK_END);
-	long sz = ftell(fp);
-	fseek(fp, 0, SEEK_SET);
-	uint8_t *b = malloc(sz > 0 ? (size_t)sz : 1);
-	size_t n = fread(b, 1, sz > 0 ? (size_t)sz : 0, fp);
-	fclose(fp);
-	LLVMFuzzerTestOneInput(b, n);
-	free(b);
-	return 0;
-}
-
-static int replay(const char *path, int *count)
-{
-	struct stat st;
-	if (stat(path, &st) != 0) {
-		perror(path);
-		return 1;
-	}
-	if (!S_ISDIR(st.st_mode)) {
-		(*count)++;
-		return replay_file(path);
-	}
-	DIR *dp = opendir(path);
-	struct dirent *de;
-	int bad = 0;
-	if (dp == NULL)
-		return 1;
-	while ((de = readdir(dp)) != NULL) {
-		char p[4096];
-		if (de->d_name[0] == '.')
-			continue;
-		snprintf(p, sizeof p, "%s/%s", path, de->d_name);
-		bad |= replay(p, count);
-	}
-	closedir(dp);
-	return bad;
-}
+static int fz_failed;   /* stays 0: a broken invariant here aborts */
+#include "fuzz_replay.h"
 
 /* ---- seed corpus, written with our own encoder ---- */
 
@@ -369,14 +324,10 @@ static void make_seeds(const char *dir)
 
 int main(int argc, char **argv)
 {
-	int bad = 0, count = 0;
 	if (argc == 3 && strcmp(argv[1], "-seeds") == 0) {
 		make_seeds(argv[2]);
 		return 0;
 	}
-	for (int i = 1; i < argc; i++)
-		bad |= replay(argv[i], &count);
-	printf("fuzz_ttlv replay: %d inputs\n", count);
-	return bad;
+	return fz_replay_main("fuzz_ttlv", argc, argv);
 }
 #endif

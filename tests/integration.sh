@@ -46,15 +46,8 @@ log_tail() {
 
 # ---- set-up: token, port, configuration ----------------------------------------------
 
-find_softhsm() {
-	for f in /usr/lib/softhsm/libsofthsm2.so /usr/lib/*-linux-gnu/softhsm/libsofthsm2.so \
-	         /usr/local/lib/softhsm/libsofthsm2.so; do
-		[ -f "$f" ] && { echo "$f"; return 0; }
-	done
-	dpkg -L softhsm2 2>/dev/null | grep '/libsofthsm2\.so$' | head -n 1
-}
-
-LIB=$(find_softhsm)
+TOKEN_SH=$(dirname "$0")/../dist/softhsm-token.sh
+LIB=$(sh "$TOKEN_SH" --lib)
 if [ -z "$LIB" ] || [ ! -x "$DAEMON" ]; then
 	[ -n "$LIB" ] || echo "FAIL integration: libsofthsm2.so not found"
 	[ -x "$DAEMON" ] || echo "FAIL integration: daemon $DAEMON not built"
@@ -62,22 +55,14 @@ if [ -z "$LIB" ] || [ ! -x "$DAEMON" ]; then
 	exit 1
 fi
 
-mkdir -p "$T/tokens" "$T/state"
-cat > "$T/softhsm2.conf" <<EOF
-directories.tokendir = $T/tokens
-objectstore.backend = file
-log.level = ERROR
-slots.removable = false
-EOF
-SOFTHSM2_CONF=$T/softhsm2.conf
-export SOFTHSM2_CONF
-if ! timeout 30 softhsm2-util --init-token --free --label "$LABEL" --pin "$PIN" \
-	--so-pin "$SOPIN" > "$T/init.log" 2>&1; then
+mkdir -p "$T/state"
+if ! SOFTHSM2_CONF=$(timeout 30 sh "$TOKEN_SH" "$T" "$LABEL" "$PIN" "$SOPIN" 2> "$T/init.log"); then
 	cat "$T/init.log"
 	echo "FAIL integration: softhsm2-util --init-token"
 	echo "0 passed, 1 failed"
 	exit 1
 fi
+export SOFTHSM2_CONF
 
 PORT=$(timeout 5 $PY -c 'import socket
 s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')

@@ -22,10 +22,7 @@
 
 #include <mbedtls/md.h>
 #include <mbedtls/rsa.h>
-#include <sys/wait.h>
 
-#define SOFTHSM "/usr/lib/softhsm/libsofthsm2.so"
-#define NULLP11 "build/nullp11.so"
 #define VECTORS "../shared/kmip-vectors/oasis-1.0-1.1"
 #define USER "optest"
 #define PIN "1234"
@@ -42,35 +39,7 @@ static char tmpdir[] = "/tmp/k2p-op-XXXXXX";
 static struct op_env env;
 static struct op_thread *th;
 
-/* ---- C_Login and C_OpenSession counting: our function list in front of the module's ---- */
-
-static CK_FUNCTION_LIST wrap;
-static CK_C_Login real_login;
-static CK_C_OpenSession real_open;
-static int login_calls, open_calls;
-
-static CK_RV counting_login(CK_SESSION_HANDLE h, CK_USER_TYPE u, CK_UTF8CHAR_PTR p, CK_ULONG n)
-{
-	login_calls++;
-	return real_login(h, u, p, n);
-}
-
-static CK_RV counting_open(CK_SLOT_ID s, CK_FLAGS f, CK_VOID_PTR a, CK_NOTIFY cb,
-                           CK_SESSION_HANDLE_PTR h)
-{
-	open_calls++;
-	return real_open(s, f, a, cb, h);
-}
-
-static void wrap_module(void)
-{
-	wrap = *p11.fl;
-	real_login = wrap.C_Login;
-	real_open = wrap.C_OpenSession;
-	wrap.C_Login = counting_login;
-	wrap.C_OpenSession = counting_open;
-	p11.fl = &wrap;
-}
+#include "p11test.h"
 
 /* ---- building requests ---- */
 
@@ -419,25 +388,6 @@ static int uid_shape(const char *uid, const char *suffix)
 	return 1;
 }
 
-/* ---- files and commands ---- */
-
-static int run(const char *cmd)
-{
-	int st = system(cmd);
-	return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
-static void write_file(const char *name, const void *p, size_t n)
-{
-	char path[256];
-	snprintf(path, sizeof path, "%s/%s", tmpdir, name);
-	FILE *f = fopen(path, "wb");
-	if (f) {
-		fwrite(p, 1, n, f);
-		fclose(f);
-	}
-}
-
 /* A vector file's hex into a malloc'ed buffer; NULL if it cannot be read. */
 static uint8_t *read_vector(const char *name, size_t *len)
 {
@@ -497,49 +447,6 @@ static int is_spki(const uint8_t *der, size_t n, mbedtls_pk_type_t type)
 	     mbedtls_pk_get_type(&pk) == type;
 	mbedtls_pk_free(&pk);
 	return ok;
-}
-
-/* DER ECDSA-Sig-Value with minimal, positive INTEGERs and nothing else. */
-static int der_minimal(const uint8_t *p, size_t n)
-{
-	size_t o = 0, body;
-	if (n < 8 || p[o++] != 0x30)
-		return 0;
-	if (p[o] == 0x81) {
-		if (p[o + 1] < 0x80)
-			return 0;
-		body = p[o + 1];
-		o += 2;
-	} else if (p[o] < 0x80) {
-		body = p[o++];
-	} else {
-		return 0;
-	}
-	if (o + body != n)
-		return 0;
-	for (int k = 0; k < 2; k++) {
-		if (o + 2 > n || p[o] != 0x02)
-			return 0;
-		size_t l = p[o + 1];
-		o += 2;
-		if (l == 0 || o + l > n || (p[o] & 0x80) || (l > 1 && p[o] == 0 && !(p[o + 1] & 0x80)))
-			return 0;
-		o += l;
-	}
-	return o == n;
-}
-
-/* Mbed TLS 3.6 has no Ed25519: the openssl CLI verifies against the SPKI that Get gave. */
-static int verify_ed25519(const uint8_t *spki, size_t n, const char *data, const uint8_t *sig,
-                          size_t siglen)
-{
-	char cmd[512];
-	write_file("ed.der", spki, n);
-	write_file("ed.dat", data, strlen(data));
-	write_file("ed.sig", sig, siglen);
-	snprintf(cmd, sizeof cmd, "openssl pkeyutl -verify -pubin -keyform DER -inkey %s/ed.der "
-	         "-rawin -in %s/ed.dat -sigfile %s/ed.sig >/dev/null 2>&1", tmpdir, tmpdir, tmpdir);
-	return run(cmd) == 0;
 }
 
 /* ==== OASIS vectors: Discover Versions, test case 16.1 ==== */
@@ -1334,7 +1241,8 @@ static void lifecycle_ed25519(void)
 	sign(priv, 0, 0, 0, 0, data);
 	const struct ttlv *sd = child(r_payload(0), KT_SIGNATURE_DATA);
 	CHECK(succeeded(0) && sd && sd->len == 64, "Sign Ed25519 without parameters: 64 bytes");
-	CHECK(shape && sd && verify_ed25519(spki, 44, data, sd->val, sd->len),
+	CHECK(shape && sd && verify_ed25519_spki(spki, 44, (const uint8_t *)data, strlen(data),
+	                                         sd->val, sd->len),
 	      "the Ed25519 signature verifies (openssl pkeyutl)");
 	sign(priv, 0, ALG_ED25519, 0, 0, data);
 	CHECK(succeeded(0), "Sign Ed25519 with Cryptographic Algorithm 0x37");
@@ -1476,28 +1384,11 @@ static void label_not_utf8(void)
 
 /* ==== SoftHSM: the main process ==== */
 
-static int make_token(void)
-{
-	char conf[512], cmd[1024];
-	snprintf(conf, sizeof conf, "%s/softhsm2.conf", tmpdir);
-	FILE *f = fopen(conf, "w");
-	if (!f)
-		return -1;
-	fprintf(f, "directories.tokendir = %s/tokens\nobjectstore.backend = file\n"
-	        "log.level = ERROR\n", tmpdir);
-	fclose(f);
-	snprintf(cmd, sizeof cmd, "%s/tokens", tmpdir);
-	mkdir(cmd, 0700);
-	setenv("SOFTHSM2_CONF", conf, 1);
-	return run("softhsm2-util --init-token --free --label " USER " --pin " PIN
-	           " --so-pin 5678 >/dev/null");
-}
-
 static void test_softhsm(void)
 {
 	char err[512];
 
-	CHECK(make_token() == 0, "softhsm2-util made the token '" USER "'");
+	CHECK(make_token(USER, PIN) == 0, "softhsm2-util made the token '" USER "'");
 	CHECK(p11_load(SOFTHSM, err, sizeof err) == CKR_OK, "SoftHSM loads: %s", err);
 	if (!p11.dl)
 		return;

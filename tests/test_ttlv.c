@@ -400,6 +400,20 @@ static void test_strict(void)
 
 /* ---- encoder ---- */
 
+/* A Get response with one Unique Identifier, encoded into buf of cap bytes. */
+static void get_response(struct ttlv_enc *e, const struct kmip_item *it, uint8_t *buf,
+                         size_t cap)
+{
+	ttlv_enc_init(e, buf, cap);
+	kmip_resp_begin(e, 1, 2, 1, 1700000000);
+	kmip_item_begin(e, OP_GET, it, RS_SUCCESS, 0, NULL);
+	ttlv_open(e, KT_RESPONSE_PAYLOAD);
+	ttlv_put_text(e, KT_UNIQUE_IDENTIFIER, "0123456789ABCDEF_pub", 20);
+	ttlv_close(e);
+	ttlv_close(e);
+	kmip_resp_end(e);
+}
+
 static void test_encoder(void)
 {
 	uint8_t b[256];
@@ -441,28 +455,14 @@ static void test_encoder(void)
 	/* overflow: every size from 0 to the full length, with guard bytes after cap */
 	static struct kmip_item it = { OP_GET, (const uint8_t *)"\x01\x02", 2, NULL, 0, NULL };
 	uint8_t full[512];
-	ttlv_enc_init(&e, full, sizeof full);
-	kmip_resp_begin(&e, 1, 2, 1, 1700000000);
-	kmip_item_begin(&e, OP_GET, &it, RS_SUCCESS, 0, NULL);
-	ttlv_open(&e, KT_RESPONSE_PAYLOAD);
-	ttlv_put_text(&e, KT_UNIQUE_IDENTIFIER, "0123456789ABCDEF_pub", 20);
-	ttlv_close(&e);
-	ttlv_close(&e);
-	kmip_resp_end(&e);
+	get_response(&e, &it, full, sizeof full);
 	CHECK(e.err == 0 && e.depth == 0, "response fits 512 bytes");
 	size_t total = e.len;
 	int guards_ok = 1, errs_ok = 1;
 	for (size_t cap = 0; cap < total; cap++) {
 		uint8_t *mem = malloc(cap + 16);
 		memset(mem, 0xEE, cap + 16);
-		ttlv_enc_init(&e, mem, cap);
-		kmip_resp_begin(&e, 1, 2, 1, 1700000000);
-		kmip_item_begin(&e, OP_GET, &it, RS_SUCCESS, 0, NULL);
-		ttlv_open(&e, KT_RESPONSE_PAYLOAD);
-		ttlv_put_text(&e, KT_UNIQUE_IDENTIFIER, "0123456789ABCDEF_pub", 20);
-		ttlv_close(&e);
-		ttlv_close(&e);
-		kmip_resp_end(&e);
+		get_response(&e, &it, mem, cap);
 		if (!e.err || e.len > cap)
 			errs_ok = 0;
 		for (size_t g = cap; g < cap + 16; g++)
