@@ -5839,8 +5839,7 @@ static size_t op_error_response(uint8_t *out, size_t cap, uint32_t reason, const
  */
 static size_t op_handle(struct op_thread *t, const uint8_t *in, size_t n, uint8_t *out, size_t cap)
 {
-	static struct kmip_request zero_req;
-	struct kmip_request r = zero_req;
+	struct kmip_request r;
 	struct ttlv_doc d = { t->items, 0, TTLV_MAX_ITEMS };
 	struct ttlv_enc e;
 	char placeholder[OP_UID_MAX + 1] = "";
@@ -5848,6 +5847,7 @@ static size_t op_handle(struct op_thread *t, const uint8_t *in, size_t n, uint8_
 	const char *why = NULL;
 	int64_t now = (int64_t)time(NULL);
 
+	memset(&r, 0, sizeof r);
 	int rc = ttlv_decode(&d, in, n, TTLV_DEFAULT_DEPTH);
 	if (rc != 0) {
 		log_debug("undecodable request: %s", ttlv_strerror(rc));
