@@ -5755,8 +5755,9 @@ static uint32_t op_login(struct op_req *q)
 		return op_fail_rv(q, rv, "slot lookup");
 	for (int attempt = 0; attempt < 2; attempt++) {
 		rv = op_session(q->t, q->slot, &q->h);
-		if (rv == CKR_OK)
-			rv = p11_auth(q->slot, q->h, r->pass, r->pass_len);
+		if (rv != CKR_OK)
+			return op_fail_rv(q, rv, "C_OpenSession");
+		rv = p11_auth(q->slot, q->h, r->pass, r->pass_len);
 		if (!p11_session_lost(rv))
 			break;
 		op_session_drop(q->t, q->h);
