@@ -33,6 +33,7 @@ help:
 	@echo "make bench      sign/latency/memory benchmarks against the in-process PKCS#11 baseline"
 	@echo "make static     ./kmip2pkcs11-static: Mbed TLS built in with dist/mbedtls-config.h"
 	@echo "make size       stripped size of the static build and its largest symbols"
+	@echo "make install    ./kmip2pkcs11, man page, config example, systemd units (PREFIX, DESTDIR)"
 	@echo "make clean      remove what the build made"
 
 build/.mbedtls-ok: dist/check-mbedtls.sh
@@ -123,6 +124,16 @@ fuzz: build/.mbedtls-ok build/nullp11.so
 
 demo:
 	@sh dist/demo.sh
+
+PREFIX  ?= /usr/local
+install: kmip2pkcs11
+	install -d $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(PREFIX)/share/man/man8 \
+		$(DESTDIR)$(PREFIX)/share/doc/kmip2pkcs11 $(DESTDIR)$(PREFIX)/lib/systemd/system
+	install -m 0755 kmip2pkcs11 $(DESTDIR)$(PREFIX)/sbin/kmip2pkcs11
+	install -m 0644 dist/kmip2pkcs11.8 $(DESTDIR)$(PREFIX)/share/man/man8/kmip2pkcs11.8
+	install -m 0644 config.example README.md $(DESTDIR)$(PREFIX)/share/doc/kmip2pkcs11/
+	install -m 0644 dist/kmip2pkcs11.service dist/kmip2pkcs11.socket \
+		$(DESTDIR)$(PREFIX)/lib/systemd/system/
 
 bench: kmip2pkcs11 build/bench build/nullp11.so
 	@sh tests/bench.sh
