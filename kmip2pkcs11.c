@@ -4117,12 +4117,11 @@ out:
 
 #define P11_ATTR(t, p, n) { (t), (void *)(p), (CK_ULONG)(n) }
 
-/* C_FindObjectsInit / C_FindObjects / C_FindObjectsFinal: the first match and the number of
- * matches, up to 2 (enough to tell "one" from "more"). */
-static CK_RV p11_find(CK_SESSION_HANDLE h, CK_ATTRIBUTE *t, CK_ULONG n, CK_OBJECT_HANDLE *first,
-                      CK_ULONG *count)
+/* C_FindObjectsInit / C_FindObjects / C_FindObjectsFinal: up to max matching handles into
+ * found, their number into *count (a key lookup asks for 2, to tell "one" from "more"). */
+static CK_RV p11_find(CK_SESSION_HANDLE h, CK_ATTRIBUTE *t, CK_ULONG n, CK_OBJECT_HANDLE *found,
+                      CK_ULONG max, CK_ULONG *count)
 {
-	CK_OBJECT_HANDLE found[2];
 	CK_ULONG got = 0;
 	CK_RV rv;
 
@@ -4130,17 +4129,15 @@ static CK_RV p11_find(CK_SESSION_HANDLE h, CK_ATTRIBUTE *t, CK_ULONG n, CK_OBJEC
 	rv = P11_F->C_FindObjectsInit(h, t, n);
 	if (rv != CKR_OK)
 		return rv;
-	rv = P11_F->C_FindObjects(h, found, 2, &got);
+	rv = P11_F->C_FindObjects(h, found, max, &got);
 	CK_RV rv2 = P11_F->C_FindObjectsFinal(h);
 	if (rv == CKR_OK)
 		rv = rv2;
 	if (rv != CKR_OK)
 		return rv;
-	if (got > 2)
+	if (got > max)
 		return P11_E_BAD_VALUE;
 	*count = got;
-	if (got > 0)
-		*first = found[0];
 	return CKR_OK;
 }
 
@@ -4153,15 +4150,17 @@ static CK_RV p11_find_key(CK_SESSION_HANDLE h, const uint8_t *id, size_t idlen,
 		P11_ATTR(CKA_ID, id, idlen),
 		P11_ATTR(CKA_CLASS, &cls, sizeof cls),
 	};
+	CK_OBJECT_HANDLE found[2];
 	CK_ULONG count = 0;
 
 	if (idlen == 0 || idlen > P11_ID_MAX)
 		return P11_E_NOT_FOUND;
-	CK_RV rv = p11_find(h, t, ARRAY_LEN(t), out, &count);
+	CK_RV rv = p11_find(h, t, ARRAY_LEN(t), found, 2, &count);
 	if (rv != CKR_OK)
 		return rv;
 	if (count == 0)
 		return P11_E_NOT_FOUND;
+	*out = found[0];
 	if (count > 1) {
 		char hex[2 * P11_ID_MAX + 1];
 		hex_upper(hex, id, idlen);
@@ -4466,7 +4465,7 @@ static CK_RV p11_new_id(CK_SESSION_HANDLE h, uint8_t id[P11_ID_LEN])
 		CK_RV rv = p11_random(h, id, P11_ID_LEN);
 		if (rv != CKR_OK)
 			return rv;
-		rv = p11_find(h, t, 1, &o, &count);
+		rv = p11_find(h, t, 1, &o, 1, &count);
 		if (rv != CKR_OK)
 			return rv;
 		if (count == 0)
@@ -5598,6 +5597,93 @@ static uint32_t op_destroy(struct op_req *q, const struct ttlv *pl)
 	return 0;
 }
 
+/*
+ * Locate (spec 4.9).  Request: Maximum Items, Storage Status Mask, Object Group Member,
+ * Attribute*.  Response: Unique Identifier* of the keys that match every attribute given.
+ * The attributes a token can search on: Object Type (-> CKA_CLASS), Name (-> CKA_LABEL),
+ * Cryptographic Algorithm (-> CKA_KEY_TYPE); another one is Feature Not Supported rather
+ * than a silently wider answer.  Objects without a CKA_ID have no UID and are left out.
+ * The first UID found becomes the batch's ID Placeholder.
+ */
+#define OP_LOCATE_MAX 256
+
+static uint32_t op_locate(struct op_req *q, const struct ttlv *pl)
+{
+	CK_OBJECT_CLASS classes[2] = { CKO_PRIVATE_KEY, CKO_PUBLIC_KEY };
+	CK_KEY_TYPE type = 0;
+	int nclasses = 2, have_type = 0;
+	const char *label = NULL;
+	size_t label_len = 0;
+	int32_t max = OP_LOCATE_MAX;
+	uint32_t rr;
+
+	if (pl && kmip_get_int(q->d, pl, KT_MAXIMUM_ITEMS, &max) == KMIP_BAD_TYPE)
+		return op_fail(q, RR_INVALID_MESSAGE, "Maximum Items must be an Integer");
+	if (max <= 0 || max > OP_LOCATE_MAX)
+		max = OP_LOCATE_MAX;
+	if (pl && ttlv_find(q->d, pl, KT_OBJECT_GROUP_MEMBER))
+		return op_fail(q, RR_FEATURE_NOT_SUPPORTED, "object groups are not supported");
+	for (int i = pl ? pl->child : -1; i >= 0; i = q->d->it[i].next) {
+		const struct ttlv *a = &q->d->it[i], *nm, *v;
+		if (a->tag != KT_ATTRIBUTE)
+			continue;
+		if (a->type != TT_STRUCT || !(nm = ttlv_find(q->d, a, KT_ATTRIBUTE_NAME)) ||
+		    !(v = ttlv_find(q->d, a, KT_ATTRIBUTE_VALUE)))
+			return op_fail(q, RR_INVALID_MESSAGE, "malformed Attribute");
+		if (kmip_text_is(nm, "Object Type") && v->type == TT_ENUM) {
+			if (v->num != OT_PUBLIC_KEY && v->num != OT_PRIVATE_KEY)
+				return 0;       /* no other objects live here */
+			classes[0] = v->num == OT_PUBLIC_KEY ? CKO_PUBLIC_KEY : CKO_PRIVATE_KEY;
+			nclasses = 1;
+		} else if (kmip_text_is(nm, "Name")) {
+			if ((rr = op_name(q, v, &label, &label_len)))
+				return rr;
+		} else if (kmip_text_is(nm, "Cryptographic Algorithm") && v->type == TT_ENUM) {
+			have_type = 1;
+			if (v->num == ALG_RSA)
+				type = CKK_RSA;
+			else if (v->num == ALG_ECDSA || v->num == ALG_EC)
+				type = CKK_EC;
+			else if (v->num == ALG_ED25519)
+				type = CKK_EC_EDWARDS;
+			else
+				return 0;       /* no key of another algorithm is served */
+		} else {
+			char n[64];
+			snprintf(n, sizeof n, "%.*s", (int)(nm->len < 48 ? nm->len : 48), (const char *)nm->val);
+			return op_fail(q, RR_FEATURE_NOT_SUPPORTED, "Locate by '%s' is not supported", n);
+		}
+	}
+
+	int found_any = 0;
+	for (int c = 0; c < nclasses && max > 0; c++) {
+		CK_OBJECT_HANDLE obj[OP_LOCATE_MAX];
+		CK_ATTRIBUTE t[3] = { { CKA_CLASS, &classes[c], sizeof classes[c] } };
+		CK_ULONG nt = 1, count;
+		if (label)
+			t[nt++] = (CK_ATTRIBUTE){ CKA_LABEL, (void *)label, label_len };
+		if (have_type)
+			t[nt++] = (CK_ATTRIBUTE){ CKA_KEY_TYPE, &type, sizeof type };
+		CK_RV rv = p11_find(q->h, t, nt, obj, (CK_ULONG)max, &count);
+		if (rv != CKR_OK)
+			return op_fail_rv(q, rv, "C_FindObjects");
+		for (CK_ULONG i = 0; i < count; i++) {
+			uint8_t id[P11_ID_MAX];
+			CK_ATTRIBUTE ta = { CKA_ID, id, sizeof id };
+			if (P11_F->C_GetAttributeValue(q->h, obj[i], &ta, 1) != CKR_OK ||
+			    ta.ulValueLen == 0 || ta.ulValueLen > sizeof id)
+				continue;
+			op_put_uid(q->e, KT_UNIQUE_IDENTIFIER, id, ta.ulValueLen, classes[c]);
+			if (!found_any++) {
+				hex_upper(q->placeholder, id, ta.ulValueLen);
+				strcat(q->placeholder, classes[c] == CKO_PRIVATE_KEY ? "_priv" : "_pub");
+			}
+			max--;
+		}
+	}
+	return 0;
+}
+
 /* Attributes a key has, by KMIP name, in the order Get Attribute List gives them. */
 static const char *const op_attr_names[] = {
 	"Unique Identifier", "Object Type", "Cryptographic Algorithm", "Cryptographic Length",
@@ -5705,6 +5791,7 @@ static uint32_t op_get_attribute_list(struct op_req *q, const struct ttlv *pl)
 	X(OP_MODIFY_ATTRIBUTE,      op_modify_attribute,   1) \
 	X(OP_ACTIVATE,              op_activate,           1) \
 	X(OP_DESTROY,               op_destroy,            1) \
+	X(OP_LOCATE,                op_locate,             1) \
 	X(OP_QUERY,                 op_query,              0) \
 	X(OP_DISCOVER_VERSIONS,     op_discover_versions,  0) \
 	X(OP_SIGN,                  op_sign,               1)

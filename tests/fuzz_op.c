@@ -635,6 +635,21 @@ static void make_seeds(const char *dir)
 	seed_uid("33_priv");
 	seed_item_end();
 	seed_end("get-attribute-list");
+	seed_begin(1, 1, 0);
+	seed_item(OP_LOCATE, 0);
+	ttlv_put_int(e, KT_MAXIMUM_ITEMS, 4);
+	seed_attr_enum("Object Type", OT_PRIVATE_KEY);
+	seed_attr_enum("Cryptographic Algorithm", ALG_ECDSA);
+	seed_attr_name("k2p-ec-pri");
+	seed_item_end();
+	seed_end("locate");
+	seed_begin(1, 2, 0);
+	seed_item(OP_LOCATE, 1);
+	seed_attr_enum("Object Type", OT_PUBLIC_KEY);
+	seed_item_end();
+	seed_item(OP_GET, 2);
+	seed_item_end();
+	seed_end("batch-locate-get-placeholder");
 
 	/* Batches of two with IDs: the second uses the ID Placeholder; Continue after a failure */
 	seed_begin(1, 2, 0);

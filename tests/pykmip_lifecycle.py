@@ -23,6 +23,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from kmip.core import enums
+from kmip.core.factories.attributes import AttributeFactory
 from kmip.pie import client as pie_client
 from kmip.pie import exceptions as pie_exc
 
@@ -143,6 +144,10 @@ def lifecycle(c, alg, length):
 
     r = failure_reason(c.get, priv)
     check(r != "no error", label + ": get on the private key returns no key material", r)
+
+    attr = AttributeFactory().create_attribute(enums.AttributeType.NAME, priv_name)
+    found = attempt(label + ": locate by name", c.locate, attributes=[attr])
+    check(found == [priv], label + ": locate by name finds the private key", found)
 
     attempt(label + ": destroy private key", c.destroy, priv)
     attempt(label + ": destroy public key", c.destroy, pub)

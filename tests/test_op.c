@@ -718,11 +718,11 @@ static void test_message_errors(void)
 	CHECK(!strstr(r_msg(0), "(null)"), "its Result Message names no NULL: '%s'", r_msg(0));
 
 	begin(H12);
-	item(OP_LOCATE, NULL);
+	item(OP_REVOKE, NULL);
 	item_end();
 	transmit();
-	CHECK(r_op(0) == OP_LOCATE && failed(0, RR_OPERATION_NOT_SUPPORTED) &&
-	      strstr(r_msg(0), "LOCATE"), "Locate -> Operation Not Supported: '%s'", r_msg(0));
+	CHECK(r_op(0) == OP_REVOKE && failed(0, RR_OPERATION_NOT_SUPPORTED) &&
+	      strstr(r_msg(0), "REVOKE"), "Revoke -> Operation Not Supported: '%s'", r_msg(0));
 }
 
 static void test_auth_errors(void)
@@ -1382,6 +1382,88 @@ static void label_not_utf8(void)
 	p11.fl->C_CloseSession(h);
 }
 
+/* Locate: the UIDs of the keys matching every attribute given, of the ones a token can
+ * search on (Object Type, Name, Cryptographic Algorithm). */
+static int located(const char *uid)
+{
+	const struct ttlv *pl = r_payload(0);
+	for (int i = 0; pl && i < count_of(pl, KT_UNIQUE_IDENTIFIER); i++)
+		if (strcmp(str(nth(pl, KT_UNIQUE_IDENTIFIER, i)), uid) == 0)
+			return 1;
+	return 0;
+}
+
+static void locate_begin(int32_t max)
+{
+	begin(H12);
+	item(OP_LOCATE, NULL);
+	if (max)
+		ttlv_put_int(E, KT_MAXIMUM_ITEMS, max);
+}
+
+static void test_locate(void)
+{
+	char apriv[64], apub[64], bpriv[64], bpub[64];
+	if (ckp(H10, ALG_RSA, 1024, "loc-a", apriv, apub) != 0 ||
+	    ckp(H10, ALG_ECDSA, 256, "loc-b", bpriv, bpub) != 0) {
+		CHECK(0, "keys for the Locate tests");
+		return;
+	}
+	locate_begin(0);
+	attr_name("loc-a-pri");
+	item_end();
+	transmit();
+	CHECK(succeeded(0) && count_of(r_payload(0), KT_UNIQUE_IDENTIFIER) == 1 && located(apriv),
+	      "Locate by Name finds exactly that key: %s", apriv);
+
+	locate_begin(0);
+	attr_enum("Object Type", OT_PUBLIC_KEY);
+	attr_enum("Cryptographic Algorithm", ALG_ECDSA);
+	item_end();
+	transmit();
+	CHECK(succeeded(0) && located(bpub) && !located(apub) && !located(bpriv),
+	      "Locate by Object Type and Cryptographic Algorithm: EC public keys only");
+
+	locate_begin(1);
+	attr_enum("Object Type", OT_PRIVATE_KEY);
+	item_end();
+	transmit();
+	CHECK(succeeded(0) && count_of(r_payload(0), KT_UNIQUE_IDENTIFIER) == 1,
+	      "Locate honours Maximum Items");
+
+	locate_begin(0);
+	attr_name("no-such-key");
+	item_end();
+	transmit();
+	CHECK(succeeded(0) && count_of(r_payload(0), KT_UNIQUE_IDENTIFIER) == 0,
+	      "Locate with no match: Success, no Unique Identifier");
+
+	locate_begin(0);
+	attr_int("Cryptographic Length", 256);
+	item_end();
+	transmit();
+	CHECK(failed(0, RR_FEATURE_NOT_SUPPORTED),
+	      "Locate by an attribute the token cannot search on: Feature Not Supported");
+
+	/* Locate sets the ID Placeholder: a Sign without UID in the same batch uses it. */
+	begin((struct hdr){ 1, 2, USER, PIN, -1, 0, 2 });
+	item(OP_LOCATE, "1");
+	attr_name("loc-b-pri");
+	item_end();
+	item(OP_SIGN, "2");
+	ttlv_put_bytes(E, KT_DATA, (const uint8_t *)"located", 7);
+	item_end();
+	transmit();
+	CHECK(r_items() == 2 && succeeded(0) && succeeded(1) &&
+	      strcmp(str(child(r_payload(1), KT_UNIQUE_IDENTIFIER)), bpriv) == 0,
+	      "Locate then Sign without UID in one batch signs with the located key");
+
+	one_uid(H10, OP_DESTROY, apriv);
+	one_uid(H10, OP_DESTROY, apub);
+	one_uid(H10, OP_DESTROY, bpriv);
+	one_uid(H10, OP_DESTROY, bpub);
+}
+
 /* ==== SoftHSM: the main process ==== */
 
 static void test_softhsm(void)
@@ -1412,6 +1494,7 @@ static void test_softhsm(void)
 	original_key(CKK_RSA);
 	original_key(CKK_EC);
 	label_not_utf8();
+	test_locate();
 
 	op_thread_free(th);
 	th = NULL;
