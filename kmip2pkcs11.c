@@ -142,18 +142,21 @@ static void log_msg(int lv, const char *fmt, ...)
 
 static char log_path[PATH_MAX];
 
-/* SIGHUP: a rotated log file is reopened under its name. */
+/* SIGHUP: a rotated log file is reopened under its name.  Workers may be writing to the
+ * stream at this moment, so the stream stays and only the descriptor under it is
+ * replaced (dup2 is atomic). */
 static void log_reopen(void)
 {
 	if (log_state.target != LOG_TO_FILE)
 		return;
-	FILE *f = fopen(log_path, "ae");
-	if (!f) {
+	int fd = open(log_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+	if (fd < 0) {
 		log_msg(LV_ERROR, "cannot reopen log file %s: %s", log_path, strerror(errno));
 		return;
 	}
-	fclose(log_state.file);
-	log_state.file = f;
+	fflush(log_state.file);
+	dup2(fd, fileno(log_state.file));
+	close(fd);
 	log_msg(LV_INFO, "log file reopened");
 }
 

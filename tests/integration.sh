@@ -289,6 +289,23 @@ EOF
 		fi
 		check "the daemon exits 0 within 5 s of SIGTERM (restart)" stop_daemon
 	fi
+
+	# Log rotation: -l file:PATH, the file moved away, SIGHUP: a new file under the name.
+	"$DAEMON" -c "$T/config.toml" -l "file:$T/rot.log" >> "$T/daemon.log" 2>&1 &
+	daemon_pid=$!
+	if wait_port; then
+		mv "$T/rot.log" "$T/rot.log.1"
+		kill -HUP "$daemon_pid"
+		i=0
+		while [ ! -s "$T/rot.log" ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
+		check "SIGHUP reopens the log file under its name" grep -q "log file reopened" "$T/rot.log"
+		check "the first log file kept what was written before" grep -q "ready" "$T/rot.log.1"
+		check "the daemon is alive after SIGHUP" daemon_alive
+		check "the daemon exits 0 within 5 s of SIGTERM (log rotation)" stop_daemon
+	else
+		bad "daemon with a log file accepts connections"
+		stop_daemon
+	fi
 fi
 
 if grep -q -E 'AddressSanitizer|UndefinedBehaviorSanitizer|runtime error:' "$T/daemon.log"; then
