@@ -290,6 +290,19 @@ EOF
 		check "the daemon exits 0 within 5 s of SIGTERM (restart)" stop_daemon
 	fi
 
+	# Limits: a daemon with max-connections 3, handshake-timeout 1 and idle-timeout 2.
+	sed -e 's/^addr = .*/&\nmax-connections = 3\nhandshake-timeout = 1\nidle-timeout = 2/' \
+		"$T/config.toml" > "$T/limits.toml"
+	"$DAEMON" -c "$T/limits.toml" -l "file:$T/limits.log" >> "$T/daemon.log" 2>&1 &
+	daemon_pid=$!
+	if wait_port; then
+		sub limits 40 $PY tests/limits.py "$PORT" "$CERT" "$T/limits.log"
+		check "the daemon exits 0 within 5 s of SIGTERM (limits)" stop_daemon
+	else
+		bad "daemon with limits accepts connections"
+		stop_daemon
+	fi
+
 	# Log rotation: -l file:PATH, the file moved away, SIGHUP: a new file under the name.
 	"$DAEMON" -c "$T/config.toml" -l "file:$T/rot.log" >> "$T/daemon.log" 2>&1 &
 	daemon_pid=$!
