@@ -21,7 +21,7 @@ export DEBIAN_FRONTEND=noninteractive
 WANT_SOURCE=0
 [ "${1:-}" = "--source" ] && WANT_SOURCE=1
 
-PKGS="gcc make libc6-dev pkg-config softhsm2 opensc-pkcs11 openssl python3 python3-pykmip
+PKGS="gcc make libc6-dev softhsm2 openssl python3 python3-pykmip
 python3-cryptography clang libclang-rt-dev valgrind"
 
 . /etc/os-release
