@@ -6843,6 +6843,7 @@ static void tls_peer_subject(const struct tls_conn *c, char *out, size_t cap)
  * and every connection.  A connection is a small state machine:
  *
  *   HANDSHAKE -> READ_HEAD -> (WAIT_JOB) -> READ_BODY -> BUSY -> WRITE -> READ_HEAD ...
+ *                                                  refused message: WRITE -> DRAIN -> closed
  *
  * While BUSY a worker holds the connection: it runs the request and sends the response
  * itself; the loop neither polls nor times out the connection until the job comes back.
@@ -6851,7 +6852,12 @@ static void tls_peer_subject(const struct tls_conn *c, char *out, size_t cap)
  * outs) costs one connection when it is hit, never the daemon.
  */
 
-enum { CS_HANDSHAKE, CS_READ_HEAD, CS_WAIT_JOB, CS_READ_BODY, CS_BUSY, CS_WRITE };
+enum { CS_HANDSHAKE, CS_READ_HEAD, CS_WAIT_JOB, CS_READ_BODY, CS_BUSY, CS_WRITE, CS_DRAIN };
+
+/* After refusing a message, what the client still sends is read and dropped for this long:
+ * closing a socket with unread data makes the kernel send a reset, and the client would
+ * lose the answer that says why. */
+#define EV_DRAIN_MS 2000
 
 #define EV_MAX_LISTEN 8
 
@@ -7109,8 +7115,10 @@ static void conn_step(struct ev *ev, struct conn *c)
 				ev->served++;
 				if (c->close_after) {
 					tls_close_notify(&c->tls);
-					conn_close(ev, c);
-					return;
+					shutdown(c->fd, SHUT_WR);
+					c->state = CS_DRAIN;
+					c->deadline = mono_ms() + EV_DRAIN_MS;
+					break;
 				}
 				conn_idle(ev, c);
 				break;
@@ -7128,6 +7136,16 @@ static void conn_step(struct ev *ev, struct conn *c)
 			c->off += (size_t)r;
 			c->deadline = mono_ms() + ev->idle_ms;
 			break;
+		case CS_DRAIN: {
+			uint8_t sink[4096];
+			ssize_t n = recv(c->fd, sink, sizeof sink, 0);
+			if (n > 0)
+				break;
+			if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+				return;
+			conn_close(ev, c);      /* the client closed too, or failed */
+			return;
+		}
 		default:                /* WAIT_JOB, BUSY: nothing to do until the pool acts */
 			return;
 		}
@@ -7213,8 +7231,9 @@ static void ev_timeouts(struct ev *ev, uint64_t now)
 		struct conn *c = ev->conns[i];
 		if (c->state == CS_BUSY || c->state == CS_WAIT_JOB || c->deadline > now)
 			continue;
-		log_info("%s: %s time-out", c->peer,
-			 c->state == CS_HANDSHAKE ? "handshake" : "idle");
+		if (c->state != CS_DRAIN)
+			log_info("%s: %s time-out", c->peer,
+				 c->state == CS_HANDSHAKE ? "handshake" : "idle");
 		conn_close(ev, c);
 	}
 }
