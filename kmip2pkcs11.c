@@ -7044,6 +7044,15 @@ static void conn_got_head(struct ev *ev, struct conn *c)
 	c->state = CS_READ_BODY;
 }
 
+/* TLS wants the socket readable or writable before it can go on: poll for that. */
+static int conn_must_wait(struct conn *c, int r)
+{
+	if (r != TLS_WANT_READ && r != TLS_WANT_WRITE)
+		return 0;
+	c->want_write = r == TLS_WANT_WRITE;
+	return 1;
+}
+
 /*
  * Advance c as far as it goes without blocking.  Returns when TLS wants the socket
  * (c->want_write tells which way), when a job is needed or running, or after closing.
@@ -7056,10 +7065,8 @@ static void conn_step(struct ev *ev, struct conn *c)
 		switch (c->state) {
 		case CS_HANDSHAKE:
 			r = tls_handshake(&c->tls);
-			if (r == TLS_WANT_READ || r == TLS_WANT_WRITE) {
-				c->want_write = r == TLS_WANT_WRITE;
+			if (conn_must_wait(c, r))
 				return;
-			}
 			if (r < 0) {
 				log_msg(r == TLS_CLOSED ? LV_DEBUG : LV_INFO, "%s: TLS handshake failed: %s",
 					c->peer, tls_strerror(r));
@@ -7077,10 +7084,8 @@ static void conn_step(struct ev *ev, struct conn *c)
 			break;
 		case CS_READ_HEAD:
 			r = tls_read(&c->tls, c->head + c->head_len, sizeof c->head - c->head_len);
-			if (r == TLS_WANT_READ || r == TLS_WANT_WRITE) {
-				c->want_write = r == TLS_WANT_WRITE;
+			if (conn_must_wait(c, r))
 				return;
-			}
 			if (r <= 0) {
 				if (r < 0 && c->head_len)
 					log_info("%s: read failed: %s", c->peer, tls_strerror(r));
@@ -7093,10 +7098,8 @@ static void conn_step(struct ev *ev, struct conn *c)
 			break;
 		case CS_READ_BODY:
 			r = tls_read(&c->tls, c->job->in + c->off, c->need - c->off);
-			if (r == TLS_WANT_READ || r == TLS_WANT_WRITE) {
-				c->want_write = r == TLS_WANT_WRITE;
+			if (conn_must_wait(c, r))
 				return;
-			}
 			if (r <= 0) {
 				log_info("%s: connection lost inside a request", c->peer);
 				conn_close(ev, c);
@@ -7124,10 +7127,8 @@ static void conn_step(struct ev *ev, struct conn *c)
 				break;
 			}
 			r = tls_write(&c->tls, c->job->out + c->off, c->job->out_len - c->off);
-			if (r == TLS_WANT_READ || r == TLS_WANT_WRITE) {
-				c->want_write = r == TLS_WANT_WRITE;
+			if (conn_must_wait(c, r))
 				return;
-			}
 			if (r < 0) {
 				log_info("%s: write failed: %s", c->peer, tls_strerror(r));
 				conn_close(ev, c);
