@@ -4193,6 +4193,14 @@ static CK_RV p11_set_label(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE o, const char *
 	return P11_F->C_SetAttributeValue(h, o, t, 1);
 }
 
+/* CKA_SIGN or CKA_VERIFY (modifiable after creation, PKCS#11 table 10 note 8). */
+static CK_RV p11_set_bool(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE o, CK_ATTRIBUTE_TYPE a, int v)
+{
+	CK_BBOOL b = v ? CK_TRUE : CK_FALSE;
+	CK_ATTRIBUTE t[] = { P11_ATTR(a, &b, sizeof b) };
+	return P11_F->C_SetAttributeValue(h, o, t, 1);
+}
+
 /*
  * C_GetAttributeValue for a template whose attributes may not all exist.  The spec (5.7)
  * has the module process every attribute and mark each failed one with
@@ -5687,6 +5695,31 @@ static uint32_t op_locate(struct op_req *q, const struct ttlv *pl)
 	return 0;
 }
 
+/*
+ * Revoke (spec 4.20).  Request: Unique Identifier, Revocation Reason { Revocation Reason
+ * Code, Revocation Message }, Compromise Occurrence Date.  Response: Unique Identifier.
+ * The state lives in the HSM: the key loses its function (CKA_SIGN false on a private
+ * key, CKA_VERIFY false on a public one), so the token itself refuses to sign with it
+ * from now on, and its State reads Deactivated.  A token that will not change the
+ * attribute answers Permission Denied.
+ */
+static uint32_t op_revoke(struct op_req *q, const struct ttlv *pl)
+{
+	struct op_key k;
+	const struct ttlv *reason;
+	uint32_t rr = op_find(q, pl, 0, &k);
+	if (rr)
+		return rr;
+	if (!pl || kmip_get_struct(q->d, pl, KT_REVOCATION_REASON, &reason) != 0)
+		return op_fail(q, RR_INVALID_MESSAGE, "Revoke needs a Revocation Reason");
+	CK_RV rv = p11_set_bool(q->h, k.obj, k.cls == CKO_PRIVATE_KEY ? CKA_SIGN : CKA_VERIFY, 0);
+	if (rv != CKR_OK)
+		return op_fail_rv(q, rv, "C_SetAttributeValue");
+	log_info("revoked %s", k.uid);
+	op_put_uid(q->e, KT_UNIQUE_IDENTIFIER, k.id, k.id_len, k.cls);
+	return 0;
+}
+
 /* Attributes a key has, by KMIP name, in the order Get Attribute List gives them. */
 static const char *const op_attr_names[] = {
 	"Unique Identifier", "Object Type", "Cryptographic Algorithm", "Cryptographic Length",
@@ -5699,6 +5732,13 @@ static int op_has_name(const struct p11_key_info *ki)
 {
 	return ki->label_len > 0 &&
 	       ttlv_check_utf8((const uint8_t *)ki->label, ki->label_len) == 0;
+}
+
+/* Active while the key may do its half's job (sign, verify); Revoke takes that away. */
+static uint32_t op_state(const struct op_key *k, const struct p11_key_info *ki)
+{
+	int able = k->cls == CKO_PRIVATE_KEY ? ki->sign : ki->verify;
+	return able == 0 ? ST_DEACTIVATED : ST_ACTIVE;
 }
 
 /* One attribute of a key into an Attribute structure; 0 if the key does not have it. */
@@ -5720,7 +5760,7 @@ static int op_put_attr(struct op_req *q, const struct op_key *k, const struct p1
 	case 3: ttlv_put_int(q->e, KT_ATTRIBUTE_VALUE, (int32_t)ki->bits); break;
 	case 4: ttlv_put_int(q->e, KT_ATTRIBUTE_VALUE, (ki->sign == 1 ? UM_SIGN : 0) |
 			     (ki->verify == 1 ? UM_VERIFY : 0)); break;
-	case 5: ttlv_put_enum(q->e, KT_ATTRIBUTE_VALUE, ST_ACTIVE); break;
+	case 5: ttlv_put_enum(q->e, KT_ATTRIBUTE_VALUE, op_state(k, ki)); break;
 	case 6:
 		ttlv_open(q->e, KT_ATTRIBUTE_VALUE);
 		ttlv_put_text(q->e, KT_NAME_VALUE, ki->label, ki->label_len);
@@ -5794,6 +5834,7 @@ static uint32_t op_get_attribute_list(struct op_req *q, const struct ttlv *pl)
 	X(OP_MODIFY_ATTRIBUTE,      op_modify_attribute,   1) \
 	X(OP_ACTIVATE,              op_activate,           1) \
 	X(OP_DESTROY,               op_destroy,            1) \
+	X(OP_REVOKE,                op_revoke,             1) \
 	X(OP_LOCATE,                op_locate,             1) \
 	X(OP_QUERY,                 op_query,              0) \
 	X(OP_DISCOVER_VERSIONS,     op_discover_versions,  0) \

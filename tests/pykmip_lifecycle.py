@@ -149,6 +149,11 @@ def lifecycle(c, alg, length):
     found = attempt(label + ": locate by name", c.locate, attributes=[attr])
     check(found == [priv], label + ": locate by name finds the private key", found)
 
+    attempt(label + ": revoke the private key", c.revoke,
+            enums.RevocationReasonCode.CESSATION_OF_OPERATION, priv)
+    r = failure_reason(c.sign, b"x", uid=priv, cryptographic_parameters=params)
+    check(r == enums.ResultReason.PERMISSION_DENIED, label + ": a revoked key does not sign", r)
+
     attempt(label + ": destroy private key", c.destroy, priv)
     attempt(label + ": destroy public key", c.destroy, pub)
     r = failure_reason(c.get, pub)

@@ -718,11 +718,11 @@ static void test_message_errors(void)
 	CHECK(!strstr(r_msg(0), "(null)"), "its Result Message names no NULL: '%s'", r_msg(0));
 
 	begin(H12);
-	item(OP_REVOKE, NULL);
+	item(OP_REGISTER, NULL);
 	item_end();
 	transmit();
-	CHECK(r_op(0) == OP_REVOKE && failed(0, RR_OPERATION_NOT_SUPPORTED) &&
-	      strstr(r_msg(0), "REVOKE"), "Revoke -> Operation Not Supported: '%s'", r_msg(0));
+	CHECK(r_op(0) == OP_REGISTER && failed(0, RR_OPERATION_NOT_SUPPORTED) &&
+	      strstr(r_msg(0), "REGISTER"), "Register -> Operation Not Supported: '%s'", r_msg(0));
 }
 
 static void test_auth_errors(void)
@@ -1464,6 +1464,58 @@ static void test_locate(void)
 	one_uid(H10, OP_DESTROY, bpub);
 }
 
+/* Revoke takes the key's function away in the HSM: no more signatures, State Deactivated. */
+static int64_t r_state(void)
+{
+	const struct ttlv *pl = r_payload(0);
+	for (int i = 0; pl && i < count_of(pl, KT_ATTRIBUTE); i++) {
+		const struct ttlv *a = nth(pl, KT_ATTRIBUTE, i);
+		if (kmip_text_is(child(a, KT_ATTRIBUTE_NAME), "State"))
+			return num(child(a, KT_ATTRIBUTE_VALUE));
+	}
+	return -1;
+}
+
+static void revoke_key(const char *uid, int with_reason)
+{
+	begin(H12);
+	item(OP_REVOKE, NULL);
+	put_uid(uid);
+	if (with_reason) {
+		ttlv_open(E, KT_REVOCATION_REASON);
+		ttlv_put_enum(E, KT_REVOCATION_REASON_CODE, REV_KEY_COMPROMISE);
+		ttlv_close(E);
+	}
+	item_end();
+	transmit();
+}
+
+static void test_revoke(void)
+{
+	char priv[64], pub[64];
+	if (ckp(H10, ALG_ECDSA, 256, "revoke", priv, pub) != 0) {
+		CHECK(0, "key for the Revoke tests");
+		return;
+	}
+	one_uid(H10, OP_GET_ATTRIBUTES, priv);
+	CHECK(r_state() == ST_ACTIVE, "a new key is Active");
+	revoke_key(priv, 0);
+	CHECK(failed(0, RR_INVALID_MESSAGE), "Revoke without a Revocation Reason -> Invalid Message");
+	revoke_key(priv, 1);
+	CHECK(succeeded(0) && strcmp(str(child(r_payload(0), KT_UNIQUE_IDENTIFIER)), priv) == 0,
+	      "Revoke (key compromise) of the private key succeeds");
+	sign(priv, HASH_SHA_256, ALG_ECDSA, 0, 0, "after revoke");
+	CHECK(failed(0, RR_PERMISSION_DENIED), "a revoked key does not sign: Permission Denied (%s)",
+	      r_msg(0));
+	one_uid(H10, OP_GET_ATTRIBUTES, priv);
+	CHECK(r_state() == ST_DEACTIVATED, "a revoked key's State is Deactivated");
+	one_uid(H10, OP_GET_ATTRIBUTES, pub);
+	CHECK(r_state() == ST_ACTIVE, "its public half is still Active");
+	one_uid(H10, OP_DESTROY, priv);
+	CHECK(succeeded(0), "a revoked key can be destroyed");
+	one_uid(H10, OP_DESTROY, pub);
+}
+
 /* ==== SoftHSM: the main process ==== */
 
 static void test_softhsm(void)
@@ -1495,6 +1547,7 @@ static void test_softhsm(void)
 	original_key(CKK_EC);
 	label_not_utf8();
 	test_locate();
+	test_revoke();
 
 	op_thread_free(th);
 	th = NULL;
