@@ -6041,9 +6041,10 @@ static size_t op_handle(struct op_thread *t, const uint8_t *in, size_t n, uint8_
  * PKCS#11 calls never run on the event loop's thread (unless workers = 0): a key
  * generation on a USB HSM takes seconds and must stall only the request that asked for
  * it.  The loop hands a whole request message to the pool as a job; a worker decodes it,
- * runs its batch items against the module with its own sessions, and encodes the answer
- * into the job's output buffer.  Completed jobs go on a second list and one eventfd write
- * wakes the loop (only when that list was empty, so a burst costs one wake-up).
+ * runs its batch items against the module with its own sessions, encodes the answer into
+ * the job's output buffer and sends it (section 10's deliver hook).  Completed jobs go on
+ * a second list and one eventfd write wakes the loop (only when that list was empty, so a
+ * burst costs one wake-up), which then polls the connection for its next request.
  *
  * Jobs and their buffers are allocated once at start-up: a connection holds a job only
  * from the moment its request header has arrived until its response is written, so idle
@@ -6196,8 +6197,8 @@ static int wrk_submit(struct wrk_pool *w, struct wrk_job *j)
 	}
 	pthread_mutex_lock(&w->mu);
 	wrk_job_push(&w->todo, &w->todo_tail, j);
-	pthread_cond_signal(&w->cv);
 	pthread_mutex_unlock(&w->mu);
+	pthread_cond_signal(&w->cv);    /* after unlocking: the woken worker need not wait */
 	return 0;
 }
 
