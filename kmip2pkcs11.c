@@ -3686,7 +3686,7 @@ struct p11_slot {
 	char label[33];             /* token label, trailing blanks trimmed */
 	uint32_t mechs;             /* P11_MBIT() of the mechanisms the token lists */
 	CK_ULONG max_sessions;      /* ulMaxSessionCount: 0 (CK_EFFECTIVELY_INFINITE) = no limit */
-	pthread_mutex_t login_lock; /* serializes p11_auth on this slot */
+	pthread_rwlock_t login_lock; /* readers: the PIN check; writer: a login */
 	int logged_in;              /* we logged the token in; pin_digest is that PIN's */
 	uint8_t pin_digest[32];     /* SHA-256(salt || PIN) */
 };
@@ -3857,7 +3857,7 @@ static void p11_unload(void)
 		return;
 	pthread_mutex_lock(&p11.slots_lock);
 	for (int i = 0; i < p11.nslots; i++) {
-		pthread_mutex_destroy(&p11.slot[i]->login_lock);
+		pthread_rwlock_destroy(&p11.slot[i]->login_lock);
 		wipe(p11.slot[i], sizeof *p11.slot[i]);
 		free(p11.slot[i]);
 		p11.slot[i] = NULL;
@@ -3932,7 +3932,7 @@ static CK_RV p11_slot_new(CK_SLOT_ID id, struct p11_slot **out)
 	} else if (rv != CKR_OK) {
 		log_warn("slot %lu: C_GetMechanismList: %s", id, p11_rv_name(rv));
 	}
-	pthread_mutex_init(&s->login_lock, NULL);
+	pthread_rwlock_init(&s->login_lock, NULL);
 	log_info("slot %lu: token \"%s\", max sessions %lu, mechanisms 0x%x", id, s->label,
 	         s->max_sessions, s->mechs);
 	*out = s;
@@ -4083,7 +4083,21 @@ static CK_RV p11_auth(struct p11_slot *s, CK_SESSION_HANDLE h, const uint8_t *pi
 		return CKR_PIN_LEN_RANGE;
 	if (p11_pin_digest(pin, len, d) != 0)
 		return CKR_GENERAL_ERROR;
-	pthread_mutex_lock(&s->login_lock);
+	/* The common case, a token we logged in: the workers check PINs side by side. */
+	pthread_rwlock_rdlock(&s->login_lock);
+	rv = P11_F->C_GetSessionInfo(h, &si);
+	if (rv == CKR_OK && p11_user_state(si.state) && s->logged_in)
+		rv = ct_equal(d, s->pin_digest, sizeof d) ? CKR_OK : CKR_PIN_INCORRECT;
+	else if (rv == CKR_OK)
+		rv = CKR_USER_NOT_LOGGED_IN;
+	pthread_rwlock_unlock(&s->login_lock);
+	if (rv != CKR_USER_NOT_LOGGED_IN) {
+		wipe(d, sizeof d);
+		return rv;
+	}
+
+	/* A login: one at a time, and the state looked at again under the write lock. */
+	pthread_rwlock_wrlock(&s->login_lock);
 	rv = P11_F->C_GetSessionInfo(h, &si);
 	if (rv != CKR_OK)
 		goto out;
@@ -4111,7 +4125,7 @@ static CK_RV p11_auth(struct p11_slot *s, CK_SESSION_HANDLE h, const uint8_t *pi
 		s->logged_in = 1;
 	}
 out:
-	pthread_mutex_unlock(&s->login_lock);
+	pthread_rwlock_unlock(&s->login_lock);
 	wipe(d, sizeof d);
 	return rv;
 }
