@@ -4939,8 +4939,9 @@ static uint32_t op_fail(struct op_req *q, uint32_t reason, const char *fmt, ...)
 /* A PKCS#11 failure: the one table of section 6 gives the reason, its name the message. */
 static uint32_t op_fail_rv(struct op_req *q, CK_RV rv, const char *what)
 {
+	uint32_t rr = p11_rv_reason(rv);
 	q->rv = rv;
-	return op_fail(q, p11_rv_reason(rv), "%s: %s", what, p11_rv_name(rv));
+	return op_fail(q, rr ? rr : RR_GENERAL_FAILURE, "%s: %s", what, p11_rv_name(rv));
 }
 
 /* An enumeration value's name for a message, never NULL (which %s must not get): a value
@@ -7212,7 +7213,7 @@ static void conn_step(struct ev *ev, struct conn *c)
 static void ev_accept(struct ev *ev, int lfd)
 {
 	for (;;) {
-		struct sockaddr_storage ss;
+		struct sockaddr_storage ss = { 0 };
 		socklen_t sl = sizeof ss;
 		int fd = accept4(lfd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (fd < 0) {
