@@ -61,6 +61,10 @@ build/test_tls: tests/test_tls.c tests/kclient.h $(TDEPS)
 build/test_op: tests/test_op.c tests/p11test.h dist/softhsm-token.sh $(TDEPS)
 	$(CC) $(TFLAGS) -o $@ tests/test_op.c $(LIBS)
 
+# The daemon itself under the sanitizers, for the end-to-end tests.
+build/kmip2pkcs11-asan: kmip2pkcs11.c pkcs11/pkcs11.h build/.mbedtls-ok
+	$(CC) $(WARN) -g -O1 $(SAN) -o $@ kmip2pkcs11.c $(LIBS)
+
 build/nullp11.so: tests/nullp11.c pkcs11/pkcs11.h
 	@mkdir -p build
 	$(CC) $(WARN) -O2 -g -shared -fPIC -I. -o $@ tests/nullp11.c
@@ -82,7 +86,7 @@ build/bench: tests/bench.c tests/kclient.h kmip2pkcs11.c build/.mbedtls-ok
 
 check:
 	@sh dist/deps.sh --source
-	@$(MAKE) kmip2pkcs11 kmip2pkcs11-static $(UNIT) build/nullp11.so build/fuzz_ttlv_replay build/fuzz_cfg_replay \
+	@$(MAKE) kmip2pkcs11 kmip2pkcs11-static build/kmip2pkcs11-asan $(UNIT) build/nullp11.so build/fuzz_ttlv_replay build/fuzz_cfg_replay \
 		build/fuzz_op_replay build/e2e
 	@sh tests/run-all.sh
 
