@@ -81,8 +81,8 @@ static void fz_fault(const char *spec)
 	CK_FUNCTION_LIST_PTR fl;
 	*(void **)&get = dlsym(p11.dl, "C_GetFunctionList");
 	setenv("NULLP11_FAIL", spec, 1);
-	if (!get || get(&fl) != CKR_OK || fl != P11_F)
-		fatal("nullp11: C_GetFunctionList does not refill its list");
+	if (!get || get(&fl) != CKR_OK)     /* the faults live in nullp11's own table */
+		fatal("nullp11: C_GetFunctionList failed");
 }
 
 /* nullp11 as after C_GetFunctionList: fixed CKA_IDs, the user logged in. */

@@ -11,7 +11,9 @@
  * Environment:
  *   NULLP11_FAIL="C_Sign=0x30,C_Login=0xA0"  those functions return those codes
  *   NULLP11_NULL="C_Sign"                    that entry of the function list is NULL
- * Both are read by C_GetFunctionList.
+ * Both are read by C_GetFunctionList.  C_GetInterface ("PKCS 11", Cryptoki 3.0) gives the
+ * same functions in a 3.0 list, so that the daemon's 3.0 path is exercised; SoftHSM 2.6
+ * has only C_GetFunctionList, which covers the other one.
  *
  * Build: cc -shared -fPIC -I. tests/nullp11.c -o build/nullp11.so
  */
@@ -411,5 +413,30 @@ EXPORT CK_RV C_GetFunctionList(CK_FUNCTION_LIST_PTR_PTR pp)
 	else if (nul && strcmp(nul, "C_Login") == 0)
 		list.C_Login = NULL;
 	*pp = &list;
+	return CKR_OK;
+}
+
+static CK_FUNCTION_LIST_3_0 list3;
+static CK_INTERFACE iface;
+
+EXPORT CK_RV C_GetInterface(CK_UTF8CHAR_PTR name, CK_VERSION_PTR version,
+                            CK_INTERFACE_PTR_PTR pp, CK_FLAGS flags)
+{
+	CK_FUNCTION_LIST_PTR l;
+	(void)flags;
+	if (!pp)
+		return CKR_ARGUMENTS_BAD;
+	if ((name && strcmp((const char *)name, "PKCS 11") != 0) ||
+	    (version && version->major != 3))
+		return CKR_ARGUMENTS_BAD;       /* no other interface here */
+	C_GetFunctionList(&l);
+	/* A 3.0 list starts with the 2.40 members in the same order; the added ones stay NULL. */
+	memset(&list3, 0, sizeof list3);
+	memcpy(&list3, l, sizeof *l);
+	list3.version.major = 3;
+	list3.version.minor = 0;
+	iface.pInterfaceName = (CK_CHAR *)"PKCS 11";
+	iface.pFunctionList = &list3;
+	*pp = &iface;
 	return CKR_OK;
 }

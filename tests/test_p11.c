@@ -205,6 +205,8 @@ static void test_nullp11(void)
 	CHECK(p11_load(NULLP11, err, sizeof err) == CKR_OK, "nullp11 loads: %s", err);
 	if (!p11.dl)
 		return;
+	CHECK(p11.v3 == 1 && p11.fl->version.major == 3,
+	      "a module with C_GetInterface is used through its Cryptoki 3.0 function list");
 	wrap_module();
 	CHECK(p11_slot_lookup("null", 4, &s) == CKR_OK && s && s->id == 1, "nullp11 by label");
 	CHECK(p11_slot_lookup("1", 1, &s) == CKR_OK && s->id == 1, "nullp11 by slot ID");
@@ -403,6 +405,8 @@ static void test_softhsm(void)
 
 	CHECK(make_token("k2ptest", "1234") == 0, "softhsm2-util made the token");
 	CHECK(p11_load(SOFTHSM, err, sizeof err) == CKR_OK, "SoftHSM loads: %s", err);
+	CHECK(p11.dl && p11.v3 == 0,
+	      "a module with only C_GetFunctionList (SoftHSM 2.6) is used through it");
 	if (!p11.dl)
 		return;
 	wrap_module();
