@@ -12,7 +12,7 @@
  *     hands its counts back through a pipe; the last line is the sum of both.
  *
  * Run from the repository root (make build/nullp11.so build/test_op; build/test_op).  The
- * KMIP vectors are read from ../shared/kmip-vectors at run time.  SoftHSM2's own leaks are
+ * KMIP vectors are read from tests/vectors at run time.  SoftHSM2's own leaks are
  * suppressed below (the same list as tests/lsan.supp), so no LSAN_OPTIONS are needed.
  */
 #include "../kmip2pkcs11.c"
@@ -23,7 +23,7 @@
 #include <mbedtls/md.h>
 #include <mbedtls/rsa.h>
 
-#define VECTORS "../shared/kmip-vectors/oasis-1.0-1.1"
+#define VECTORS "tests/vectors/oasis-1.0-1.1"
 #define USER "optest"
 #define PIN "1234"
 

@@ -1,6 +1,6 @@
 /*
  * Tests for sections 2-4: buffers, the TTLV codec, the KMIP vocabulary and messages.
- * Run from the repository root: the KMIP vectors are read from ../shared/kmip-vectors.
+ * Run from the repository root: the KMIP vectors are read from tests/vectors.
  */
 #include "../kmip2pkcs11.c"
 
@@ -9,7 +9,7 @@
 
 #include "check.h"
 
-#define VECTORS "../shared/kmip-vectors"
+#define VECTORS "tests/vectors"
 
 static struct ttlv items[TTLV_MAX_ITEMS];
 
