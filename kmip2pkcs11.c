@@ -52,6 +52,7 @@
 #include <mbedtls/pk.h>
 #include <mbedtls/platform_util.h>
 #include <mbedtls/psa_util.h>
+#include <mbedtls/rsa.h>
 #include <mbedtls/ssl.h>
 #include <mbedtls/x509_crt.h>
 #include <psa/crypto.h>
@@ -2262,12 +2263,15 @@ static const char *const kmip_type_names[] = {
  * two spaces of indent per level; Integer, Long Integer and Interval in decimal,
  * Enumeration 0x%08X, Boolean True/False, Date-Time ISO 8601 UTC, Text String quoted
  * (control bytes, quote and backslash as \xNN), Byte String and Big Integer in lower-case
- * hex cut after 20 bytes.  The Password is printed as '***'.  Tags outside KMIP 1.2 are
+ * hex cut after 20 bytes.  The Password is printed as '***', and so is every Byte String
+ * and Big Integer inside a Private Key, Symmetric Key, Secret Data or Split Key object
+ * (their key material, in any format).  Tags outside KMIP 1.2 are
  * named by their hex value.  Output is cut (NUL-terminated) when out is full.
  */
 static void kmip_dump(const struct ttlv_doc *d, char *out, size_t cap)
 {
 	struct kmip_out o = { out, cap, 0 };
+	int secret = -1;        /* depth of the secret object being dumped, -1: none */
 
 	if (cap == 0)
 		return;
@@ -2275,6 +2279,11 @@ static void kmip_dump(const struct ttlv_doc *d, char *out, size_t cap)
 	for (int i = 0; i < d->n; i++) {
 		const struct ttlv *t = &d->it[i];
 		const char *name = kmip_tag_name(t->tag);
+		if (secret >= 0 && t->depth <= secret)
+			secret = -1;
+		if (secret < 0 && (t->tag == KT_PRIVATE_KEY || t->tag == KT_SYMMETRIC_KEY ||
+		                   t->tag == KT_SECRET_DATA || t->tag == KT_SPLIT_KEY))
+			secret = t->depth;
 		kmip_out(&o, "%*s", 2 * t->depth, "");
 		if (name)
 			kmip_out(&o, "%s", name);
@@ -2324,6 +2333,10 @@ static void kmip_dump(const struct ttlv_doc *d, char *out, size_t cap)
 			break;
 		case TT_BYTES:
 		case TT_BIGINT:
+			if (secret >= 0) {
+				kmip_out(&o, " = ***");
+				break;
+			}
 			kmip_out(&o, " = ");
 			kmip_out_hex(&o, t->val, t->len);
 			break;
@@ -3483,6 +3496,10 @@ static int cfg_main(int argc, char **argv, struct cfg *c)
  *                  uint8_t *out, size_t cap, size_t *outlen);
  *         RSA: PKCS#1 v1.5 signature; EC: DER ECDSA-Sig-Value with minimal INTEGERs;
  *         Ed25519: 64 bytes.  hash is P11_HASH_* (P11_HASH_NONE for EdDSA only).
+ *   CK_RV p11_import(CK_SESSION_HANDLE h, const struct p11_import *im, uint8_t id[P11_ID_LEN],
+ *                    CK_OBJECT_HANDLE *pub, CK_OBJECT_HANDLE *priv);
+ *         C_CreateObject of a key given in the clear (Register): the private key, not
+ *         extractable, and its public key, sharing a fresh CKA_ID; or a public key alone.
  *   CK_RV p11_destroy(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE o);
  *   CK_RV p11_set_label(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE o, const char *s, size_t n);
  *   CK_RV p11_random(CK_SESSION_HANDLE h, uint8_t *buf, size_t n);
@@ -4612,6 +4629,170 @@ static CK_RV p11_generate(CK_SESSION_HANDLE h, const struct p11_slot *s,
 	return P11_F->C_GenerateKeyPair(h, &mech, pt, np, kt, nk, pub, priv);
 }
 
+/* ---- key import -------------------------------------------------------------------------- */
+
+/* Key material given in the clear (Register), as PKCS#11 attributes want it: big-endian
+ * magnitudes without leading zeros, the EC point bare (04||X||Y, or 32 bytes for Ed25519).
+ * The caller fills it, and wipes it after p11_import. */
+struct p11_import {
+	CK_KEY_TYPE type;               /* CKK_RSA, CKK_EC, CKK_EC_EDWARDS */
+	int curve;                      /* P11_CURVE_*: EC and Edwards keys */
+	int has_private;                /* 0: a public key alone */
+	uint8_t n[P11_MODULUS_MAX], e[P11_EXPONENT_MAX], d[P11_MODULUS_MAX];
+	uint8_t p[P11_MODULUS_MAX / 2], q[P11_MODULUS_MAX / 2];
+	uint8_t dp[P11_MODULUS_MAX / 2], dq[P11_MODULUS_MAX / 2], qinv[P11_MODULUS_MAX / 2];
+	size_t n_len, e_len, d_len, p_len, q_len, dp_len, dq_len, qinv_len;
+	uint8_t point[P11_EC_POINT_MAX];
+	size_t point_len;
+	uint8_t scalar[66];             /* EC private value, the curve's field size */
+	size_t scalar_len;
+	const char *label;              /* KMIP Name; NULL: no CKA_LABEL */
+	size_t label_len;
+	int sign, verify;               /* CKA_SIGN (private), CKA_VERIFY (public) */
+};
+
+/* Today as a CK_DATE ("YYYYMMDD", UTC): CKA_START_DATE of an imported key, which Get
+ * Attributes answers as its Initial Date. */
+static void p11_today(CK_DATE *dt)
+{
+	char s[9];
+	time_t now = time(NULL);
+	struct tm tm;
+	if (!gmtime_r(&now, &tm) || strftime(s, sizeof s, "%Y%m%d", &tm) != 8) {
+		memset(dt, '0', sizeof *dt);
+		return;
+	}
+	memcpy(dt->year, s, 4);
+	memcpy(dt->month, s + 4, 2);
+	memcpy(dt->day, s + 6, 2);
+}
+
+/*
+ * C_CreateObject of a key given in the clear: the private key (when there is one) and its
+ * public key, sharing a fresh CKA_ID as p11_generate's halves do, so that the UIDs and
+ * everything else work on them as on generated keys.  The templates are p11_generate's
+ * with the key material added (PKCS#11 2.40 sections 2.1.2-2.1.4, 2.3.3-2.3.4):
+ *   private    CKA_CLASS, CKA_KEY_TYPE, CKA_TOKEN, CKA_PRIVATE, CKA_SENSITIVE, CKA_SIGN,
+ *              CKA_EXTRACTABLE false, CKA_DECRYPT false (not Edwards), CKA_ID, CKA_LABEL,
+ *              CKA_START_DATE; RSA CKA_MODULUS, CKA_PUBLIC_EXPONENT, CKA_PRIVATE_EXPONENT
+ *              and, when known, CKA_PRIME_1/2, CKA_EXPONENT_1/2, CKA_COEFFICIENT; EC and
+ *              Edwards CKA_EC_PARAMS (the curve's OID), CKA_VALUE (the private value).
+ *   public     CKA_CLASS, CKA_KEY_TYPE, CKA_TOKEN, CKA_VERIFY, CKA_ENCRYPT / CKA_WRAP false
+ *              (not Edwards), CKA_ID, CKA_LABEL, CKA_START_DATE; RSA CKA_MODULUS,
+ *              CKA_PUBLIC_EXPONENT; EC CKA_EC_PARAMS, CKA_EC_POINT (DER OCTET STRING).
+ * The private key is made first; if the public key then fails, the private one is
+ * destroyed again, so a failure leaves nothing behind.  *priv is CK_INVALID_HANDLE for a
+ * public key alone.
+ */
+static CK_RV p11_import(CK_SESSION_HANDLE h, const struct p11_import *im, uint8_t id[P11_ID_LEN],
+                        CK_OBJECT_HANDLE *pub, CK_OBJECT_HANDLE *priv)
+{
+	CK_OBJECT_CLASS pub_cls = CKO_PUBLIC_KEY, priv_cls = CKO_PRIVATE_KEY;
+	CK_KEY_TYPE type = im->type;
+	CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
+	CK_BBOOL sign = im->sign ? CK_TRUE : CK_FALSE, verify = im->verify ? CK_TRUE : CK_FALSE;
+	CK_DATE today;
+	CK_ATTRIBUTE pt[16], kt[24];
+	CK_ULONG np = 0, nk = 0;
+	uint8_t point[P11_EC_POINT_MAX + 3];
+	const struct p11_curve *c = NULL;
+	CK_RV rv;
+
+	*pub = *priv = CK_INVALID_HANDLE;
+	if (!P11_F->C_CreateObject)
+		return CKR_FUNCTION_NOT_SUPPORTED;
+	if (im->label && im->label_len > P11_LABEL_MAX)
+		return P11_E_BAD_INPUT;
+	if (type == CKK_RSA) {
+		if (!im->n_len || !im->e_len || (im->has_private && !im->d_len))
+			return P11_E_BAD_INPUT;
+	} else if (type == CKK_EC || type == CKK_EC_EDWARDS) {
+		c = p11_curve_by_id(im->curve);
+		if (!c || (type == CKK_EC_EDWARDS) != (im->curve == P11_CURVE_ED25519) ||
+		    im->point_len == 0 || im->point_len > P11_EC_POINT_MAX ||
+		    (im->has_private && !im->scalar_len))
+			return P11_E_BAD_INPUT;
+		/* CKA_EC_POINT: DER OCTET STRING around the point (a short or one-byte length). */
+		size_t k = 0;
+		point[k++] = 0x04;
+		if (im->point_len >= 0x80)
+			point[k++] = 0x81;
+		point[k++] = (uint8_t)im->point_len;
+		memcpy(point + k, im->point, im->point_len);
+		k += im->point_len;
+		pt[np++] = (CK_ATTRIBUTE)P11_ATTR(CKA_EC_POINT, point, k);
+	} else {
+		return P11_E_UNSUPPORTED;
+	}
+	p11_today(&today);
+	rv = p11_new_id(h, id);
+	if (rv != CKR_OK)
+		return rv;
+
+	pt[np++] = (CK_ATTRIBUTE)P11_ATTR(CKA_CLASS, &pub_cls, sizeof pub_cls);
+	pt[np++] = (CK_ATTRIBUTE)P11_ATTR(CKA_KEY_TYPE, &type, sizeof type);
+	pt[np++] = (CK_ATTRIBUTE)P11_ATTR(CKA_TOKEN, &yes, 1);
+	pt[np++] = (CK_ATTRIBUTE)P11_ATTR(CKA_VERIFY, &verify, 1);
+	pt[np++] = (CK_ATTRIBUTE)P11_ATTR(CKA_ID, id, P11_ID_LEN);
+	pt[np++] = (CK_ATTRIBUTE)P11_ATTR(CKA_START_DATE, &today, sizeof today);
+	if (im->label)
+		pt[np++] = (CK_ATTRIBUTE)P11_ATTR(CKA_LABEL, im->label, im->label_len);
+	if (type == CKK_RSA) {
+		pt[np++] = (CK_ATTRIBUTE)P11_ATTR(CKA_MODULUS, im->n, im->n_len);
+		pt[np++] = (CK_ATTRIBUTE)P11_ATTR(CKA_PUBLIC_EXPONENT, im->e, im->e_len);
+	} else {
+		pt[np++] = (CK_ATTRIBUTE)P11_ATTR(CKA_EC_PARAMS, c->der, c->der_len);
+	}
+	if (type != CKK_EC_EDWARDS) {
+		pt[np++] = (CK_ATTRIBUTE)P11_ATTR(CKA_ENCRYPT, &no, 1);
+		pt[np++] = (CK_ATTRIBUTE)P11_ATTR(CKA_WRAP, &no, 1);
+	}
+
+	if (im->has_private) {
+		kt[nk++] = (CK_ATTRIBUTE)P11_ATTR(CKA_CLASS, &priv_cls, sizeof priv_cls);
+		kt[nk++] = (CK_ATTRIBUTE)P11_ATTR(CKA_KEY_TYPE, &type, sizeof type);
+		kt[nk++] = (CK_ATTRIBUTE)P11_ATTR(CKA_TOKEN, &yes, 1);
+		kt[nk++] = (CK_ATTRIBUTE)P11_ATTR(CKA_PRIVATE, &yes, 1);
+		kt[nk++] = (CK_ATTRIBUTE)P11_ATTR(CKA_SENSITIVE, &yes, 1);
+		kt[nk++] = (CK_ATTRIBUTE)P11_ATTR(CKA_EXTRACTABLE, &no, 1);
+		kt[nk++] = (CK_ATTRIBUTE)P11_ATTR(CKA_SIGN, &sign, 1);
+		kt[nk++] = (CK_ATTRIBUTE)P11_ATTR(CKA_ID, id, P11_ID_LEN);
+		kt[nk++] = (CK_ATTRIBUTE)P11_ATTR(CKA_START_DATE, &today, sizeof today);
+		if (im->label)
+			kt[nk++] = (CK_ATTRIBUTE)P11_ATTR(CKA_LABEL, im->label, im->label_len);
+		if (type != CKK_EC_EDWARDS)
+			kt[nk++] = (CK_ATTRIBUTE)P11_ATTR(CKA_DECRYPT, &no, 1);
+		if (type == CKK_RSA) {
+			kt[nk++] = (CK_ATTRIBUTE)P11_ATTR(CKA_MODULUS, im->n, im->n_len);
+			kt[nk++] = (CK_ATTRIBUTE)P11_ATTR(CKA_PUBLIC_EXPONENT, im->e, im->e_len);
+			kt[nk++] = (CK_ATTRIBUTE)P11_ATTR(CKA_PRIVATE_EXPONENT, im->d, im->d_len);
+			if (im->p_len && im->q_len && im->dp_len && im->dq_len && im->qinv_len) {
+				kt[nk++] = (CK_ATTRIBUTE)P11_ATTR(CKA_PRIME_1, im->p, im->p_len);
+				kt[nk++] = (CK_ATTRIBUTE)P11_ATTR(CKA_PRIME_2, im->q, im->q_len);
+				kt[nk++] = (CK_ATTRIBUTE)P11_ATTR(CKA_EXPONENT_1, im->dp, im->dp_len);
+				kt[nk++] = (CK_ATTRIBUTE)P11_ATTR(CKA_EXPONENT_2, im->dq, im->dq_len);
+				kt[nk++] = (CK_ATTRIBUTE)P11_ATTR(CKA_COEFFICIENT, im->qinv, im->qinv_len);
+			}
+		} else {
+			kt[nk++] = (CK_ATTRIBUTE)P11_ATTR(CKA_EC_PARAMS, c->der, c->der_len);
+			kt[nk++] = (CK_ATTRIBUTE)P11_ATTR(CKA_VALUE, im->scalar, im->scalar_len);
+		}
+		rv = P11_F->C_CreateObject(h, kt, nk, priv);
+		if (rv != CKR_OK) {
+			*priv = CK_INVALID_HANDLE;
+			return rv;
+		}
+	}
+	rv = P11_F->C_CreateObject(h, pt, np, pub);
+	if (rv != CKR_OK) {
+		*pub = CK_INVALID_HANDLE;
+		if (*priv != CK_INVALID_HANDLE)
+			P11_F->C_DestroyObject(h, *priv);
+		*priv = CK_INVALID_HANDLE;
+	}
+	return rv;
+}
+
 /* ---- signing ----------------------------------------------------------------------------- */
 
 enum { P11_HASH_NONE, P11_HASH_SHA256, P11_HASH_SHA384, P11_HASH_SHA512 };
@@ -5400,6 +5581,561 @@ static uint32_t op_create_key_pair(struct op_req *q, const struct ttlv *pl)
 	return 0;
 }
 
+/* ---- Register: keys given in the clear ------------------------------------ */
+
+/* A Big Integer (two's complement, sign-extended: spec 9.1.1.4) as the magnitude PKCS#11
+ * wants, leading zeros dropped.  0, or -1 if negative, empty or longer than cap. */
+static int op_bigint(const struct ttlv *t, uint8_t *out, size_t cap, size_t *len)
+{
+	if (!t || t->type != TT_BIGINT || t->len == 0 || (t->val[0] & 0x80))
+		return -1;
+	const uint8_t *p = t->val;
+	size_t n = t->len;
+	while (n > 1 && p[0] == 0) {
+		p++;
+		n--;
+	}
+	if (n > cap || (n == 1 && p[0] == 0))
+		return -1;
+	memcpy(out, p, n);
+	*len = n;
+	return 0;
+}
+
+/* An MPI of Mbed TLS as a big-endian magnitude; 0, or -1 if it does not fit. */
+static int op_mpi_out(const mbedtls_mpi *m, uint8_t *out, size_t cap, size_t *len)
+{
+	size_t n = mbedtls_mpi_size(m);
+	if (n == 0 || n > cap || mbedtls_mpi_write_binary(m, out, n) != 0)
+		return -1;
+	*len = n;
+	return 0;
+}
+
+/* An RSA key of Mbed TLS into im: n and e, and with priv d, p, q, dp, dq, qinv. */
+static uint32_t op_rsa_out(struct op_req *q, mbedtls_rsa_context *rsa, int priv,
+			   struct p11_import *im)
+{
+	mbedtls_mpi m[8];
+	uint32_t rr = 0;
+
+	for (int i = 0; i < 8; i++)
+		mbedtls_mpi_init(&m[i]);
+	/* m: N, P, Q, D, E, DP, DQ, QP */
+	if (mbedtls_rsa_export(rsa, &m[0], priv ? &m[1] : NULL, priv ? &m[2] : NULL,
+			       priv ? &m[3] : NULL, &m[4]) != 0 ||
+	    (priv && mbedtls_rsa_export_crt(rsa, &m[5], &m[6], &m[7]) != 0)) {
+		rr = op_fail(q, RR_INVALID_FIELD, "incomplete RSA key");
+		goto out;
+	}
+	size_t bits = mbedtls_mpi_bitlen(&m[0]);
+	if (bits < P11_RSA_MIN_BITS || bits > P11_RSA_MAX_BITS) {
+		rr = op_fail(q, RR_INVALID_FIELD, "RSA keys of %d..%d bits only, not %zu",
+			     P11_RSA_MIN_BITS, P11_RSA_MAX_BITS, bits);
+		goto out;
+	}
+	im->type = CKK_RSA;
+	im->has_private = priv;
+	if (op_mpi_out(&m[0], im->n, sizeof im->n, &im->n_len) ||
+	    op_mpi_out(&m[4], im->e, sizeof im->e, &im->e_len) ||
+	    (priv && (op_mpi_out(&m[3], im->d, sizeof im->d, &im->d_len) ||
+		      op_mpi_out(&m[1], im->p, sizeof im->p, &im->p_len) ||
+		      op_mpi_out(&m[2], im->q, sizeof im->q, &im->q_len) ||
+		      op_mpi_out(&m[5], im->dp, sizeof im->dp, &im->dp_len) ||
+		      op_mpi_out(&m[6], im->dq, sizeof im->dq, &im->dq_len) ||
+		      op_mpi_out(&m[7], im->qinv, sizeof im->qinv, &im->qinv_len))))
+		rr = op_fail(q, RR_INVALID_FIELD, "RSA key parts out of range");
+out:
+	for (int i = 0; i < 8; i++)
+		mbedtls_mpi_free(&m[i]);        /* zeroizes */
+	return rr;
+}
+
+/* One DER tag and definite length (at most 4 length octets) from r; the content's length
+ * into *len, checked to be there.  0, or -1. */
+static int op_der_tl(struct buf_rd *r, uint8_t tag, size_t *len)
+{
+	const uint8_t *t = buf_take(r, 2);
+	if (!t || t[0] != tag)
+		return -1;
+	size_t n = t[1];
+	if (n & 0x80) {
+		size_t k = n & 0x7F;
+		const uint8_t *l = k >= 1 && k <= 4 ? buf_take(r, k) : NULL;
+		if (!l)
+			return -1;
+		n = 0;
+		for (size_t i = 0; i < k; i++)
+			n = n << 8 | l[i];
+	}
+	*len = n;
+	return buf_has(r->p, r->end, n) ? 0 : -1;
+}
+
+/*
+ * An EC key into im, through PSA, which checks that the private value d is one of the
+ * curve, or that the point is on it.  With d, im->point becomes the public key computed
+ * from it, and a point given as well (SEC1's optional publicKey) must be that one.
+ * d: big-endian, at most the field's size; NULL for a public key alone.
+ */
+static uint32_t op_ec_key(struct op_req *q, int curve, const uint8_t *d, size_t dlen,
+			  const uint8_t *point, size_t plen, struct p11_import *im)
+{
+	const struct p11_curve *c = p11_curve_by_id(curve);
+	psa_key_attributes_t a = PSA_KEY_ATTRIBUTES_INIT;
+	mbedtls_svc_key_id_t kid = MBEDTLS_SVC_KEY_ID_INIT;
+	uint32_t rr = 0;
+
+	if (!c || curve == P11_CURVE_ED25519)
+		return op_fail(q, RR_FEATURE_NOT_SUPPORTED, "EC curve not supported (P-256, P-384, "
+			       "P-521 only)");
+	im->type = CKK_EC;
+	im->curve = curve;
+	im->has_private = d != NULL;
+	psa_set_key_bits(&a, c->bits);
+	psa_set_key_type(&a, d ? PSA_KEY_TYPE_ECC_KEY_PAIR(PSA_ECC_FAMILY_SECP_R1)
+			       : PSA_KEY_TYPE_ECC_PUBLIC_KEY(PSA_ECC_FAMILY_SECP_R1));
+	if (d) {
+		if (dlen > c->field)
+			return op_fail(q, RR_INVALID_FIELD, "EC private value longer than its curve");
+		/* PKCS#11 and PSA both take d at exactly the field's size. */
+		memset(im->scalar, 0, c->field);
+		memcpy(im->scalar + c->field - dlen, d, dlen);
+		im->scalar_len = c->field;
+	}
+	psa_status_t st = d ? psa_import_key(&a, im->scalar, im->scalar_len, &kid)
+			    : psa_import_key(&a, point, plen, &kid);
+	if (st == PSA_ERROR_NOT_SUPPORTED)
+		rr = op_fail(q, RR_FEATURE_NOT_SUPPORTED, "EC curve not supported by this build");
+	else if (st != PSA_SUCCESS ||
+		 psa_export_public_key(kid, im->point, sizeof im->point, &im->point_len) != PSA_SUCCESS)
+		rr = op_fail(q, RR_INVALID_FIELD, "EC key not valid for its curve");
+	else if (d && point && (plen != im->point_len || memcmp(point, im->point, plen) != 0))
+		rr = op_fail(q, RR_INVALID_FIELD, "the public key given with the private key "
+			     "does not match it");
+	psa_destroy_key(kid);
+	psa_reset_key_attributes(&a);
+	return rr;
+}
+
+/*
+ * A key parsed by Mbed TLS (RSA or EC) into im.  An EC key is read back from the DER Mbed
+ * TLS writes of it, whatever form it came in:
+ *   SubjectPublicKeyInfo (RFC 5480): SEQUENCE { SEQUENCE { id-ecPublicKey, namedCurve OID },
+ *                                               subjectPublicKey BIT STRING }
+ *   ECPrivateKey (RFC 5915):         SEQUENCE { version INTEGER, privateKey OCTET STRING, ... }
+ * The point is the one the key material gave (or Mbed TLS computed when it gave none).
+ */
+static uint32_t op_pk_out(struct op_req *q, mbedtls_pk_context *pk, int priv, struct p11_import *im)
+{
+	if (mbedtls_pk_get_type(pk) == MBEDTLS_PK_RSA) {
+		mbedtls_rsa_context *rsa = mbedtls_pk_rsa(*pk);
+		if (priv && mbedtls_rsa_check_privkey(rsa) != 0)
+			return op_fail(q, RR_INVALID_FIELD, "RSA private key is not consistent");
+		return op_rsa_out(q, rsa, priv, im);
+	}
+	if (mbedtls_pk_get_type(pk) != MBEDTLS_PK_ECKEY)
+		return op_fail(q, RR_FEATURE_NOT_SUPPORTED, "RSA and EC keys only");
+
+	uint8_t spki[P11_EC_POINT_MAX + 64], sec1[P11_EC_POINT_MAX + 128];
+	struct buf_rd r, alg;
+	size_t len, alen, plen = 0, dlen = 0;
+	const uint8_t *point = NULL, *d = NULL;
+	const struct p11_curve *c = NULL;
+	uint32_t rr;
+	int n = mbedtls_pk_write_pubkey_der(pk, spki, sizeof spki);   /* at the buffer's end */
+	if (n > 0) {
+		buf_rd_init(&r, spki + sizeof spki - n, (size_t)n);
+		if (op_der_tl(&r, 0x30, &len) == 0 && op_der_tl(&r, 0x30, &alen) == 0) {
+			buf_rd_init(&alg, buf_take(&r, alen), alen);
+			if (op_der_tl(&alg, 0x06, &len) == 0 && buf_take(&alg, len))
+				c = p11_curve_by_der(alg.p, buf_rd_left(&alg));
+			if (op_der_tl(&r, 0x03, &len) == 0 && len > 1 && buf_take(&r, 1)) {
+				plen = len - 1;
+				point = buf_take(&r, plen);
+			}
+		}
+	}
+	if (!point)
+		return op_fail(q, RR_INVALID_FIELD, "EC key without a public key");
+	if (priv) {
+		n = mbedtls_pk_write_key_der(pk, sec1, sizeof sec1);
+		buf_rd_init(&r, sec1 + sizeof sec1 - (n > 0 ? n : 0), n > 0 ? (size_t)n : 0);
+		if (n <= 0 || op_der_tl(&r, 0x30, &len) != 0 || op_der_tl(&r, 0x02, &len) != 0 ||
+		    !buf_take(&r, len) || op_der_tl(&r, 0x04, &dlen) != 0 || !(d = buf_take(&r, dlen))) {
+			wipe(sec1, sizeof sec1);
+			return op_fail(q, RR_INVALID_FIELD, "EC private key not readable");
+		}
+	}
+	rr = op_ec_key(q, c ? c->curve : P11_CURVE_NONE, d, dlen, point, plen, im);
+	wipe(sec1, sizeof sec1);
+	return rr;
+}
+
+/* 1 if der is an EncryptedPrivateKeyInfo (RFC 5208 section 6): SEQUENCE { encryption-
+ * Algorithm AlgorithmIdentifier, encryptedData OCTET STRING }, where a PrivateKeyInfo,
+ * an RSAPrivateKey or an ECPrivateKey starts with its version INTEGER instead. */
+static int op_der_encrypted(const uint8_t *der, size_t n)
+{
+	struct buf_rd r;
+	const uint8_t *t;
+
+	buf_rd_init(&r, der, n);
+	if (!(t = buf_take(&r, 2)) || t[0] != 0x30)
+		return 0;
+	size_t lb = (t[1] & 0x80) ? (size_t)(t[1] & 0x7F) : 0;
+	if (lb > 4 || (lb && !buf_take(&r, lb)))
+		return 0;
+	return (t = buf_take(&r, 1)) != NULL && t[0] == 0x30;
+}
+
+/* What a DER key says its algorithm is, read where each form keeps it, for a clear
+ * refusal of what Mbed TLS did not parse:
+ *   PrivateKeyInfo (RFC 5208, 5958): SEQUENCE { version INTEGER, SEQUENCE { algorithm OID,
+ *                                    parameters }, privateKey OCTET STRING, ... }
+ *   SubjectPublicKeyInfo (RFC 5280): SEQUENCE { SEQUENCE { algorithm OID, parameters },
+ *                                    subjectPublicKey BIT STRING }
+ *   ECPrivateKey (RFC 5915):         SEQUENCE { version INTEGER, privateKey OCTET STRING,
+ *                                    [0] parameters (a namedCurve OID), ... }
+ * Returns OP_DER_EDWARDS (RFC 8410 id-Ed25519, id-Ed448), OP_DER_EC_CURVE (an EC key of a
+ * named curve the daemon does not serve), OP_DER_OTHER_ALG (neither RSA nor EC), or 0. */
+enum { OP_DER_EDWARDS = 1, OP_DER_EC_CURVE, OP_DER_OTHER_ALG };
+
+static int op_der_alg(const uint8_t *der, size_t n)
+{
+	static const uint8_t ec_oid[] = { 0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x02, 0x01 };
+	static const uint8_t rsa_oid[] = { 0x2A, 0x86, 0x48, 0x86, 0xF7, 0x0D, 0x01, 0x01, 0x01 };
+	struct buf_rd r, a;
+	size_t len;
+	const uint8_t *oid = NULL, *v;
+
+	buf_rd_init(&r, der, n);
+	if (op_der_tl(&r, 0x30, &len) != 0)
+		return 0;
+	if (r.p < r.end && r.p[0] == 0x02 && (op_der_tl(&r, 0x02, &len) != 0 || !buf_take(&r, len)))
+		return 0;
+	if (r.p < r.end && r.p[0] == 0x04) {            /* ECPrivateKey: to its [0] */
+		if (op_der_tl(&r, 0x04, &len) != 0 || !buf_take(&r, len) ||
+		    op_der_tl(&r, 0xA0, &len) != 0)
+			return 0;
+		buf_rd_init(&a, r.p, len);
+	} else {
+		if (op_der_tl(&r, 0x30, &len) != 0)
+			return 0;
+		buf_rd_init(&a, r.p, len);
+		if (op_der_tl(&a, 0x06, &len) != 0 || !(oid = buf_take(&a, len)))
+			return 0;
+		if (len == 3 && oid[0] == 0x2B && oid[1] == 0x65 && (oid[2] == 0x70 || oid[2] == 0x71))
+			return OP_DER_EDWARDS;
+		if (len == sizeof rsa_oid && memcmp(oid, rsa_oid, len) == 0)
+			return 0;
+		if (len != sizeof ec_oid || memcmp(oid, ec_oid, len) != 0)
+			return OP_DER_OTHER_ALG;
+	}
+	/* The EC parameters: a namedCurve OID that is one of ours, or a curve we do not serve. */
+	v = a.p;
+	if (op_der_tl(&a, 0x06, &len) != 0 || !buf_take(&a, len))
+		return OP_DER_EC_CURVE;             /* explicit parameters, or none */
+	return p11_curve_by_der(v, (size_t)(a.p - v)) ? 0 : OP_DER_EC_CURVE;
+}
+
+/* An Ed25519 SubjectPublicKeyInfo (RFC 8410 section 4): this prefix, then the 32 bytes. */
+static const uint8_t op_ed25519_spki[] = {
+	0x30, 0x2A, 0x30, 0x05, 0x06, 0x03, 0x2B, 0x65, 0x70, 0x03, 0x21, 0x00
+};
+
+/* Key Material as a Byte String: DER that Mbed TLS parses (PKCS#8 PrivateKeyInfo, PKCS#1
+ * RSAPrivateKey, SEC1 / RFC 5915 ECPrivateKey; SubjectPublicKeyInfo, PKCS#1 RSAPublicKey),
+ * and Ed25519 public keys, which it does not know. */
+static uint32_t op_der_key(struct op_req *q, const uint8_t *der, size_t n, int priv,
+			   struct p11_import *im)
+{
+	mbedtls_pk_context pk;
+	int ret;
+	uint32_t rr;
+
+	if (!priv && n == sizeof op_ed25519_spki + 32 &&
+	    memcmp(der, op_ed25519_spki, sizeof op_ed25519_spki) == 0) {
+		im->type = CKK_EC_EDWARDS;
+		im->curve = P11_CURVE_ED25519;
+		memcpy(im->point, der + sizeof op_ed25519_spki, 32);
+		im->point_len = 32;
+		return 0;
+	}
+	if (priv && op_der_encrypted(der, n))
+		return op_fail(q, RR_FEATURE_NOT_SUPPORTED, "encrypted PKCS#8 key material is not "
+			       "supported: decrypt it first");
+	int alg = op_der_alg(der, n);
+	if (alg == OP_DER_EDWARDS)
+		return op_fail(q, RR_FEATURE_NOT_SUPPORTED, "Edwards curve %s keys cannot be "
+			       "registered (the daemon cannot compute their public key); register "
+			       "the public key alone, or generate the key in the HSM",
+			       priv ? "private" : "Ed448");
+	if (alg == OP_DER_EC_CURVE)
+		return op_fail(q, RR_FEATURE_NOT_SUPPORTED, "EC curve not supported (P-256, P-384, "
+			       "P-521 only)");
+	if (alg == OP_DER_OTHER_ALG)
+		return op_fail(q, RR_FEATURE_NOT_SUPPORTED, "key algorithm not supported (RSA and EC "
+			       "keys; Ed25519 as a public key only)");
+	mbedtls_pk_init(&pk);
+	ret = priv ? mbedtls_pk_parse_key(&pk, der, n, NULL, 0, mbedtls_psa_get_random,
+					  MBEDTLS_PSA_RANDOM_STATE)
+		   : mbedtls_pk_parse_public_key(&pk, der, n);
+	if (ret == MBEDTLS_ERR_PK_PASSWORD_REQUIRED)
+		rr = op_fail(q, RR_FEATURE_NOT_SUPPORTED, "encrypted key material is not supported");
+	else if (ret == MBEDTLS_ERR_PK_UNKNOWN_PK_ALG)
+		rr = op_fail(q, RR_FEATURE_NOT_SUPPORTED, "key algorithm not supported (RSA and EC "
+			     "keys; Ed25519 as a public key only)");
+	else if (ret == MBEDTLS_ERR_PK_UNKNOWN_NAMED_CURVE || ret == MBEDTLS_ERR_ECP_FEATURE_UNAVAILABLE ||
+		 ret == MBEDTLS_ERR_PK_FEATURE_UNAVAILABLE)
+		rr = op_fail(q, RR_FEATURE_NOT_SUPPORTED, "EC curve not supported (P-256, P-384, "
+			     "P-521 only)");
+	else if (ret != 0)
+		rr = op_fail(q, RR_INVALID_FIELD, "Key Material is not a %s key in DER (-0x%04X)",
+			     priv ? "private" : "public", (unsigned)-ret);
+	else
+		rr = op_pk_out(q, &pk, priv, im);
+	mbedtls_pk_free(&pk);
+	return rr;
+}
+
+/*
+ * Key Material as a Structure (spec 2.1.7):
+ *   Transparent RSA Private Key    Modulus, Private Exponent, Public Exponent, P, Q, Prime
+ *                                  Exponent P, Prime Exponent Q, CRT Coefficient (Big
+ *                                  Integers; Modulus required, then the Private Exponent
+ *                                  or P and Q; the Public Exponent is needed here, as the
+ *                                  public key is stored too)
+ *   Transparent RSA Public Key     Modulus, Public Exponent
+ *   Transparent ECDSA Private Key  Recommended Curve (Enumeration), D (Big Integer)
+ *   Transparent ECDSA Public Key   Recommended Curve, Q String (Byte String: X9.62 point)
+ */
+static uint32_t op_transparent_key(struct op_req *q, const struct ttlv *m, uint32_t kft,
+				   struct p11_import *im)
+{
+	uint32_t rr = 0;
+
+	if (kft == KFT_TRANSPARENT_RSA_PRIVATE_KEY || kft == KFT_TRANSPARENT_RSA_PUBLIC_KEY) {
+		int priv = kft == KFT_TRANSPARENT_RSA_PRIVATE_KEY;
+		const struct ttlv *tn = ttlv_find(q->d, m, KT_MODULUS),
+				  *te = ttlv_find(q->d, m, KT_PUBLIC_EXPONENT),
+				  *td = ttlv_find(q->d, m, KT_PRIVATE_EXPONENT),
+				  *tp = ttlv_find(q->d, m, KT_P), *tq = ttlv_find(q->d, m, KT_Q);
+		if (!tn || !te || (priv && !td && !(tp && tq)))
+			return op_fail(q, RR_INVALID_FIELD, "Transparent RSA key needs Modulus, "
+				       "Public Exponent%s", priv ? " and Private Exponent or P and Q" : "");
+		/* Each part into its slot of im first (bounds and sign checked), then Mbed TLS
+		 * completes and checks the key. */
+		if (op_bigint(tn, im->n, sizeof im->n, &im->n_len) ||
+		    op_bigint(te, im->e, sizeof im->e, &im->e_len) ||
+		    (td && op_bigint(td, im->d, sizeof im->d, &im->d_len)) ||
+		    (tp && op_bigint(tp, im->p, sizeof im->p, &im->p_len)) ||
+		    (tq && op_bigint(tq, im->q, sizeof im->q, &im->q_len)))
+			return op_fail(q, RR_INVALID_FIELD, "Transparent RSA key part out of range");
+		mbedtls_rsa_context rsa;
+		mbedtls_rsa_init(&rsa);
+		if (mbedtls_rsa_import_raw(&rsa, im->n, im->n_len, im->p_len ? im->p : NULL, im->p_len,
+					   im->q_len ? im->q : NULL, im->q_len,
+					   priv && im->d_len ? im->d : NULL, im->d_len,
+					   im->e, im->e_len) != 0 ||
+		    mbedtls_rsa_complete(&rsa) != 0 ||
+		    (priv ? mbedtls_rsa_check_privkey(&rsa) : mbedtls_rsa_check_pubkey(&rsa)) != 0)
+			rr = op_fail(q, RR_INVALID_FIELD, "Transparent RSA %s key is not consistent",
+				     priv ? "private" : "public");
+		else
+			rr = op_rsa_out(q, &rsa, priv, im);
+		mbedtls_rsa_free(&rsa);
+		return rr;
+	}
+
+	/* ECDSA: the curve, then op_ec_key checks the value and computes or checks the point. */
+	int priv = kft == KFT_TRANSPARENT_ECDSA_PRIVATE_KEY;
+	uint32_t curve = 0, qs_len = 0;
+	const uint8_t *qs = NULL;
+	uint8_t d[66];
+	size_t dl = 0;
+	if (kmip_get_enum(q->d, m, KT_RECOMMENDED_CURVE, &curve) != 0)
+		return op_fail(q, RR_INVALID_FIELD, "Transparent ECDSA key needs a Recommended Curve");
+	int c = curve == CURVE_P_256 ? P11_CURVE_P256 : curve == CURVE_P_384 ? P11_CURVE_P384 :
+		curve == CURVE_P_521 ? P11_CURVE_P521 : P11_CURVE_NONE;
+	if (c == P11_CURVE_NONE)
+		return op_fail(q, RR_FEATURE_NOT_SUPPORTED, "EC curve %s not supported (P-256, "
+			       "P-384, P-521 only)",
+			       op_enum_name(KT_RECOMMENDED_CURVE, curve, (char[12]){ 0 }));
+	if (priv && op_bigint(ttlv_find(q->d, m, KT_D), d, sizeof d, &dl) != 0)
+		return op_fail(q, RR_INVALID_FIELD, "Transparent ECDSA Private Key needs D");
+	if (!priv && kmip_get_bytes(q->d, m, KT_Q_STRING, &qs, &qs_len) != 0)
+		return op_fail(q, RR_INVALID_FIELD, "Transparent ECDSA Public Key needs a Q String");
+	rr = op_ec_key(q, c, priv ? d : NULL, dl, qs, qs_len, im);
+	wipe(d, sizeof d);
+	return rr;
+}
+
+/* Key Format Types Register reads, for private keys and public keys alone. */
+static int op_kft_ok(uint32_t kft, int priv)
+{
+	if (priv)
+		return kft == KFT_RAW || kft == KFT_PKCS_1 || kft == KFT_PKCS_8 ||
+		       kft == KFT_EC_PRIVATE_KEY || kft == KFT_TRANSPARENT_RSA_PRIVATE_KEY ||
+		       kft == KFT_TRANSPARENT_ECDSA_PRIVATE_KEY;
+	return kft == KFT_RAW || kft == KFT_X_509 || kft == KFT_PKCS_1 ||
+	       kft == KFT_TRANSPARENT_RSA_PUBLIC_KEY || kft == KFT_TRANSPARENT_ECDSA_PUBLIC_KEY;
+}
+
+/*
+ * The key of a Private Key or Public Key object (spec 2.2.3, 2.2.4: a Key Block) into im.
+ *
+ *   Key Block (2.1.3):  Key Format Type          Enumeration  required
+ *                       Key Compression Type     Enumeration  optional
+ *                       Key Value                Byte String (wrapped) or Structure
+ *                       Cryptographic Algorithm  Enumeration  optional here
+ *                       Cryptographic Length     Integer      optional here
+ *                       Key Wrapping Data        Structure    optional
+ *   Key Value (2.1.4):  Key Material             Byte String or Structure (2.1.7)
+ *                       Attribute*               optional (ignored)
+ *
+ * A PKCS#1 key must be RSA and an ECPrivateKey EC; Raw takes any DER form.  Algorithm and
+ * length, when given, must be those of the key.
+ */
+static uint32_t op_key_block(struct op_req *q, const struct ttlv *obj, int priv,
+			     struct p11_import *im)
+{
+	const struct ttlv *kb, *kv, *km;
+	uint32_t kft, kct = 0, alg = 0, rr;
+	int32_t len = 0;
+
+	if (kmip_get_struct(q->d, obj, KT_KEY_BLOCK, &kb) != 0)
+		return op_fail(q, RR_INVALID_MESSAGE, "the key object needs a Key Block");
+	if (ttlv_find(q->d, kb, KT_KEY_WRAPPING_DATA))
+		return op_fail(q, RR_FEATURE_NOT_SUPPORTED, "wrapped key material (Key Wrapping "
+			       "Data) is not supported");
+	if (kmip_get_enum(q->d, kb, KT_KEY_FORMAT_TYPE, &kft) != 0)
+		return op_fail(q, RR_INVALID_MESSAGE, "Key Block needs a Key Format Type");
+	if (kmip_get_enum(q->d, kb, KT_KEY_COMPRESSION_TYPE, &kct) == KMIP_BAD_TYPE ||
+	    kmip_get_enum(q->d, kb, KT_CRYPTOGRAPHIC_ALGORITHM, &alg) == KMIP_BAD_TYPE ||
+	    kmip_get_int(q->d, kb, KT_CRYPTOGRAPHIC_LENGTH, &len) == KMIP_BAD_TYPE)
+		return op_fail(q, RR_INVALID_MESSAGE, "malformed Key Block");
+	if (kct && kct != KCT_EC_PUBLIC_KEY_TYPE_UNCOMPRESSED)
+		return op_fail(q, RR_KEY_COMPRESSION_TYPE_NOT_SUPPORTED, "compressed keys are not "
+			       "supported");
+	if (!op_kft_ok(kft, priv))
+		return op_fail(q, RR_KEY_FORMAT_TYPE_NOT_SUPPORTED, "a %s key in %s is not "
+			       "supported", priv ? "private" : "public",
+			       op_enum_name(KT_KEY_FORMAT_TYPE, kft, (char[12]){ 0 }));
+	if (!(kv = ttlv_find(q->d, kb, KT_KEY_VALUE)))
+		return op_fail(q, RR_INVALID_MESSAGE, "Key Block needs a Key Value");
+	if (kv->type == TT_BYTES)
+		return op_fail(q, RR_FEATURE_NOT_SUPPORTED, "wrapped key material is not supported");
+	if (kv->type != TT_STRUCT || !(km = ttlv_find(q->d, kv, KT_KEY_MATERIAL)))
+		return op_fail(q, RR_INVALID_MESSAGE, "Key Value needs Key Material");
+
+	int transparent = kft >= KFT_TRANSPARENT_SYMMETRIC_KEY;
+	if (transparent != (km->type == TT_STRUCT) || (!transparent && km->type != TT_BYTES))
+		return op_fail(q, RR_INVALID_MESSAGE, "Key Material of the wrong type for %s",
+			       op_enum_name(KT_KEY_FORMAT_TYPE, kft, (char[12]){ 0 }));
+	rr = transparent ? op_transparent_key(q, km, kft, im)
+			 : op_der_key(q, km->val, km->len, priv, im);
+	if (rr)
+		return rr;
+	if (priv && !im->has_private)
+		return op_fail(q, RR_INVALID_FIELD, "a Private Key object holds a public key");
+	if ((kft == KFT_PKCS_1 && im->type != CKK_RSA) ||
+	    (kft == KFT_EC_PRIVATE_KEY && im->type != CKK_EC))
+		return op_fail(q, RR_INVALID_FIELD, "Key Material is not what %s holds",
+			       op_enum_name(KT_KEY_FORMAT_TYPE, kft, (char[12]){ 0 }));
+
+	struct p11_key_info ki;         /* only its type and size, for op_alg_of and bits */
+	ki.type = im->type;
+	unsigned bits = im->type == CKK_RSA ? 0 : p11_curve_by_id(im->curve)->bits;
+	if (im->type == CKK_RSA) {
+		/* n has no leading zero byte (op_mpi_out); count the bits of its first one. */
+		bits = (unsigned)(8 * im->n_len);
+		for (unsigned top = im->n[0]; top && !(top & 0x80); top <<= 1)
+			bits--;
+	}
+	uint32_t have = op_alg_of(&ki);
+	if (alg && alg != have && !(have == ALG_ECDSA && alg == ALG_EC))
+		return op_fail(q, RR_INVALID_FIELD, "Cryptographic Algorithm %s does not match the "
+			       "key material", op_enum_name(KT_CRYPTOGRAPHIC_ALGORITHM, alg,
+							    (char[12]){ 0 }));
+	if (len && (unsigned)len != bits && !(im->type == CKK_EC_EDWARDS && len == 256))
+		return op_fail(q, RR_INVALID_FIELD, "Cryptographic Length %d does not match the key "
+			       "material (%u bits)", (int)len, bits);
+	return 0;
+}
+
+/*
+ * Register (spec 4.3).
+ *
+ *   Request payload:   Object Type             Enumeration  required
+ *                      Template-Attribute      Structure    required (may be empty)
+ *                      Certificate, Symmetric Key, Private Key, Public Key, Split Key,
+ *                      Template, Secret Data or Opaque Object: the object, required
+ *   Response payload:  Unique Identifier       Text String  required
+ *                      Template-Attribute      Structure    optional (none here)
+ *
+ * A Private Key is stored as a key pair: the private key, sensitive and not extractable,
+ * and the public key computed from it, sharing a fresh CKA_ID; the Unique Identifier is
+ * the private key's, the public one the same hex with _pub.  A Public Key alone is stored
+ * as a public key (its UID _pub).  Template attributes read: Name (-> CKA_LABEL of both
+ * halves), Cryptographic Usage Mask (Sign -> CKA_SIGN; Verify or Sign -> CKA_VERIFY of the
+ * public half; without a mask, both).  Other objects are refused: the daemon serves key
+ * pairs.  Every copy of the key material made here is wiped; the request buffer is wiped
+ * by the worker.
+ */
+static uint32_t op_register(struct op_req *q, const struct ttlv *pl)
+{
+	struct p11_import im;
+	const struct ttlv *tmpl = NULL, *obj, *v;
+	uint32_t ot = 0, rr;
+	char otn[12];
+
+	if (!pl || kmip_get_enum(q->d, pl, KT_OBJECT_TYPE, &ot) != 0)
+		return op_fail(q, RR_INVALID_MESSAGE, "Register needs an Object Type");
+	if (ot != OT_PRIVATE_KEY && ot != OT_PUBLIC_KEY)
+		return op_fail(q, RR_FEATURE_NOT_SUPPORTED, "%s objects cannot be registered: "
+			       "private and public keys only", op_enum_name(KT_OBJECT_TYPE, ot, otn));
+	int priv = ot == OT_PRIVATE_KEY;
+	if (kmip_get_struct(q->d, pl, priv ? KT_PRIVATE_KEY : KT_PUBLIC_KEY, &obj) != 0)
+		return op_fail(q, RR_INVALID_MESSAGE, "Register of a %s needs that object",
+			       op_enum_name(KT_OBJECT_TYPE, ot, otn));
+	if (kmip_get_struct(q->d, pl, KT_TEMPLATE_ATTRIBUTE, &tmpl) == KMIP_BAD_TYPE)
+		return op_fail(q, RR_INVALID_MESSAGE, "malformed Template-Attribute");
+
+	memset(&im, 0, sizeof im);
+	im.sign = im.verify = 1;
+	if ((rr = op_name(q, kmip_attr_value(q->d, tmpl, "Name", 0), &im.label, &im.label_len)))
+		goto out;
+	if ((v = kmip_attr_value(q->d, tmpl, "Cryptographic Usage Mask", 0))) {
+		if (v->type != TT_INT) {
+			rr = op_fail(q, RR_INVALID_FIELD, "Cryptographic Usage Mask must be an Integer");
+			goto out;
+		}
+		im.sign = (v->num & UM_SIGN) != 0;
+		im.verify = (v->num & (priv ? UM_SIGN | UM_VERIFY : UM_VERIFY)) != 0;
+	}
+	if ((rr = op_key_block(q, obj, priv, &im)))
+		goto out;
+
+	uint8_t id[P11_ID_LEN];
+	CK_OBJECT_HANDLE hpub, hpriv;
+	CK_RV rv = p11_import(q->h, &im, id, &hpub, &hpriv);
+	if (rv != CKR_OK) {
+		rr = op_fail_rv(q, rv, "C_CreateObject");
+		goto out;
+	}
+	CK_OBJECT_CLASS cls = priv ? CKO_PRIVATE_KEY : CKO_PUBLIC_KEY;
+	op_put_uid(q->e, KT_UNIQUE_IDENTIFIER, id, sizeof id, cls);
+	hex_upper(q->placeholder, id, sizeof id);
+	strcat(q->placeholder, priv ? "_priv" : "_pub");
+	log_info("registered %s %s %s (%s)", im.type == CKK_RSA ? "RSA" : im.type == CKK_EC ?
+		 "EC" : "Ed25519", priv ? "key pair" : "public key", q->placeholder,
+		 im.label ? "named" : "unnamed");
+out:
+	wipe(&im, sizeof im);
+	return rr;
+}
+
 /*
  * Get (spec 4.11).  Request: Unique Identifier, Key Format Type, Key Compression Type, Key
  * Wrapping Specification (all optional).  Response: Object Type, Unique Identifier, and
@@ -5858,6 +6594,7 @@ static uint32_t op_get_attribute_list(struct op_req *q, const struct ttlv *pl)
 /* X(operation, function, needs login) */
 #define OP_TABLE(X) \
 	X(OP_CREATE_KEY_PAIR,       op_create_key_pair,    1) \
+	X(OP_REGISTER,              op_register,           1) \
 	X(OP_GET,                   op_get,                1) \
 	X(OP_GET_ATTRIBUTES,        op_get_attributes,     1) \
 	X(OP_GET_ATTRIBUTE_LIST,    op_get_attribute_list, 1) \

@@ -1222,7 +1222,7 @@ static int mode_errors(void)
 {
 	struct kc c;
 	struct resp *r = resp_new();
-	static const uint32_t ops[] = { 0x7F, 0x00, OP_REGISTER, OP_REKEY, OP_ENCRYPT, 0x5400FF };
+	static const uint32_t ops[] = { 0x7F, 0x00, OP_CREATE, OP_REKEY, OP_ENCRYPT, 0x5400FF };
 
 	if (tc_open(&c) != 0) {
 		CHECK(0, "connect");

@@ -271,6 +271,9 @@ EOF
 	sub pykmip 120 env OPENSSL_CONF="$OPENSSL_CONF" $PY tests/pykmip_lifecycle.py \
 		--host 127.0.0.1 --port "$PORT" --ca "$CERT" --user "$LABEL" --pin "$PIN" \
 		--config "$T/pykmip.conf"
+	sub pykmip-register 120 env OPENSSL_CONF="$OPENSSL_CONF" $PY tests/pykmip_register.py \
+		--host 127.0.0.1 --port "$PORT" --ca "$CERT" --user "$LABEL" --pin "$PIN" \
+		--config "$T/pykmip.conf"
 
 	# Keys made now must still sign after the restart below.
 	e2e e2e-keep 60 keep

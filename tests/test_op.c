@@ -718,11 +718,11 @@ static void test_message_errors(void)
 	CHECK(!strstr(r_msg(0), "(null)"), "its Result Message names no NULL: '%s'", r_msg(0));
 
 	begin(H12);
-	item(OP_REGISTER, NULL);
+	item(OP_REKEY, NULL);
 	item_end();
 	transmit();
-	CHECK(r_op(0) == OP_REGISTER && failed(0, RR_OPERATION_NOT_SUPPORTED) &&
-	      strstr(r_msg(0), "REGISTER"), "Register -> Operation Not Supported: '%s'", r_msg(0));
+	CHECK(r_op(0) == OP_REKEY && failed(0, RR_OPERATION_NOT_SUPPORTED) &&
+	      strstr(r_msg(0), "REKEY"), "Rekey -> Operation Not Supported: '%s'", r_msg(0));
 }
 
 static void test_auth_errors(void)
@@ -1630,6 +1630,457 @@ static void test_revoke(void)
 	one_uid(H10, OP_DESTROY, pub);
 }
 
+/* ==== Register: keys made by openssl(1), stored in the token ==== */
+
+/* A file of tmpdir into buf; its length, or 0. */
+static size_t reg_file(const char *name, uint8_t *buf, size_t cap)
+{
+	char path[512];
+	snprintf(path, sizeof path, "%s/%s", tmpdir, name);
+	FILE *f = fopen(path, "rb");
+	if (!f)
+		return 0;
+	size_t n = fread(buf, 1, cap, f);
+	fclose(f);
+	return n < cap ? n : 0;
+}
+
+/* Register object type ot (a Private Key or Public Key object; another tag for other
+ * types) holding Key Material der in format kft; alg / len in the Key Block when nonzero;
+ * the Template-Attribute with a Name when name and a Usage Mask when mask >= 0.  The
+ * Request Payload is left open for the caller (reg_end). */
+static void reg_begin(uint32_t ot, const char *name, int32_t mask)
+{
+	begin(H12);
+	item(OP_REGISTER, NULL);
+	ttlv_put_enum(E, KT_OBJECT_TYPE, ot);
+	ttlv_open(E, KT_TEMPLATE_ATTRIBUTE);
+	if (name)
+		attr_name(name);
+	if (mask >= 0)
+		attr_int("Cryptographic Usage Mask", mask);
+	ttlv_close(E);
+}
+
+/* Key Block up to the Key Value, which is left open. */
+static void reg_block(uint32_t ot, uint32_t kft)
+{
+	ttlv_open(E, ot == OT_PRIVATE_KEY ? KT_PRIVATE_KEY : ot == OT_PUBLIC_KEY ? KT_PUBLIC_KEY :
+		  ot == OT_SYMMETRIC_KEY ? KT_SYMMETRIC_KEY : KT_CERTIFICATE);
+	ttlv_open(E, KT_KEY_BLOCK);
+	ttlv_put_enum(E, KT_KEY_FORMAT_TYPE, kft);
+	ttlv_open(E, KT_KEY_VALUE);
+}
+
+static void reg_end(uint32_t alg, int32_t len)
+{
+	ttlv_close(E);                  /* Key Value */
+	if (alg)
+		ttlv_put_enum(E, KT_CRYPTOGRAPHIC_ALGORITHM, alg);
+	if (len)
+		ttlv_put_int(E, KT_CRYPTOGRAPHIC_LENGTH, len);
+	ttlv_close(E);                  /* Key Block */
+	ttlv_close(E);                  /* the object */
+	item_end();
+	transmit();
+}
+
+static void reg_der(uint32_t ot, uint32_t kft, uint32_t alg, int32_t len, const uint8_t *der,
+		    size_t n, const char *name, int32_t mask)
+{
+	reg_begin(ot, name, mask);
+	reg_block(ot, kft);
+	ttlv_put_bytes(E, KT_KEY_MATERIAL, der, n);
+	reg_end(alg, len);
+}
+
+/* The UID of a successful Register, or "". */
+static const char *reg_uid(void)
+{
+	return r_status(0) == RS_SUCCESS ? str(child(r_payload(0), KT_UNIQUE_IDENTIFIER)) : "";
+}
+
+/* The same hex with the other suffix. */
+static void reg_pub_of(const char *priv, char *pub, size_t cap)
+{
+	size_t n = strlen(priv);
+	snprintf(pub, cap, "%.*s_pub", (int)(n > 5 ? n - 5 : 0), priv);
+}
+
+/* Get X.509 of pub equals spki; Sign with priv verifies with spki (the original public
+ * key, from openssl). */
+static void reg_works(const char *what, const char *priv, const uint8_t *spki, size_t spki_len,
+		      mbedtls_md_type_t md)
+{
+	char pub[80];
+	const char *data = "example.org. 3600 IN DNSKEY 257 3 8 imported";
+	reg_pub_of(priv, pub, sizeof pub);
+	get(pub, KFT_X_509);
+	const struct ttlv *km = key_material();
+	CHECK(succeeded(0) && km && km->type == TT_BYTES && km->len == spki_len &&
+	      memcmp(km->val, spki, spki_len) == 0,
+	      "%s: Get of %s gives openssl's SubjectPublicKeyInfo byte for byte", what, pub);
+	sign(priv, md == MBEDTLS_MD_SHA384 ? HASH_SHA_384 : HASH_SHA_256, 0, 0, 0, data);
+	const struct ttlv *sd = child(r_payload(0), KT_SIGNATURE_DATA);
+	CHECK(succeeded(0) && sd && pk_verify(spki, spki_len, md, data, sd->val, sd->len),
+	      "%s: Sign through the daemon verifies with the original public key", what);
+	get(priv, 0);
+	CHECK(failed(0, RR_PERMISSION_DENIED), "%s: Get of the private key -> Permission Denied",
+	      what);
+}
+
+/* CKA_SENSITIVE true, CKA_EXTRACTABLE false, CKA_TOKEN true, CKA_SIGN as asked, and the
+ * private value unreadable, as the token itself reports them. */
+static void reg_p11_flags(const char *what, const char *priv, int sign_expected)
+{
+	struct p11_slot *s = NULL;
+	CK_SESSION_HANDLE h = CK_INVALID_HANDLE;
+	CK_OBJECT_HANDLE o = CK_INVALID_HANDLE;
+	uint8_t id[P11_ID_MAX];
+	CK_BBOOL sens = 0, ext = 1, tok = 0, sgn = 2;
+	uint8_t secret[600];
+	int idlen = hex_parse(id, sizeof id, priv, strlen(priv) > 5 ? strlen(priv) - 5 : 0);
+	CK_ATTRIBUTE t[] = {
+		{ CKA_SENSITIVE, &sens, 1 }, { CKA_EXTRACTABLE, &ext, 1 }, { CKA_TOKEN, &tok, 1 },
+		{ CKA_SIGN, &sgn, 1 },
+	};
+	CK_ATTRIBUTE v = { CKA_VALUE, secret, sizeof secret };
+	CK_ATTRIBUTE pe = { CKA_PRIVATE_EXPONENT, secret, sizeof secret };
+	CK_KEY_TYPE type = 0;
+	CK_ATTRIBUTE kt = { CKA_KEY_TYPE, &type, sizeof type };
+	int ok = idlen > 0 && p11_slot_lookup(USER, strlen(USER), &s) == CKR_OK &&
+		 p11_session_open(s, &h) == CKR_OK &&
+		 p11_find_key(h, id, (size_t)idlen, CKO_PRIVATE_KEY, &o) == CKR_OK &&
+		 P11_F->C_GetAttributeValue(h, o, t, 4) == CKR_OK &&
+		 P11_F->C_GetAttributeValue(h, o, &kt, 1) == CKR_OK;
+	CHECK(ok && sens == CK_TRUE && ext == CK_FALSE && tok == CK_TRUE &&
+	      sgn == (sign_expected ? CK_TRUE : CK_FALSE),
+	      "%s: in the token: CKA_SENSITIVE true, CKA_EXTRACTABLE false, CKA_TOKEN true, "
+	      "CKA_SIGN %s", what, sign_expected ? "true" : "false");
+	CK_RV rv = ok ? P11_F->C_GetAttributeValue(h, o, type == CKK_RSA ? &pe : &v, 1) : CKR_OK;
+	CHECK(rv == CKR_ATTRIBUTE_SENSITIVE, "%s: the token refuses to read the private value (%s)",
+	      what, p11_rv_name(rv));
+	p11_session_close(h);
+}
+
+static void reg_destroy(const char *priv)
+{
+	char pub[80];
+	reg_pub_of(priv, pub, sizeof pub);
+	one_uid(H10, OP_DESTROY, priv);
+	int a = succeeded(0);
+	one_uid(H10, OP_DESTROY, pub);
+	CHECK(a && succeeded(0), "Destroy of the imported pair %s", priv);
+}
+
+static void reg_bigint(uint32_t tag, const mbedtls_mpi *m)
+{
+	uint8_t b[600];
+	size_t n = mbedtls_mpi_size(m);
+	if (n < sizeof b && mbedtls_mpi_write_binary(m, b, n) == 0)
+		ttlv_put_bigint(E, tag, b, n);
+}
+
+static void test_register(void)
+{
+	static uint8_t der[8192], spki[1024], der2[1024];
+	size_t n, spki_len;
+	char cmd[2048], uid[80], pub[80];
+
+	snprintf(cmd, sizeof cmd, "cd %s && ("
+		 "openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out rsa.pem && "
+		 "openssl pkey -in rsa.pem -outform DER -out rsa.p8 && "
+		 "openssl rsa -in rsa.pem -traditional -outform DER -out rsa.p1 && "
+		 "openssl pkey -in rsa.pem -pubout -outform DER -out rsa.spki && "
+		 "openssl rsa -in rsa.pem -RSAPublicKey_out -outform DER -out rsa.pub1 && "
+		 "openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out ec.pem && "
+		 "openssl pkey -in ec.pem -outform DER -out ec.p8 && "
+		 "openssl ec -in ec.pem -outform DER -out ec.sec1 && "
+		 "openssl pkey -in ec.pem -pubout -outform DER -out ec.spki && "
+		 "openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-384 -out ec384.pem && "
+		 "openssl ec -in ec384.pem -outform DER -out ec384.sec1 && "
+		 "openssl pkey -in ec384.pem -pubout -outform DER -out ec384.spki && "
+		 "openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out ecb.pem && "
+		 "openssl ec -in ecb.pem -outform DER -out ecb.sec1 && "
+		 "openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:secp256k1 -out k1.pem && "
+		 "openssl pkey -in k1.pem -outform DER -out k1.p8 && "
+		 "openssl pkcs8 -topk8 -in ec.pem -outform DER -passout pass:secret -out enc.p8 && "
+		 "openssl genpkey -algorithm ED25519 -out ed.pem && "
+		 "openssl pkey -in ed.pem -outform DER -out ed.p8 && "
+		 "openssl pkey -in ed.pem -pubout -outform DER -out ed.spki"
+		 ") >/dev/null 2>&1", tmpdir);
+	int made = run(cmd) == 0;
+	CHECK(made, "openssl made the keys to register");
+	if (!made)
+		return;
+
+	/* RSA: PKCS#8, PKCS#1, Transparent. */
+	spki_len = reg_file("rsa.spki", spki, sizeof spki);
+	n = reg_file("rsa.p8", der, sizeof der);
+	reg_der(OT_PRIVATE_KEY, KFT_PKCS_8, ALG_RSA, 2048, der, n, "imported-rsa", UM_SIGN);
+	snprintf(uid, sizeof uid, "%s", reg_uid());
+	CHECK(succeeded(0) && uid_shape(uid, "_priv") && r_op(0) == OP_REGISTER,
+	      "Register RSA-2048 PKCS#8: Success, a UID HEX_priv: %s", uid);
+	reg_works("RSA PKCS#8", uid, spki, spki_len, MBEDTLS_MD_SHA256);
+	reg_p11_flags("RSA PKCS#8", uid, 1);
+	one_uid(H10, OP_GET_ATTRIBUTES, uid);
+	const struct ttlv *a = r_payload(0);
+	int named = 0;
+	for (int i = 0; nth(a, KT_ATTRIBUTE, i); i++) {
+		const struct ttlv *at = nth(a, KT_ATTRIBUTE, i);
+		if (strcmp(str(child(at, KT_ATTRIBUTE_NAME)), "Name") == 0 &&
+		    strcmp(str(child(child(at, KT_ATTRIBUTE_VALUE), KT_NAME_VALUE)), "imported-rsa") == 0)
+			named = 1;
+	}
+	CHECK(succeeded(0) && named, "the template's Name is the key's Name (CKA_LABEL)");
+	reg_destroy(uid);
+
+	n = reg_file("rsa.p1", der, sizeof der);
+	reg_der(OT_PRIVATE_KEY, KFT_PKCS_1, ALG_RSA, 0, der, n, NULL, -1);
+	snprintf(uid, sizeof uid, "%s", reg_uid());
+	CHECK(succeeded(0) && uid_shape(uid, "_priv"), "Register RSA PKCS#1 (no template)");
+	reg_works("RSA PKCS#1", uid, spki, spki_len, MBEDTLS_MD_SHA256);
+	reg_destroy(uid);
+
+	mbedtls_pk_context pk;
+	mbedtls_pk_init(&pk);
+	n = reg_file("rsa.p1", der, sizeof der);
+	if (mbedtls_pk_parse_key(&pk, der, n, NULL, 0, mbedtls_psa_get_random,
+				 MBEDTLS_PSA_RANDOM_STATE) == 0) {
+		mbedtls_mpi N, P, Q, D, EE;
+		mbedtls_mpi_init(&N); mbedtls_mpi_init(&P); mbedtls_mpi_init(&Q);
+		mbedtls_mpi_init(&D); mbedtls_mpi_init(&EE);
+		mbedtls_rsa_export(mbedtls_pk_rsa(pk), &N, &P, &Q, &D, &EE);
+		reg_begin(OT_PRIVATE_KEY, "transparent-rsa", UM_SIGN | UM_VERIFY);
+		reg_block(OT_PRIVATE_KEY, KFT_TRANSPARENT_RSA_PRIVATE_KEY);
+		ttlv_open(E, KT_KEY_MATERIAL);
+		reg_bigint(KT_MODULUS, &N);
+		reg_bigint(KT_PRIVATE_EXPONENT, &D);
+		reg_bigint(KT_PUBLIC_EXPONENT, &EE);
+		ttlv_close(E);
+		reg_end(ALG_RSA, 2048);
+		snprintf(uid, sizeof uid, "%s", reg_uid());
+		CHECK(succeeded(0) && uid_shape(uid, "_priv"),
+		      "Register Transparent RSA Private Key (Modulus, Private and Public Exponent)");
+		reg_works("RSA Transparent", uid, spki, spki_len, MBEDTLS_MD_SHA256);
+		reg_p11_flags("RSA Transparent", uid, 1);
+		reg_destroy(uid);
+
+		/* A wrong Private Exponent: the parts do not make one key. */
+		mbedtls_mpi_add_int(&D, &D, 2);
+		reg_begin(OT_PRIVATE_KEY, NULL, -1);
+		reg_block(OT_PRIVATE_KEY, KFT_TRANSPARENT_RSA_PRIVATE_KEY);
+		ttlv_open(E, KT_KEY_MATERIAL);
+		reg_bigint(KT_MODULUS, &N);
+		reg_bigint(KT_PRIVATE_EXPONENT, &D);
+		reg_bigint(KT_PUBLIC_EXPONENT, &EE);
+		reg_bigint(KT_P, &P);
+		reg_bigint(KT_Q, &Q);
+		ttlv_close(E);
+		reg_end(0, 0);
+		CHECK(failed(0, RR_INVALID_FIELD), "Transparent RSA key whose parts disagree -> "
+		      "Invalid Field: %s", r_msg(0));
+		mbedtls_mpi_free(&N); mbedtls_mpi_free(&P); mbedtls_mpi_free(&Q);
+		mbedtls_mpi_free(&D); mbedtls_mpi_free(&EE);
+	}
+	mbedtls_pk_free(&pk);
+
+	/* EC P-256: PKCS#8, ECPrivateKey, Raw (holding an ECPrivateKey), Transparent. */
+	spki_len = reg_file("ec.spki", spki, sizeof spki);
+	static const struct { uint32_t kft; const char *file, *what; } ec_forms[] = {
+		{ KFT_PKCS_8, "ec.p8", "EC P-256 PKCS#8" },
+		{ KFT_EC_PRIVATE_KEY, "ec.sec1", "EC P-256 ECPrivateKey" },
+		{ KFT_RAW, "ec.sec1", "EC P-256 Raw" },
+	};
+	for (size_t i = 0; i < ARRAY_LEN(ec_forms); i++) {
+		n = reg_file(ec_forms[i].file, der, sizeof der);
+		reg_der(OT_PRIVATE_KEY, ec_forms[i].kft, ALG_ECDSA, 256, der, n, "ec", UM_SIGN);
+		snprintf(uid, sizeof uid, "%s", reg_uid());
+		CHECK(succeeded(0) && uid_shape(uid, "_priv"), "Register %s", ec_forms[i].what);
+		reg_works(ec_forms[i].what, uid, spki, spki_len, MBEDTLS_MD_SHA256);
+		if (i == 0)
+			reg_p11_flags(ec_forms[i].what, uid, 1);
+		reg_destroy(uid);
+	}
+	/* ECPrivateKey ::= SEQUENCE { 02 01 01, 04 20 d (32 bytes), ... }: d at offset 7. */
+	n = reg_file("ec.sec1", der, sizeof der);
+	reg_begin(OT_PRIVATE_KEY, NULL, UM_SIGN);
+	reg_block(OT_PRIVATE_KEY, KFT_TRANSPARENT_ECDSA_PRIVATE_KEY);
+	ttlv_open(E, KT_KEY_MATERIAL);
+	ttlv_put_enum(E, KT_RECOMMENDED_CURVE, CURVE_P_256);
+	ttlv_put_bigint(E, KT_D, der + 7, 32);
+	ttlv_close(E);
+	reg_end(ALG_ECDSA, 256);
+	snprintf(uid, sizeof uid, "%s", reg_uid());
+	CHECK(n > 40 && der[5] == 0x04 && der[6] == 0x20 && succeeded(0) && uid_shape(uid, "_priv"),
+	      "Register Transparent ECDSA Private Key (P-256, D): the public key computed");
+	reg_works("EC Transparent", uid, spki, spki_len, MBEDTLS_MD_SHA256);
+	reg_destroy(uid);
+
+	/* P-384, and a Usage Mask without Sign: the token will not sign with it. */
+	spki_len = reg_file("ec384.spki", spki, sizeof spki);
+	n = reg_file("ec384.sec1", der, sizeof der);
+	reg_der(OT_PRIVATE_KEY, KFT_EC_PRIVATE_KEY, ALG_ECDSA, 384, der, n, NULL, UM_SIGN);
+	snprintf(uid, sizeof uid, "%s", reg_uid());
+	CHECK(succeeded(0), "Register EC P-384 ECPrivateKey");
+	reg_works("EC P-384", uid, spki, spki_len, MBEDTLS_MD_SHA384);
+	reg_destroy(uid);
+	reg_der(OT_PRIVATE_KEY, KFT_EC_PRIVATE_KEY, 0, 0, der, n, NULL, UM_VERIFY);
+	snprintf(uid, sizeof uid, "%s", reg_uid());
+	reg_p11_flags("Usage Mask Verify only", uid, 0);
+	sign(uid, 0, 0, 0, 0, "x");
+	CHECK(failed(0, RR_PERMISSION_DENIED), "a key registered without Sign in its mask does "
+	      "not sign -> Permission Denied");
+	reg_destroy(uid);
+
+	/* Public keys alone: SPKI (X.509 and Raw), PKCS#1, Transparent RSA / ECDSA, Ed25519. */
+	spki_len = reg_file("rsa.spki", spki, sizeof spki);
+	reg_der(OT_PUBLIC_KEY, KFT_X_509, ALG_RSA, 2048, spki, spki_len, "pub-only", -1);
+	snprintf(pub, sizeof pub, "%s", reg_uid());
+	CHECK(succeeded(0) && uid_shape(pub, "_pub"), "Register RSA Public Key X.509: a UID HEX_pub");
+	get(pub, KFT_X_509);
+	const struct ttlv *km = key_material();
+	CHECK(succeeded(0) && km && km->len == spki_len && memcmp(km->val, spki, spki_len) == 0,
+	      "Get returns the registered public key");
+	snprintf(uid, sizeof uid, "%.40s_priv", pub);
+	sign(uid, 0, 0, 0, 0, "x");
+	CHECK(failed(0, RR_ITEM_NOT_FOUND), "a public key alone has no private half");
+	one_uid(H10, OP_DESTROY, pub);
+	CHECK(succeeded(0), "Destroy of the registered public key");
+
+	n = reg_file("rsa.pub1", der, sizeof der);
+	reg_der(OT_PUBLIC_KEY, KFT_PKCS_1, 0, 0, der, n, NULL, -1);
+	snprintf(pub, sizeof pub, "%s", reg_uid());
+	get(pub, KFT_X_509);
+	km = key_material();
+	CHECK(succeeded(0) && km && km->len == spki_len && memcmp(km->val, spki, spki_len) == 0,
+	      "Register RSA Public Key PKCS#1, Get X.509: the same key");
+	one_uid(H10, OP_DESTROY, pub);
+
+	spki_len = reg_file("ec.spki", spki, sizeof spki);
+	reg_der(OT_PUBLIC_KEY, KFT_RAW, ALG_ECDSA, 256, spki, spki_len, NULL, -1);
+	snprintf(pub, sizeof pub, "%s", reg_uid());
+	get(pub, KFT_X_509);
+	km = key_material();
+	CHECK(succeeded(0) && km && km->len == spki_len && memcmp(km->val, spki, spki_len) == 0,
+	      "Register EC Public Key Raw (SPKI), Get X.509: the same key");
+	one_uid(H10, OP_DESTROY, pub);
+
+	reg_begin(OT_PUBLIC_KEY, NULL, -1);
+	reg_block(OT_PUBLIC_KEY, KFT_TRANSPARENT_ECDSA_PUBLIC_KEY);
+	ttlv_open(E, KT_KEY_MATERIAL);
+	ttlv_put_enum(E, KT_RECOMMENDED_CURVE, CURVE_P_256);
+	ttlv_put_bytes(E, KT_Q_STRING, spki + spki_len - 65, 65);
+	ttlv_close(E);
+	reg_end(0, 0);
+	snprintf(pub, sizeof pub, "%s", reg_uid());
+	get(pub, KFT_X_509);
+	km = key_material();
+	CHECK(succeeded(0) && km && km->len == spki_len && memcmp(km->val, spki, spki_len) == 0,
+	      "Register Transparent ECDSA Public Key, Get X.509: the same key");
+	one_uid(H10, OP_DESTROY, pub);
+
+	spki_len = reg_file("ed.spki", spki, sizeof spki);
+	reg_der(OT_PUBLIC_KEY, KFT_RAW, 0, 0, spki, spki_len, NULL, -1);
+	snprintf(pub, sizeof pub, "%s", reg_uid());
+	get(pub, 0);
+	km = key_material();
+	CHECK(succeeded(0) && km && km->len == spki_len && memcmp(km->val, spki, spki_len) == 0 &&
+	      key_block_field(KT_CRYPTOGRAPHIC_ALGORITHM) == ALG_ED25519,
+	      "Register Ed25519 Public Key (RFC 8410 SPKI), Get: the same key, algorithm 0x37");
+	one_uid(H10, OP_DESTROY, pub);
+
+	/* Refusals, each with its reason. */
+	n = reg_file("enc.p8", der, sizeof der);
+	reg_der(OT_PRIVATE_KEY, KFT_PKCS_8, 0, 0, der, n, NULL, -1);
+	CHECK(failed(0, RR_FEATURE_NOT_SUPPORTED) && strstr(r_msg(0), "encrypted"),
+	      "encrypted PKCS#8 -> Feature Not Supported: %s", r_msg(0));
+	n = reg_file("ec.p8", der, sizeof der);
+	reg_begin(OT_PRIVATE_KEY, NULL, -1);
+	reg_block(OT_PRIVATE_KEY, KFT_PKCS_8);
+	ttlv_put_bytes(E, KT_KEY_MATERIAL, der, n);
+	ttlv_close(E);
+	ttlv_open(E, KT_KEY_WRAPPING_DATA);
+	ttlv_put_enum(E, KT_WRAPPING_METHOD, 1);
+	ttlv_close(E);
+	ttlv_close(E);
+	ttlv_close(E);
+	item_end();
+	transmit();
+	CHECK(failed(0, RR_FEATURE_NOT_SUPPORTED) && strstr(r_msg(0), "Key Wrapping Data"),
+	      "Key Wrapping Data -> Feature Not Supported: %s", r_msg(0));
+	reg_begin(OT_CERTIFICATE, NULL, -1);
+	ttlv_open(E, KT_CERTIFICATE);
+	ttlv_put_enum(E, KT_CERTIFICATE_TYPE, 1);
+	ttlv_put_bytes(E, KT_CERTIFICATE_VALUE, der, 16);
+	ttlv_close(E);
+	item_end();
+	transmit();
+	CHECK(failed(0, RR_FEATURE_NOT_SUPPORTED) && strstr(r_msg(0), "CERTIFICATE"),
+	      "Register of a Certificate -> Feature Not Supported: %s", r_msg(0));
+	reg_der(OT_SYMMETRIC_KEY, KFT_RAW, ALG_AES, 128, der, 16, NULL, -1);
+	CHECK(failed(0, RR_FEATURE_NOT_SUPPORTED) && strstr(r_msg(0), "SYMMETRIC_KEY"),
+	      "Register of a Symmetric Key -> Feature Not Supported: %s", r_msg(0));
+	n = reg_file("k1.p8", der, sizeof der);
+	reg_der(OT_PRIVATE_KEY, KFT_PKCS_8, 0, 0, der, n, NULL, -1);
+	CHECK(failed(0, RR_FEATURE_NOT_SUPPORTED) && strstr(r_msg(0), "curve"),
+	      "a secp256k1 key -> Feature Not Supported: %s", r_msg(0));
+	n = reg_file("ed.p8", der, sizeof der);
+	reg_der(OT_PRIVATE_KEY, KFT_PKCS_8, 0, 0, der, n, NULL, -1);
+	CHECK(failed(0, RR_FEATURE_NOT_SUPPORTED), "an Ed25519 private key -> Feature Not "
+	      "Supported: %s", r_msg(0));
+	/* ECPrivateKey of key A with the publicKey of key B (both P-256: the last 65 bytes). */
+	n = reg_file("ec.sec1", der, sizeof der);
+	size_t n2 = reg_file("ecb.sec1", der2, sizeof der2);
+	if (n > 65 && n2 > 65)
+		memcpy(der + n - 65, der2 + n2 - 65, 65);
+	reg_der(OT_PRIVATE_KEY, KFT_EC_PRIVATE_KEY, 0, 0, der, n, NULL, -1);
+	CHECK(failed(0, RR_INVALID_FIELD) && strstr(r_msg(0), "does not match"),
+	      "a private key whose given public key is another's -> Invalid Field: %s", r_msg(0));
+	n = reg_file("ec.sec1", der, sizeof der);
+	reg_der(OT_PRIVATE_KEY, KFT_PKCS_1, 0, 0, der, n, NULL, -1);
+	CHECK(failed(0, RR_INVALID_FIELD), "an EC key sent as PKCS#1 -> Invalid Field: %s", r_msg(0));
+	reg_der(OT_PRIVATE_KEY, KFT_EC_PRIVATE_KEY, ALG_RSA, 0, der, n, NULL, -1);
+	CHECK(failed(0, RR_INVALID_FIELD), "Cryptographic Algorithm RSA for an EC key -> Invalid "
+	      "Field: %s", r_msg(0));
+	reg_der(OT_PRIVATE_KEY, KFT_OPAQUE, 0, 0, der, n, NULL, -1);
+	CHECK(failed(0, RR_KEY_FORMAT_TYPE_NOT_SUPPORTED), "Opaque private key -> Key Format Type "
+	      "Not Supported");
+	reg_der(OT_PRIVATE_KEY, KFT_PKCS_8, 0, 0, der, 20, NULL, -1);
+	CHECK(failed(0, RR_INVALID_FIELD), "truncated DER -> Invalid Field: %s", r_msg(0));
+	reg_der(OT_PUBLIC_KEY, KFT_X_509, 0, 0, der, n, NULL, -1);
+	CHECK(failed(0, RR_INVALID_FIELD), "a private key as a Public Key -> Invalid Field");
+
+	/* The trace dump of a Register never shows private key material. */
+	n = reg_file("ec.sec1", der, sizeof der);
+	reg_begin(OT_PRIVATE_KEY, NULL, -1);
+	reg_block(OT_PRIVATE_KEY, KFT_TRANSPARENT_ECDSA_PRIVATE_KEY);
+	ttlv_open(E, KT_KEY_MATERIAL);
+	ttlv_put_enum(E, KT_RECOMMENDED_CURVE, CURVE_P_256);
+	ttlv_put_bigint(E, KT_D, der + 7, 32);
+	ttlv_close(E);
+	ttlv_close(E);
+	ttlv_close(E);
+	ttlv_close(E);
+	item_end();
+	ttlv_close(E);
+	static struct ttlv ditems[256];
+	struct ttlv_doc dd = { ditems, 0, 256 };
+	static char dump[16384];
+	char dhex[17];
+	hex_upper(dhex, der + 7, 8);
+	for (char *c = dhex; *c; c++)
+		*c = (char)tolower((unsigned char)*c);
+	int dec = ttlv_decode(&dd, req_buf, E->len, TTLV_DEFAULT_DEPTH) == 0;
+	if (dec)
+		kmip_dump(&dd, dump, sizeof dump);
+	const char *dl = dec ? strstr(dump, "D (42002E) BigInteger len=") : NULL;
+	const char *eol = dl ? strchr(dl, '\n') : NULL;
+	CHECK(dl && eol && eol - dl > 5 && memcmp(eol - 5, "= ***", 5) == 0 && !strstr(dump, dhex) &&
+	      strstr(dump, "PASSWORD (4200A1) TextString len=4 = '***'"),
+	      "the request dump masks the private key's D (and the Password)");
+}
+
 /* ==== SoftHSM: the main process ==== */
 
 static void test_softhsm(void)
@@ -1663,6 +2114,7 @@ static void test_softhsm(void)
 	label_not_utf8();
 	test_locate();
 	test_revoke();
+	test_register();
 
 	op_thread_free(th);
 	th = NULL;

@@ -1,0 +1,240 @@
+#!/usr/bin/python3
+"""Register (key import) through a third-party KMIP client: Debian's PyKMIP 0.10.
+
+    OPENSSL_CONF=tls13.cnf /usr/bin/python3 tests/pykmip_register.py \
+        --host 127.0.0.1 --port PORT --ca STATE/cert.pem --user LABEL --pin PIN \
+        [--config EMPTY.conf]
+
+Keys made here with python3-cryptography are registered in every form PyKMIP can send
+(RSA: PKCS#8, PKCS#1; EC P-256 / P-384: PKCS#8, ECPrivateKey, Raw holding an
+ECPrivateKey), then signed with through the daemon and the signatures verified with the
+original public key; the private key's material cannot be fetched (Get refused); a
+public key alone is registered and fetched back; and every refusal has its Result
+Reason.  Ends with "N passed, N failed".
+"""
+import argparse
+import datetime
+import logging
+import os
+import ssl
+import sys
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+from cryptography.x509.oid import NameOID
+from kmip.core import enums
+from kmip.pie import client as pie_client
+from kmip.pie import exceptions as pie_exc
+from kmip.pie import objects
+
+passed = 0
+failed = 0
+ALG = enums.CryptographicAlgorithm
+KFT = enums.KeyFormatType
+RR = enums.ResultReason
+SIGN = [enums.CryptographicUsageMask.SIGN]
+
+
+def check(cond, name, detail=""):
+    """One check: counts it and prints a FAIL line when cond is false."""
+    global passed, failed
+    if cond:
+        passed += 1
+    else:
+        failed += 1
+        print("FAIL pykmip-register: %s%s" % (name, (" (" + str(detail) + ")") if detail else ""))
+    return cond
+
+
+def attempt(name, fn, *args, **kwargs):
+    """Runs fn; an exception is one failed check named name, and returns None."""
+    try:
+        return fn(*args, **kwargs)
+    except Exception as e:  # noqa: BLE001 - any failure of the client is a finding
+        check(False, name, "%s: %s" % (type(e).__name__, e))
+        return None
+
+
+def failure(fn, *args, **kwargs):
+    """Runs fn, which must fail with KmipOperationFailure; returns (reason, message)."""
+    try:
+        fn(*args, **kwargs)
+    except pie_exc.KmipOperationFailure as e:
+        return e.reason, str(e)
+    except Exception as e:  # noqa: BLE001
+        return "%s: %s" % (type(e).__name__, e), ""
+    return "no error", ""
+
+
+def der_private(key, fmt):
+    """DER of a private key: 'pkcs8', 'pkcs1' (RSA) or 'sec1' (EC)."""
+    f = {"pkcs8": serialization.PrivateFormat.PKCS8,
+         "pkcs1": serialization.PrivateFormat.TraditionalOpenSSL,
+         "sec1": serialization.PrivateFormat.TraditionalOpenSSL}[fmt]
+    return key.private_bytes(serialization.Encoding.DER, f, serialization.NoEncryption())
+
+
+def spki(key):
+    return key.public_key().public_bytes(serialization.Encoding.DER,
+                                         serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def register_and_use(c, label, key, alg, bits, fmt, kft):
+    """Register one private key, sign through the daemon, verify, check Digest, clean up."""
+    value = der_private(key, fmt)
+    obj = objects.PrivateKey(alg, bits, value, KFT.RAW if kft == KFT.EC_PRIVATE_KEY else kft,
+                             masks=SIGN, name="imported-" + label)
+    obj.key_format_type = kft      # PyKMIP's own check knows no ECPrivateKey format
+    uid = attempt(label + ": register", c.register, obj)
+    if uid is None:
+        return
+    check(uid.endswith("_priv") and len(uid) == 45, label + ": a UID HEX_priv", uid)
+    pub = uid[:-5] + "_pub"
+
+    key_obj = attempt(label + ": get the public key", c.get, pub)
+    if key_obj is not None:
+        got = key_obj.value
+        if key_obj.key_format_type == KFT.PKCS_1:
+            got = serialization.load_der_public_key(
+                spki(key)).public_bytes(serialization.Encoding.DER,
+                                        serialization.PublicFormat.PKCS1)
+            check(key_obj.value == got, label + ": Get returns the original public key (PKCS#1)")
+        else:
+            check(got == spki(key), label + ": Get returns the original public key (SPKI)")
+
+    params = {"hashing_algorithm": enums.HashingAlgorithm.SHA_256, "cryptographic_algorithm": alg}
+    if alg == ALG.RSA:
+        params["padding_method"] = enums.PaddingMethod.PKCS1v15
+    data = b"example.org. DNSKEY imported " + os.urandom(16)
+    sig = attempt(label + ": sign", c.sign, data, uid=uid, cryptographic_parameters=params)
+    if sig is not None:
+        try:
+            if alg == ALG.RSA:
+                key.public_key().verify(sig, data, padding.PKCS1v15(), hashes.SHA256())
+            else:
+                key.public_key().verify(sig, data, ec.ECDSA(hashes.SHA256()))
+            check(True, label + ": the signature verifies with the original public key")
+        except InvalidSignature:
+            check(False, label + ": the signature verifies with the original public key")
+
+    r, _ = failure(c.get, uid)
+    check(r == RR.PERMISSION_DENIED, label + ": Get of the private key -> Permission Denied", r)
+
+    attempt(label + ": destroy private", c.destroy, uid)
+    attempt(label + ": destroy public", c.destroy, pub)
+
+
+def self_signed_cert(key):
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "register test")])
+    now = datetime.datetime(2026, 1, 1)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(1)
+            .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+            .sign(key, hashes.SHA256()))
+    return cert.public_bytes(serialization.Encoding.DER)
+
+
+def refusals(c):
+    """Each refused Register with its Result Reason."""
+    eck = ec.generate_private_key(ec.SECP256R1())
+    enc = eck.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
+                            serialization.BestAvailableEncryption(b"secret"))
+    r, m = failure(c.register, objects.PrivateKey(ALG.ECDSA, 256, enc, KFT.PKCS_8))
+    check(r == RR.FEATURE_NOT_SUPPORTED and "encrypted" in m,
+          "encrypted PKCS#8 -> Feature Not Supported", (r, m))
+
+    cert = objects.X509Certificate(self_signed_cert(eck))
+    r, m = failure(c.register, cert)
+    check(r == RR.FEATURE_NOT_SUPPORTED, "a certificate -> Feature Not Supported", (r, m))
+
+    sym = objects.SymmetricKey(ALG.AES, 128, os.urandom(16))
+    r, m = failure(c.register, sym)
+    check(r == RR.FEATURE_NOT_SUPPORTED, "a secret (symmetric) key -> Feature Not Supported",
+          (r, m))
+
+    k1 = ec.generate_private_key(ec.SECP256K1())
+    r, m = failure(c.register, objects.PrivateKey(ALG.ECDSA, 256, der_private(k1, "pkcs8"),
+                                                  KFT.PKCS_8))
+    check(r == RR.FEATURE_NOT_SUPPORTED and "curve" in m,
+          "a secp256k1 key -> Feature Not Supported", (r, m))
+
+    ed = ed25519.Ed25519PrivateKey.generate()
+    r, m = failure(c.register, objects.PrivateKey(ALG.ECDSA, 256, der_private(ed, "pkcs8"),
+                                                  KFT.PKCS_8))
+    check(r == RR.FEATURE_NOT_SUPPORTED, "an Ed25519 private key -> Feature Not Supported",
+          (r, m))
+
+    # An ECPrivateKey carrying another key's public key (both P-256: the last 65 bytes).
+    other = ec.generate_private_key(ec.SECP256R1())
+    a, b = der_private(eck, "sec1"), der_private(other, "sec1")
+    mixed = a[:-65] + b[-65:]
+    r, m = failure(c.register, objects.PrivateKey(ALG.ECDSA, 256, mixed, KFT.RAW))
+    check(r == RR.INVALID_FIELD and "does not match" in m,
+          "a private key with another key's public key -> Invalid Field", (r, m))
+
+    r, m = failure(c.register, objects.PrivateKey(ALG.RSA, 2048, der_private(eck, "sec1"),
+                                                  KFT.PKCS_1))
+    check(r == RR.INVALID_FIELD, "an EC key sent as PKCS#1 -> Invalid Field", (r, m))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--ca", required=True)
+    ap.add_argument("--user", required=True)
+    ap.add_argument("--pin", required=True)
+    ap.add_argument("--config", default=None, help="PyKMIP config file (an empty one)")
+    a = ap.parse_args()
+    logging.disable(logging.CRITICAL)
+
+    c = pie_client.ProxyKmipClient(hostname=a.host, port=a.port, cert=None, key=None,
+                                   ca=a.ca, ssl_version="PROTOCOL_TLS",
+                                   username=a.user, password=a.pin, config_file=a.config)
+    attempt("connect (TLS 1.3)", c.open)
+    if not check(c.proxy.socket is not None, "connected"):
+        print("%d passed, %d failed" % (passed, failed))
+        return 1
+
+    rsa2048 = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    rsa3072 = rsa.generate_private_key(public_exponent=65537, key_size=3072)
+    p256 = ec.generate_private_key(ec.SECP256R1())
+    p384 = ec.generate_private_key(ec.SECP384R1())
+    register_and_use(c, "RSA-2048 PKCS#8", rsa2048, ALG.RSA, 2048, "pkcs8", KFT.PKCS_8)
+    register_and_use(c, "RSA-3072 PKCS#1", rsa3072, ALG.RSA, 3072, "pkcs1", KFT.PKCS_1)
+    register_and_use(c, "P-256 PKCS#8", p256, ALG.ECDSA, 256, "pkcs8", KFT.PKCS_8)
+    register_and_use(c, "P-256 ECPrivateKey", p256, ALG.ECDSA, 256, "sec1", KFT.EC_PRIVATE_KEY)
+    register_and_use(c, "P-384 Raw", p384, ALG.ECDSA, 384, "sec1", KFT.RAW)
+
+    # A public key alone: stored, and Get returns it.
+    pk = objects.PublicKey(ALG.RSA, 2048, spki(rsa2048), KFT.X_509, name="public only")
+    uid = attempt("register a public key alone", c.register, pk)
+    if uid is not None:
+        check(uid.endswith("_pub"), "a public key's UID is HEX_pub", uid)
+        got = attempt("get the registered public key", c.get, uid)
+        if got is not None:
+            der = got.value
+            if got.key_format_type == KFT.PKCS_1:
+                der = serialization.load_der_public_key(spki(rsa2048)).public_bytes(
+                    serialization.Encoding.DER, serialization.PublicFormat.PKCS1) \
+                    if got.value == rsa2048.public_key().public_bytes(
+                        serialization.Encoding.DER, serialization.PublicFormat.PKCS1) else b""
+                check(der != b"", "Get returns the registered public key")
+            else:
+                check(der == spki(rsa2048), "Get returns the registered public key")
+        attempt("destroy the public key", c.destroy, uid)
+
+    refusals(c)
+    c.close()
+    print("%d passed, %d failed" % (passed, failed))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    if not hasattr(ssl, "wrap_socket"):
+        print("FAIL pykmip-register: this Python has no ssl.wrap_socket; use /usr/bin/python3")
+        print("0 passed, 1 failed")
+        sys.exit(1)
+    sys.exit(main())
