@@ -738,10 +738,13 @@ struct ttlv_enc {
 	int depth;
 };
 
-/* A point to come back to (e.g. to replace a payload that did not fit by an error). */
+/* A point to come back to (e.g. to replace a payload that did not fit by an error).  It
+ * holds the error state too: rewinding to a mark taken after an overflow keeps the
+ * overflow, so an error once raised stays raised. */
 struct ttlv_mark {
 	size_t len;
 	int depth;
+	int err;
 };
 
 static void ttlv_enc_init(struct ttlv_enc *e, uint8_t *buf, size_t cap)
@@ -755,16 +758,16 @@ static void ttlv_enc_init(struct ttlv_enc *e, uint8_t *buf, size_t cap)
 
 static struct ttlv_mark ttlv_enc_mark(const struct ttlv_enc *e)
 {
-	struct ttlv_mark m = { e->len, e->depth };
+	struct ttlv_mark m = { e->len, e->depth, e->err };
 	return m;
 }
 
-/* Forget everything written since the mark, including an overflow. */
+/* Forget everything written since the mark, and an overflow that happened since. */
 static void ttlv_enc_rewind(struct ttlv_enc *e, struct ttlv_mark m)
 {
 	e->len = m.len;
 	e->depth = m.depth;
-	e->err = 0;
+	e->err = m.err;
 }
 
 /* Header + value + zero padding as one unit; pad is counted outside Length. */
@@ -2182,6 +2185,18 @@ static void kmip_item_begin(struct ttlv_enc *e, uint32_t op, const struct kmip_i
 		ttlv_put_enum(e, KT_RESULT_REASON, reason);
 	if (msg)
 		ttlv_put_text(e, KT_RESULT_MESSAGE, msg, strlen(msg));
+}
+
+/* Bytes of the smallest failure item for it (no Result Message): what a batch keeps in
+ * reserve for each item still to come, so that an earlier answer cannot take its room. */
+static size_t kmip_fail_item_size(const struct kmip_item *it)
+{
+	size_t n = TTLV_HDR + 2 * (TTLV_HDR + 8);        /* Batch Item, Status, Reason */
+	if (it->op)
+		n += TTLV_HDR + 8;
+	if (it->bid)
+		n += TTLV_HDR + it->bid_len + ttlv_pad(it->bid_len);
+	return n;
 }
 
 static void kmip_resp_end(struct ttlv_enc *e)
@@ -5915,7 +5930,14 @@ static uint32_t op_login(struct op_req *q)
 	return op_fail_rv(q, rv, "C_Login");
 }
 
-/* One batch item: its own answer, or a failure item in its place. */
+/*
+ * One batch item: its own answer, or a failure item in its place.  Returns 0 (success),
+ * -1 (a failure item) or OP_ITEM_NO_ROOM when not even the failure item fits: then the
+ * encoder is back at the item's start with its overflow raised.  An answer that does not
+ * fit the response buffer is a failure item with Response Too Large.
+ */
+#define OP_ITEM_NO_ROOM (-2)
+
 static int op_item(struct op_req *q, const struct kmip_item *it, uint32_t auth_rr,
 		   const char *auth_msg)
 {
@@ -5943,7 +5965,13 @@ static int op_item(struct op_req *q, const struct kmip_item *it, uint32_t auth_r
 			if (rr == 0) {
 				ttlv_close(q->e);
 				ttlv_close(q->e);
-				return 0;
+				if (!q->e->err)
+					return 0;
+				ttlv_enc_rewind(q->e, m);
+				rr = op_fail(q, RR_RESPONSE_TOO_LARGE,
+					     "the answer exceeds the response buffer (%zu bytes)",
+					     q->e->cap);
+				break;
 			}
 			ttlv_enc_rewind(q->e, m);
 			if (attempt > 0 || !def->login)
@@ -5968,6 +5996,16 @@ static int op_item(struct op_req *q, const struct kmip_item *it, uint32_t auth_r
 		  kmip_reason_name(rr), q->msg ? q->msg : "");
 	kmip_item_begin(q->e, it->op, it, RS_OPERATION_FAILED, rr, q->msg);
 	ttlv_close(q->e);
+	if (q->e->err && q->msg) {      /* the reason without its message, then */
+		ttlv_enc_rewind(q->e, m);
+		kmip_item_begin(q->e, it->op, it, RS_OPERATION_FAILED, rr, NULL);
+		ttlv_close(q->e);
+	}
+	if (q->e->err) {
+		struct ttlv_mark full = { m.len, m.depth, -1 };
+		ttlv_enc_rewind(q->e, full);
+		return OP_ITEM_NO_ROOM;
+	}
 	return -1;
 }
 
@@ -6027,12 +6065,25 @@ static size_t op_handle(struct op_thread *t, const uint8_t *in, size_t n, uint8_
 		}
 	}
 
+	/* Every item's answer is checked against the buffer as it is written (op_item): one
+	 * that does not fit becomes Response Too Large for that item, and the batch goes on
+	 * or stops as its option says.  While an item runs, the buffer's end is moved back by
+	 * the smallest failure answer of every later item, so that each can still be
+	 * answered.  Only when not even that fits is the whole answer replaced by a
+	 * message-level Response Too Large. */
+	size_t reserve = 0;
+	for (int i = 0; i < r.n; i++)
+		reserve += kmip_fail_item_size(&r.item[i]);
 	kmip_resp_begin(&e, r.major, r.minor, (uint32_t)r.n, now);
 	size_t count_at = e.len - 8;    /* Batch Count's value: the header's last item */
 	int answered = 0;
-	for (int i = 0; i < r.n; i++) {
+	for (int i = 0; i < r.n && !e.err; i++) {
+		reserve -= kmip_fail_item_size(&r.item[i]);
+		e.cap = reserve < cap - e.len ? cap - reserve : e.len;
 		answered++;
-		if (op_item(&q, &r.item[i], auth_rr, auth_msg) != 0 && r.err_cont != BEC_CONTINUE)
+		int irc = op_item(&q, &r.item[i], auth_rr, auth_msg);
+		e.cap = cap;
+		if (irc != 0 && r.err_cont != BEC_CONTINUE)
 			break;          /* Stop (and Undo, which we cannot) end the batch here */
 	}
 	if (answered != r.n && !e.err)

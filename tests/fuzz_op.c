@@ -3,9 +3,9 @@
  * against build/nullp11.so (a PKCS#11 module that answers at once, token "null", PIN
  * "1234"; tests/nullp11.c).
  *
- * Each input is answered into 64 KiB, into a small buffer whose size the input picks, and
- * (a request that parses) into 64 KiB with one PKCS#11 function failing; always with guard
- * bytes behind the buffer, which must stay intact, and the length within the buffer.
+ * Each input is answered into 64 KiB, into two buffers of 0..4095 bytes that the input
+ * picks, and (a request that parses) into 64 KiB with one PKCS#11 function failing; always
+ * with guard bytes behind the buffer, which must stay intact, and the length within it.
  * The answer must be a Response Message that our own decoder accepts (so every Text String
  * is UTF-8), whose Batch Count is the number of its Batch Items, every item with a Result
  * Status (and a Result Reason when it failed), the request's Operation and Unique Batch
@@ -282,18 +282,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	size_t len = op_handle(fz_thread, data, size, fz_out, FZ_OUT_CAP);
 	fz_check(fz_out, len, FZ_OUT_CAP, req_ok, in_null);
 
-	/* a tight one: 0..1023 bytes, picked by the input */
-	size_t cap = size ? ((size_t)data[size - 1] << 2 | (size & 3)) : 0;
-	fz_reset();
-	memset(fz_out, 0xA5, cap + FZ_GUARD);
-	len = op_handle(fz_thread, data, size, fz_out, cap);
-	fz_check(fz_out, len, cap, req_ok, in_null);
+	/* two tight ones of 0..4095 bytes that the input picks through a hash of all its
+	 * bytes (a valid request ends in padding, so its own last bytes would be zero) */
+	uint32_t h = 2166136261u;
+	for (size_t i = 0; i < size; i++)
+		h = (h ^ data[i]) * 16777619u;
+	for (int k = 0; k < 2; k++) {
+		size_t cap = k ? (h >> 20) & 4095 : (h >> 4) & 4095;
+		fz_reset();
+		memset(fz_out, 0xA5, cap + FZ_GUARD);
+		len = op_handle(fz_thread, data, size, fz_out, cap);
+		fz_check(fz_out, len, cap, req_ok, in_null);
+	}
 
 	/* a roomy buffer and a failing module: which function, the input's bytes say */
 	if (req_ok) {
-		uint32_t h = 2166136261u;
-		for (size_t i = 0; i < size; i++)
-			h = (h ^ data[i]) * 16777619u;
 		fz_reset();
 		fz_fault(fz_faults[h % ARRAY_LEN(fz_faults)]);
 		memset(fz_out, 0xA5, sizeof fz_out);
@@ -560,6 +563,18 @@ static void make_seeds(const char *dir)
 	kreq_uid(e, "11_priv");
 	kreq_item_end(e);
 	seed_end("batch-stop");
+	/* ten Gets that outgrow a small buffer, then one that fails: Response Too Large per
+	 * item wherever the buffer the input picks holds some of them */
+	for (int k = 0; k < 2; k++) {
+		seed_begin(1, 11, k ? BEC_STOP : BEC_CONTINUE);
+		for (int i = 0; i < 11; i++) {
+			seed_item(OP_GET, i + 1);
+			seed_uid(i < 10 ? "11_pub" : "FF_pub");
+			ttlv_put_enum(&seed_e, KT_KEY_FORMAT_TYPE, KFT_TRANSPARENT_RSA_PUBLIC_KEY);
+			seed_item_end();
+		}
+		seed_end(k ? "batch-gets-too-large-stop" : "batch-gets-too-large");
+	}
 
 	/* Authentication: wrong PIN, no credential, unknown token, no password */
 	static const struct { int cred; const char *name; } auths[] = {

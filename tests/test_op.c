@@ -841,6 +841,120 @@ static void test_batches(void)
 	      "Response Too Large is answered in the request's version 1.0");
 }
 
+/* ==== answers that do not fit the response buffer ==== */
+
+/*
+ * Ten Gets of an RSA-2048 public key in Transparent form (about 330 bytes each), then a Get
+ * of an unknown UID, Continue: answered into buffers of every size from the smallest
+ * error answer to the whole.  Each answer must decode as a Response Message whose Batch
+ * Count is its number of items; either all eleven items in order (each a Get answer or
+ * Response Too Large, the last Item Not Found), or one message-level Response Too Large
+ * when not even a failure item fits.
+ */
+static void test_response_sizes(void)
+{
+	static const char *unknown = "00000000000000000000000000000000000000AB_pub";
+	char priv[64], pub[64];
+	uint8_t req[8192];
+	size_t req_len;
+	static uint8_t out[8192];
+
+	int made = ckp(H10, ALG_RSA, 2048, "sizes", priv, pub) == 0;
+	CHECK(made, "RSA-2048 pair for the size test");
+	if (!made)
+		return;
+	struct hdr h = { 1, 2, USER, PIN, -1, BEC_CONTINUE, 11 };
+	begin(h);
+	for (int i = 0; i < 11; i++) {
+		char bid[12];
+		snprintf(bid, sizeof bid, "%d", i);
+		item(OP_GET, bid);
+		put_uid(i < 10 ? pub : unknown);
+		ttlv_put_enum(E, KT_KEY_FORMAT_TYPE, KFT_TRANSPARENT_RSA_PUBLIC_KEY);
+		item_end();
+	}
+	ttlv_close(E);
+	req_len = E->len;
+	memcpy(req, req_buf, req_len);
+
+	size_t whole = op_handle(th, req, req_len, out, sizeof out);
+	int sizes = 0, well_formed = 0, per_item = 0, msg_level = 0, partial = 0;
+	for (size_t cap = 64; cap <= whole + 8; cap += cap < 600 ? 8 : 4) {
+		size_t n = op_handle(th, req, req_len, out, cap);
+		sizes++;
+		memcpy(resp, out, n);
+		resp_len = n;
+		resp_ok = n > 0 && n <= cap && ttlv_decode(&RD, resp, n, 0) == 0 &&
+			  RD.it[0].tag == KT_RESPONSE_MESSAGE;
+		if (!resp_ok) {
+			if (n == 0 && cap < 200)
+				well_formed++;  /* not even an error answer fits: nothing sent */
+			else
+				printf("  cap %zu: %zu bytes, not a Response Message\n", cap, n);
+			continue;
+		}
+		int items = r_items();
+		if (items != r_batch_count()) {
+			printf("  cap %zu: Batch Count %lld, %d items\n", cap,
+			       (long long)r_batch_count(), items);
+			continue;
+		}
+		if (items == 1 && r_op(0) < 0 && r_reason(0) == RR_RESPONSE_TOO_LARGE) {
+			msg_level++;
+			well_formed++;
+			continue;
+		}
+		int ok = items == 11;
+		for (int i = 0; ok && i < 11; i++) {
+			char bid[12];
+			snprintf(bid, sizeof bid, "%d", i);
+			ok = r_op(i) == OP_GET && strcmp(str(child(r_item(i), KT_UNIQUE_BATCH_ITEM_ID)), bid) == 0;
+			if (ok && i == 10)
+				ok = r_status(i) == RS_OPERATION_FAILED && r_reason(i) == RR_ITEM_NOT_FOUND;
+			else if (ok && r_status(i) != RS_SUCCESS)
+				ok = r_reason(i) == RR_RESPONSE_TOO_LARGE;
+			else if (ok)
+				ok = child(child(r_payload(i), KT_PUBLIC_KEY), KT_KEY_BLOCK) != NULL;
+		}
+		if (ok) {
+			well_formed++;
+			per_item++;
+			partial += r_status(0) == RS_SUCCESS && r_status(9) != RS_SUCCESS;
+		} else {
+			printf("  cap %zu: items not as asked\n", cap);
+		}
+	}
+	CHECK(whole > 3000 && whole < sizeof out, "the whole answer fits 8 KiB (%zu bytes)", whole);
+	CHECK(well_formed == sizes, "%d of %d buffer sizes give a well-formed answer", well_formed, sizes);
+	CHECK(partial > 500 && msg_level > 0,
+	      "Response Too Large per item where some Gets fit (%d sizes), message-level where "
+	      "no item fits (%d)", partial, msg_level);
+
+	/* Stop: the first item that does not fit ends the batch */
+	h.bec = BEC_STOP;
+	begin(h);
+	for (int i = 0; i < 11; i++) {
+		char bid[12];
+		snprintf(bid, sizeof bid, "%d", i);
+		item(OP_GET, bid);
+		put_uid(i < 10 ? pub : unknown);
+		ttlv_put_enum(E, KT_KEY_FORMAT_TYPE, KFT_TRANSPARENT_RSA_PUBLIC_KEY);
+		item_end();
+	}
+	ttlv_close(E);
+	resp_len = op_handle(th, req_buf, E->len, resp, 2000);
+	resp_ok = resp_len > 0 && ttlv_decode(&RD, resp, resp_len, 0) == 0;
+	int k = resp_ok ? r_items() : 0;
+	CHECK(resp_ok && k > 1 && k < 11 && r_batch_count() == k && succeeded(0) &&
+	      failed(k - 1, RR_RESPONSE_TOO_LARGE),
+	      "Stop: %d items into 2000 bytes, the last one Response Too Large", k);
+
+	one_uid(H10, OP_DESTROY, priv);
+	CHECK(succeeded(0), "size test key: private half destroyed");
+	one_uid(H10, OP_DESTROY, pub);
+	CHECK(succeeded(0), "size test key: public half destroyed");
+}
+
 /* ==== key life cycle on SoftHSM ==== */
 
 static void lifecycle_rsa(void)
@@ -1429,6 +1543,7 @@ static void test_softhsm(void)
 	test_uid_errors();
 	test_ckp_errors();
 	test_batches();
+	test_response_sizes();
 	lifecycle_rsa();
 	lifecycle_ec(256);
 	lifecycle_ec(384);

@@ -490,6 +490,15 @@ static void test_encoder(void)
 	struct ttlv_doc d;
 	CHECK(e.err == 0 && decode(&d, small, e.len) == 0, "rewound response is well formed");
 
+	/* a mark taken after an overflow keeps it: rewinding there cannot hide the error */
+	ttlv_enc_init(&e, small, sizeof small);
+	kmip_resp_begin(&e, 1, 2, 2, 1700000000);
+	ttlv_put_bytes(&e, KT_KEY_MATERIAL, full, 200);
+	struct ttlv_mark late = ttlv_enc_mark(&e);
+	kmip_item_begin(&e, 0, &it, RS_OPERATION_FAILED, RR_ITEM_NOT_FOUND, NULL);
+	ttlv_enc_rewind(&e, late);
+	CHECK(e.err != 0, "rewind to a mark taken after an overflow leaves the overflow raised");
+
 	/* close without open is an error, not a write */
 	ttlv_enc_init(&e, b, sizeof b);
 	ttlv_close(&e);
