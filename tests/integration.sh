@@ -6,8 +6,9 @@
 # Makes a temporary directory with a token, a configuration and a state directory,
 # starts the daemon on a free port of 127.0.0.1, checks its TLS face with openssl(1),
 # runs build/e2e in every mode and the PyKMIP life cycle against it, restarts it between
-# the phases that need a restart, and ends with one line "N passed, N failed" that sums
-# the checks made here and the lines that every test program prints.  Every step is
+# the phases that need a restart, and ends with one line "N passed, N failed" (then
+# ", N skipped" when a program could not make some checks) that sums the checks made here
+# and the lines that every test program prints.  A skip is never counted as passed.  Every step is
 # bounded by timeout(1); nothing listens or connects beyond 127.0.0.1.
 #
 # Environment: E2E (default build/e2e), KEEP_TMP=1 keeps the temporary directory.
@@ -20,7 +21,7 @@ LABEL=k2p
 PIN=1234
 SOPIN=5678
 
-passed=0 failed=0
+passed=0 failed=0 skipped=0
 daemon_pid=
 
 T=$(mktemp -d "${TMPDIR:-/tmp}/k2p-it.XXXXXX") || exit 1
@@ -160,15 +161,18 @@ sub() {
 	last=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$T/$name.out" | tail -n 1)
 	p=$(echo "$last" | sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed.*/\1/p')
 	f=$(echo "$last" | sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed.*/\2/p')
+	s=$(echo "$last" | sed -n 's/^[0-9]* passed, [0-9]* failed, \([0-9]*\) skipped.*/\1/p')
 	[ -n "$p" ] || { p=0; f=0; }
-	grep -E '^(FAIL|NOTE)' "$T/$name.out" | head -n 40
+	[ -n "$s" ] || s=0
+	grep -E '^(FAIL|SKIP|NOTE)' "$T/$name.out" | head -n 40
 	if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
 		f=1
 		[ "$rc" -eq 124 ] && echo "FAIL $name: timed out after ${secs}s"
-		grep -v -E "^(FAIL|NOTE)" "$T/$name.out" | tail -n 15
+		grep -v -E "^(FAIL|SKIP|NOTE)" "$T/$name.out" | tail -n 15
 	fi
-	printf '  %-16s %4d passed, %d failed  (%ss)\n' "$name" "$p" "$f" $((end - start))
-	passed=$((passed + p)); failed=$((failed + f))
+	if [ "$s" -gt 0 ]; then sk=", $s skipped"; else sk=; fi
+	printf '  %-16s %4d passed, %d failed%s  (%ss)\n' "$name" "$p" "$f" "$sk" $((end - start))
+	passed=$((passed + p)); failed=$((failed + f)); skipped=$((skipped + s))
 	if [ "$f" -ne 0 ] && ! daemon_alive; then
 		echo "FAIL $name: the daemon is gone"
 		log_tail
@@ -351,5 +355,9 @@ if grep -q -E 'AddressSanitizer|UndefinedBehaviorSanitizer|runtime error:' "$T/d
 fi
 if [ "$failed" -ne 0 ]; then log_tail; fi
 
-echo "$passed passed, $failed failed"
+if [ "$skipped" -gt 0 ]; then
+	echo "$passed passed, $failed failed, $skipped skipped"
+else
+	echo "$passed passed, $failed failed"
+fi
 [ "$failed" -eq 0 ]
