@@ -331,6 +331,18 @@ EOF
 		stop_daemon
 	fi
 
+	# A response buffer that holds only part of a batch's answers (max-message-size 3000).
+	sed -e 's/^addr = .*/&\nmax-message-size = 3000/' "$T/config.toml" > "$T/small.toml"
+	"$DAEMON" -c "$T/small.toml" >> "$T/daemon.log" 2>&1 &
+	daemon_pid=$!
+	if wait_port; then
+		e2e e2e-toolarge 60 toolarge
+		check "the daemon exits 0 within 5 s of SIGTERM (max-message-size 3000)" stop_daemon
+	else
+		bad "daemon with max-message-size 3000 accepts connections"
+		stop_daemon
+	fi
+
 	# Log rotation: -l file:PATH, the file moved away, SIGHUP: a new file under the name.
 	"$DAEMON" -c "$T/config.toml" -l "file:$T/rot.log" >> "$T/daemon.log" 2>&1 &
 	daemon_pid=$!
