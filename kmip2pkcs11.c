@@ -4955,7 +4955,7 @@ static CK_RV p11_import(CK_SESSION_HANDLE h, const struct p11_import *im, uint8_
 	CK_ATTRIBUTE pt[16], kt[24];
 	CK_ULONG np = 0, nk = 0;
 	uint8_t point[P11_EC_POINT_MAX + 3];
-	const struct p11_curve *c = NULL;
+	const struct p11_alg *c = NULL;
 	CK_RV rv;
 
 	*pub = *priv = CK_INVALID_HANDLE;
@@ -4967,8 +4967,8 @@ static CK_RV p11_import(CK_SESSION_HANDLE h, const struct p11_import *im, uint8_
 		if (!im->n_len || !im->e_len || (im->has_private && !im->d_len))
 			return P11_E_BAD_INPUT;
 	} else if (type == CKK_EC || type == CKK_EC_EDWARDS) {
-		c = p11_curve_by_id(im->curve);
-		if (!c || (type == CKK_EC_EDWARDS) != (im->curve == P11_CURVE_ED25519) ||
+		c = p11_alg_of(type, im->curve);
+		if (!c ||
 		    im->point_len == 0 || im->point_len > P11_EC_POINT_MAX ||
 		    (im->has_private && !im->scalar_len))
 			return P11_E_BAD_INPUT;
@@ -5918,12 +5918,13 @@ static int op_der_tl(struct buf_rd *r, uint8_t tag, size_t *len)
 static uint32_t op_ec_key(struct op_req *q, int curve, const uint8_t *d, size_t dlen,
 			  const uint8_t *point, size_t plen, struct p11_import *im)
 {
-	const struct p11_curve *c = p11_curve_by_id(curve);
+	const struct p11_alg *c = p11_alg_of(CKK_EC, curve);
 	psa_key_attributes_t a = PSA_KEY_ATTRIBUTES_INIT;
 	mbedtls_svc_key_id_t kid = MBEDTLS_SVC_KEY_ID_INIT;
 	uint32_t rr = 0;
 
-	if (!c || curve == P11_CURVE_ED25519)
+	/* PSA's secp_r1 family holds every Weierstrass curve of p11_algs. */
+	if (!c)
 		return op_fail(q, RR_FEATURE_NOT_SUPPORTED, "EC curve not supported (P-256, P-384, "
 			       "P-521 only)");
 	im->type = CKK_EC;
@@ -5978,7 +5979,7 @@ static uint32_t op_pk_out(struct op_req *q, mbedtls_pk_context *pk, int priv, st
 	struct buf_rd r, alg;
 	size_t len, alen, plen = 0, dlen = 0;
 	const uint8_t *point = NULL, *d = NULL;
-	const struct p11_curve *c = NULL;
+	const struct p11_alg *c = NULL;
 	uint32_t rr;
 	int n = mbedtls_pk_write_pubkey_der(pk, spki, sizeof spki);   /* at the buffer's end */
 	if (n > 0) {
@@ -6076,10 +6077,24 @@ static int op_der_alg(const uint8_t *der, size_t n)
 	return p11_curve_by_der(v, (size_t)(a.p - v)) ? 0 : OP_DER_EC_CURVE;
 }
 
-/* An Ed25519 SubjectPublicKeyInfo (RFC 8410 section 4): this prefix, then the 32 bytes. */
-static const uint8_t op_ed25519_spki[] = {
-	0x30, 0x2A, 0x30, 0x05, 0x06, 0x03, 0x2B, 0x65, 0x70, 0x03, 0x21, 0x00
-};
+/* An Edwards public key's SubjectPublicKeyInfo (RFC 8410 section 4), which Mbed TLS does
+ * not parse: SEQUENCE { the row's AlgorithmIdentifier, BIT STRING { 0 unused bits, the
+ * key } }.  The row, with the key's offset in *off, or NULL. */
+static const struct p11_alg *op_edwards_spki(const uint8_t *der, size_t n, size_t *off)
+{
+	for (size_t i = 0; i < ARRAY_LEN(p11_algs); i++) {
+		const struct p11_alg *a = &p11_algs[i];
+		size_t k = a->spki_alg_len;
+		if (a->type != CKK_EC_EDWARDS || n != 2 + k + 3 + a->field || n >= 0x80)
+			continue;
+		if (der[0] == 0x30 && der[1] == n - 2 && memcmp(der + 2, a->spki_alg, k) == 0 &&
+		    der[2 + k] == 0x03 && der[3 + k] == a->field + 1 && der[4 + k] == 0) {
+			*off = 5 + k;
+			return a;
+		}
+	}
+	return NULL;
+}
 
 /* Key Material as a Byte String: DER that Mbed TLS parses (PKCS#8 PrivateKeyInfo, PKCS#1
  * RSAPrivateKey, SEC1 / RFC 5915 ECPrivateKey; SubjectPublicKeyInfo, PKCS#1 RSAPublicKey),
@@ -6091,12 +6106,13 @@ static uint32_t op_der_key(struct op_req *q, const uint8_t *der, size_t n, int p
 	int ret;
 	uint32_t rr;
 
-	if (!priv && n == sizeof op_ed25519_spki + 32 &&
-	    memcmp(der, op_ed25519_spki, sizeof op_ed25519_spki) == 0) {
-		im->type = CKK_EC_EDWARDS;
-		im->curve = P11_CURVE_ED25519;
-		memcpy(im->point, der + sizeof op_ed25519_spki, 32);
-		im->point_len = 32;
+	size_t off;
+	const struct p11_alg *ed = priv ? NULL : op_edwards_spki(der, n, &off);
+	if (ed) {
+		im->type = ed->type;
+		im->curve = ed->curve;
+		memcpy(im->point, der + off, ed->field);
+		im->point_len = ed->field;
 		return 0;
 	}
 	if (priv && op_der_encrypted(der, n))
@@ -6193,8 +6209,10 @@ static uint32_t op_transparent_key(struct op_req *q, const struct ttlv *m, uint3
 	size_t dl = 0;
 	if (kmip_get_enum(q->d, m, KT_RECOMMENDED_CURVE, &curve) != 0)
 		return op_fail(q, RR_INVALID_FIELD, "Transparent ECDSA key needs a Recommended Curve");
-	int c = curve == CURVE_P_256 ? P11_CURVE_P256 : curve == CURVE_P_384 ? P11_CURVE_P384 :
-		curve == CURVE_P_521 ? P11_CURVE_P521 : P11_CURVE_NONE;
+	int c = P11_CURVE_NONE;
+	for (size_t i = 0; i < ARRAY_LEN(p11_algs); i++)
+		if (curve && p11_algs[i].kmip_curve == curve)
+			c = p11_algs[i].curve;
 	if (c == P11_CURVE_NONE)
 		return op_fail(q, RR_FEATURE_NOT_SUPPORTED, "EC curve %s not supported (P-256, "
 			       "P-384, P-521 only)",
@@ -6281,17 +6299,15 @@ static uint32_t op_key_block(struct op_req *q, const struct ttlv *obj, int priv,
 		return op_fail(q, RR_INVALID_FIELD, "Key Material is not what %s holds",
 			       op_enum_name(KT_KEY_FORMAT_TYPE, kft, (char[12]){ 0 }));
 
-	struct p11_key_info ki;         /* only its type and size, for op_alg_of and bits */
-	ki.type = im->type;
-	unsigned bits = im->type == CKK_RSA ? 0 : p11_curve_by_id(im->curve)->bits;
+	const struct p11_alg *row = p11_alg_of(im->type, im->curve);
+	unsigned bits = row ? row->bits : 0;
 	if (im->type == CKK_RSA) {
 		/* n has no leading zero byte (op_mpi_out); count the bits of its first one. */
 		bits = (unsigned)(8 * im->n_len);
 		for (unsigned top = im->n[0]; top && !(top & 0x80); top <<= 1)
 			bits--;
 	}
-	uint32_t have = op_alg_of(&ki);
-	if (alg && alg != have && !(have == ALG_ECDSA && alg == ALG_EC))
+	if (alg && row && !p11_alg_is(row, alg))
 		return op_fail(q, RR_INVALID_FIELD, "Cryptographic Algorithm %s does not match the "
 			       "key material", op_enum_name(KT_CRYPTOGRAPHIC_ALGORITHM, alg,
 							    (char[12]){ 0 }));

@@ -1546,9 +1546,9 @@ static void reg_begin(uint32_t ot, const char *name, int32_t mask)
 	ttlv_put_enum(E, KT_OBJECT_TYPE, ot);
 	ttlv_open(E, KT_TEMPLATE_ATTRIBUTE);
 	if (name)
-		attr_name(name);
+		kreq_attr_name(E, name);
 	if (mask >= 0)
-		attr_int("Cryptographic Usage Mask", mask);
+		kreq_attr_int(E, "Cryptographic Usage Mask", mask);
 	ttlv_close(E);
 }
 
