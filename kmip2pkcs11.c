@@ -5589,6 +5589,19 @@ static size_t op_spki(const struct p11_key_info *ki, uint8_t *out, size_t cap)
 	return d.err ? 0 : d.len;
 }
 
+/* SHA-256 of a key's SubjectPublicKeyInfo (a private key's: its public half's), the
+ * Digest an operator compares across HSMs with `openssl pkey -pubout -outform DER |
+ * sha256sum`.  0, or -1 when the public key is not known. */
+static int op_key_digest(const struct p11_key_info *ki, uint8_t out[32])
+{
+	uint8_t spki[P11_MODULUS_MAX + P11_EXPONENT_MAX + 64];
+	size_t n = op_spki(ki, spki, sizeof spki), hl = 0;
+	if (n == 0 || psa_hash_compute(PSA_ALG_SHA_256, spki, n, out, 32, &hl) != PSA_SUCCESS ||
+	    hl != 32)
+		return -1;
+	return 0;
+}
+
 /* The KMIP Recommended Curve of a key's curve, 0 for none. */
 static uint32_t op_kmip_curve(int curve)
 {
@@ -6632,7 +6645,9 @@ static uint32_t op_destroy(struct op_req *q, const struct ttlv *pl)
  * Locate (spec 4.9).  Request: Maximum Items, Storage Status Mask, Object Group Member,
  * Attribute*.  Response: Unique Identifier* of the keys that match every attribute given.
  * The attributes a token can search on: Object Type (-> CKA_CLASS), Name (-> CKA_LABEL),
- * Cryptographic Algorithm (-> CKA_KEY_TYPE); another one is Feature Not Supported rather
+ * Cryptographic Algorithm (-> CKA_KEY_TYPE); and Digest { Hashing Algorithm SHA-256,
+ * Digest Value }, compared here with the SHA-256 of each candidate's public key (at most
+ * OP_LOCATE_MAX candidates of each class); another one is Feature Not Supported rather
  * than a silently wider answer.  Objects without a CKA_ID have no UID and are left out.
  * The first UID found becomes the batch's ID Placeholder.
  */
@@ -6646,7 +6661,9 @@ static uint32_t op_locate(struct op_req *q, const struct ttlv *pl)
 	const char *label = NULL;
 	size_t label_len = 0;
 	int32_t max = OP_LOCATE_MAX;
-	uint32_t rr;
+	uint32_t rr, dh = 0;
+	const uint8_t *digest = NULL;
+	uint32_t digest_len = 0;
 
 	if (pl && kmip_get_int(q->d, pl, KT_MAXIMUM_ITEMS, &max) == KMIP_BAD_TYPE)
 		return op_fail(q, RR_INVALID_MESSAGE, "Maximum Items must be an Integer");
@@ -6678,6 +6695,13 @@ static uint32_t op_locate(struct op_req *q, const struct ttlv *pl)
 				}
 			if (!have_type)
 				return 0;       /* no key of another algorithm is served */
+		} else if (kmip_text_is(nm, "Digest")) {
+			if (v->type != TT_STRUCT ||
+			    kmip_get_bytes(q->d, v, KT_DIGEST_VALUE, &digest, &digest_len) != 0 ||
+			    kmip_get_enum(q->d, v, KT_HASHING_ALGORITHM, &dh) == KMIP_BAD_TYPE)
+				return op_fail(q, RR_INVALID_FIELD, "Digest needs a Digest Value");
+			if (dh != HASH_SHA_256)
+				return op_fail(q, RR_FEATURE_NOT_SUPPORTED, "Digest: SHA-256 only");
 		} else {
 			char n[64];
 			snprintf(n, sizeof n, "%.*s", (int)(nm->len < 48 ? nm->len : 48), (const char *)nm->val);
@@ -6694,15 +6718,23 @@ static uint32_t op_locate(struct op_req *q, const struct ttlv *pl)
 			t[nt++] = (CK_ATTRIBUTE){ CKA_LABEL, (void *)label, label_len };
 		if (have_type)
 			t[nt++] = (CK_ATTRIBUTE){ CKA_KEY_TYPE, &type, sizeof type };
-		CK_RV rv = p11_find(q->h, t, nt, obj, (CK_ULONG)max, &count);
+		CK_RV rv = p11_find(q->h, t, nt, obj, digest ? OP_LOCATE_MAX : (CK_ULONG)max, &count);
 		if (rv != CKR_OK)
 			return op_fail_rv(q, rv, "C_FindObjects");
-		for (CK_ULONG i = 0; i < count; i++) {
+		for (CK_ULONG i = 0; i < count && max > 0; i++) {
 			uint8_t id[P11_ID_MAX];
 			CK_ATTRIBUTE ta = { CKA_ID, id, sizeof id };
 			if (P11_F->C_GetAttributeValue(q->h, obj[i], &ta, 1) != CKR_OK ||
 			    ta.ulValueLen == 0 || ta.ulValueLen > sizeof id)
 				continue;
+			if (digest) {
+				struct p11_key_info ki;
+				uint8_t dv[32];
+				if (p11_key_info(q->h, obj[i], &ki) != CKR_OK ||
+				    op_key_digest(&ki, dv) != 0 || digest_len != sizeof dv ||
+				    memcmp(dv, digest, sizeof dv) != 0)
+					continue;
+			}
 			op_put_uid(q->e, KT_UNIQUE_IDENTIFIER, id, ta.ulValueLen, classes[c]);
 			if (!found_any++) {
 				hex_upper(q->placeholder, id, ta.ulValueLen);
@@ -6739,11 +6771,78 @@ static uint32_t op_revoke(struct op_req *q, const struct ttlv *pl)
 	return 0;
 }
 
-/* Attributes a key has, by KMIP name, in the order Get Attribute List gives them. */
+/* Attributes a key has, by KMIP name, in the order Get Attribute List gives them.  Those
+ * from OP_ATTR_BY_NAME on are answered when asked for by name (and listed by Get Attribute
+ * List), not in a Get Attributes without names: a client that reads the whole answer may
+ * not know them (PyKMIP 0.10 cannot decode a Link). */
 static const char *const op_attr_names[] = {
 	"Unique Identifier", "Object Type", "Cryptographic Algorithm", "Cryptographic Length",
-	"Cryptographic Usage Mask", "State", "Name",
+	"Cryptographic Usage Mask", "State", "Name", "Link", "Digest", "Initial Date",
 };
+enum { OP_ATTR_NAME = 6, OP_ATTR_LINK, OP_ATTR_DIGEST, OP_ATTR_INITIAL_DATE,
+       OP_ATTR_BY_NAME = OP_ATTR_LINK };
+
+/* The attributes a migration compares, which cost PKCS#11 calls or a hash: read only
+ * when asked for. */
+struct op_attr_extra {
+	int link;                       /* the other half of the pair exists */
+	int digest;                     /* digest holds SHA-256 of the public key's SPKI */
+	uint8_t digest_value[32];
+	int initial;                    /* CKA_START_DATE is set: initial_date */
+	int64_t initial_date;
+};
+
+/* CK_DATE "YYYYMMDD" as POSIX seconds at 00:00 UTC; -1 if empty or not a date. */
+static int64_t op_ck_date(const CK_DATE *d)
+{
+	uint8_t c[8];
+	int v[8];
+	memcpy(c, d->year, 4);
+	memcpy(c + 4, d->month, 2);
+	memcpy(c + 6, d->day, 2);
+	for (int i = 0; i < 8; i++) {
+		if (c[i] < '0' || c[i] > '9')
+			return -1;
+		v[i] = c[i] - '0';
+	}
+	struct tm tm;
+	memset(&tm, 0, sizeof tm);
+	tm.tm_year = v[0] * 1000 + v[1] * 100 + v[2] * 10 + v[3] - 1900;
+	tm.tm_mon = v[4] * 10 + v[5] - 1;
+	tm.tm_mday = v[6] * 10 + v[7];
+	if (tm.tm_mon < 0 || tm.tm_mon > 11 || tm.tm_mday < 1 || tm.tm_mday > 31)
+		return -1;
+	return (int64_t)timegm(&tm);
+}
+
+/* Link, Digest and Initial Date of a key.  CKA_START_DATE is read from the key, else
+ * from its other half: SoftHSM 2.6 answers CKR_GENERAL_ERROR for it on a private key
+ * that has one (both halves of an imported pair carry the same date). */
+static CK_RV op_attr_extra(struct op_req *q, const struct op_key *k,
+			   const struct p11_key_info *ki, struct op_attr_extra *x)
+{
+	CK_OBJECT_HANDLE other = CK_INVALID_HANDLE;
+	CK_DATE date;
+	CK_ATTRIBUTE t = { CKA_START_DATE, &date, sizeof date };
+
+	memset(x, 0, sizeof *x);
+	CK_RV rv = p11_find_key(q->h, k->id, k->id_len,
+				k->cls == CKO_PRIVATE_KEY ? CKO_PUBLIC_KEY : CKO_PRIVATE_KEY, &other);
+	if (rv != CKR_OK && rv != P11_E_NOT_FOUND)
+		return rv;
+	x->link = rv == CKR_OK;
+	x->digest = op_key_digest(ki, x->digest_value) == 0;
+	rv = P11_F->C_GetAttributeValue(q->h, k->obj, &t, 1);
+	if (rv != CKR_OK && !p11_session_lost(rv) && x->link) {
+		t.ulValueLen = sizeof date;
+		rv = P11_F->C_GetAttributeValue(q->h, other, &t, 1);
+	}
+	if (p11_session_lost(rv))
+		return rv;
+	x->initial_date = rv == CKR_OK && t.ulValueLen == sizeof date ? op_ck_date(&date) : -1;
+	x->initial = x->initial_date >= 0;
+	return CKR_OK;
+}
 
 /* A key's CKA_LABEL is its Name, when it is a Text String KMIP can carry: another tool may
  * have labelled it with bytes that are not UTF-8. */
@@ -6760,14 +6859,33 @@ static uint32_t op_state(const struct op_key *k, const struct p11_key_info *ki)
 	return able == 0 ? ST_DEACTIVATED : ST_ACTIVE;
 }
 
-/* One attribute of a key into an Attribute structure; 0 if the key does not have it. */
+/* Does the key have attribute `which`? */
+static int op_has_attr(const struct p11_key_info *ki, const struct op_attr_extra *x, size_t which)
+{
+	switch (which) {
+	case 2: return op_alg_of(ki) != 0;
+	case 3: return ki->bits != 0;
+	case OP_ATTR_NAME: return op_has_name(ki);
+	case OP_ATTR_LINK: return x->link;
+	case OP_ATTR_DIGEST: return x->digest;
+	case OP_ATTR_INITIAL_DATE: return x->initial;
+	}
+	return 1;
+}
+
+/*
+ * One attribute of a key into an Attribute structure; 0 if the key does not have it.
+ *   Link (spec 3.35):   Link Type (Enumeration: Public Key Link from a private key, Private
+ *                       Key Link from a public one), Linked Object Identifier (Text String)
+ *   Digest (3.17):      Hashing Algorithm (SHA-256), Digest Value (Byte String), Key Format
+ *                       Type (X.509: of the SubjectPublicKeyInfo hashed; 1.1 on)
+ *   Initial Date (3.23): Date-Time, from CKA_START_DATE
+ */
 static int op_put_attr(struct op_req *q, const struct op_key *k, const struct p11_key_info *ki,
-		       size_t which)
+		       const struct op_attr_extra *x, size_t which)
 {
 	const char *name = op_attr_names[which];
-	if (which == 6 && !op_has_name(ki))
-		return 0;
-	if ((which == 2 && !op_alg_of(ki)) || (which == 3 && !ki->bits))
+	if (!op_has_attr(ki, x, which))
 		return 0;
 	ttlv_open(q->e, KT_ATTRIBUTE);
 	ttlv_put_text(q->e, KT_ATTRIBUTE_NAME, name, strlen(name));
@@ -6780,11 +6898,30 @@ static int op_put_attr(struct op_req *q, const struct op_key *k, const struct p1
 	case 4: ttlv_put_int(q->e, KT_ATTRIBUTE_VALUE, (ki->sign == 1 ? UM_SIGN : 0) |
 			     (ki->verify == 1 ? UM_VERIFY : 0)); break;
 	case 5: ttlv_put_enum(q->e, KT_ATTRIBUTE_VALUE, op_state(k, ki)); break;
-	case 6:
+	case OP_ATTR_NAME:
 		ttlv_open(q->e, KT_ATTRIBUTE_VALUE);
 		ttlv_put_text(q->e, KT_NAME_VALUE, ki->label, ki->label_len);
 		ttlv_put_enum(q->e, KT_NAME_TYPE, NT_UNINTERPRETED_TEXT_STRING);
 		ttlv_close(q->e);
+		break;
+	case OP_ATTR_LINK:
+		ttlv_open(q->e, KT_ATTRIBUTE_VALUE);
+		ttlv_put_enum(q->e, KT_LINK_TYPE, k->cls == CKO_PRIVATE_KEY ? LT_PUBLIC_KEY_LINK :
+			      LT_PRIVATE_KEY_LINK);
+		op_put_uid(q->e, KT_LINKED_OBJECT_IDENTIFIER, k->id, k->id_len,
+			   k->cls == CKO_PRIVATE_KEY ? CKO_PUBLIC_KEY : CKO_PRIVATE_KEY);
+		ttlv_close(q->e);
+		break;
+	case OP_ATTR_DIGEST:
+		ttlv_open(q->e, KT_ATTRIBUTE_VALUE);
+		ttlv_put_enum(q->e, KT_HASHING_ALGORITHM, HASH_SHA_256);
+		ttlv_put_bytes(q->e, KT_DIGEST_VALUE, x->digest_value, sizeof x->digest_value);
+		if (q->r->minor >= 1)
+			ttlv_put_enum(q->e, KT_KEY_FORMAT_TYPE, KFT_X_509);
+		ttlv_close(q->e);
+		break;
+	case OP_ATTR_INITIAL_DATE:
+		ttlv_put_datetime(q->e, KT_ATTRIBUTE_VALUE, x->initial_date);
 		break;
 	}
 	ttlv_close(q->e);
@@ -6807,6 +6944,16 @@ static uint32_t op_attributes(struct op_req *q, const struct ttlv *pl, int names
 	CK_RV rv = p11_key_info(q->h, k.obj, &ki);
 	if (rv != CKR_OK)
 		return op_fail_rv(q, rv, "C_GetAttributeValue");
+	/* The costly attributes only when named (or listed). */
+	struct op_attr_extra x;
+	int extra = names_only;
+	memset(&x, 0, sizeof x);
+	for (int i = pl ? pl->child : -1; i >= 0 && !extra; i = q->d->it[i].next)
+		for (size_t w = OP_ATTR_BY_NAME; w < ARRAY_LEN(op_attr_names); w++)
+			if (q->d->it[i].tag == KT_ATTRIBUTE_NAME && kmip_text_is(&q->d->it[i], op_attr_names[w]))
+				extra = 1;
+	if (extra && (rv = op_attr_extra(q, &k, &ki, &x)) != CKR_OK)
+		return op_fail_rv(q, rv, "C_GetAttributeValue");
 	op_put_uid(q->e, KT_UNIQUE_IDENTIFIER, k.id, k.id_len, k.cls);
 	int asked = 0;
 	if (!names_only)
@@ -6817,14 +6964,15 @@ static uint32_t op_attributes(struct op_req *q, const struct ttlv *pl, int names
 			asked = 1;
 			for (size_t w = 0; w < ARRAY_LEN(op_attr_names); w++)
 				if (kmip_text_is(a, op_attr_names[w]))
-					op_put_attr(q, &k, &ki, w);
+					op_put_attr(q, &k, &ki, &x, w);
 		}
 	if (asked)
 		return 0;
 	for (size_t w = 0; w < ARRAY_LEN(op_attr_names); w++) {
 		if (!names_only) {
-			op_put_attr(q, &k, &ki, w);
-		} else if (!(w == 6 && !op_has_name(&ki))) {
+			if (w < OP_ATTR_BY_NAME)
+				op_put_attr(q, &k, &ki, &x, w);
+		} else if (op_has_attr(&ki, &x, w)) {
 			const char *s = op_attr_names[w];
 			ttlv_put_text(q->e, KT_ATTRIBUTE_NAME, s, strlen(s));
 		}

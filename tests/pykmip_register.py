@@ -8,16 +8,20 @@
 Keys made here with python3-cryptography are registered in every form PyKMIP can send
 (RSA: PKCS#8, PKCS#1; EC P-256 / P-384: PKCS#8, ECPrivateKey, Raw holding an
 ECPrivateKey), then signed with through the daemon and the signatures verified with the
-original public key; the private key's material cannot be fetched (Get refused); a
-public key alone is registered and fetched back; and every refusal has its Result
+original public key; the private key's material cannot be fetched (Get refused); the
+Digest attribute equals `openssl pkey -pubout -outform DER | sha256sum` of the key file;
+a public key alone is registered and fetched back; and every refusal has its Result
 Reason.  Ends with "N passed, N failed".
 """
 import argparse
 import datetime
+import hashlib
 import logging
 import os
 import ssl
+import subprocess
 import sys
+import tempfile
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -81,7 +85,19 @@ def spki(key):
                                          serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
-def register_and_use(c, label, key, alg, bits, fmt, kft):
+def openssl_digest(key, tmp):
+    """SHA-256 of the SubjectPublicKeyInfo, as an operator computes it from the key file."""
+    path = os.path.join(tmp, "key.pem")
+    with open(path, "wb") as f:
+        f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                  serialization.NoEncryption()))
+    out = subprocess.run("openssl pkey -in %s -pubout -outform DER | sha256sum" % path,
+                         shell=True, check=True, capture_output=True, text=True).stdout
+    os.unlink(path)
+    return out.split()[0]
+
+
+def register_and_use(c, label, key, alg, bits, fmt, kft, tmp):
     """Register one private key, sign through the daemon, verify, check Digest, clean up."""
     value = der_private(key, fmt)
     obj = objects.PrivateKey(alg, bits, value, KFT.RAW if kft == KFT.EC_PRIVATE_KEY else kft,
@@ -122,6 +138,14 @@ def register_and_use(c, label, key, alg, bits, fmt, kft):
     r, _ = failure(c.get, uid)
     check(r == RR.PERMISSION_DENIED, label + ": Get of the private key -> Permission Denied", r)
 
+    attrs = attempt(label + ": get_attributes Digest", c.get_attributes, uid, ["Digest"])
+    if attrs is not None:
+        want = openssl_digest(key, tmp)
+        got = [a.attribute_value for a in attrs[1]
+               if a.attribute_name.value == "Digest"]
+        val = got[0].digest_value.value.hex() if got else None
+        check(val == want, label + ": Digest = sha256(openssl pkey -pubout -outform DER)",
+              (val, want))
     attempt(label + ": destroy private", c.destroy, uid)
     attempt(label + ": destroy public", c.destroy, pub)
 
@@ -202,11 +226,13 @@ def main():
     rsa3072 = rsa.generate_private_key(public_exponent=65537, key_size=3072)
     p256 = ec.generate_private_key(ec.SECP256R1())
     p384 = ec.generate_private_key(ec.SECP384R1())
-    register_and_use(c, "RSA-2048 PKCS#8", rsa2048, ALG.RSA, 2048, "pkcs8", KFT.PKCS_8)
-    register_and_use(c, "RSA-3072 PKCS#1", rsa3072, ALG.RSA, 3072, "pkcs1", KFT.PKCS_1)
-    register_and_use(c, "P-256 PKCS#8", p256, ALG.ECDSA, 256, "pkcs8", KFT.PKCS_8)
-    register_and_use(c, "P-256 ECPrivateKey", p256, ALG.ECDSA, 256, "sec1", KFT.EC_PRIVATE_KEY)
-    register_and_use(c, "P-384 Raw", p384, ALG.ECDSA, 384, "sec1", KFT.RAW)
+    with tempfile.TemporaryDirectory() as tmp:
+        register_and_use(c, "RSA-2048 PKCS#8", rsa2048, ALG.RSA, 2048, "pkcs8", KFT.PKCS_8, tmp)
+        register_and_use(c, "RSA-3072 PKCS#1", rsa3072, ALG.RSA, 3072, "pkcs1", KFT.PKCS_1, tmp)
+        register_and_use(c, "P-256 PKCS#8", p256, ALG.ECDSA, 256, "pkcs8", KFT.PKCS_8, tmp)
+        register_and_use(c, "P-256 ECPrivateKey", p256, ALG.ECDSA, 256, "sec1",
+                         KFT.EC_PRIVATE_KEY, tmp)
+        register_and_use(c, "P-384 Raw", p384, ALG.ECDSA, 384, "sec1", KFT.RAW, tmp)
 
     # A public key alone: stored, and Get returns it.
     pk = objects.PublicKey(ALG.RSA, 2048, spki(rsa2048), KFT.X_509, name="public only")

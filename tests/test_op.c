@@ -1971,6 +1971,142 @@ static void test_register(void)
 	      "the request dump masks the private key's D (and the Password)");
 }
 
+/* ==== Link, Digest, Initial Date; Locate by Digest ==== */
+
+/* Get Attributes of uid naming one attribute (header h); its Attribute Value, or NULL. */
+static const struct ttlv *attr_of(struct kreq_hdr h, const char *uid, const char *name)
+{
+	begin(h);
+	item(OP_GET_ATTRIBUTES, NULL);
+	kreq_uid(E, uid);
+	ttlv_put_text(E, KT_ATTRIBUTE_NAME, name, strlen(name));
+	item_end();
+	transmit();
+	const struct ttlv *a = child(r_payload(0), KT_ATTRIBUTE);
+	return a && strcmp(str(child(a, KT_ATTRIBUTE_NAME)), name) == 0 ?
+	       child(a, KT_ATTRIBUTE_VALUE) : NULL;
+}
+
+/* Locate by Digest (hash: Hashing Algorithm), with Object Type when ot != 0. */
+static void locate_digest(const uint8_t *d, size_t n, uint32_t hash, uint32_t ot)
+{
+	begin(H12);
+	item(OP_LOCATE, NULL);
+	if (ot)
+		kreq_attr_enum(E, "Object Type", ot);
+	kreq_attr_begin(E, "Digest");
+	ttlv_open(E, KT_ATTRIBUTE_VALUE);
+	ttlv_put_enum(E, KT_HASHING_ALGORITHM, hash);
+	ttlv_put_bytes(E, KT_DIGEST_VALUE, d, n);
+	ttlv_close(E);
+	ttlv_close(E);
+	item_end();
+	transmit();
+}
+
+static int listed(const char *name)
+{
+	for (int i = 0; nth(r_payload(0), KT_ATTRIBUTE_NAME, i); i++)
+		if (strcmp(str(nth(r_payload(0), KT_ATTRIBUTE_NAME, i)), name) == 0)
+			return 1;
+	return 0;
+}
+
+static void test_register_attributes(void)
+{
+	static uint8_t der[8192];
+	char cmd[1024], hex[80], priv[80], pub[80], gpriv[64], gpub[64];
+	uint8_t want[32];
+	size_t n;
+
+	snprintf(cmd, sizeof cmd, "cd %s && openssl pkey -in rsa.pem -pubout -outform DER | "
+		 "sha256sum > rsa.sha256", tmpdir);
+	int made = run(cmd) == 0 && (n = reg_file("rsa.sha256", (uint8_t *)hex, sizeof hex)) >= 64;
+	CHECK(made && hex_parse(want, sizeof want, hex, 64) == 32,
+	      "openssl pkey -pubout -outform DER | sha256sum of the key file");
+	if (!made)
+		return;
+	n = reg_file("rsa.p8", der, sizeof der);
+	reg_der(OT_PRIVATE_KEY, KFT_PKCS_8, ALG_RSA, 2048, der, n, "migrated", UM_SIGN);
+	snprintf(priv, sizeof priv, "%s", reg_uid());
+	reg_pub_of(priv, pub, sizeof pub);
+	time_t now = time(NULL);
+
+	const struct ttlv *v = attr_of(H12, priv, "Link");
+	CHECK(v && num(child(v, KT_LINK_TYPE)) == LT_PUBLIC_KEY_LINK &&
+	      strcmp(str(child(v, KT_LINKED_OBJECT_IDENTIFIER)), pub) == 0,
+	      "Link of the private key: Public Key Link to %s", pub);
+	v = attr_of(H12, pub, "Link");
+	CHECK(v && num(child(v, KT_LINK_TYPE)) == LT_PRIVATE_KEY_LINK &&
+	      strcmp(str(child(v, KT_LINKED_OBJECT_IDENTIFIER)), priv) == 0,
+	      "Link of the public key: Private Key Link to %s", priv);
+
+	v = attr_of(H12, priv, "Digest");
+	const struct ttlv *dv = child(v, KT_DIGEST_VALUE);
+	CHECK(v && num(child(v, KT_HASHING_ALGORITHM)) == HASH_SHA_256 && dv && dv->len == 32 &&
+	      memcmp(dv->val, want, 32) == 0 && num(child(v, KT_KEY_FORMAT_TYPE)) == KFT_X_509,
+	      "Digest of the private key: SHA-256, equal to openssl's sha256sum, Key Format X.509");
+	v = attr_of(H12, pub, "Digest");
+	dv = child(v, KT_DIGEST_VALUE);
+	CHECK(dv && dv->len == 32 && memcmp(dv->val, want, 32) == 0,
+	      "Digest of the public key: the same value");
+	v = attr_of(H10, pub, "Digest");
+	CHECK(v && child(v, KT_DIGEST_VALUE) && !child(v, KT_KEY_FORMAT_TYPE),
+	      "Digest in a 1.0 answer: no Key Format Type (a 1.1 field)");
+
+	v = attr_of(H12, priv, "Initial Date");
+	int64_t day = (int64_t)now / 86400 * 86400;
+	CHECK(v && v->type == TT_DATETIME && (v->num == day || v->num == day - 86400),
+	      "Initial Date of an imported key: today 00:00 UTC (CKA_START_DATE), %lld",
+	      (long long)num(v));
+
+	one_uid(H12, OP_GET_ATTRIBUTES, priv);
+	CHECK(succeeded(0) && count_of(r_payload(0), KT_ATTRIBUTE) == 7,
+	      "Get Attributes without names: the 7 attributes as before, no Link / Digest / "
+	      "Initial Date (%d)", count_of(r_payload(0), KT_ATTRIBUTE));
+	one_uid(H12, OP_GET_ATTRIBUTE_LIST, priv);
+	CHECK(succeeded(0) && listed("Link") && listed("Digest") && listed("Initial Date"),
+	      "Get Attribute List names Link, Digest, Initial Date");
+
+	locate_digest(want, 32, HASH_SHA_256, 0);
+	CHECK(succeeded(0) && count_of(r_payload(0), KT_UNIQUE_IDENTIFIER) == 2 &&
+	      strcmp(str(nth(r_payload(0), KT_UNIQUE_IDENTIFIER, 0)), priv) == 0 &&
+	      strcmp(str(nth(r_payload(0), KT_UNIQUE_IDENTIFIER, 1)), pub) == 0,
+	      "Locate by Digest: the private and the public key, nothing else");
+	locate_digest(want, 32, HASH_SHA_256, OT_PUBLIC_KEY);
+	CHECK(succeeded(0) && count_of(r_payload(0), KT_UNIQUE_IDENTIFIER) == 1 &&
+	      strcmp(str(nth(r_payload(0), KT_UNIQUE_IDENTIFIER, 0)), pub) == 0,
+	      "Locate by Digest and Object Type Public Key: the public key");
+	want[0] ^= 1;
+	locate_digest(want, 32, HASH_SHA_256, 0);
+	CHECK(succeeded(0) && count_of(r_payload(0), KT_UNIQUE_IDENTIFIER) == 0,
+	      "Locate by another Digest: nothing");
+	locate_digest(want, 20, HASH_SHA_1, 0);
+	CHECK(failed(0, RR_FEATURE_NOT_SUPPORTED), "Locate by a SHA-1 Digest -> Feature Not Supported");
+	reg_destroy(priv);
+
+	/* A generated key: Link and Digest as well (its Get X.509 hashed), no Initial Date. */
+	if (ckp(H10, ALG_ECDSA, 256, "gen", gpriv, gpub) == 0) {
+		get(gpub, KFT_X_509);
+		const struct ttlv *km = key_material();
+		uint8_t h[32];
+		size_t hl = 0;
+		int ok = km && psa_hash_compute(PSA_ALG_SHA_256, km->val, km->len, h, 32, &hl) ==
+			 PSA_SUCCESS;
+		v = attr_of(H12, gpriv, "Digest");
+		dv = child(v, KT_DIGEST_VALUE);
+		CHECK(ok && dv && dv->len == 32 && memcmp(dv->val, h, 32) == 0,
+		      "Digest of a generated EC key: SHA-256 of its SubjectPublicKeyInfo");
+		one_uid(H12, OP_GET_ATTRIBUTE_LIST, gpriv);
+		CHECK(succeeded(0) && listed("Link") && listed("Digest") && !listed("Initial Date"),
+		      "a generated key (no CKA_START_DATE): Link and Digest listed, no Initial Date");
+		one_uid(H10, OP_DESTROY, gpub);
+		v = attr_of(H12, gpriv, "Link");
+		CHECK(succeeded(0) && !v, "no Link once the public key is destroyed");
+		one_uid(H10, OP_DESTROY, gpriv);
+	}
+}
+
 /* ==== SoftHSM: the main process ==== */
 
 static void test_softhsm(void)
@@ -2005,6 +2141,7 @@ static void test_softhsm(void)
 	test_locate();
 	test_revoke();
 	test_register();
+	test_register_attributes();
 
 	op_thread_free(th);
 	th = NULL;
