@@ -43,12 +43,14 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <syslog.h>
+#include <termios.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <mbedtls/error.h>
 #include <mbedtls/net_sockets.h>
 #include <mbedtls/oid.h>
+#include <mbedtls/pem.h>
 #include <mbedtls/pk.h>
 #include <mbedtls/platform_util.h>
 #include <mbedtls/psa_util.h>
@@ -2467,6 +2469,7 @@ struct cfg {
 	/* bookkeeping, indexed by CFG_K_* */
 	unsigned char set[CFG_NKEYS];           /* given in the file or on the command line */
 	int line[CFG_NKEYS];                    /* line in the file, 0 if not from the file */
+	const char *import[3];                  /* --import FILE, --username, --name (argv) */
 };
 
 struct cfg_key {
@@ -3253,6 +3256,7 @@ enum {
 	CFG_CLI_RUN,            /* load the configuration, apply the overrides, serve */
 	CFG_CLI_CHECK,          /* --check-config: load, validate, report, exit 0 / 1 */
 	CFG_CLI_LIST_SLOTS,     /* --list-slots: load, then main lists the module's slots */
+	CFG_CLI_IMPORT,         /* --import FILE --username LABEL: load, main imports the key */
 	CFG_CLI_HELP,           /* -h: usage on stdout, exit 0 */
 	CFG_CLI_VERSION,        /* -V: "kmip2pkcs11 VERSION" on stdout, exit 0 */
 	CFG_CLI_USAGE           /* bad command line: cli->err and usage on stderr, exit 2 */
@@ -3264,20 +3268,27 @@ struct cfg_cli {
 	int log_target;         /* -l: LOG_TO_*, or -1 */
 	const char *log_file;   /* -l file:PATH: PATH (points into argv) */
 	int daemonize;          /* -d: 1 */
+	const char *import[3];  /* --import FILE, --username LABEL, --name NAME (argv) */
 	char err[256];          /* CFG_CLI_USAGE: what was wrong */
 };
 
-enum { CFG_OPT_CHECK = 256, CFG_OPT_LOG_LEVEL, CFG_OPT_LIST_SLOTS };
+enum { CFG_OPT_CHECK = 256, CFG_OPT_LOG_LEVEL, CFG_OPT_LIST_SLOTS, CFG_OPT_IMPORT,
+       CFG_OPT_USERNAME, CFG_OPT_NAME };
 
 #define CFG_MAIN_LIST_SLOTS (-2)   /* cfg_main(): main lists the slots and exits */
+#define CFG_MAIN_IMPORT     (-3)   /* cfg_main(): main imports c->import[0] and exits */
 
 static const char cfg_usage_text[] =
 	"usage: kmip2pkcs11 [-dhV] [-c PATH] [--check-config] [--list-slots] [--log-level LEVEL]\n"
 	"                   [-l TARGET]\n"
+	"       kmip2pkcs11 [-c PATH] --import FILE.pem --username LABEL [--name NAME]\n"
 	"\n"
 	"  -c, --config PATH      the configuration file (default " CFG_DEFAULT_PATH ")\n"
 	"      --check-config     check the configuration and exit: 0 if valid, 1 if not\n"
 	"      --list-slots       load the module, list its slots and tokens, and exit\n"
+	"      --import FILE.pem  store the key in the token of --username (PIN from\n"
+	"                         KMIP2PKCS11_PIN or the terminal), print its UIDs, exit\n"
+	"      --name NAME        the imported key's name (CKA_LABEL)\n"
 	"      --log-level LEVEL  trace, debug, info, warning or error (overrides log-level)\n"
 	"  -l, --log TARGET       stderr, syslog or file:PATH (overrides log-target)\n"
 	"  -d, --daemonize        fork into the background (overrides daemonize)\n"
@@ -3327,6 +3338,9 @@ static int cfg_cli_parse(int argc, char **argv, struct cfg_cli *cli)
 		{ "config", required_argument, NULL, 'c' },
 		{ "check-config", no_argument, NULL, CFG_OPT_CHECK },
 		{ "list-slots", no_argument, NULL, CFG_OPT_LIST_SLOTS },
+		{ "import", required_argument, NULL, CFG_OPT_IMPORT },
+		{ "username", required_argument, NULL, CFG_OPT_USERNAME },
+		{ "name", required_argument, NULL, CFG_OPT_NAME },
 		{ "log-level", required_argument, NULL, CFG_OPT_LOG_LEVEL },
 		{ "log", required_argument, NULL, 'l' },
 		{ "daemonize", no_argument, NULL, 'd' },
@@ -3356,6 +3370,17 @@ static int cfg_cli_parse(int argc, char **argv, struct cfg_cli *cli)
 			break;
 		case CFG_OPT_LIST_SLOTS:
 			action = CFG_CLI_LIST_SLOTS;
+			break;
+		case CFG_OPT_IMPORT:
+		case CFG_OPT_USERNAME:
+		case CFG_OPT_NAME:
+			if (cli->import[opt - CFG_OPT_IMPORT]) {
+				static const char *const names[] = { "import", "username", "name" };
+				snprintf(cli->err, sizeof cli->err, "--%s given twice",
+				         names[opt - CFG_OPT_IMPORT]);
+				return CFG_CLI_USAGE;
+			}
+			cli->import[opt - CFG_OPT_IMPORT] = optarg;
 			break;
 		case CFG_OPT_LOG_LEVEL:
 			if (cli->log_level >= 0) {
@@ -3399,7 +3424,16 @@ static int cfg_cli_parse(int argc, char **argv, struct cfg_cli *cli)
 		snprintf(cli->err, sizeof cli->err, "unexpected argument '%.64s'", argv[optind]);
 		return CFG_CLI_USAGE;
 	}
-	return action;
+	if ((cli->import[1] || cli->import[2]) && !cli->import[0]) {
+		snprintf(cli->err, sizeof cli->err, "--username and --name go with --import");
+		return CFG_CLI_USAGE;
+	}
+	if (cli->import[0] && (!cli->import[1] || action != CFG_CLI_RUN)) {
+		snprintf(cli->err, sizeof cli->err, "--import needs --username%s",
+		         action != CFG_CLI_RUN ? ", and no --check-config or --list-slots" : "");
+		return CFG_CLI_USAGE;
+	}
+	return cli->import[0] ? CFG_CLI_IMPORT : action;
 }
 
 /* The command line wins over the file.  0, or -1 with a message (-l file:PATH too long). */
@@ -3455,7 +3489,9 @@ static int cfg_main(int argc, char **argv, struct cfg *c)
 		printf("configuration OK\n");
 		return 0;
 	}
-	return action == CFG_CLI_LIST_SLOTS ? CFG_MAIN_LIST_SLOTS : -1;
+	memcpy(c->import, cli.import, sizeof c->import);
+	return action == CFG_CLI_LIST_SLOTS ? CFG_MAIN_LIST_SLOTS :
+	       action == CFG_CLI_IMPORT ? CFG_MAIN_IMPORT : -1;
 }
 /* ==== 6. PKCS#11 ========================================================== */
 
@@ -8735,6 +8771,214 @@ static int main_workers(const struct cfg *c)
 	return (int)n;
 }
 
+/*
+ * --import FILE.pem --username LABEL [--name NAME]: a key made or exported elsewhere into
+ * the token, through the very path a KMIP client's Register takes: the PEM's DER goes into
+ * a Register request (a Private Key or Public Key object by the PEM label, Name from
+ * --name), which op_handle() answers as it would over TLS.  The PIN comes from
+ * KMIP2PKCS11_PIN or from the terminal with echo off, never from argv.  Prints the UIDs;
+ * 0, or 1 with the refusal's Result Reason and message.  Every buffer that held the key
+ * or the PIN is wiped.
+ */
+static const struct {
+	const char *label;              /* what follows "-----BEGIN " */
+	uint32_t ot, kft;
+} main_pem_kinds[] = {
+	{ "PRIVATE KEY", OT_PRIVATE_KEY, KFT_PKCS_8 },
+	{ "ENCRYPTED PRIVATE KEY", OT_PRIVATE_KEY, KFT_PKCS_8 },   /* refused, with the reason */
+	{ "RSA PRIVATE KEY", OT_PRIVATE_KEY, KFT_PKCS_1 },
+	{ "EC PRIVATE KEY", OT_PRIVATE_KEY, KFT_EC_PRIVATE_KEY },
+	{ "PUBLIC KEY", OT_PUBLIC_KEY, KFT_X_509 },
+	{ "RSA PUBLIC KEY", OT_PUBLIC_KEY, KFT_PKCS_1 },
+};
+
+#define MAIN_IMPORT_MAX 65536   /* a PEM key file; RSA-8192 PKCS#8 is about 6.5 KB */
+#define MAIN_PIN_MAX    256
+
+/* The PIN: KMIP2PKCS11_PIN, else asked on the terminal without echo.  Its length, or -1. */
+static int main_pin(char *pin, size_t cap)
+{
+	const char *env = getenv("KMIP2PKCS11_PIN");
+	if (env) {
+		size_t n = strlen(env);
+		if (n >= cap)
+			return -1;
+		memcpy(pin, env, n + 1);
+		return (int)n;
+	}
+	FILE *tty = fopen("/dev/tty", "r+e");
+	struct termios old, quiet;
+	if (!tty || tcgetattr(fileno(tty), &old) != 0) {
+		if (tty)
+			fclose(tty);
+		fprintf(stderr, "kmip2pkcs11: set KMIP2PKCS11_PIN or run on a terminal\n");
+		return -1;
+	}
+	quiet = old;
+	quiet.c_lflag &= ~(tcflag_t)(ECHO | ECHONL);
+	quiet.c_lflag |= ICANON;
+	fputs("User PIN: ", tty);
+	fflush(tty);
+	tcsetattr(fileno(tty), TCSAFLUSH, &quiet);
+	char *got = fgets(pin, (int)cap, tty);
+	tcsetattr(fileno(tty), TCSAFLUSH, &old);
+	fputs("\n", tty);
+	fclose(tty);
+	if (!got)
+		return -1;
+	size_t n = strcspn(pin, "\r\n");
+	pin[n] = '\0';
+	return (int)n;
+}
+
+static int main_import(const struct cfg *c)
+{
+	static uint8_t file[MAIN_IMPORT_MAX + 1], req[MAIN_IMPORT_MAX + 4096], resp[8192];
+	static struct ttlv items[64];
+	const char *path = c->import[0], *user = c->import[1], *name = c->import[2];
+	char pin[MAIN_PIN_MAX], head[64], foot[64], err[PATH_MAX + 512];
+	mbedtls_pem_context pem;
+	struct op_env env;
+	struct op_thread *t = NULL;
+	struct ttlv_enc e;
+	size_t n = 0, used = 0, rn = 0;
+	int rc = 1, kind = -1, pinlen = -1;
+
+	mbedtls_pem_init(&pem);
+	memset(&env, 0, sizeof env);
+	log_state.level = LV_WARNING;
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	ssize_t r = 0;
+	while (fd >= 0 && n < MAIN_IMPORT_MAX && (r = read(fd, file + n, MAIN_IMPORT_MAX - n)) > 0)
+		n += (size_t)r;
+	if (fd < 0 || r < 0 || n == MAIN_IMPORT_MAX) {
+		fprintf(stderr, "kmip2pkcs11: %s: %s\n", path, fd < 0 || r < 0 ? strerror(errno) :
+			"too large for a key");
+		goto out;
+	}
+	file[n] = '\0';
+	for (size_t i = 0; i < ARRAY_LEN(main_pem_kinds) && kind < 0; i++) {
+		snprintf(head, sizeof head, "-----BEGIN %s-----", main_pem_kinds[i].label);
+		snprintf(foot, sizeof foot, "-----END %s-----", main_pem_kinds[i].label);
+		int pr = mbedtls_pem_read_buffer(&pem, head, foot, file, NULL, 0, &used);
+		if (pr == 0)
+			kind = (int)i;
+		else if (pr != MBEDTLS_ERR_PEM_NO_HEADER_FOOTER_PRESENT) {
+			fprintf(stderr, "kmip2pkcs11: %s: %s: %s\n", path, head,
+				pr == MBEDTLS_ERR_PEM_PASSWORD_REQUIRED ?
+				"encrypted; decrypt it first (openssl pkey)" : "not valid PEM");
+			goto out;
+		}
+	}
+	if (kind < 0) {
+		fprintf(stderr, "kmip2pkcs11: %s: no PEM key (PRIVATE KEY, RSA PRIVATE KEY, EC PRIVATE "
+			"KEY, PUBLIC KEY or RSA PUBLIC KEY)\n", path);
+		goto out;
+	}
+	if ((pinlen = main_pin(pin, sizeof pin)) < 0)
+		goto out;
+
+	/* Register as a client sends it: header with the credential, one batch item. */
+	uint32_t ot = main_pem_kinds[kind].ot;
+	ttlv_enc_init(&e, req, sizeof req);
+	ttlv_open(&e, KT_REQUEST_MESSAGE);
+	ttlv_open(&e, KT_REQUEST_HEADER);
+	ttlv_open(&e, KT_PROTOCOL_VERSION);
+	ttlv_put_int(&e, KT_PROTOCOL_VERSION_MAJOR, KMIP_MAJOR);
+	ttlv_put_int(&e, KT_PROTOCOL_VERSION_MINOR, KMIP_MINOR);
+	ttlv_close(&e);
+	ttlv_open(&e, KT_AUTHENTICATION);
+	ttlv_open(&e, KT_CREDENTIAL);
+	ttlv_put_enum(&e, KT_CREDENTIAL_TYPE, CT_USERNAME_AND_PASSWORD);
+	ttlv_open(&e, KT_CREDENTIAL_VALUE);
+	ttlv_put_text(&e, KT_USERNAME, user, strlen(user));
+	ttlv_put_text(&e, KT_PASSWORD, pin, (size_t)pinlen);
+	ttlv_close(&e);
+	ttlv_close(&e);
+	ttlv_close(&e);
+	ttlv_put_int(&e, KT_BATCH_COUNT, 1);
+	ttlv_close(&e);
+	ttlv_open(&e, KT_BATCH_ITEM);
+	ttlv_put_enum(&e, KT_OPERATION, OP_REGISTER);
+	ttlv_open(&e, KT_REQUEST_PAYLOAD);
+	ttlv_put_enum(&e, KT_OBJECT_TYPE, ot);
+	ttlv_open(&e, KT_TEMPLATE_ATTRIBUTE);
+	if (name) {
+		ttlv_open(&e, KT_ATTRIBUTE);
+		ttlv_put_text(&e, KT_ATTRIBUTE_NAME, "Name", 4);
+		ttlv_open(&e, KT_ATTRIBUTE_VALUE);
+		ttlv_put_text(&e, KT_NAME_VALUE, name, strlen(name));
+		ttlv_put_enum(&e, KT_NAME_TYPE, NT_UNINTERPRETED_TEXT_STRING);
+		ttlv_close(&e);
+		ttlv_close(&e);
+	}
+	ttlv_close(&e);
+	ttlv_open(&e, ot == OT_PRIVATE_KEY ? KT_PRIVATE_KEY : KT_PUBLIC_KEY);
+	ttlv_open(&e, KT_KEY_BLOCK);
+	ttlv_put_enum(&e, KT_KEY_FORMAT_TYPE, main_pem_kinds[kind].kft);
+	ttlv_open(&e, KT_KEY_VALUE);
+	size_t der_len = 0;
+	const uint8_t *der = mbedtls_pem_get_buffer(&pem, &der_len);
+	ttlv_put_bytes(&e, KT_KEY_MATERIAL, der, der_len);
+	ttlv_close(&e);
+	ttlv_close(&e);
+	ttlv_close(&e);
+	ttlv_close(&e);
+	ttlv_close(&e);
+	ttlv_close(&e);
+	if (e.err) {
+		fprintf(stderr, "kmip2pkcs11: %s: the key does not fit a request\n", path);
+		goto out;
+	}
+
+	if (p11_load(c->lib_path, err, sizeof err) != CKR_OK) {
+		fprintf(stderr, "kmip2pkcs11: %s\n", err);
+		goto out;
+	}
+	snprintf(env.module, sizeof env.module, "%s", p11.module);
+	if ((t = op_thread_new(&env, NULL, 0)) != NULL)
+		rn = op_handle(t, req, e.len, resp, sizeof resp);
+
+	/* The answer: Result Status, and the UID or the Result Reason and Message. */
+	struct ttlv_doc d = { items, 0, ARRAY_LEN(items) };
+	const struct ttlv *bi = NULL, *pl, *v;
+	if (rn > 0 && ttlv_decode(&d, resp, rn, TTLV_DEFAULT_DEPTH) == 0)
+		bi = ttlv_find(&d, &d.it[0], KT_BATCH_ITEM);
+	const char *uid = NULL, *msg = "";
+	uint32_t uid_len = 0, msg_len = 0, status = RS_OPERATION_FAILED, reason = RR_GENERAL_FAILURE;
+	if (bi) {
+		kmip_get_enum(&d, bi, KT_RESULT_STATUS, &status);
+		kmip_get_enum(&d, bi, KT_RESULT_REASON, &reason);
+		kmip_get_text(&d, bi, KT_RESULT_MESSAGE, &msg, &msg_len);
+		if ((pl = ttlv_find(&d, bi, KT_RESPONSE_PAYLOAD)) &&
+		    (v = ttlv_find(&d, pl, KT_UNIQUE_IDENTIFIER)) && v->type == TT_TEXT) {
+			uid = (const char *)v->val;
+			uid_len = v->len;
+		}
+	}
+	if (status == RS_SUCCESS && uid && uid_len > 5) {
+		if (ot == OT_PRIVATE_KEY)
+			printf("private key: %.*s\npublic key: %.*s_pub\n", (int)uid_len, uid,
+			       (int)(uid_len - 5), uid);
+		else
+			printf("public key: %.*s\n", (int)uid_len, uid);
+		rc = 0;
+	} else {
+		fprintf(stderr, "kmip2pkcs11: %s: import refused: %s: %.*s\n", path,
+			kmip_reason_name(reason), (int)msg_len, msg);
+	}
+	op_thread_free(t);
+	p11_unload();
+out:
+	if (fd >= 0)
+		close(fd);
+	mbedtls_pem_free(&pem);                 /* zeroizes */
+	wipe(file, sizeof file);
+	wipe(req, sizeof req);
+	wipe(pin, sizeof pin);
+	return rc;
+}
+
 #ifndef K2P_TEST
 int main(int argc, char **argv)
 {
@@ -8748,6 +8992,8 @@ int main(int argc, char **argv)
 	int r = cfg_main(argc, argv, &cfg);
 	if (r >= 0)
 		return r;
+	if (r == CFG_MAIN_IMPORT)
+		return main_import(&cfg);
 	if (r == CFG_MAIN_LIST_SLOTS) {
 		log_state.level = LV_WARNING;
 		if (p11_load(cfg.lib_path, err, sizeof err) != CKR_OK) {

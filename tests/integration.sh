@@ -311,7 +311,30 @@ EOF
 	check "the daemon is alive after all tests" daemon_alive
 	check "the daemon exits 0 within 5 s of SIGTERM" stop_daemon
 
+	# The --import command line, while the daemon is stopped: a key made by openssl goes
+	# into the token; the restarted daemon signs with it (checked below with PyKMIP).
+	openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$T/import.pem" 2>/dev/null
+	KMIP2PKCS11_PIN=$PIN "$DAEMON" -c "$T/config.toml" --import "$T/import.pem" \
+		--username "$LABEL" --name imported > "$T/import.out" 2> "$T/import.err"
+	check "--import exits 0" [ $? -eq 0 ]
+	imported=$(sed -n 's/^private key: \([0-9A-F]\{40\}_priv\)$/\1/p' "$T/import.out")
+	check "--import prints the private key's UID" [ -n "$imported" ]
+	check "--import prints the public key's UID" \
+		grep -q "^public key: ${imported%_priv}_pub\$" "$T/import.out"
+	KMIP2PKCS11_PIN=${PIN}9 "$DAEMON" -c "$T/config.toml" --import "$T/import.pem" \
+		--username "$LABEL" > /dev/null 2> "$T/import-bad.err"
+	check "--import with a wrong PIN exits 1" [ $? -eq 1 ]
+	check "--import with a wrong PIN says why" \
+		grep -q "import refused: AUTHENTICATION_NOT_SUCCESSFUL" "$T/import-bad.err"
+	"$DAEMON" -c "$T/config.toml" --import "$T/import.pem" > /dev/null 2>&1
+	check "--import without --username is a usage error (2)" [ $? -eq 2 ]
+
 	if start_daemon "restart"; then
+		if [ -n "$imported" ]; then
+			sub pykmip-import 60 env OPENSSL_CONF="$OPENSSL_CONF" $PY tests/pykmip_register.py \
+				--host 127.0.0.1 --port "$PORT" --ca "$CERT" --user "$LABEL" --pin "$PIN" \
+				--config "$T/pykmip.conf" --imported "$imported" --pem "$T/import.pem"
+		fi
 		check "the same certificate is kept across a restart" [ "$(file_fingerprint)" = "$fp_first" ]
 		check "the same certificate is served after a restart" [ "$(served_fingerprint)" = "$fp_first" ]
 		if [ -n "$uids" ]; then

@@ -3,7 +3,7 @@
 
     OPENSSL_CONF=tls13.cnf /usr/bin/python3 tests/pykmip_register.py \
         --host 127.0.0.1 --port PORT --ca STATE/cert.pem --user LABEL --pin PIN \
-        [--config EMPTY.conf]
+        [--config EMPTY.conf] [--imported UID --pem KEY.pem]
 
 Keys made here with python3-cryptography are registered in every form PyKMIP can send
 (RSA: PKCS#8, PKCS#1; EC P-256 / P-384: PKCS#8, ECPrivateKey, Raw holding an
@@ -11,7 +11,9 @@ ECPrivateKey), then signed with through the daemon and the signatures verified w
 original public key; the private key's material cannot be fetched (Get refused); the
 Digest attribute equals `openssl pkey -pubout -outform DER | sha256sum` of the key file;
 a public key alone is registered and fetched back; and every refusal has its Result
-Reason.  Ends with "N passed, N failed".
+Reason.  With --imported, only checks a key that `kmip2pkcs11 --import KEY.pem` stored:
+Get returns the PEM's public key, Digest matches, Sign verifies with the PEM's key, then
+the pair is destroyed.  Ends with "N passed, N failed".
 """
 import argparse
 import datetime
@@ -150,6 +152,44 @@ def register_and_use(c, label, key, alg, bits, fmt, kft, tmp):
     attempt(label + ": destroy public", c.destroy, pub)
 
 
+def check_imported(c, uid, pem, tmp):
+    """A key the --import command line stored: usable through the daemon like any other."""
+    with open(pem, "rb") as f:
+        key = serialization.load_pem_private_key(f.read(), password=None)
+    pub = uid[:-5] + "_pub"
+    got = attempt("imported: get the public key", c.get, pub)
+    if got is not None:
+        want = spki(key) if got.key_format_type != KFT.PKCS_1 else \
+            key.public_key().public_bytes(serialization.Encoding.DER,
+                                          serialization.PublicFormat.PKCS1)
+        check(got.value == want, "imported: Get returns the PEM's public key")
+    attrs = attempt("imported: get_attributes Digest", c.get_attributes, uid, ["Digest"])
+    if attrs is not None:
+        got = [a.attribute_value for a in attrs[1] if a.attribute_name.value == "Digest"]
+        val = got[0].digest_value.value.hex() if got else None
+        check(val == openssl_digest(key, tmp), "imported: Digest = openssl's sha256sum", val)
+    data = b"imported with --import " + os.urandom(8)
+    is_rsa = isinstance(key, rsa.RSAPrivateKey)
+    params = {"hashing_algorithm": enums.HashingAlgorithm.SHA_256,
+              "cryptographic_algorithm": ALG.RSA if is_rsa else ALG.ECDSA}
+    if is_rsa:
+        params["padding_method"] = enums.PaddingMethod.PKCS1v15
+    sig = attempt("imported: sign", c.sign, data, uid=uid, cryptographic_parameters=params)
+    if sig is not None:
+        try:
+            if is_rsa:
+                key.public_key().verify(sig, data, padding.PKCS1v15(), hashes.SHA256())
+            else:
+                key.public_key().verify(sig, data, ec.ECDSA(hashes.SHA256()))
+            check(True, "imported: the signature verifies with the PEM's public key")
+        except InvalidSignature:
+            check(False, "imported: the signature verifies with the PEM's public key")
+    r, _ = failure(c.get, uid)
+    check(r == RR.PERMISSION_DENIED, "imported: Get of the private key -> Permission Denied", r)
+    attempt("imported: destroy private", c.destroy, uid)
+    attempt("imported: destroy public", c.destroy, pub)
+
+
 def self_signed_cert(key):
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "register test")])
     now = datetime.datetime(2026, 1, 1)
@@ -211,6 +251,8 @@ def main():
     ap.add_argument("--user", required=True)
     ap.add_argument("--pin", required=True)
     ap.add_argument("--config", default=None, help="PyKMIP config file (an empty one)")
+    ap.add_argument("--imported", default=None, help="UID printed by --import")
+    ap.add_argument("--pem", default=None, help="the key file given to --import")
     a = ap.parse_args()
     logging.disable(logging.CRITICAL)
 
@@ -221,6 +263,13 @@ def main():
     if not check(c.proxy.socket is not None, "connected"):
         print("%d passed, %d failed" % (passed, failed))
         return 1
+
+    if a.imported:
+        with tempfile.TemporaryDirectory() as tmp:
+            check_imported(c, a.imported, a.pem, tmp)
+        c.close()
+        print("%d passed, %d failed" % (passed, failed))
+        return 1 if failed else 0
 
     rsa2048 = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     rsa3072 = rsa.generate_private_key(public_exponent=65537, key_size=3072)

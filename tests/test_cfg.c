@@ -513,6 +513,31 @@ static void test_cli(void)
 	CHECK(cfg_main(4, a5, &C) == -1 && C.daemonize == 1, "run: -1, configuration loaded");
 }
 
+/* --import FILE --username LABEL [--name NAME]: the key import of issue 12. */
+static void test_cli_import(void)
+{
+	struct cfg_cli o;
+
+	CHECK(cli(&o, "--import", "k.pem", "--username", "tok", NULL) == CFG_CLI_IMPORT &&
+	      strcmp(o.import[0], "k.pem") == 0 && strcmp(o.import[1], "tok") == 0 && !o.import[2],
+	      "--import FILE --username LABEL");
+	CHECK(cli(&o, "-c", "/x.toml", "--import=k.pem", "--username=tok", "--name", "ksk", NULL) ==
+	      CFG_CLI_IMPORT && strcmp(o.import[2], "ksk") == 0 && strcmp(o.config, "/x.toml") == 0,
+	      "--import with --name and -c");
+	CHECK(cli(&o, "--import", "k.pem", NULL) == CFG_CLI_USAGE &&
+	      strstr(o.err, "--import needs --username"), "--import without --username: %s", o.err);
+	CHECK(cli(&o, "--username", "tok", NULL) == CFG_CLI_USAGE && strstr(o.err, "go with --import"),
+	      "--username without --import: %s", o.err);
+	CHECK(cli(&o, "--import", "a", "--import", "b", "--username", "t", NULL) == CFG_CLI_USAGE &&
+	      strstr(o.err, "--import given twice"), "--import twice: %s", o.err);
+	CHECK(cli(&o, "--import", "a", "--username", "t", "--check-config", NULL) == CFG_CLI_USAGE,
+	      "--import with --check-config: usage error");
+	CHECK(cli(&o, "--import", "a", "--username", NULL) == CFG_CLI_USAGE &&
+	      strstr(o.err, "needs an argument"), "--username without its argument: %s", o.err);
+	CHECK(strstr(cfg_usage_text, "--import FILE.pem --username LABEL") != NULL,
+	      "the usage names --import");
+}
+
 int main(void)
 {
 	test_defaults();
@@ -522,5 +547,6 @@ int main(void)
 	test_load();
 	test_docs();
 	test_cli();
+	test_cli_import();
 	return check_summary();
 }
