@@ -8817,9 +8817,11 @@ static int main_pin(char *pin, size_t cap)
 	quiet = old;
 	quiet.c_lflag &= ~(tcflag_t)(ECHO | ECHONL);
 	quiet.c_lflag |= ICANON;
+	/* Echo off before the prompt: input typed after the prompt is never shown, and
+	 * TCSAFLUSH drops only what was typed before it. */
+	tcsetattr(fileno(tty), TCSAFLUSH, &quiet);
 	fputs("User PIN: ", tty);
 	fflush(tty);
-	tcsetattr(fileno(tty), TCSAFLUSH, &quiet);
 	char *got = fgets(pin, (int)cap, tty);
 	tcsetattr(fileno(tty), TCSAFLUSH, &old);
 	fputs("\n", tty);

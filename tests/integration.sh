@@ -328,6 +328,36 @@ EOF
 		grep -q "import refused: AUTHENTICATION_NOT_SUCCESSFUL" "$T/import-bad.err"
 	"$DAEMON" -c "$T/config.toml" --import "$T/import.pem" > /dev/null 2>&1
 	check "--import without --username is a usage error (2)" [ $? -eq 2 ]
+	# Without KMIP2PKCS11_PIN the PIN is asked on the terminal, and not echoed.
+	check "--import asks the PIN on the terminal without echo" timeout 30 env -u KMIP2PKCS11_PIN \
+		$PY - "$DAEMON" "$T/config.toml" "$T/import.pem" "$LABEL" "$PIN" <<'EOF'
+import os, pty, sys
+daemon, conf, pem, label, pin = sys.argv[1:]
+pid, fd = pty.fork()
+if pid == 0:
+    os.execv(daemon, [daemon, "-c", conf, "--import", pem, "--username", label])
+out = b""
+def read_until(marker):
+    global out
+    while marker not in out:
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:
+            return
+        if not chunk:
+            return
+        out += chunk
+read_until(b"User PIN: ")
+asked = b"User PIN: " in out
+os.write(fd, pin.encode() + b"\n")
+read_until(b"_pub")
+_, st = os.waitpid(pid, 0)
+after = out.split(b"User PIN: ", 1)[-1]
+ok = asked and pin.encode() not in after and b"private key: " in after and st == 0
+if not ok:
+    print("pty transcript:", out)
+sys.exit(0 if ok else 1)
+EOF
 
 	if start_daemon "restart"; then
 		if [ -n "$imported" ]; then
