@@ -130,41 +130,55 @@ static void log_vemit(int lv, const char *fmt, va_list ap)
 {
 	static const int prio[] = { LOG_ERR, LOG_WARNING, LOG_INFO, LOG_DEBUG, LOG_DEBUG };
 	static __thread char line[LOG_LINE_MAX];
+	static __thread time_t when_sec = -1;
+	static __thread char when[24];
 
-	vsnprintf(line, sizeof line, fmt, ap);
-	if (log_state.target == LOG_TO_SYSLOG) {
+	FILE *f = NULL;
+	int journal = 0;
+	size_t h = 0;
+	if (log_state.target != LOG_TO_SYSLOG) {
+		f = log_state.target == LOG_TO_FILE && log_state.file ? log_state.file : stderr;
+		if (f == stderr) {
+			journal = __atomic_load_n(&log_state.journal, __ATOMIC_RELAXED);
+			if (journal < 0) {
+				journal = log_stderr_is_journal();
+				__atomic_store_n(&log_state.journal, journal, __ATOMIC_RELAXED);
+			}
+		}
+	}
+	if (f && !journal) {    /* the date is formatted once a second */
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		if (ts.tv_sec != when_sec) {
+			struct tm tm;
+			gmtime_r(&ts.tv_sec, &tm);
+			strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%S", &tm);
+			when_sec = ts.tv_sec;
+		}
+		h = (size_t)snprintf(line, 64, "%s.%03ldZ [%s] ", when, ts.tv_nsec / 1000000L,
+				     log_level_names[lv]);
+	}
+	size_t cap = sizeof line - h - 1;       /* room for the newline */
+	int n = vsnprintf(line + h, cap, fmt, ap);
+	size_t len = n < 0 ? 0 : (size_t)n >= cap ? cap - 1 : (size_t)n;
+	if (!f) {
 		syslog(prio[lv], "%s", line);
 		return;
 	}
-	FILE *f = log_state.target == LOG_TO_FILE && log_state.file ? log_state.file : stderr;
-	if (f == stderr) {
-		int j = __atomic_load_n(&log_state.journal, __ATOMIC_RELAXED);
-		if (j < 0) {
-			j = log_stderr_is_journal();
-			__atomic_store_n(&log_state.journal, j, __ATOMIC_RELAXED);
-		}
-		if (j) {        /* every line of a dump gets the priority, or journald uses its own */
-			const char *p = line;
-			flockfile(f);
-			fprintf(f, "<%d>[%s] ", prio[lv], log_level_names[lv]);
-			for (const char *nl; (nl = strchr(p, '\n')) != NULL; p = nl + 1)
-				fprintf(f, "%.*s\n<%d>", (int)(nl - p), p, prio[lv]);
-			fprintf(f, "%s\n", p);
-			fflush(f);
-			funlockfile(f);
-			return;
-		}
+	if (journal) {  /* every line of a dump gets the priority, or journald uses its own */
+		const char *p = line;
+		flockfile(f);
+		fprintf(f, "<%d>[%s] ", prio[lv], log_level_names[lv]);
+		for (const char *nl; (nl = strchr(p, '\n')) != NULL; p = nl + 1)
+			fprintf(f, "%.*s\n<%d>", (int)(nl - p), p, prio[lv]);
+		fprintf(f, "%s\n", p);
+		fflush(f);
+		funlockfile(f);
+		return;
 	}
-	struct timespec ts;
-	struct tm tm;
-	char when[32];
-	clock_gettime(CLOCK_REALTIME, &ts);
-	gmtime_r(&ts.tv_sec, &tm);
-	strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%S", &tm);
-	flockfile(f);
-	fprintf(f, "%s.%03ldZ [%s] %s\n", when, ts.tv_nsec / 1000000L, log_level_names[lv], line);
+	line[h + len] = '\n';  /* one write per line: lines of threads never mix */
+	fwrite(line, 1, h + len + 1, f);
 	fflush(f);
-	funlockfile(f);
 }
 
 static void log_vmsg(int lv, const char *fmt, va_list ap) PRINTF_LIKE(2, 0);
@@ -342,11 +356,11 @@ static uint64_t stat_get(const uint64_t *c)
  * bucket each, every power of two above is split in four, so a bucket's upper bound is at
  * most 25 % above any value in it.  The 252 buckets reach 2^64 us.
  */
-#define LAT_BUCKETS 252
+#define HIST_BUCKETS 252
 
-static uint64_t lat_hist[LAT_BUCKETS];
+static uint64_t hist_req[HIST_BUCKETS];
 
-static unsigned lat_bucket(uint64_t us)
+static unsigned hist_bucket(uint64_t us)
 {
 	if (us < 8)
 		return (unsigned)us;
@@ -355,7 +369,7 @@ static unsigned lat_bucket(uint64_t us)
 }
 
 /* The largest value that falls into bucket b. */
-static uint64_t lat_upper(unsigned b)
+static uint64_t hist_upper(unsigned b)
 {
 	if (b < 8)
 		return b;
@@ -365,17 +379,17 @@ static uint64_t lat_upper(unsigned b)
 	return ((uint64_t)(5u + sub) << (msb - 2u)) - 1u;
 }
 
-static void lat_add(uint64_t us)
+static void hist_add(uint64_t us)
 {
-	stat_add(&lat_hist[lat_bucket(us)], 1);
+	stat_add(&hist_req[hist_bucket(us)], 1);
 }
 
 /* The upper bound of the bucket that holds the value of rank ceil(q * count) (nearest
  * rank), 0 with no values.  q in (0, 1]. */
-static uint64_t lat_quantile(const uint64_t hist[LAT_BUCKETS], double q)
+static uint64_t hist_quantile(const uint64_t hist[HIST_BUCKETS], double q)
 {
 	uint64_t total = 0, seen = 0;
-	for (unsigned b = 0; b < LAT_BUCKETS; b++)
+	for (unsigned b = 0; b < HIST_BUCKETS; b++)
 		total += hist[b];
 	if (total == 0)
 		return 0;
@@ -384,12 +398,12 @@ static uint64_t lat_quantile(const uint64_t hist[LAT_BUCKETS], double q)
 		rank++;
 	if (rank == 0)
 		rank = 1;
-	for (unsigned b = 0; b < LAT_BUCKETS; b++) {
+	for (unsigned b = 0; b < HIST_BUCKETS; b++) {
 		seen += hist[b];
 		if (seen >= rank)
-			return lat_upper(b);
+			return hist_upper(b);
 	}
-	return lat_upper(LAT_BUCKETS - 1);
+	return hist_upper(HIST_BUCKETS - 1);
 }
 
 /* ==== 2. Buffers ========================================================== */
@@ -7400,9 +7414,9 @@ static void ev_counts(char *out, size_t cap, const uint64_t *c, const struct kmi
 static void ev_report(struct ev *ev)
 {
 	static char ops[2048], fails[2048];
-	uint64_t hist[LAT_BUCKETS];
-	for (unsigned b = 0; b < LAT_BUCKETS; b++)
-		hist[b] = stat_get(&lat_hist[b]);
+	uint64_t hist[HIST_BUCKETS];
+	for (unsigned b = 0; b < HIST_BUCKETS; b++)
+		hist[b] = stat_get(&hist_req[b]);
 	ev_counts(ops, sizeof ops, op_stats.items, kmip_op_names, ARRAY_LEN(kmip_op_names));
 	ev_counts(fails, sizeof fails, op_stats.fails, kmip_rr_names, ARRAY_LEN(kmip_rr_names));
 	log_report("counters uptime_s=%llu conn_open=%d conn_total=%lu conn_refused=%lu "
@@ -7411,8 +7425,8 @@ static void ev_report(struct ev *ev)
 		   ev->nconn, ev->conn_total, ev->refused, ev->requests, ops, fails,
 		   (unsigned long long)stat_get(&p11_stats.calls),
 		   (unsigned long long)(stat_get(&p11_stats.ns) / 1000),
-		   (unsigned long long)lat_quantile(hist, 0.5),
-		   (unsigned long long)lat_quantile(hist, 0.99));
+		   (unsigned long long)hist_quantile(hist, 0.5),
+		   (unsigned long long)hist_quantile(hist, 0.99));
 }
 
 /*
@@ -7426,7 +7440,7 @@ static void conn_log_request(struct ev *ev, struct conn *c)
 	const struct op_rec *g = &c->job->rec;
 	uint64_t end = c->t1_ns ? c->t1_ns : mono_ns();
 	unsigned long long us = (unsigned long long)((end - c->t0_ns) / 1000u);
-	lat_add(us);
+	hist_add(us);
 	ev->requests++;
 	c->nreq++;
 	if (log_state.level < LV_WARNING || (log_state.level < LV_INFO && !g->auth_rr))
@@ -7442,23 +7456,31 @@ static void conn_log_request(struct ev *ev, struct conn *c)
 	}
 	if (log_state.level < LV_INFO)
 		return;
-	char ops[OP_REC_ITEMS * 28 + 16] = "-", res[OP_REC_ITEMS * 36 + 16] = "-";
-	size_t no = 0, nr = 0;
-	int shown = g->n < OP_REC_ITEMS ? g->n : OP_REC_ITEMS;
-	for (int i = 0; i < shown; i++) {
-		const char *sep = i ? "," : "";
-		no += (size_t)snprintf(ops + no, sizeof ops - no, "%s%s", sep,
-				       op_enum_name(KT_OPERATION, g->op[i], (char[12]){ 0 }));
+	/* One item, the common case, needs no list. */
+	char opname[12], ops[OP_REC_ITEMS * 28 + 16], res[OP_REC_ITEMS * 36 + 16];
+	const char *op = "-", *result = g->msg_rr ? kmip_reason_name(g->msg_rr) : "-";
+	if (g->n == 1) {
+		op = op_enum_name(KT_OPERATION, g->op[0], opname);
 		if (!g->msg_rr)
+			result = g->rr[0] ? kmip_reason_name(g->rr[0]) : "SUCCESS";
+	} else if (g->n > 1) {
+		size_t no = 0, nr = 0;
+		int shown = g->n < OP_REC_ITEMS ? g->n : OP_REC_ITEMS;
+		for (int i = 0; i < shown; i++) {
+			const char *sep = i ? "," : "";
+			no += (size_t)snprintf(ops + no, sizeof ops - no, "%s%s", sep,
+					       op_enum_name(KT_OPERATION, g->op[i], opname));
 			nr += (size_t)snprintf(res + nr, sizeof res - nr, "%s%s", sep,
 					       g->rr[i] ? kmip_reason_name(g->rr[i]) : "SUCCESS");
+		}
+		if (g->n > shown)
+			snprintf(ops + no, sizeof ops - no, ",+%d", g->n - shown);
+		op = ops;
+		if (!g->msg_rr)
+			result = res;
 	}
-	if (g->n > shown)
-		snprintf(ops + no, sizeof ops - no, ",+%d", g->n - shown);
-	if (g->msg_rr)
-		snprintf(res, sizeof res, "%s", kmip_reason_name(g->msg_rr));
 	log_info("request conn=%lu peer=%s user=%s op=%s uid=%s result=%s usec=%llu", c->id,
-		 c->peer, user, ops, g->uids[0] ? g->uids : "-", res, us);
+		 c->peer, user, op, g->uids[0] ? g->uids : "-", result, us);
 }
 
 /*
