@@ -107,9 +107,9 @@ static int log_level_parse(const char *s)
 
 /*
  * systemd connects a service's stderr to journald and says so in JOURNAL_STREAM,
- * "DEVICE:INODE" of that stream (systemd.exec(5)); a stderr redirected elsewhere by a
- * child's caller no longer matches.  Then journald stamps each line itself, and reads the
- * priority from a "<N>" prefix (sd-daemon(3)).
+ * "DEVICE:INODE" of that stream (systemd.exec(5)); a stderr that someone redirected since
+ * no longer matches.  On the journal's stream journald stamps each line itself, and reads
+ * its priority from a "<N>" prefix (sd-daemon(3)).
  */
 static int log_stderr_is_journal(void)
 {
@@ -6293,8 +6293,9 @@ static int op_item(struct op_req *q, const struct kmip_item *it, uint32_t auth_r
 			}
 		}
 	}
-	log_debug("%s failed: %s: %s", op_enum_name(KT_OPERATION, it->op, (char[12]){ 0 }),
-		  kmip_reason_name(rr), q->msg ? q->msg : "");
+	log_debug("conn=%lu %s failed: %s: %s", q->t->rec->conn,
+		  op_enum_name(KT_OPERATION, it->op, (char[12]){ 0 }), kmip_reason_name(rr),
+		  q->msg ? q->msg : "");
 	kmip_item_begin(q->e, it->op, it, RS_OPERATION_FAILED, rr, q->msg);
 	ttlv_close(q->e);
 	op_rec_item(q, it, def, rr);
