@@ -5253,14 +5253,18 @@ static struct {
 static CK_FUNCTION_LIST *p11_counted;   /* the module's own list, which the copy calls */
 static CK_FUNCTION_LIST p11_counting;   /* the copy: P11_F once p11_count_calls() ran */
 
+static CK_RV p11_count_end(uint64_t t0, CK_RV rv)
+{
+	stat_add(&p11_stats.ns, mono_ns() - t0);
+	stat_add(&p11_stats.calls, 1);
+	return rv;
+}
+
 #define P11_COUNT_FN(name, params, args) \
 static CK_RV p11_count_##name params \
 { \
 	uint64_t t0 = mono_ns(); \
-	CK_RV rv = p11_counted->C_##name args; \
-	stat_add(&p11_stats.ns, mono_ns() - t0); \
-	stat_add(&p11_stats.calls, 1); \
-	return rv; \
+	return p11_count_end(t0, p11_counted->C_##name args); \
 }
 P11_COUNTED(P11_COUNT_FN)
 #undef P11_COUNT_FN
