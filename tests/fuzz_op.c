@@ -568,10 +568,11 @@ static void make_seeds(const char *dir)
 	for (int k = 0; k < 2; k++) {
 		seed_begin(1, 11, k ? BEC_STOP : BEC_CONTINUE);
 		for (int i = 0; i < 11; i++) {
-			seed_item(OP_GET, i + 1);
-			seed_uid(i < 10 ? "11_pub" : "FF_pub");
-			ttlv_put_enum(&seed_e, KT_KEY_FORMAT_TYPE, KFT_TRANSPARENT_RSA_PUBLIC_KEY);
-			seed_item_end();
+			uint8_t bid = (uint8_t)(i + 1);
+			kreq_item_id(e, OP_GET, &bid, 1);
+			kreq_uid(e, i < 10 ? "11_pub" : "FF_pub");
+			ttlv_put_enum(e, KT_KEY_FORMAT_TYPE, KFT_TRANSPARENT_RSA_PUBLIC_KEY);
+			kreq_item_end(e);
 		}
 		seed_end(k ? "batch-gets-too-large-stop" : "batch-gets-too-large");
 	}

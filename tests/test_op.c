@@ -863,13 +863,13 @@ static void test_response_sizes(void)
 	CHECK(made, "RSA-2048 pair for the size test");
 	if (!made)
 		return;
-	struct hdr h = { 1, 2, USER, PIN, -1, BEC_CONTINUE, 11 };
+	struct kreq_hdr h = { 1, 2, USER, PIN, -1, BEC_CONTINUE, 11 };
 	begin(h);
 	for (int i = 0; i < 11; i++) {
 		char bid[12];
 		snprintf(bid, sizeof bid, "%d", i);
 		item(OP_GET, bid);
-		put_uid(i < 10 ? pub : unknown);
+		kreq_uid(E, i < 10 ? pub : unknown);
 		ttlv_put_enum(E, KT_KEY_FORMAT_TYPE, KFT_TRANSPARENT_RSA_PUBLIC_KEY);
 		item_end();
 	}
@@ -937,7 +937,7 @@ static void test_response_sizes(void)
 		char bid[12];
 		snprintf(bid, sizeof bid, "%d", i);
 		item(OP_GET, bid);
-		put_uid(i < 10 ? pub : unknown);
+		kreq_uid(E, i < 10 ? pub : unknown);
 		ttlv_put_enum(E, KT_KEY_FORMAT_TYPE, KFT_TRANSPARENT_RSA_PUBLIC_KEY);
 		item_end();
 	}
