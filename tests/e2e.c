@@ -34,7 +34,7 @@
 #define REQ_CAP (16 * 1024)
 #define RESP_CAP (256 * 1024)
 #define CASCADE_RESP_LIMIT 8192      /* Cascade's default --max-response-bytes */
-#define MAX_ITEMS 8
+#define MAX_ITEMS 64         /* the daemon's batch limit */
 
 static struct {
 	const char *host, *ca, *user, *pin;
@@ -1297,12 +1297,69 @@ static int mode_slow(void)
 	return check_summary();
 }
 
+/* ==== mode: toolarge (a daemon with a small max-message-size) ============ */
+
+/*
+ * Ten Gets of an RSA-2048 public key in Transparent form and a Get of an unknown UID,
+ * Continue, against a daemon whose max-message-size (its response buffer) holds only
+ * some of them: a well-formed Response Message with all eleven items, those that fit
+ * answered, the rest Response Too Large, the last Item Not Found.
+ */
+static int mode_toolarge(void)
+{
+	struct kc c;
+	struct resp *r = resp_new();
+	struct pair p;
+	struct rq q;
+	static const char *unknown = "00000000000000000000000000000000000000AC_pub";
+
+	if (tc_open(&c) != 0) {
+		CHECK(0, "connect");
+		resp_free(r);
+		return check_summary();
+	}
+	if (create_checked(&c, ALG_RSA, 2048, &p, r, "toolarge: RSA-2048 pair") == 0) {
+		struct kreq_hdr h = { 1, 2, g_me.user, g_me.pass, -1, BEC_CONTINUE, 11 };
+		kreq_begin(&q.e, q.buf, sizeof q.buf, &h);
+		for (int i = 0; i < 11; i++) {
+			uint8_t bid = (uint8_t)(i + 1);
+			kreq_item_id(&q.e, OP_GET, &bid, 1);
+			kreq_uid(&q.e, i < 10 ? p.pub : unknown);
+			ttlv_put_enum(&q.e, KT_KEY_FORMAT_TYPE, KFT_TRANSPARENT_RSA_PUBLIC_KEY);
+			kreq_item_end(&q.e);
+		}
+		kreq_end(&q.e);
+		int got = call(&c, &q, r) == 0;
+		CHECK(got && r->n == 11 && r->batch_count == 11,
+		      "toolarge: a well-formed answer with all 11 items (%ld bytes, %d items, "
+		      "Batch Count %lld)", r->len, got ? r->n : -1, (long long)r->batch_count);
+		int fit = 0, too_large = 0, order = got && r->n == 11;
+		for (int i = 0; order && i < 10; i++) {
+			const struct ritem *it = &r->item[i];
+			order = it->op == OP_GET && it->bid && it->bid->len == 1 && it->bid->val[0] == i + 1;
+			if (it->status == RS_SUCCESS && it->payload)
+				fit++;
+			else if (it->status == RS_OPERATION_FAILED && it->reason == RR_RESPONSE_TOO_LARGE)
+				too_large++;
+		}
+		CHECK(order && fit > 0 && too_large > 0 && fit + too_large == 10,
+		      "toolarge: %d Gets answered, %d Response Too Large, in order", fit, too_large);
+		CHECK(order && r->item[10].status == RS_OPERATION_FAILED &&
+		      r->item[10].reason == RR_ITEM_NOT_FOUND,
+		      "toolarge: the unknown UID is still answered Item Not Found");
+		destroy_pair(&c, &p, r, "toolarge", 0);
+	}
+	kc_close(&c);
+	resp_free(r);
+	return check_summary();
+}
+
 /* ==== main ================================================================ */
 
 static int usage(void)
 {
 	fprintf(stderr, "usage: e2e HOST PORT CA_CERT USERNAME PIN "
-	        "cascade|keep|auth|errors|slow|parallel N|sign UID...\n");
+	        "cascade|keep|auth|errors|slow|toolarge|parallel N|sign UID...\n");
 	return 2;
 }
 
@@ -1334,5 +1391,7 @@ int main(int argc, char **argv)
 		return mode_parallel(argc > 7 ? atoi(argv[7]) : 100);
 	if (strcmp(argv[6], "slow") == 0)
 		return mode_slow();
+	if (strcmp(argv[6], "toolarge") == 0)
+		return mode_toolarge();
 	return usage();
 }

@@ -251,12 +251,36 @@ tls_checks() {
 
 echo "integration: daemon $DAEMON, port $PORT, token $LABEL in $T"
 
+# ---- --list-slots: the module loaded, its slots listed, nothing served -----------------
+
+"$DAEMON" -c "$T/config.toml" --list-slots > "$T/list-slots.out" 2>&1
+check "--list-slots exits 0" [ $? -eq 0 ]
+check "--list-slots: the token's label" grep -q "^  label  *\"$LABEL\"\$" "$T/list-slots.out"
+check "--list-slots: SoftHSM's flags" grep -q '^  flags  *initialized login-required$' "$T/list-slots.out"
+check "--list-slots: what the daemon can make there" \
+	grep -q '^  generate  *RSA 1024..4096 bits, P-256, P-384, P-521, Ed25519$' "$T/list-slots.out"
+check "--list-slots: how it signs there" \
+	grep -q '^  sign  *RSA (hash in the token), P-256 (hash in software),' "$T/list-slots.out"
+check "--list-slots: label, slot ID and index reach the slot" \
+	grep -q "^  usernames  *\"$LABEL\" \"[0-9]*\" \"0\"\$" "$T/list-slots.out"
+check "--list-slots: the uninitialized slot is marked" grep -q 'not initialized' "$T/list-slots.out"
+[ "$failed" -eq 0 ] || cat "$T/list-slots.out"
+sed 's|^lib-path = .*|lib-path = "/nonexistent/libnothing.so"|' "$T/config.toml" > "$T/nolib.toml"
+out=$("$DAEMON" -c "$T/nolib.toml" --list-slots 2>&1)
+check "--list-slots with a module that does not load exits 1" [ $? -eq 1 ]
+case "$out" in
+*"/nonexistent/libnothing.so"*"cannot"*) ok ;;
+*) bad "--list-slots says why the module did not load: $out" ;;
+esac
+
 if start_daemon "first start"; then
 	tls_checks
 	fp_first=$(file_fingerprint)
 
 	e2e e2e-cascade  120 cascade
 	e2e e2e-auth      60 auth
+	check "an unknown username is logged at warning with the token labels there are" \
+		grep -q "\[warning\] no slot for username \".*\": token labels are \"$LABEL\"" "$T/daemon.log"
 	e2e e2e-errors    60 errors
 	check "the daemon survives malformed input" daemon_alive
 	e2e e2e-parallel 120 parallel 100
@@ -304,6 +328,18 @@ EOF
 		check "the daemon exits 0 within 5 s of SIGTERM (limits)" stop_daemon
 	else
 		bad "daemon with limits accepts connections"
+		stop_daemon
+	fi
+
+	# A response buffer that holds only part of a batch's answers (max-message-size 3000).
+	sed -e 's/^addr = .*/&\nmax-message-size = 3000/' "$T/config.toml" > "$T/small.toml"
+	"$DAEMON" -c "$T/small.toml" >> "$T/daemon.log" 2>&1 &
+	daemon_pid=$!
+	if wait_port; then
+		e2e e2e-toolarge 60 toolarge
+		check "the daemon exits 0 within 5 s of SIGTERM (max-message-size 3000)" stop_daemon
+	else
+		bad "daemon with max-message-size 3000 accepts connections"
 		stop_daemon
 	fi
 

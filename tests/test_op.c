@@ -1699,6 +1699,73 @@ static void test_nullp11(void)
 	null_unload();
 }
 
+/*
+ * What the token can do decides before anything is created: nullp11 without EC key
+ * generation, and with a TPM's EC sizes (256..384 bits), with C_GenerateKeyPair made to
+ * fail so that a call to it would show.  Query follows the token when a username is given.
+ */
+static int op_listed(int op)
+{
+	for (int i = 0; nth(r_payload(0), KT_OPERATION, i); i++)
+		if (num(nth(r_payload(0), KT_OPERATION, i)) == op)
+			return 1;
+	return 0;
+}
+
+static void test_capabilities(void)
+{
+	setenv("NULLP11_MECHS", "0x0,0x1,0x40,0x1041", 1);  /* RSA gen, RSA_PKCS, SHA256_RSA, ECDSA */
+	int loaded = null_load("C_GenerateKeyPair=0x30") == 0;
+	unsetenv("NULLP11_MECHS");
+	if (loaded) {
+		ckp_request(H12, ALG_ECDSA, 256, 0, "k", "p");
+		transmit();
+		CHECK(failed(0, RR_FEATURE_NOT_SUPPORTED) && strstr(r_msg(0), "CKM_EC_KEY_PAIR_GEN"),
+		      "no CKM_EC_KEY_PAIR_GEN: P-256 Create Key Pair is Feature Not Supported naming "
+		      "the mechanism, before C_GenerateKeyPair: '%s'", r_msg(0));
+		ckp_request(H12, ALG_RSA, 2048, 0, "k", "p");
+		transmit();
+		CHECK(failed(0, RR_CRYPTOGRAPHIC_FAILURE) && strstr(r_msg(0), "C_GenerateKeyPair"),
+		      "RSA is listed: the request reaches C_GenerateKeyPair ('%s')", r_msg(0));
+		ckp_request(H12, ALG_ED25519, 0, 0, "k", "p");
+		transmit();
+		CHECK(failed(0, RR_FEATURE_NOT_SUPPORTED) &&
+		      strstr(r_msg(0), "CKM_EC_EDWARDS_KEY_PAIR_GEN"),
+		      "no Edwards generation: Ed25519 refused naming the mechanism: '%s'", r_msg(0));
+		query(H12, 1, 1, 0);
+		CHECK(succeeded(0) && op_listed(OP_CREATE_KEY_PAIR) && op_listed(OP_SIGN),
+		      "Query for the token: Create Key Pair and Sign listed (RSA can do both)");
+	}
+	null_unload();
+
+	setenv("NULLP11_MECHS", "0x1,0x1041", 1);           /* signing only, no generation */
+	loaded = null_load(NULL) == 0;
+	unsetenv("NULLP11_MECHS");
+	if (loaded) {
+		query(H12, 1, 0, 0);
+		CHECK(succeeded(0) && !op_listed(OP_CREATE_KEY_PAIR) && op_listed(OP_SIGN) &&
+		      op_listed(OP_GET), "Query for a token that cannot generate: no Create Key Pair");
+		struct kreq_hdr anon = { 1, 2, NULL, NULL, -1, 0, 1 };
+		query(anon, 1, 0, 0);
+		CHECK(succeeded(0) && op_listed(OP_CREATE_KEY_PAIR),
+		      "Query without a username: the server's whole list");
+	}
+	null_unload();
+
+	if (null_load("C_GenerateKeyPair=0x30") == 0) {
+		ckp_request(H12, ALG_ECDSA, 521, 0, "k", "p");
+		transmit();
+		CHECK(failed(0, RR_FEATURE_NOT_SUPPORTED) && strstr(r_msg(0), "256..384"),
+		      "EC sizes 256..384 (C_GetMechanismInfo): P-521 refused with the range: '%s'",
+		      r_msg(0));
+		ckp_request(H12, ALG_ECDSA, 384, 0, "k", "p");
+		transmit();
+		CHECK(failed(0, RR_CRYPTOGRAPHIC_FAILURE),
+		      "P-384 is within the range: C_GenerateKeyPair is called");
+	}
+	null_unload();
+}
+
 int main(int argc, char **argv)
 {
 	char cmd[300];
@@ -1722,6 +1789,7 @@ int main(int argc, char **argv)
 	if (pid == 0) {
 		close(fds[0]);
 		test_nullp11();
+		test_capabilities();
 		int counts[3] = { check_passed, check_failed, check_skipped };
 		ssize_t w = write(fds[1], counts, sizeof counts);
 		(void)w;

@@ -157,7 +157,7 @@ static void test_ecdsa_der(void)
 
 static void test_ec_point(void)
 {
-	const struct p11_curve *c = p11_curve_by_id(P11_CURVE_P256);
+	const struct p11_alg *c = p11_curve_by_id(P11_CURVE_P256);
 	uint8_t p[70];
 	memset(p, 0x3F, sizeof p);
 	p[0] = 0x04;
