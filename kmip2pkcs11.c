@@ -6385,9 +6385,9 @@ static int op_der_encrypted(const uint8_t *der, size_t n)
  *                                    subjectPublicKey BIT STRING }
  *   ECPrivateKey (RFC 5915):         SEQUENCE { version INTEGER, privateKey OCTET STRING,
  *                                    [0] parameters (a namedCurve OID), ... }
- * Returns OP_DER_EDWARDS (RFC 8410 id-Ed25519, id-Ed448), OP_DER_EC_CURVE (an EC key of a
+ * Returns OP_DER_ED25519 / OP_DER_ED448 (RFC 8410), OP_DER_EC_CURVE (an EC key of a
  * named curve the daemon does not serve), OP_DER_OTHER_ALG (neither RSA nor EC), or 0. */
-enum { OP_DER_EDWARDS = 1, OP_DER_EC_CURVE, OP_DER_OTHER_ALG };
+enum { OP_DER_ED25519 = 1, OP_DER_ED448, OP_DER_EC_CURVE, OP_DER_OTHER_ALG };
 
 static int op_der_alg(const uint8_t *der, size_t n)
 {
@@ -6414,7 +6414,7 @@ static int op_der_alg(const uint8_t *der, size_t n)
 		if (op_der_tl(&a, 0x06, &len) != 0 || !(oid = buf_take(&a, len)))
 			return 0;
 		if (len == 3 && oid[0] == 0x2B && oid[1] == 0x65 && (oid[2] == 0x70 || oid[2] == 0x71))
-			return OP_DER_EDWARDS;
+			return oid[2] == 0x70 ? OP_DER_ED25519 : OP_DER_ED448;
 		if (len == sizeof rsa_oid && memcmp(oid, rsa_oid, len) == 0)
 			return 0;
 		if (len != sizeof ec_oid || memcmp(oid, ec_oid, len) != 0)
@@ -6446,6 +6446,159 @@ static const struct p11_alg *op_edwards_spki(const uint8_t *der, size_t n, size_
 	return NULL;
 }
 
+/*
+ * The Ed25519 public key of a private key (RFC 8032 section 5.1.5), which Mbed TLS does not
+ * compute: h = SHA-512(seed); the scalar s = h[0..31] little-endian with bits 0-2 and 255
+ * cleared and bit 254 set; A = [s]B on the twisted Edwards curve -x^2 + y^2 = 1 + d x^2 y^2
+ * over p = 2^255 - 19; the key is y little-endian with x's low bit in the top bit.  Points
+ * in extended coordinates (X, Y, Z, T), x = X/Z, y = Y/Z, xy = T/Z, added with the
+ * complete formula of RFC 8032 section 5.1.4 (also used for doubling).  Not constant-time:
+ * it runs once per import, on a key the requester holds already.
+ */
+struct op_ed_pt {
+	mbedtls_mpi x, y, z, t;
+};
+
+static int op_ed_mod(mbedtls_mpi *r, const mbedtls_mpi *p)
+{
+	return mbedtls_mpi_mod_mpi(r, r, p);
+}
+
+static int op_ed_mul(mbedtls_mpi *r, const mbedtls_mpi *a, const mbedtls_mpi *b, const mbedtls_mpi *p)
+{
+	int ret = mbedtls_mpi_mul_mpi(r, a, b);
+	return ret ? ret : op_ed_mod(r, p);
+}
+
+/* r = p1 + p2 (r may be either); d2 = 2d mod p; tmp: 8 initialized MPIs. */
+static int op_ed_add(struct op_ed_pt *r, const struct op_ed_pt *p1, const struct op_ed_pt *p2,
+		     const mbedtls_mpi *d2, const mbedtls_mpi *p, mbedtls_mpi *tmp)
+{
+	mbedtls_mpi *a = &tmp[0], *b = &tmp[1], *c = &tmp[2], *d = &tmp[3], *e = &tmp[4],
+		    *f = &tmp[5], *g = &tmp[6], *h = &tmp[7];
+	int ret = 0;
+	ret |= mbedtls_mpi_sub_mpi(a, &p1->y, &p1->x);          /* A = (Y1-X1)(Y2-X2) */
+	ret |= mbedtls_mpi_sub_mpi(e, &p2->y, &p2->x);
+	ret |= op_ed_mul(a, a, e, p);
+	ret |= mbedtls_mpi_add_mpi(b, &p1->y, &p1->x);          /* B = (Y1+X1)(Y2+X2) */
+	ret |= mbedtls_mpi_add_mpi(e, &p2->y, &p2->x);
+	ret |= op_ed_mul(b, b, e, p);
+	ret |= op_ed_mul(c, &p1->t, &p2->t, p);                 /* C = T1 2d T2 */
+	ret |= op_ed_mul(c, c, d2, p);
+	ret |= op_ed_mul(d, &p1->z, &p2->z, p);                 /* D = Z1 2 Z2 */
+	ret |= mbedtls_mpi_shift_l(d, 1);
+	ret |= mbedtls_mpi_sub_mpi(e, b, a);                    /* E = B-A, F = D-C */
+	ret |= mbedtls_mpi_sub_mpi(f, d, c);                    /* G = D+C, H = B+A */
+	ret |= mbedtls_mpi_add_mpi(g, d, c);
+	ret |= mbedtls_mpi_add_mpi(h, b, a);
+	ret |= op_ed_mul(&r->x, e, f, p);                       /* X3 = EF, Y3 = GH */
+	ret |= op_ed_mul(&r->y, g, h, p);                       /* T3 = EH, Z3 = FG */
+	ret |= op_ed_mul(&r->t, e, h, p);
+	ret |= op_ed_mul(&r->z, f, g, p);
+	return ret;
+}
+
+static int op_ed25519_public(const uint8_t seed[32], uint8_t pub[32])
+{
+	/* p, d and the base point B = (x, 4/5) of RFC 8032 section 5.1, in hex. */
+	static const char *const hex[] = {
+		"7FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFED",
+		"52036CEE2B6FFE738CC740797779E89800700A4D4141D8AB75EB4DCA135978A3",
+		"216936D3CD6E53FEC0A4E231FDD6DC5C692CC7609525A7B2C9562D608F25D51A",
+		"6666666666666666666666666666666666666666666666666666666666666658",
+	};
+	mbedtls_mpi k[4], tmp[8], s, zi;            /* k: p, 2d, Bx, By */
+	struct op_ed_pt q, b;
+	uint8_t h[64];
+	size_t hl = 0;
+	int ret = psa_hash_compute(PSA_ALG_SHA_512, seed, 32, h, sizeof h, &hl) == PSA_SUCCESS &&
+		  hl == 64 ? 0 : -1;
+
+	mbedtls_mpi_init(&s);
+	mbedtls_mpi_init(&zi);
+	for (int i = 0; i < 4; i++)
+		mbedtls_mpi_init(&k[i]);
+	for (int i = 0; i < 8; i++)
+		mbedtls_mpi_init(&tmp[i]);
+	mbedtls_mpi *pts[] = { &q.x, &q.y, &q.z, &q.t, &b.x, &b.y, &b.z, &b.t };
+	for (size_t i = 0; i < ARRAY_LEN(pts); i++)
+		mbedtls_mpi_init(pts[i]);
+	h[0] &= 248;
+	h[31] &= 127;
+	h[31] |= 64;
+	for (int i = 0; i < 4 && !ret; i++)
+		ret = mbedtls_mpi_read_string(&k[i], 16, hex[i]);
+	if (!ret)
+		ret = mbedtls_mpi_read_binary_le(&s, h, 32) | mbedtls_mpi_shift_l(&k[1], 1) |
+		      op_ed_mod(&k[1], &k[0]) |
+		      mbedtls_mpi_copy(&b.x, &k[2]) | mbedtls_mpi_copy(&b.y, &k[3]) |
+		      mbedtls_mpi_lset(&b.z, 1) | op_ed_mul(&b.t, &k[2], &k[3], &k[0]) |
+		      mbedtls_mpi_lset(&q.x, 0) | mbedtls_mpi_lset(&q.y, 1) |
+		      mbedtls_mpi_lset(&q.z, 1) | mbedtls_mpi_lset(&q.t, 0);
+	for (int i = 254; i >= 0 && !ret; i--) {
+		ret = op_ed_add(&q, &q, &q, &k[1], &k[0], tmp);
+		if (!ret && mbedtls_mpi_get_bit(&s, (size_t)i))
+			ret = op_ed_add(&q, &q, &b, &k[1], &k[0], tmp);
+	}
+	if (!ret)
+		ret = mbedtls_mpi_inv_mod(&zi, &q.z, &k[0]) | op_ed_mul(&q.x, &q.x, &zi, &k[0]) |
+		      op_ed_mul(&q.y, &q.y, &zi, &k[0]) | mbedtls_mpi_write_binary_le(&q.y, pub, 32);
+	if (!ret)
+		pub[31] |= (uint8_t)(mbedtls_mpi_get_bit(&q.x, 0) << 7);
+	wipe(h, sizeof h);
+	mbedtls_mpi_free(&s);                   /* mbedtls_mpi_free zeroizes */
+	mbedtls_mpi_free(&zi);
+	for (int i = 0; i < 4; i++)
+		mbedtls_mpi_free(&k[i]);
+	for (int i = 0; i < 8; i++)
+		mbedtls_mpi_free(&tmp[i]);
+	for (size_t i = 0; i < ARRAY_LEN(pts); i++)
+		mbedtls_mpi_free(pts[i]);
+	return ret ? -1 : 0;
+}
+
+/*
+ * An Ed25519 private key in PKCS#8 (RFC 8410 section 7, RFC 5958):
+ *   OneAsymmetricKey ::= SEQUENCE { version INTEGER, privateKeyAlgorithm SEQUENCE { id-Ed25519 },
+ *       privateKey OCTET STRING { CurvePrivateKey OCTET STRING (32 bytes) },
+ *       attributes [0] OPTIONAL, publicKey [1] IMPLICIT BIT STRING OPTIONAL }
+ * into im, with the public key computed from it (and a given one checked against it).
+ */
+static uint32_t op_ed25519_key(struct op_req *q, const uint8_t *der, size_t n, struct p11_import *im)
+{
+	const struct p11_alg *row = p11_alg_of(CKK_EC_EDWARDS, P11_CURVE_ED25519);
+	struct buf_rd r;
+	size_t len, klen;
+	const uint8_t *seed = NULL, *given = NULL;
+
+	buf_rd_init(&r, der, n);
+	if (row && op_der_tl(&r, 0x30, &len) == 0 && op_der_tl(&r, 0x02, &len) == 0 &&
+	    buf_take(&r, len) && op_der_tl(&r, 0x30, &len) == 0 && buf_take(&r, len) &&
+	    op_der_tl(&r, 0x04, &len) == 0 && op_der_tl(&r, 0x04, &klen) == 0 && klen == 32)
+		seed = buf_take(&r, 32);
+	if (seed && r.p < r.end && r.p[0] == 0xA0 && (op_der_tl(&r, 0xA0, &len) != 0 ||
+						      !buf_take(&r, len)))
+		seed = NULL;
+	if (seed && r.p < r.end && (op_der_tl(&r, 0x81, &len) != 0 || len != 33 ||
+				    !(given = buf_take(&r, 33)) || given[0] != 0))
+		seed = NULL;
+	if (!seed || r.p != r.end)
+		return op_fail(q, RR_INVALID_FIELD, "Key Material is not an Ed25519 private key "
+			       "in PKCS#8 (RFC 8410)");
+	im->type = CKK_EC_EDWARDS;
+	im->curve = P11_CURVE_ED25519;
+	im->has_private = 1;
+	memcpy(im->scalar, seed, 32);
+	im->scalar_len = 32;
+	if (op_ed25519_public(im->scalar, im->point) != 0)
+		return op_fail(q, RR_GENERAL_FAILURE, "cannot compute the Ed25519 public key");
+	im->point_len = 32;
+	if (given && memcmp(given + 1, im->point, 32) != 0)
+		return op_fail(q, RR_INVALID_FIELD, "the public key given with the private key "
+			       "does not match it");
+	return 0;
+}
+
 /* Key Material as a Byte String: DER that Mbed TLS parses (PKCS#8 PrivateKeyInfo, PKCS#1
  * RSAPrivateKey, SEC1 / RFC 5915 ECPrivateKey; SubjectPublicKeyInfo, PKCS#1 RSAPublicKey),
  * and Ed25519 public keys, which it does not know. */
@@ -6469,17 +6622,18 @@ static uint32_t op_der_key(struct op_req *q, const uint8_t *der, size_t n, int p
 		return op_fail(q, RR_FEATURE_NOT_SUPPORTED, "encrypted PKCS#8 key material is not "
 			       "supported: decrypt it first");
 	int alg = op_der_alg(der, n);
-	if (alg == OP_DER_EDWARDS)
-		return op_fail(q, RR_FEATURE_NOT_SUPPORTED, "Edwards curve %s keys cannot be "
-			       "registered (the daemon cannot compute their public key); register "
-			       "the public key alone, or generate the key in the HSM",
-			       priv ? "private" : "Ed448");
+	if (priv && alg == OP_DER_ED25519)
+		return op_ed25519_key(q, der, n, im);
+	if (alg == OP_DER_ED25519 || alg == OP_DER_ED448)
+		return op_fail(q, RR_FEATURE_NOT_SUPPORTED, "%s keys are not supported (Ed25519 "
+			       "private keys in PKCS#8, and Ed25519 public keys as SPKI)",
+			       alg == OP_DER_ED448 ? "Ed448" : "Ed25519 public");
 	if (alg == OP_DER_EC_CURVE)
 		return op_fail(q, RR_FEATURE_NOT_SUPPORTED, "EC curve not supported (P-256, P-384, "
 			       "P-521 only)");
 	if (alg == OP_DER_OTHER_ALG)
-		return op_fail(q, RR_FEATURE_NOT_SUPPORTED, "key algorithm not supported (RSA and EC "
-			       "keys; Ed25519 as a public key only)");
+		return op_fail(q, RR_FEATURE_NOT_SUPPORTED, "key algorithm not supported (RSA, EC and "
+			       "Ed25519 keys)");
 	mbedtls_pk_init(&pk);
 	ret = priv ? mbedtls_pk_parse_key(&pk, der, n, NULL, 0, mbedtls_psa_get_random,
 					  MBEDTLS_PSA_RANDOM_STATE)
@@ -6487,8 +6641,8 @@ static uint32_t op_der_key(struct op_req *q, const uint8_t *der, size_t n, int p
 	if (ret == MBEDTLS_ERR_PK_PASSWORD_REQUIRED)
 		rr = op_fail(q, RR_FEATURE_NOT_SUPPORTED, "encrypted key material is not supported");
 	else if (ret == MBEDTLS_ERR_PK_UNKNOWN_PK_ALG)
-		rr = op_fail(q, RR_FEATURE_NOT_SUPPORTED, "key algorithm not supported (RSA and EC "
-			     "keys; Ed25519 as a public key only)");
+		rr = op_fail(q, RR_FEATURE_NOT_SUPPORTED, "key algorithm not supported (RSA, EC and "
+			     "Ed25519 keys)");
 	else if (ret == MBEDTLS_ERR_PK_UNKNOWN_NAMED_CURVE || ret == MBEDTLS_ERR_ECP_FEATURE_UNAVAILABLE ||
 		 ret == MBEDTLS_ERR_PK_FEATURE_UNAVAILABLE)
 		rr = op_fail(q, RR_FEATURE_NOT_SUPPORTED, "EC curve not supported (P-256, P-384, "
@@ -6678,7 +6832,7 @@ static uint32_t op_key_block(struct op_req *q, const struct ttlv *obj, int priv,
  *                      Template-Attribute      Structure    optional (none here)
  *
  * A Private Key is stored as a key pair: the private key, sensitive and not extractable,
- * and the public key computed from it, sharing a fresh CKA_ID; the Unique Identifier is
+ * and the public key computed from it (by Mbed TLS; an Ed25519 one here, RFC 8032), sharing a fresh CKA_ID; the Unique Identifier is
  * the private key's, the public one the same hex with _pub.  A Public Key alone is stored
  * as a public key (its UID _pub).  Template attributes read: Name (-> CKA_LABEL of both
  * halves), Cryptographic Usage Mask (Sign -> CKA_SIGN; Verify or Sign -> CKA_VERIFY of the
@@ -6720,6 +6874,12 @@ static uint32_t op_register(struct op_req *q, const struct ttlv *pl)
 	if ((rr = op_key_block(q, obj, priv, &im)))
 		goto out;
 
+	const struct p11_alg *row = p11_alg_of(im.type, im.curve);
+	if (priv && row && !p11_slot_can_sign(q->slot, row)) {
+		rr = op_fail(q, RR_FEATURE_NOT_SUPPORTED, "the token cannot sign with %s keys",
+			     row->name);
+		goto out;
+	}
 	uint8_t id[P11_ID_LEN];
 	CK_OBJECT_HANDLE hpub, hpriv;
 	CK_RV rv = p11_import(q->h, &im, id, &hpub, &hpriv);

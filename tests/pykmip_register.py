@@ -7,7 +7,7 @@
 
 Keys made here with python3-cryptography are registered in every form PyKMIP can send
 (RSA: PKCS#8, PKCS#1; EC P-256 / P-384: PKCS#8, ECPrivateKey, Raw holding an
-ECPrivateKey), then signed with through the daemon and the signatures verified with the
+ECPrivateKey; Ed25519: PKCS#8), then signed with through the daemon and the signatures verified with the
 original public key; the private key's material cannot be fetched (Get refused); the
 Digest attribute equals `openssl pkey -pubout -outform DER | sha256sum` of the key file;
 a public key alone is registered and fetched back; and every refusal has its Result
@@ -28,7 +28,7 @@ import tempfile
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
 from cryptography.x509.oid import NameOID
 from kmip.core import enums
 from kmip.pie import client as pie_client
@@ -190,6 +190,30 @@ def check_imported(c, uid, pem, tmp):
     attempt("imported: destroy public", c.destroy, pub)
 
 
+def register_ed25519(c):
+    """An Ed25519 private key: its public key is computed by the daemon, equal to ours."""
+    key = ed25519.Ed25519PrivateKey.generate()
+    obj = objects.PrivateKey(ALG.ED25519, 256, der_private(key, "pkcs8"), KFT.PKCS_8,
+                             masks=SIGN, name="imported-ed25519")
+    uid = attempt("Ed25519: register", c.register, obj)
+    if uid is None:
+        return
+    got = attempt("Ed25519: get the public key", c.get, uid[:-5] + "_pub")
+    if got is not None:
+        check(got.value == spki(key), "Ed25519: Get returns the original public key")
+    data = b"example.org. DNSKEY 257 3 15 " + os.urandom(8)
+    sig = attempt("Ed25519: sign", c.sign, data, uid=uid,
+                  cryptographic_parameters={"cryptographic_algorithm": ALG.ED25519})
+    if sig is not None:
+        try:
+            key.public_key().verify(sig, data)
+            check(True, "Ed25519: the signature verifies with the original public key")
+        except InvalidSignature:
+            check(False, "Ed25519: the signature verifies with the original public key")
+    attempt("Ed25519: destroy private", c.destroy, uid)
+    attempt("Ed25519: destroy public", c.destroy, uid[:-5] + "_pub")
+
+
 def self_signed_cert(key):
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "register test")])
     now = datetime.datetime(2026, 1, 1)
@@ -224,10 +248,10 @@ def refusals(c):
     check(r == RR.FEATURE_NOT_SUPPORTED and "curve" in m,
           "a secp256k1 key -> Feature Not Supported", (r, m))
 
-    ed = ed25519.Ed25519PrivateKey.generate()
-    r, m = failure(c.register, objects.PrivateKey(ALG.ECDSA, 256, der_private(ed, "pkcs8"),
+    ed = ed448.Ed448PrivateKey.generate()
+    r, m = failure(c.register, objects.PrivateKey(ALG.ED448, 456, der_private(ed, "pkcs8"),
                                                   KFT.PKCS_8))
-    check(r == RR.FEATURE_NOT_SUPPORTED, "an Ed25519 private key -> Feature Not Supported",
+    check(r == RR.FEATURE_NOT_SUPPORTED, "an Ed448 private key -> Feature Not Supported",
           (r, m))
 
     # An ECPrivateKey carrying another key's public key (both P-256: the last 65 bytes).
@@ -282,6 +306,8 @@ def main():
         register_and_use(c, "P-256 ECPrivateKey", p256, ALG.ECDSA, 256, "sec1",
                          KFT.EC_PRIVATE_KEY, tmp)
         register_and_use(c, "P-384 Raw", p384, ALG.ECDSA, 384, "sec1", KFT.RAW, tmp)
+
+    register_ed25519(c)
 
     # A public key alone: stored, and Get returns it.
     pk = objects.PublicKey(ALG.RSA, 2048, spki(rsa2048), KFT.X_509, name="public only")

@@ -1697,7 +1697,8 @@ static void test_register(void)
 		 "openssl pkcs8 -topk8 -in ec.pem -outform DER -passout pass:secret -out enc.p8 && "
 		 "openssl genpkey -algorithm ED25519 -out ed.pem && "
 		 "openssl pkey -in ed.pem -outform DER -out ed.p8 && "
-		 "openssl pkey -in ed.pem -pubout -outform DER -out ed.spki"
+		 "openssl pkey -in ed.pem -pubout -outform DER -out ed.spki && "
+		 "openssl genpkey -algorithm ED448 -outform DER -out ed448.p8"
 		 ") >/dev/null 2>&1", tmpdir);
 	int made = run(cmd) == 0;
 	CHECK(made, "openssl made the keys to register");
@@ -1880,6 +1881,51 @@ static void test_register(void)
 	      "Register Ed25519 Public Key (RFC 8410 SPKI), Get: the same key, algorithm 0x37");
 	one_uid(H10, OP_DESTROY, pub);
 
+	/* Ed25519 in PKCS#8: the public key is computed here (RFC 8032), equal to openssl's. */
+	struct p11_slot *es = NULL;
+	if (p11_slot_lookup(USER, strlen(USER), &es) == CKR_OK &&
+	    !p11_slot_can_sign(es, p11_alg_of(CKK_EC_EDWARDS, P11_CURVE_ED25519))) {
+		SKIP("Register Ed25519: the token cannot sign with Ed25519 keys");
+	} else {
+		const char *data = "example.org. 3600 IN DNSKEY 257 3 15 imported";
+		spki_len = reg_file("ed.spki", spki, sizeof spki);
+		n = reg_file("ed.p8", der, sizeof der);
+		reg_der(OT_PRIVATE_KEY, KFT_PKCS_8, ALG_ED25519, 0, der, n, "ed", UM_SIGN);
+		snprintf(uid, sizeof uid, "%s", reg_uid());
+		CHECK(succeeded(0) && uid_shape(uid, "_priv"), "Register Ed25519 PKCS#8 private key");
+		reg_pub_of(uid, pub, sizeof pub);
+		get(pub, 0);
+		km = key_material();
+		CHECK(succeeded(0) && km && km->len == spki_len && memcmp(km->val, spki, spki_len) == 0,
+		      "Ed25519: the public key computed from the private key is openssl's");
+		sign(uid, 0, 0, 0, 0, data);
+		const struct ttlv *sd = child(r_payload(0), KT_SIGNATURE_DATA);
+		CHECK(succeeded(0) && sd && verify_ed25519_spki(spki, spki_len, (const uint8_t *)data,
+								strlen(data), sd->val, sd->len),
+		      "Ed25519: Sign through the daemon verifies with openssl's public key");
+		reg_p11_flags("Ed25519", uid, 1);
+		reg_destroy(uid);
+		/* A wrong publicKey [1] (RFC 5958 v2): another key's. */
+		static uint8_t v2[128];
+		memcpy(v2, der, n);
+		v2[1] = (uint8_t)(n - 2 + 35);
+		v2[4] = 1;                      /* version v2 */
+		v2[n] = 0x81;
+		v2[n + 1] = 33;
+		v2[n + 2] = 0;
+		memcpy(v2 + n + 3, spki + spki_len - 32, 32);
+		v2[n + 3] ^= 1;
+		reg_der(OT_PRIVATE_KEY, KFT_PKCS_8, 0, 0, v2, n + 35, NULL, -1);
+		CHECK(n == 48 && failed(0, RR_INVALID_FIELD) && strstr(r_msg(0), "does not match"),
+		      "Ed25519 PKCS#8 v2 with another public key -> Invalid Field: %s", r_msg(0));
+		v2[n + 3] ^= 1;
+		reg_der(OT_PRIVATE_KEY, KFT_PKCS_8, 0, 0, v2, n + 35, NULL, -1);
+		snprintf(uid, sizeof uid, "%s", reg_uid());
+		CHECK(succeeded(0), "Ed25519 PKCS#8 v2 with its own public key: registered");
+		if (uid[0])
+			reg_destroy(uid);
+	}
+
 	/* Refusals, each with its reason. */
 	n = reg_file("enc.p8", der, sizeof der);
 	reg_der(OT_PRIVATE_KEY, KFT_PKCS_8, 0, 0, der, n, NULL, -1);
@@ -1915,10 +1961,10 @@ static void test_register(void)
 	reg_der(OT_PRIVATE_KEY, KFT_PKCS_8, 0, 0, der, n, NULL, -1);
 	CHECK(failed(0, RR_FEATURE_NOT_SUPPORTED) && strstr(r_msg(0), "curve"),
 	      "a secp256k1 key -> Feature Not Supported: %s", r_msg(0));
-	n = reg_file("ed.p8", der, sizeof der);
+	n = reg_file("ed448.p8", der, sizeof der);
 	reg_der(OT_PRIVATE_KEY, KFT_PKCS_8, 0, 0, der, n, NULL, -1);
-	CHECK(failed(0, RR_FEATURE_NOT_SUPPORTED), "an Ed25519 private key -> Feature Not "
-	      "Supported: %s", r_msg(0));
+	CHECK(failed(0, RR_FEATURE_NOT_SUPPORTED) && strstr(r_msg(0), "Ed448"),
+	      "an Ed448 private key -> Feature Not Supported: %s", r_msg(0));
 	/* ECPrivateKey of key A with the publicKey of key B (both P-256: the last 65 bytes). */
 	n = reg_file("ec.sec1", der, sizeof der);
 	size_t n2 = reg_file("ecb.sec1", der2, sizeof der2);
