@@ -18,7 +18,7 @@ PY=/usr/bin/python3
 LABEL=k2p
 SOPIN=5678
 
-passed=0 failed=0
+passed=0 failed=0 skipped=0
 daemon_pid=
 T=$(mktemp -d "${TMPDIR:-/tmp}/k2p-vendor.XXXXXX") || exit 1
 cleanup() {
@@ -112,12 +112,15 @@ e2e() {
 	last=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$D/$name.out" | tail -n 1)
 	p=$(echo "$last" | sed -n 's/^\([0-9]*\) passed, .*/\1/p')
 	f=$(echo "$last" | sed -n 's/^[0-9]* passed, \([0-9]*\) failed.*/\1/p')
+	k=$(echo "$last" | sed -n 's/^[0-9]* passed, [0-9]* failed, \([0-9]*\) skipped.*/\1/p')
 	[ -n "$p" ] || { p=0; f=0; }
+	[ -n "$k" ] || k=0
 	[ "$rc" -ne 0 ] && [ "$f" -eq 0 ] && f=1
-	grep -E '^(FAIL|NOTE .*(refuse|Modify|RSA-2048 Create))' "$D/$name.out" | sed "s/^/  [$V] /" | head -n 20
+	grep -E '^(FAIL|SKIP|NOTE .*(refuse|Modify|RSA-2048 Create))' "$D/$name.out" | sed "s/^/  [$V] /" | head -n 20
 	[ "$f" -ne 0 ] && tail -n 5 "$D/$name.out" && tail -n 15 "$D/daemon.log"
-	printf '  %-12s %-14s %4d passed, %d failed  (%ss)\n' "$V" "$name" "$p" "$f" $(($(date +%s) - start_s))
-	passed=$((passed + p)); failed=$((failed + f))
+	printf '  %-12s %-14s %4d passed, %d failed, %d skipped  (%ss)\n' "$V" "$name" "$p" "$f" \
+		"$k" $(($(date +%s) - start_s))
+	passed=$((passed + p)); failed=$((failed + f)); skipped=$((skipped + k))
 }
 
 logged() {	# logged TEXT: the daemon's log has a line with TEXT
@@ -242,5 +245,9 @@ for V in ${*:-$all}; do
 	fi
 done
 
-echo "$passed passed, $failed failed"
+if [ "$skipped" -gt 0 ]; then
+	echo "$passed passed, $failed failed, $skipped skipped"
+else
+	echo "$passed passed, $failed failed"
+fi
 [ "$failed" -eq 0 ]

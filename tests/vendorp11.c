@@ -148,8 +148,10 @@ static CK_RV v_GetTokenInfo(CK_SLOT_ID id, CK_TOKEN_INFO_PTR ti)
 		ti->ulSessionCount = (CK_ULONG)luna_open;
 		break;
 	case M_SCHSM: {
-		/* OpenSC's pkcs15 framework names the token "<card label> (UserPIN)"; the
-		 * SmartCard-HSM's user PIN is 6 to 15 characters (OpenSC card-sc-hsm.c). */
+		/* OpenSC names the token after the card's label followed by the PIN's label in
+		 * parentheses (src/pkcs11/framework-pkcs15.c); the SmartCard-HSM's PIN is
+		 * "UserPIN", 6 to 15 characters (src/libopensc/pkcs15-sc-hsm.c: min_length 6,
+		 * max_length 15). */
 		char l[33];
 		size_t n = sizeof ti->label;
 		while (n > 0 && ti->label[n - 1] == ' ')
