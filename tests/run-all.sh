@@ -42,8 +42,14 @@ if [ -x build/kmip2pkcs11-asan ]; then
 fi
 # The same end-to-end tests on a second real PKCS#11 implementation: tpm2-pkcs11 on swtpm.
 run daemon-tpm env TOKEN=tpm sh tests/integration.sh ./kmip2pkcs11
-# Vendor behaviours (YubiHSM 2, NetHSM, Luna, SmartCard-HSM, ...) emulated over SoftHSM2.
-run vendors   sh tests/vendor.sh ./kmip2pkcs11
+# Vendor behaviours (YubiHSM 2, NetHSM, Luna, SmartCard-HSM, ...) emulated over SoftHSM2,
+# against the sanitizer build of the daemon when there is one.
+if [ -x build/kmip2pkcs11-asan ]; then
+	run vendors env LSAN_OPTIONS=suppressions=$(pwd)/tests/lsan.supp \
+		sh tests/vendor.sh build/kmip2pkcs11-asan
+else
+	run vendors sh tests/vendor.sh ./kmip2pkcs11
+fi
 if [ -x ./kmip2pkcs11-static ]; then
 	run daemon-static sh tests/integration.sh ./kmip2pkcs11-static
 fi

@@ -103,6 +103,10 @@ static void test_rv_table(void)
 	CHECK(p11_rv_reason(CKR_PIN_INCORRECT) == RR_AUTHENTICATION_NOT_SUCCESSFUL, "PIN -> auth");
 	CHECK(p11_rv_reason(CKR_PIN_LEN_RANGE) == RR_AUTHENTICATION_NOT_SUCCESSFUL, "PIN len -> auth");
 	CHECK(p11_rv_reason(CKR_USER_NOT_LOGGED_IN) == RR_AUTHENTICATION_NOT_SUCCESSFUL, "not logged in");
+	/* NetHSM answers a password it does not take with CKR_USER_TYPE_INVALID (nethsm-pkcs11
+	 * LoginError::UserNotPresent). */
+	CHECK(p11_rv_reason(CKR_USER_TYPE_INVALID) == RR_AUTHENTICATION_NOT_SUCCESSFUL,
+	      "user type invalid -> auth");
 	CHECK(p11_rv_reason(CKR_KEY_HANDLE_INVALID) == RR_ITEM_NOT_FOUND, "key handle -> not found");
 	CHECK(p11_rv_reason(CKR_OBJECT_HANDLE_INVALID) == RR_ITEM_NOT_FOUND, "object handle");
 	CHECK(p11_rv_reason(CKR_MECHANISM_INVALID) == RR_FEATURE_NOT_SUPPORTED, "mechanism");
