@@ -143,6 +143,12 @@ t_yubihsm() {
 	e2e auth 60 "$LABEL" 0001password1 auth
 	e2e refuse 30 "$LABEL" 0001password1 refuse rsa 1024 0x7 "CKA_MODULUS_BITS 1024"
 	end
+	# A module that does not know one of the template's attributes (CKA_EXTRACTABLE here):
+	# Feature Not Supported, the optional attributes sent named.
+	start VENDORP11_KEYGEN_MS=0 VENDORP11_UNKNOWN_ATTR=0x162 || return
+	e2e refuse-type 30 "$LABEL" 0001password1 refuse ec 256 0x8 \
+		"CKR_ATTRIBUTE_TYPE_INVALID: an attribute the token does not know; optional ones sent: CKA_SENSITIVE CKA_EXTRACTABLE"
+	end
 }
 
 # YubiHSM 2 module before 2.4.0: CKA_ID kept as 2 bytes.  The UIDs are those 2 bytes, and

@@ -14,6 +14,8 @@
  *                        configuration file, or the PIN pad)
  *   VENDORP11_INIT_ARGS  initargs: the string C_Initialize must find in pReserved
  *   VENDORP11_KEYGEN_MS  yubihsm: milliseconds a key generation takes (default 1500)
+ *   VENDORP11_UNKNOWN_ATTR  yubihsm: an attribute type (e.g. 0x162, CKA_EXTRACTABLE) taken
+ *                        out of the accepted lists, as a module that does not know it
  *
  * Build: cc -shared -fPIC -I. tests/vendorp11.c -o build/vendorp11.so -ldl -lpthread
  */
@@ -332,11 +334,15 @@ static CK_RV yubihsm_check(CK_MECHANISM_PTR m, const CK_ATTRIBUTE *pt, CK_ULONG 
 		CKA_SIGN, CKA_EXTRACTABLE, CKA_LABEL, CKA_TOKEN, CKA_SENSITIVE, CKA_PRIVATE,
 		CKA_DESTROYABLE, CKA_WRAP, CKA_UNWRAP, CKA_DERIVE, CKA_ENCRYPT, CKA_SIGN_RECOVER,
 		CKA_VERIFY, CKA_VERIFY_RECOVER, CKA_MODIFIABLE, CKA_COPYABLE };
+	const char *u = getenv("VENDORP11_UNKNOWN_ATTR");
+	CK_ATTRIBUTE_TYPE unknown = u && *u ? strtoul(u, NULL, 0) : (CK_ATTRIBUTE_TYPE)-1;
 	for (CK_ULONG i = 0; i < np; i++)
-		if (!in_list(pt[i].type, pub_ok, sizeof pub_ok / sizeof pub_ok[0]))
+		if (pt[i].type == unknown ||
+		    !in_list(pt[i].type, pub_ok, sizeof pub_ok / sizeof pub_ok[0]))
 			return CKR_ATTRIBUTE_TYPE_INVALID;
 	for (CK_ULONG i = 0; i < nk; i++)
-		if (!in_list(kt[i].type, priv_ok, sizeof priv_ok / sizeof priv_ok[0]))
+		if (kt[i].type == unknown ||
+		    !in_list(kt[i].type, priv_ok, sizeof priv_ok / sizeof priv_ok[0]))
 			return CKR_ATTRIBUTE_TYPE_INVALID;
 	if (m->mechanism == CKM_RSA_PKCS_KEY_PAIR_GEN) {
 		const CK_ATTRIBUTE *b = find_attr(pt, np, CKA_MODULUS_BITS);
