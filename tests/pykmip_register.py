@@ -37,6 +37,8 @@ from kmip.pie import objects
 
 passed = 0
 failed = 0
+skipped = 0
+known_gaps = []
 ALG = enums.CryptographicAlgorithm
 KFT = enums.KeyFormatType
 RR = enums.ResultReason
@@ -99,12 +101,31 @@ def openssl_digest(key, tmp):
     return out.split()[0]
 
 
+def token_refuses_import(label, fn, *args):
+    """With the known gap private-import (a token that imports no private keys, such as
+    tpm2-pkcs11), the refusal must be a clean one naming the private key's C_CreateObject;
+    counted as skipped, never passed.  True when the gap applies."""
+    global skipped
+    if "private-import" not in known_gaps:
+        return False
+    r, m = failure(fn, *args)
+    if check(r in (RR.INVALID_FIELD, RR.FEATURE_NOT_SUPPORTED) and
+             ("C_CreateObject of the private key" in m or "cannot sign" in m),
+             label + ": a token that imports no private keys refuses cleanly", (r, m)):
+        skipped += 1
+        print("SKIP pykmip-register: %s: stored and used (known gap: this token imports no "
+              "private keys)" % label)
+    return True
+
+
 def register_and_use(c, label, key, alg, bits, fmt, kft, tmp):
     """Register one private key, sign through the daemon, verify, check Digest, clean up."""
     value = der_private(key, fmt)
     obj = objects.PrivateKey(alg, bits, value, KFT.RAW if kft == KFT.EC_PRIVATE_KEY else kft,
                              masks=SIGN, name="imported-" + label)
     obj.key_format_type = kft      # PyKMIP's own check knows no ECPrivateKey format
+    if token_refuses_import(label, c.register, obj):
+        return
     uid = attempt(label + ": register", c.register, obj)
     if uid is None:
         return
@@ -195,6 +216,8 @@ def register_ed25519(c):
     key = ed25519.Ed25519PrivateKey.generate()
     obj = objects.PrivateKey(ALG.ED25519, 256, der_private(key, "pkcs8"), KFT.PKCS_8,
                              masks=SIGN, name="imported-ed25519")
+    if token_refuses_import("Ed25519", c.register, obj):
+        return
     uid = attempt("Ed25519: register", c.register, obj)
     if uid is None:
         return
@@ -277,7 +300,10 @@ def main():
     ap.add_argument("--config", default=None, help="PyKMIP config file (an empty one)")
     ap.add_argument("--imported", default=None, help="UID printed by --import")
     ap.add_argument("--pem", default=None, help="the key file given to --import")
+    ap.add_argument("--known-gap", action="append", default=[],
+                    help="private-import: the token imports no private keys (tpm2-pkcs11)")
     a = ap.parse_args()
+    known_gaps.extend(a.known_gap)
     logging.disable(logging.CRITICAL)
 
     c = pie_client.ProxyKmipClient(hostname=a.host, port=a.port, cert=None, key=None,
@@ -329,7 +355,8 @@ def main():
 
     refusals(c)
     c.close()
-    print("%d passed, %d failed" % (passed, failed))
+    print("%d passed, %d failed%s" % (passed, failed,
+                                      ", %d skipped" % skipped if skipped else ""))
     return 1 if failed else 0
 
 
