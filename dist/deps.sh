@@ -22,7 +22,7 @@ WANT_SOURCE=0
 [ "${1:-}" = "--source" ] && WANT_SOURCE=1
 
 PKGS="gcc make libc6-dev softhsm2 openssl python3 python3-pykmip
-python3-cryptography clang libclang-rt-dev valgrind"
+python3-cryptography clang libclang-rt-dev valgrind systemd util-linux procps"
 
 . /etc/os-release
 codename=${VERSION_CODENAME:-}
