@@ -3455,6 +3455,30 @@ static void cfg_cli_bad(struct cfg_cli *cli, const char *arg, const char *what)
 		snprintf(cli->err, sizeof cli->err, "unknown option %.64s", arg);
 }
 
+/* Every long option (the man page and config.example name each: tests/test_cfg.c). */
+static const struct option cfg_longopts[] = {
+	{ "config", required_argument, NULL, 'c' },
+	{ "check-config", no_argument, NULL, CFG_OPT_CHECK },
+	{ "log-level", required_argument, NULL, CFG_OPT_LOG_LEVEL },
+	{ "log", required_argument, NULL, 'l' },
+	{ "daemonize", no_argument, NULL, 'd' },
+	{ "help", no_argument, NULL, 'h' },
+	{ "version", no_argument, NULL, 'V' },
+	{ "detach", no_argument, NULL, 'd' },
+	{ "verbose", no_argument, NULL, 'v' },
+	{ "quiet", no_argument, NULL, 'q' },
+	{ "stderr", no_argument, NULL, CFG_OPT_STDERR },
+	{ "syslog", no_argument, NULL, CFG_OPT_SYSLOG },
+	{ "syslog-facility", required_argument, NULL, CFG_OPT_FACILITY },
+	{ "logfile", required_argument, NULL, CFG_OPT_LOGFILE },
+	{ "pid-file", required_argument, NULL, CFG_OPT_PID_FILE },
+	{ "working-dir", required_argument, NULL, CFG_OPT_WORKING_DIR },
+	{ "chroot", required_argument, NULL, CFG_OPT_CHROOT },
+	{ "user", required_argument, NULL, CFG_OPT_USER },
+	{ "group", required_argument, NULL, CFG_OPT_GROUP },
+	{ NULL, 0, NULL, 0 }
+};
+
 /* A path option (--pid-file and the like): set once, not empty. */
 static int cfg_cli_path(struct cfg_cli *cli, const char **dst, const char *opt)
 {
@@ -3512,28 +3536,7 @@ static int cfg_cli_target(struct cfg_cli *cli, int target, const char *path)
  */
 static int cfg_cli_parse(int argc, char **argv, struct cfg_cli *cli)
 {
-	static const struct option longopts[] = {
-		{ "config", required_argument, NULL, 'c' },
-		{ "check-config", no_argument, NULL, CFG_OPT_CHECK },
-		{ "log-level", required_argument, NULL, CFG_OPT_LOG_LEVEL },
-		{ "log", required_argument, NULL, 'l' },
-		{ "daemonize", no_argument, NULL, 'd' },
-		{ "help", no_argument, NULL, 'h' },
-		{ "version", no_argument, NULL, 'V' },
-		{ "detach", no_argument, NULL, 'd' },
-		{ "verbose", no_argument, NULL, 'v' },
-		{ "quiet", no_argument, NULL, 'q' },
-		{ "stderr", no_argument, NULL, CFG_OPT_STDERR },
-		{ "syslog", no_argument, NULL, CFG_OPT_SYSLOG },
-		{ "syslog-facility", required_argument, NULL, CFG_OPT_FACILITY },
-		{ "logfile", required_argument, NULL, CFG_OPT_LOGFILE },
-		{ "pid-file", required_argument, NULL, CFG_OPT_PID_FILE },
-		{ "working-dir", required_argument, NULL, CFG_OPT_WORKING_DIR },
-		{ "chroot", required_argument, NULL, CFG_OPT_CHROOT },
-		{ "user", required_argument, NULL, CFG_OPT_USER },
-		{ "group", required_argument, NULL, CFG_OPT_GROUP },
-		{ NULL, 0, NULL, 0 }
-	};
+
 	int action = CFG_CLI_RUN, opt, seen_c = 0;
 
 	memset(cli, 0, sizeof *cli);
@@ -3543,7 +3546,7 @@ static int cfg_cli_parse(int argc, char **argv, struct cfg_cli *cli)
 	cli->syslog_facility = -1;
 	optind = 0;             /* glibc: full re-initialisation */
 	opterr = 0;
-	while ((opt = getopt_long(argc, argv, ":c:l:dhqvV", longopts, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, ":c:l:dhqvV", cfg_longopts, NULL)) != -1) {
 		switch (opt) {
 		case 'c':
 			if (seen_c++) {

@@ -465,6 +465,58 @@ else
 	fi
 fi
 
+# ---- make demo: again and again, on the port asked for; make clean keeps the token -----
+
+# kill_tree PID: SIGTERM to PID's descendants (by parent ID), then to PID.
+kill_tree() {
+	for kid in $(pgrep -P "$1"); do kill_tree "$kid"; done
+	kill -TERM "$1" 2>/dev/null
+}
+
+# demo_run PORT: make demo (DEMO_DIR in $T) until the port accepts, then stopped.
+# 0 if the port accepted.
+demo_run() {
+	env DEMO_DIR="$T/demo" DEMO_PORT="$1" make -s demo > "$T/demo-$1.log" 2>&1 &
+	dpid=$!
+	r=1
+	wait_port "$1" && r=0
+	kill_tree "$dpid"
+	wait "$dpid" 2>/dev/null
+	return $r
+}
+P1=$(free_port)
+P2=$(free_port)
+check "make demo serves on DEMO_PORT=$P1" demo_run "$P1"
+check "make demo runs again, on a changed DEMO_PORT=$P2" demo_run "$P2"
+check "... with the same token, made once" grep -q 'made at the first run, then reused' "$T/demo-$P2.log"
+check "... and config.toml says the new port" grep -q "^addr = \"127.0.0.1:$P2\"" "$T/demo/config.toml"
+$PY -c 'import socket, sys, time
+s = socket.socket(); s.bind(("127.0.0.1", int(sys.argv[1]))); s.listen(1)
+open(sys.argv[2], "w").close(); time.sleep(30)' "$P1" "$T/held" &
+holder=$!
+i=0
+while [ ! -e "$T/held" ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+env DEMO_DIR="$T/demo" DEMO_PORT="$P1" make -s demo > "$T/demo-inuse.log" 2>&1 &
+dpid=$!
+i=0
+while kill -0 "$dpid" 2>/dev/null && [ $i -lt 300 ]; do sleep 0.1; i=$((i + 1)); done
+kill_tree "$dpid"
+wait "$dpid" 2>/dev/null
+kill "$holder" 2>/dev/null
+wait "$holder" 2>/dev/null
+if grep -q "127.0.0.1:$P1 is in use.*DEMO_PORT=" "$T/demo-inuse.log"; then ok; else
+	bad "make demo on a port in use says why and what to do: $(cat "$T/demo-inuse.log")"
+fi
+mkdir -p "$T/mk/demo/tokens" "$T/mk/build"
+cp Makefile "$T/mk/"
+out=$(make -s -C "$T/mk" clean 2>&1)
+check "make clean keeps ./demo" [ -d "$T/mk/demo/tokens" ]
+check "make clean says it kept ./demo and how to remove it" \
+	sh -c "echo '$out' | grep -q 'kept ./demo.*make demo-clean'"
+check "make clean removes build/" [ ! -e "$T/mk/build" ]
+make -s -C "$T/mk" demo-clean > /dev/null 2>&1
+check "make demo-clean removes ./demo" [ ! -e "$T/mk/demo" ]
+
 # ---- the systemd units that make install writes ----------------------------------------
 
 if command -v systemd-analyze >/dev/null 2>&1; then

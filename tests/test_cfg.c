@@ -414,6 +414,21 @@ static void test_docs(void)
 		snprintf(want, sizeof want, ".B %s\n", roff);
 		CHECK(strstr(man, want) != NULL, "man page documents '%s' (as '.B %s')", key->key, roff);
 	}
+	/* every long option: in the man page (roff: "\-\-name") and in config.example */
+	for (const struct option *o = cfg_longopts; o->name; o++) {
+		char roff[96] = "\\-\\-", *q = roff + strlen(roff), plain[80];
+		for (const char *c = o->name; *c && q < roff + sizeof roff - 3; c++) {
+			if (*c == '-')
+				*q++ = '\\';
+			*q++ = *c;
+		}
+		*q = '\0';
+		CHECK(strstr(man, roff) != NULL, "man page names --%s (as %s)", o->name, roff);
+		snprintf(plain, sizeof plain, "--%s", o->name);
+		CHECK(strstr(ex, plain) != NULL || strcmp(o->name, "help") == 0 ||
+		      strcmp(o->name, "version") == 0 || strcmp(o->name, "config") == 0,
+		      "config.example names %s", plain);
+	}
 	/* every table too */
 	for (int t = 1; t < CT_COUNT; t++) {
 		char want[64];
