@@ -9223,10 +9223,18 @@ int main(int argc, char **argv)
 	setrlimit(RLIMIT_CORE, &no_core);
 	prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
 
-	if (notify_init() < 0)
+	int notifying = notify_init();
+	if (notifying < 0)
 		fprintf(stderr, "kmip2pkcs11: NOTIFY_SOCKET is not usable; no notifications\n");
 	log_open(&cfg);
 	log_info("kmip2pkcs11 %s starting", K2P_VERSION);
+	/* Under systemd the process it started must stay the one that serves: a forked
+	 * child's READY=1 would not count, and the parent's exit would end the service. */
+	if (notifying > 0 && cfg.daemonize) {
+		log_warn("daemonize ignored: started by systemd (NOTIFY_SOCKET), which supervises "
+		         "this process");
+		cfg.daemonize = 0;
+	}
 
 	struct sigaction sa;
 	memset(&sa, 0, sizeof sa);

@@ -334,6 +334,20 @@ for sock in "$T/notify.sock" "@k2p-test-$$"; do
 	wait "$listener"
 	check "STOPPING=1 arrives at shutdown ($sock)" grep -q "STOPPING=1" "$T/notify.out"
 done
+# daemonize under systemd would end the service: ignored, and said
+rm -f "$T/notify.out"
+notify_listen "$T/notify2.sock" "$T/notify.out"
+env NOTIFY_SOCKET="$T/notify2.sock" "$DAEMON" -c "$T/n.toml" -d > "$T/n.log" 2>&1 &
+npid=$!
+pids="$pids $npid"
+i=0
+while ! grep -q "READY=1" "$T/notify.out" 2>/dev/null && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+check "with NOTIFY_SOCKET, -d is ignored: the process started sends READY=1 as MAINPID" \
+	grep -q "READY=1.*|MAINPID=$npid" "$T/notify.out"
+check "... and says so" grep -q "daemonize ignored: started by systemd" "$T/n.log"
+check "... and stops on SIGTERM" stop_pid "$npid"
+wait "$listener"
+
 # no NOTIFY_SOCKET: no watchdog, nothing sent; a bad one is said and ignored
 env NOTIFY_SOCKET=relative/path "$DAEMON" -c "$T/n.toml" > "$T/n.log" 2>&1 &
 npid=$!
