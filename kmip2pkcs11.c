@@ -3615,7 +3615,8 @@ static void cfg_usage(FILE *f)
 static void cfg_cli_bad(struct cfg_cli *cli, const char *arg, const char *what)
 {
 	static const char *const flags[] = { "check-config", "daemonize", "detach", "help",
-	                                     "version", "verbose", "quiet", "stderr", "syslog" };
+	                                     "version", "verbose", "quiet", "stderr", "syslog",
+	                                     "list-slots" };
 
 	if (strncmp(arg, "--", 2) != 0) {       /* short option: getopt names it in optopt */
 		snprintf(cli->err, sizeof cli->err, "%s -%c", what ? "option" : "unknown option",

@@ -475,6 +475,22 @@ else
 		check "chrooted daemon stops on SIGTERM" stop_pid "$cpid"
 		check "after chroot and drop, the pid file is removed at exit" [ ! -e "$T/run/k.pid" ]
 		check "no warning about the pid file" sh -c "! grep -q 'pid file' '$T/log/k.log'"
+		# a pid file whose directory the dropped user may not write: emptied, and said
+		mkdir -p "$T/rootrun"
+		sed -e "s|$T/run/k.pid|$T/rootrun/k.pid|" "$T/c.toml" > "$T/c2.toml"
+		"$DAEMON" -c "$T/c2.toml" > "$T/c2.out" 2>&1 &
+		cpid=$!
+		pids="$pids $cpid"
+		if wait_port "$PORT" && [ "$(cat "$T/rootrun/k.pid" 2>/dev/null)" = "$cpid" ]; then
+			stop_pid "$cpid"
+			check "pid file in a directory the user cannot write: left empty at exit" \
+				[ -e "$T/rootrun/k.pid" -a ! -s "$T/rootrun/k.pid" ]
+			check "... and the log says why and what to do" \
+				grep -q "cannot remove pid file $T/rootrun/k.pid (Permission denied): emptied it instead" "$T/log/k.log"
+		else
+			bad "chrooted daemon with a pid file in a root directory starts"
+			stop_pid "$cpid"
+		fi
 	else
 		bad "chrooted daemon starts"; cat "$T/c.out" "$T/log/k.log" 2>/dev/null | tail -n 20
 		stop_pid "$cpid"

@@ -592,6 +592,18 @@ static void test_cli_manual(void)
 	      strstr(o.err, "--pid-file given twice"), "--pid-file twice: %s", o.err);
 	CHECK(cli(&o, "--detach=1", NULL) == CFG_CLI_USAGE &&
 	      strcmp(o.err, "option --detach takes no argument") == 0, "--detach=1: %s", o.err);
+	CHECK(cli(&o, "--list-slots=1", NULL) == CFG_CLI_USAGE &&
+	      strcmp(o.err, "option --list-slots takes no argument") == 0, "--list-slots=1: %s",
+	      o.err);
+	/* every flag that takes no argument says so when given one */
+	for (const struct option *lo = cfg_longopts; lo->name; lo++) {
+		char arg[64];
+		if (lo->has_arg != no_argument)
+			continue;
+		snprintf(arg, sizeof arg, "--%s=x", lo->name);
+		CHECK(cli(&o, arg, NULL) == CFG_CLI_USAGE && strstr(o.err, "takes no argument"),
+		      "%s: %s", arg, o.err);
+	}
 
 	/* applied: -v/-q move from the file's level, stop at trace and error */
 	CHECK(parse(MIN "[daemon]\nlog-level = \"warning\"\nidentity = \"a:b\"\n") == 0, "(file)");
