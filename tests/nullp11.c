@@ -11,7 +11,8 @@
  * Environment:
  *   NULLP11_FAIL="C_Sign=0x30,C_Login=0xA0"  those functions return those codes
  *   NULLP11_NULL="C_Sign"                    that entry of the function list is NULL
- * Both are read by C_GetFunctionList.  C_GetInterface ("PKCS 11", Cryptoki 3.0) gives the
+ *   NULLP11_DELAY="C_GetSlotList=3000"       those functions sleep that many ms first
+ * All are read by C_GetFunctionList.  C_GetInterface ("PKCS 11", Cryptoki 3.0) gives the
  * same functions in a 3.0 list, so that the daemon's 3.0 path is exercised; SoftHSM 2.6
  * has only C_GetFunctionList, which covers the other one.
  *
@@ -21,6 +22,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "pkcs11/pkcs11.h"
 
@@ -45,22 +47,46 @@ static const char *const fn_name[] = {
 #undef N
 };
 static CK_RV fail_rv[F_COUNT];
-#define FAULT(n) do { if (fail_rv[F_##n]) return fail_rv[F_##n]; } while (0)
+static unsigned long delay_ms[F_COUNT];
 
-static void parse_fail(void)
+static void nap(unsigned long ms)
 {
-	const char *e = getenv("NULLP11_FAIL");
-	memset(fail_rv, 0, sizeof fail_rv);
+	struct timespec ts = { (time_t)(ms / 1000), (long)(ms % 1000) * 1000000L };
+	while (nanosleep(&ts, &ts) != 0)
+		;
+}
+
+#define FAULT(n) do { \
+		if (delay_ms[F_##n]) \
+			nap(delay_ms[F_##n]); \
+		if (fail_rv[F_##n]) \
+			return fail_rv[F_##n]; \
+	} while (0)
+
+/* "C_Name=number,..." from the environment into one number per function. */
+static void parse_list(const char *var, unsigned long *out)
+{
+	const char *e = getenv(var);
+	memset(out, 0, F_COUNT * sizeof *out);
 	while (e && *e) {
 		const char *eq = strchr(e, '=');
 		if (!eq)
 			break;
 		for (int i = 0; i < F_COUNT; i++)
 			if (strlen(fn_name[i]) == (size_t)(eq - e) && !memcmp(fn_name[i], e, eq - e))
-				fail_rv[i] = strtoul(eq + 1, NULL, 0);
+				out[i] = strtoul(eq + 1, NULL, 0);
 		e = strchr(eq, ',');
 		e = e ? e + 1 : NULL;
 	}
+}
+
+static void parse_fail(void)
+{
+	unsigned long rv[F_COUNT];
+	parse_list("NULLP11_FAIL", rv);
+	for (int i = 0; i < F_COUNT; i++)
+		fail_rv[i] = rv[i];
+	parse_list("NULLP11_DELAY", delay_ms);
 }
 
 /* ---- objects ---- */
