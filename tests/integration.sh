@@ -355,12 +355,19 @@ EOF
 	fi
 
 	# Cheap requests while both workers sit in slow module calls: nullp11 with a 3 s
-	# C_GetSlotList (tests/limits.py, mode cheap).
+	# C_GetSlotList, and every other function it has but C_Initialize taking 0.5 s, so
+	# that a module call on the cheap path could not go unseen (tests/limits.py, mode cheap).
+	delay=C_GetSlotList=3000
+	for f in GetTokenInfo GetMechanismList OpenSession GetSessionInfo Login GenerateKeyPair \
+		GetAttributeValue FindObjectsInit FindObjects SignInit Sign DestroyObject \
+		SetAttributeValue GenerateRandom; do
+		delay=$delay,C_$f=500
+	done
 	sed -e "s|^lib-path = .*|lib-path = \"$(pwd)/build/nullp11.so\"|" \
 		-e '/^max-connections-per-source/d' -e 's/^addr = .*/&\nmax-connections = 16\nmax-connections-per-source = 16\nfirst-request-timeout = 2\nidle-timeout = 2/' \
 		"$T/config.toml" > "$T/cheap.toml"
 	if [ -f build/nullp11.so ]; then
-		NULLP11_DELAY=C_GetSlotList=3000 "$DAEMON" -c "$T/cheap.toml" -l "file:$T/cheap.log" \
+		NULLP11_DELAY=$delay "$DAEMON" -c "$T/cheap.toml" -l "file:$T/cheap.log" \
 			>> "$T/daemon.log" 2>&1 &
 		daemon_pid=$!
 		if wait_port; then

@@ -10,8 +10,9 @@ idle-timeout = 4 (tests/integration.sh).  Clients come from several loopback add
 "another client" are what the daemon sees.
 
 MODE cheap: the daemon runs on tests/nullp11.c with workers = 2, NULLP11_DELAY making
-C_GetSlotList take 3 s (a Query with a credential and Query Server Information looks the
-token up, so it is such a slow call), max-connections = 16, max-connections-per-source =
+C_GetSlotList take 3 s (a Query with a credential looks the token up, so it is such a
+slow call) and every other function but C_Initialize 0.5 s (so that a request answered
+within 200 ms made no module call), max-connections = 16, max-connections-per-source =
 16, first-request-timeout = 2 and idle-timeout = 2.
 """
 import socket

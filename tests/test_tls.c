@@ -1045,8 +1045,40 @@ static void test_loop_poll_errors(struct tloop *l, const char *ca)
 	      lines);
 }
 
+/* max-connections-per-source counts an IPv4 address, or an IPv6 /64; a v4-mapped IPv6
+ * address is its IPv4 address. */
+static void test_loop_sources(void)
+{
+	static const struct { const char *a, *b; int same; } t[] = {
+		{ "192.0.2.1", "192.0.2.1", 1 },
+		{ "192.0.2.1", "192.0.2.2", 0 },
+		{ "192.0.2.1", "::ffff:192.0.2.1", 1 },
+		{ "2001:db8:1:2::1", "2001:db8:1:2:ffff::9", 1 },
+		{ "2001:db8:1:2::1", "2001:db8:1:3::1", 0 },
+		{ "::1", "0.0.0.1", 0 },
+	};
+	for (size_t i = 0; i < ARRAY_LEN(t); i++) {
+		struct sockaddr_storage sa[2];
+		struct conn_src src[2];
+		const char *txt[2] = { t[i].a, t[i].b };
+		for (int k = 0; k < 2; k++) {
+			memset(&sa[k], 0, sizeof sa[k]);
+			struct sockaddr_in *v4 = (struct sockaddr_in *)&sa[k];
+			struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&sa[k];
+			if (inet_pton(AF_INET, txt[k], &v4->sin_addr) == 1)
+				v4->sin_family = AF_INET;
+			else if (inet_pton(AF_INET6, txt[k], &v6->sin6_addr) == 1)
+				v6->sin6_family = AF_INET6;
+			conn_src_of(&sa[k], &src[k]);
+		}
+		CHECK(conn_src_eq(&src[0], &src[1]) == t[i].same, "source of %s and %s: %s", t[i].a,
+		      t[i].b, t[i].same ? "the same" : "different");
+	}
+}
+
 static void test_loop(struct tls_server *tls, const char *ca)
 {
+	test_loop_sources();
 	struct tloop l;
 	if (tl_start(&l, tls) != 0) {
 		CHECK(0, "loop: start");
