@@ -7300,6 +7300,7 @@ enum { CS_HANDSHAKE, CS_READ_HEAD, CS_WAIT_JOB, CS_READ_BODY, CS_BUSY, CS_WRITE,
 
 #define EV_NOTES   64           /* source addresses whose last refusal line is remembered */
 #define EV_NOTE_MS 1000         /* at most one refusal line a second per source */
+#define EV_POLL_RETRY_MS 10     /* pause before polling again after EAGAIN / ENOMEM */
 
 /* Where a connection comes from, for max-connections-per-source: an IPv4 address (also
  * when mapped into IPv6), or the /64 prefix of an IPv6 address, which one host usually
@@ -7886,11 +7887,11 @@ static void ev_poll_failed(struct ev *ev, int err)
 	if (err != EAGAIN && err != ENOMEM)
 		fatal("poll: %s", strerror(err));
 	uint64_t now = mono_ms();
-	if (!ev->poll_warned || now - ev->poll_warned >= 1000) {
+	if (!ev->poll_warned || now - ev->poll_warned >= EV_NOTE_MS) {
 		ev->poll_warned = now;
 		log_warn("poll: %s; retrying", strerror(err));
 	}
-	struct timespec pause = { 0, 10 * 1000 * 1000 };
+	struct timespec pause = { 0, EV_POLL_RETRY_MS * 1000L * 1000L };
 	nanosleep(&pause, NULL);
 }
 
