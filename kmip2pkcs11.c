@@ -7297,6 +7297,7 @@ enum { CS_HANDSHAKE, CS_READ_HEAD, CS_WAIT_JOB, CS_READ_BODY, CS_BUSY, CS_WRITE,
 #define EV_DRAIN_MS 2000
 
 #define EV_MAX_LISTEN 8
+#define EV_BURST      4         /* answers in a row on one connection before the others' turn */
 
 #define EV_NOTES   64           /* source addresses whose last refusal line is remembered */
 #define EV_NOTE_MS 1000         /* at most one refusal line a second per source */
@@ -7323,6 +7324,7 @@ struct conn {
 	int pfd;                        /* place in ev->pfd of this round, or -1 */
 	int close_after;                /* close once the response is written */
 	int requested;                  /* has sent a well-formed request message */
+	int again;                      /* stopped after EV_BURST answers: step it next round */
 	struct conn_src src;
 	uint8_t head[8];
 	char peer[64];
@@ -7615,10 +7617,15 @@ static int conn_must_wait(struct conn *c, int r)
 
 /*
  * Advance c as far as it goes without blocking.  Returns when TLS wants the socket
- * (c->want_write tells which way), when a job is needed or running, or after closing.
+ * (c->want_write tells which way), when a job is needed or running, after closing, or
+ * after EV_BURST answers: a client that streams cheap requests (answered here, not by a
+ * worker) must not hold the loop; c->again then has the loop come back to it in the next
+ * round without waiting for the socket (what Mbed TLS has buffered, poll cannot see).
  */
 static void conn_step(struct ev *ev, struct conn *c)
 {
+	int answered = 0;
+	c->again = 0;
 	for (;;) {
 		int r;
 		c->want_write = 0;
@@ -7689,6 +7696,10 @@ static void conn_step(struct ev *ev, struct conn *c)
 					break;
 				}
 				conn_idle(ev, c);
+				if (++answered == EV_BURST) {
+					c->again = 1;
+					return;
+				}
 				break;
 			}
 			r = tls_write(&c->tls, c->job->out + c->off, c->job->out_len - c->off);
@@ -7932,6 +7943,8 @@ static int ev_run(struct ev *ev)
 			c->pfd = (int)n;
 			if (c->deadline < next)
 				next = c->deadline;
+			if (c->again)
+				next = now;
 			ev->pfd[n] = (struct pollfd){ .fd = c->fd,
 				.events = c->want_write ? POLLOUT : POLLIN };
 			ev->pfd_conn[n++] = c;
@@ -7940,7 +7953,7 @@ static int ev_run(struct ev *ev)
 		int r = ev_poll(ev->pfd, n, timeout);
 		if (r < 0)
 			ev_poll_failed(ev, errno);
-		if (r > 0) {
+		if (r >= 0) {              /* 0: only connections with c->again */
 			if (ev->pfd[0].revents) {
 				char drain[16];
 				while (read(ev->sig_fd, drain, sizeof drain) > 0)
@@ -7954,7 +7967,7 @@ static int ev_run(struct ev *ev)
 			for (nfds_t i = first_conn; i < n; i++) {
 				struct conn *c = ev->pfd_conn[i];
 				/* NULL: closed in this round (conn_close clears its entry) */
-				if (!c || !ev->pfd[i].revents)
+				if (!c || (!ev->pfd[i].revents && !c->again))
 					continue;
 				conn_step(ev, c);
 			}

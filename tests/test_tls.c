@@ -1045,6 +1045,92 @@ static void test_loop_poll_errors(struct tloop *l, const char *ca)
 	      lines);
 }
 
+struct tl_pump {
+	struct kc *c;
+	const uint8_t *msg;
+	size_t n;
+	int ok;
+};
+
+static void *tl_pump_run(void *arg)
+{
+	struct tl_pump *p = arg;
+	p->ok = kc_send(p->c, p->msg, p->n) == 0;
+	return NULL;
+}
+
+/* A client that streams cheap requests (answered by the loop itself) cannot hold the
+ * loop: with 1000 requests of client A already waiting in the socket, client B's one
+ * request is taken after a few of A's (EV_BURST a turn), not after all of them. */
+static void test_loop_burst(struct tloop *l, const char *ca)
+{
+	enum { N = 1000 };
+	static uint8_t blob[N * sizeof tl_discover], resp[1024];
+	struct kc a, b;
+	struct tl_pump pump;
+	pthread_t th;
+	int level = log_state.level;
+
+	for (size_t i = 0; i < N; i++)
+		memcpy(blob + i * sizeof tl_discover, tl_discover, sizeof tl_discover);
+	if (kc_connect(&a, "127.0.0.1", l->port, ca, NULL, NULL) != 0 ||
+	    kc_connect(&b, "127.0.0.1", l->port, ca, NULL, NULL) != 0) {
+		CHECK(0, "loop: burst: connect: %s %s", a.err, b.err);
+		return;
+	}
+	FILE *logf = tmpfile();
+	if (!logf)
+		return;
+	/* hold the loop (poll fails with EAGAIN) while both requests arrive */
+	log_state.level = LV_TRACE;
+	log_state.target = LOG_TO_FILE;
+	log_state.file = logf;
+	__atomic_store_n(&ev_test_poll_errno, EAGAIN, __ATOMIC_SEQ_CST);
+	__atomic_store_n(&ev_test_poll_fails, 1000000, __ATOMIC_SEQ_CST);
+	if (write(ev_sig_pipe[1], "", 1) != 1)
+		perror("write");
+	usleep(50 * 1000);
+	pump = (struct tl_pump){ &a, blob, sizeof blob, 0 };
+	pthread_create(&th, NULL, tl_pump_run, &pump);
+	usleep(100 * 1000);
+	uint8_t query[sizeof tl_discover];
+	memcpy(query, tl_discover, sizeof query);
+	query[91] = 0x18;                       /* the Operation: Query */
+	CHECK(kc_send(&b, query, sizeof query) == 0, "loop: burst: B sends a Query");
+	usleep(100 * 1000);
+	unsigned long before = __atomic_load_n(&l->ev.served, __ATOMIC_SEQ_CST);
+	__atomic_store_n(&ev_test_poll_fails, 0, __ATOMIC_SEQ_CST);
+	long n = kc_recv(&b, resp, sizeof resp);
+	pthread_join(th, NULL);
+	for (int i = 0; i < 200 && __atomic_load_n(&l->ev.served, __ATOMIC_SEQ_CST) < before + N + 1;
+	     i++)
+		usleep(10 * 1000);
+	log_state.file = NULL;
+	log_state.target = LOG_TO_STDERR;
+	log_state.level = level;
+	CHECK(pump.ok, "loop: burst: A's %d requests sent", N);
+	CHECK(n > 0, "loop: burst: B answered: %s", b.err);
+
+	/* the trace log dumps each request as the loop takes it: count A's before B's */
+	static char text[N * 1024];
+	rewind(logf);
+	size_t len = fread(text, 1, sizeof text - 1, logf);
+	text[len] = '\0';
+	fclose(logf);
+	const char *at_b = strstr(text, "= 0x00000018");
+	int before_b = 0, all = 0;
+	for (const char *p = text; (p = strstr(p, "= 0x0000001E")) != NULL; p++) {
+		all++;
+		before_b += at_b && p < at_b;
+	}
+	CHECK(at_b && all == N, "loop: burst: the log shows B's request and A's %d (%d)", N, all);
+	CHECK(before_b < 20, "loop: burst: B's request was taken after %d of A's (fewer than "
+	      "20)", before_b);
+	kc_close(&a);
+	kc_close(&b);
+	CHECK(tl_wait_nconn(l, 0, 2000), "loop: burst: both closed");
+}
+
 /* max-connections-per-source counts an IPv4 address, or an IPv6 /64; a v4-mapped IPv6
  * address is its IPv4 address. */
 static void test_loop_sources(void)
@@ -1086,6 +1172,7 @@ static void test_loop(struct tls_server *tls, const char *ca)
 	}
 	test_loop_cut_off(&l, ca);
 	test_loop_poll_errors(&l, ca);
+	test_loop_burst(&l, ca);
 	tl_stop(&l);
 }
 
