@@ -298,20 +298,26 @@ def mode_cheap():
         s.close()
 
     # A connection that waits for a job (all 8 taken) gets its own time when it gets one.
-    # W connects first; 8 holders each send a header and part of a body, taking every
-    # job; W sends its header and waits.  The holders are closed at their
-    # first-request-timeout (2 s), after W's own deadline has passed: W must still have
-    # time to send its body.
-    w = tls_connect()
-    time.sleep(0.2)
+    # 8 holders connect; then W; then each holder makes a request (so that its idle-timeout,
+    # 2 s, starts after W's first-request-timeout, 2 s) and sends a header and part of a
+    # body, taking every job; W sends its header and waits.  The holders are closed at
+    # their time-out, after W's own deadline has passed: W must still have time to send
+    # its body.  (Handshakes come first: they may be slow, and must not eat W's time.)
     holders = [tls_connect() for _ in range(8)]
+    w = tls_connect()
+    tw = time.monotonic()
+    time.sleep(0.2)
     req = DISCOVER_VERSIONS
+    check(all(succeeds(h) for h in holders), "eight connections make a request")
     for h in holders:
         h.sendall(req[:16])
-    time.sleep(0.2)
+    time.sleep(0.1)
     w.sendall(req[:8])
+    check(time.monotonic() - tw < 1.5, "W waits for a job well within its time-out",
+          time.monotonic() - tw)
     gone = closed_by_peer(holders[0], 4)
     check(gone, "connections stuck inside a request are closed at their time-out")
+    check(time.monotonic() - tw > 2.0, "... after W's own deadline", time.monotonic() - tw)
     time.sleep(0.3)
     r = call(w, req[8:], 3)
     check(r is not None and RESULT_SUCCESS in r,
