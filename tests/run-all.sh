@@ -36,6 +36,7 @@ run pkcs11    env LSAN_OPTIONS=suppressions=tests/lsan.supp build/test_p11
 run tls       build/test_tls
 run ops       build/test_op
 run daemon    sh tests/integration.sh ./kmip2pkcs11
+run service   sh tests/service.sh ./kmip2pkcs11
 # `make check` builds both; run by hand without them, each run left out is one skip.
 if [ -x build/kmip2pkcs11-asan ]; then
 	run daemon-asan env LSAN_OPTIONS=suppressions=$(pwd)/tests/lsan.supp \

@@ -46,7 +46,10 @@ s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 wait_ready() {	# the daemon listens and has its certificate, at most 10 s
 	i=0
 	while [ $i -lt 100 ]; do
-		[ -s "$D/state/cert.pem" ] && grep -q "ready" "$D/daemon.log" 2>/dev/null && return 0
+		# only this start's lines: the log holds the earlier daemons' "ready" too
+		[ -s "$D/state/cert.pem" ] &&
+			tail -n "+$((log_lines + 1))" "$D/daemon.log" 2>/dev/null | grep -q "ready" &&
+			return 0
 		kill -0 "$daemon_pid" 2>/dev/null || return 1
 		sleep 0.1
 		i=$((i + 1))
@@ -91,6 +94,7 @@ EOF
 }
 
 start() {
+	log_lines=$(cat "$D/daemon.log" 2>/dev/null | wc -l)
 	env VENDORP11="$V" VENDORP11_LIB="$SOFTHSM" "$@" "$DAEMON" -c "$D/config.toml" \
 		>> "$D/daemon.log" 2>&1 &
 	daemon_pid=$!
