@@ -13,6 +13,7 @@
  *   NULLP11_NULL="C_Sign"                    that entry of the function list is NULL
  *   NULLP11_MECHS="0x1,0x1041"               the mechanism list (default: RSA, EC and
  *                                            Edwards generation and signing)
+ *   NULLP11_DELAY="C_GetSlotList=3000"       those functions sleep that many ms first
  * All are read by C_GetFunctionList.  C_GetMechanismInfo gives a TPM 2.0's key sizes: RSA
  * 1024..4096, EC 256..384 bits.  C_GetInterface ("PKCS 11", Cryptoki 3.0) gives the
  * same functions in a 3.0 list, so that the daemon's 3.0 path is exercised; SoftHSM 2.6
@@ -24,6 +25,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "pkcs11/pkcs11.h"
 
@@ -48,22 +50,46 @@ static const char *const fn_name[] = {
 #undef N
 };
 static CK_RV fail_rv[F_COUNT];
-#define FAULT(n) do { if (fail_rv[F_##n]) return fail_rv[F_##n]; } while (0)
+static unsigned long delay_ms[F_COUNT];
 
-static void parse_fail(void)
+static void nap(unsigned long ms)
 {
-	const char *e = getenv("NULLP11_FAIL");
-	memset(fail_rv, 0, sizeof fail_rv);
+	struct timespec ts = { (time_t)(ms / 1000), (long)(ms % 1000) * 1000000L };
+	while (nanosleep(&ts, &ts) != 0)
+		;
+}
+
+#define FAULT(n) do { \
+		if (delay_ms[F_##n]) \
+			nap(delay_ms[F_##n]); \
+		if (fail_rv[F_##n]) \
+			return fail_rv[F_##n]; \
+	} while (0)
+
+/* "C_Name=number,..." from the environment into one number per function. */
+static void parse_list(const char *var, unsigned long *out)
+{
+	const char *e = getenv(var);
+	memset(out, 0, F_COUNT * sizeof *out);
 	while (e && *e) {
 		const char *eq = strchr(e, '=');
 		if (!eq)
 			break;
 		for (int i = 0; i < F_COUNT; i++)
 			if (strlen(fn_name[i]) == (size_t)(eq - e) && !memcmp(fn_name[i], e, eq - e))
-				fail_rv[i] = strtoul(eq + 1, NULL, 0);
+				out[i] = strtoul(eq + 1, NULL, 0);
 		e = strchr(eq, ',');
 		e = e ? e + 1 : NULL;
 	}
+}
+
+static void parse_fail(void)
+{
+	unsigned long rv[F_COUNT];
+	parse_list("NULLP11_FAIL", rv);
+	for (int i = 0; i < F_COUNT; i++)
+		fail_rv[i] = rv[i];
+	parse_list("NULLP11_DELAY", delay_ms);
 }
 
 /* ---- objects ---- */
