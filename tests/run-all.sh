@@ -40,5 +40,9 @@ if [ -x ./kmip2pkcs11-static ]; then
 	run daemon-static sh tests/integration.sh ./kmip2pkcs11-static
 fi
 
+# The Debian package that `make check` built (dist/make-deb.sh --if-changed).
+deb=$(ls build/deb/kmip2pkcs11_*.deb 2>/dev/null | head -n 1)
+run package   sh tests/package.sh "$deb"
+
 echo "$total_p passed, $total_f failed"
 [ "$total_f" -eq 0 ]
