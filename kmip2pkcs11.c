@@ -6832,8 +6832,15 @@ static int wrk_init(struct wrk_pool *w, struct op_env *env, int nthreads, int nj
 		return -1;
 	pthread_mutex_init(&w->mu, NULL);
 	pthread_cond_init(&w->cv, NULL);
+	/* One allocation of njobs * (in_cap + out_cap): on a 32-bit target 128 jobs of two
+	 * 16 MiB buffers would wrap size_t to 0, and malloc(0) would succeed. */
+	size_t per = in_cap + out_cap;
+	if (njobs < 1 || per < in_cap || per == 0 || (size_t)njobs > SIZE_MAX / per) {
+		errno = ENOMEM;
+		return -1;
+	}
 	w->jobs = calloc((size_t)njobs, sizeof *w->jobs);
-	w->arena = malloc((size_t)njobs * (in_cap + out_cap));
+	w->arena = malloc((size_t)njobs * per);
 	int nctx = nthreads > 0 ? nthreads : 1;
 	w->ctx = calloc((size_t)nctx, sizeof *w->ctx);
 	w->th = calloc((size_t)nctx, sizeof *w->th);
@@ -6841,7 +6848,7 @@ static int wrk_init(struct wrk_pool *w, struct op_env *env, int nthreads, int nj
 		return -1;
 	for (int i = 0; i < njobs; i++) {
 		struct wrk_job *j = &w->jobs[i];
-		j->in = w->arena + (size_t)i * (in_cap + out_cap);
+		j->in = w->arena + (size_t)i * per;
 		j->out = j->in + in_cap;
 		j->next = w->free;
 		w->free = j;

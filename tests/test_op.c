@@ -1712,6 +1712,26 @@ static int op_listed(int op)
 	return 0;
 }
 
+/* The job buffers are one allocation of njobs * (in_cap + out_cap) bytes.  On a 32-bit
+ * target 128 jobs (32 workers) of two 16 MiB buffers are 4 GiB, which wraps size_t to 0:
+ * malloc(0) succeeds and every job's buffer lies outside it.  Here the same wrap with
+ * sizes scaled to this machine's size_t. */
+static void test_job_buffer_sizes(void)
+{
+	struct wrk_pool w;
+	size_t quarter = SIZE_MAX / 4 + 1;      /* 2 * (quarter + quarter) wraps to 0 */
+	errno = 0;
+	CHECK(wrk_init(&w, &env, 0, 2, quarter, quarter) == -1 && errno == ENOMEM,
+	      "job buffers: 2 x (in + out) that wraps size_t is refused (ENOMEM)");
+	wrk_stop(&w);
+	CHECK(wrk_init(&w, &env, 0, 1, SIZE_MAX, 2) == -1 && errno == ENOMEM,
+	      "job buffers: in + out that wraps size_t is refused (ENOMEM)");
+	wrk_stop(&w);
+	CHECK(wrk_init(&w, &env, 0, 8, 65536, 65536) == 0 && w.nfree == 8,
+	      "job buffers: 8 x (64 KiB + 64 KiB) are made");
+	wrk_stop(&w);
+}
+
 static void test_capabilities(void)
 {
 	setenv("NULLP11_MECHS", "0x0,0x1,0x40,0x1041", 1);  /* RSA gen, RSA_PKCS, SHA256_RSA, ECDSA */
@@ -1808,6 +1828,7 @@ int main(int argc, char **argv)
 	CHECK(got == (ssize_t)sizeof counts && WIFEXITED(st) && WEXITSTATUS(st) == 0,
 	      "the nullp11 child ran to its end (status 0x%x)", st);
 
+	test_job_buffer_sizes();
 	if (softhsm_wanted())
 		test_softhsm();
 
