@@ -22,7 +22,8 @@ STRIP    ?= $(XPREFIX)strip
 NM       ?= $(XPREFIX)nm
 SIZE     ?= $(XPREFIX)size
 
-# make static: Mbed TLS built from its release source with dist/mbedtls-config.h.
+# make static: Mbed TLS built from its release source with dist/mbedtls-config.h, and
+# linked with the daemon with link-time optimisation (about 20 KiB less on every target).
 # ARCH_CFLAGS: the denser instruction sets where the target has them (see README).
 MBEDTLS_STATIC = $(XB)/mbedtls-static
 MIPS_CFLAGS    = -mips16 -minterlink-compressed -fno-ipa-ra
@@ -32,12 +33,16 @@ ARCH_CFLAGS != case "$(TARGET)" in mips*) echo "$(MIPS_CFLAGS)" ;; arm*) echo "$
 # 64 KiB (26 KiB today).  For a kernel with 16 or 64 KiB pages: AARCH64_LDFLAGS=
 AARCH64_LDFLAGS = -Wl,-z,max-page-size=4096
 ARCH_LDFLAGS != case "$(TARGET)" in aarch64*) echo "$(AARCH64_LDFLAGS)" ;; esac
-STATIC_CFLAGS  = -std=c99 -Os -ffunction-sections -fdata-sections \
+STATIC_CFLAGS  = -std=c99 -Os -flto=auto -ffunction-sections -fdata-sections \
 	-fno-asynchronous-unwind-tables -fno-unwind-tables $(ARCH_CFLAGS) $(LFS) $(HARDEN_CFLAGS) \
 	-Wall -Wextra -Wshadow -Wformat=2 -Werror -DK2P_STATIC_MBEDTLS
-STATIC_LDFLAGS = -Wl,--gc-sections -Wl,--as-needed $(ARCH_LDFLAGS)
+STATIC_LDFLAGS = -Wl,--gc-sections -Wl,--as-needed -Wl,--exclude-libs,ALL $(ARCH_LDFLAGS)
 STATIC_LIBS    = $(MBEDTLS_STATIC)/lib/libmbedtls.a $(MBEDTLS_STATIC)/lib/libmbedx509.a \
-	$(MBEDTLS_STATIC)/lib/libmbedcrypto.a -ldl -lpthread
+	$(MBEDTLS_STATIC)/lib/libmbedcrypto.a $(ATOMIC_LIB) -ldl -lpthread
+# 64-bit atomics (the daemon's counters) are calls into libatomic on 32-bit targets
+# (mips, armhf): its static archive, from which the linker takes only what is called
+# (nothing on x86-64 and aarch64), so the run-time dependency stays libc alone.
+ATOMIC_LIB != f=`$(CC) -print-file-name=libatomic.a 2>/dev/null`; [ -f "$$f" ] && echo "$$f" || true
 
 UNIT      = build/test_ttlv build/test_cfg build/test_p11 build/test_tls build/test_op
 TOOLS     = build/nullp11.so build/fuzz_ttlv_replay build/e2e build/bench
@@ -53,7 +58,7 @@ help:
 	@echo "make static     ./kmip2pkcs11-static: Mbed TLS built in with dist/mbedtls-config.h"
 	@echo "make size       stripped size of the static build and its largest symbols (CC=<triplet>-gcc: that target's)"
 	@echo "make cross-check CROSS=<triplet>  build the tests and the daemon for <triplet>, run them under qemu-user"
-	@echo "make deb        the Debian package, in build/deb (needs dist/deps.sh --deb)"
+	@echo "make deb        the Debian package in build/deb, checked by lintian (installs debhelper, lintian)"
 	@echo "make install    ./kmip2pkcs11, man page, config example, systemd units (PREFIX, DESTDIR)"
 	@echo "make clean      remove what the build made"
 
@@ -131,8 +136,12 @@ FORCE:
 $(MBEDTLS_STATIC)/.stamp: dist/mbedtls-config.h dist/build-mbedtls.sh $(XB)/.flags
 	CC="$(CC)" MBEDTLS_CFLAGS="$(MBEDTLS_CFLAGS)" sh dist/build-mbedtls.sh build $(MBEDTLS_STATIC)
 
-MBEDTLS_CFLAGS = -Os -ffunction-sections -fdata-sections -fno-asynchronous-unwind-tables \
-	-fno-unwind-tables $(ARCH_CFLAGS) $(LFS)
+MBEDTLS_CFLAGS = -Os -flto=auto -ffunction-sections -fdata-sections -fno-asynchronous-unwind-tables \
+	-fno-unwind-tables $(ARCH_CFLAGS) $(MBEDTLS_ARCH_CFLAGS) $(LFS)
+# x86-64: AES-NI through intrinsics (aesni.c's alternative, assembly, breaks under -flto:
+# numeric asm labels across LTO partitions).  The instructions run only where the CPU
+# has them (Mbed TLS checks at run time).
+MBEDTLS_ARCH_CFLAGS != case "$(TARGET)" in x86_64*) echo "-maes -mpclmul" ;; esac
 
 # The binary of this compiler's target, and for the host's compiler the copy that the
 # tests and `make install` know as ./kmip2pkcs11-static.
@@ -163,7 +172,7 @@ XMBEDTLS  = $(XB)/mbedtls-test
 XTFLAGS   = $(WARN) -Wno-unused-function -g -O1 -DK2P_TEST -I$(XMBEDTLS)/include -I. -Itests \
 	-DNULLP11='"$(XB)/nullp11.so"'
 XTLIBS    = $(XMBEDTLS)/lib/libmbedtls.a $(XMBEDTLS)/lib/libmbedx509.a \
-	$(XMBEDTLS)/lib/libmbedcrypto.a -ldl -lpthread
+	$(XMBEDTLS)/lib/libmbedcrypto.a $(ATOMIC_LIB) -ldl -lpthread
 XTDEPS    = kmip2pkcs11.c pkcs11/pkcs11.h tests/check.h tests/kreq.h $(XMBEDTLS)/.stamp
 XUNIT     = $(XB)/test_ttlv $(XB)/test_cfg $(XB)/test_p11 $(XB)/test_tls $(XB)/test_op
 

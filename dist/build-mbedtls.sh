@@ -39,12 +39,19 @@ out=$(cd "$out" && pwd)
 stamp=$out/.stamp
 
 CC=${CC:-cc}
-# The archiver that goes with the compiler: aarch64-linux-gnu-gcc -> aarch64-linux-gnu-ar
-# (the host's ar cannot index a foreign architecture's objects).
+# The archiver that goes with the compiler: aarch64-linux-gnu-gcc -> aarch64-linux-gnu-gcc-ar
+# (the host's ar cannot index a foreign architecture's objects, and only gcc-ar, with
+# GCC's plugin, indexes the -flto objects of `make static`); plain <triplet>-ar or ar
+# where there is no gcc-ar.
 case $CC in
-*-gcc) AR=${AR:-${CC%gcc}ar} ;;
-*)     AR=${AR:-ar} ;;
+*-gcc) p=${CC%gcc} ;;
+*)     p= ;;
 esac
+if [ -z "${AR:-}" ]; then
+	for a in "${p}gcc-ar" "${p}ar" ar; do
+		command -v "$a" >/dev/null 2>&1 && { AR=$a; break; }
+	done
+fi
 # -Os and one section per function/object so that the daemon's --gc-sections drops
 # what it does not call; no unwind tables (C, no exceptions, no backtraces: ~15% of
 # the binary otherwise).
