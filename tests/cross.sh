@@ -8,9 +8,10 @@
 # build/TRIPLET/kmip2pkcs11-static under qemu serving build/e2e (native, over TLS on
 # 127.0.0.1): on Debian's SoftHSM2 for the target where Debian has one (unpacked into
 # build/sysroot-TRIPLET by dist/cross-sysroot.sh: Cascade's sequence with signatures
-# verified, wrong PINs, malformed messages), else (big-endian mips) on the test module
+# verified, wrong PINs, malformed messages) on aarch64, else on the test module
 # build/TRIPLET/nullp11.so (wrong PINs, malformed messages: what needs no real
-# signature).  Ends with "N passed, N failed" over everything.
+# signature): Debian 12 has no SoftHSM2 for big-endian mips, and for the other 32-bit
+# targets no token can be made here (below).  Ends with "N passed, N failed" over everything.
 set -u
 cd "$(dirname "$0")/.." || exit 1
 [ $# -eq 1 ] || { echo "usage: sh tests/cross.sh TRIPLET" >&2; exit 2; }
@@ -32,13 +33,23 @@ mkdir -p build/logs
 
 # The target's root for qemu -L: the SoftHSM2 sysroot, or the cross toolchain's C library.
 root=/usr/$triplet
-sh dist/cross-sysroot.sh "$triplet" "build/sysroot-$triplet"
-rc=$?
+case $triplet in
+aarch64-*)
+	sh dist/cross-sysroot.sh "$triplet" "build/sysroot-$triplet"
+	rc=$? ;;
+mips-*)	why="Debian 12 has no SoftHSM2 for big-endian mips"
+	rc=3 ;;
+*)	# 32-bit: SoftHSM2's token files are not portable between word sizes (tokens made
+	# by the x86-64 softhsm2-util are invisible to armhf's and mipsel's SoftHSM2), and
+	# the target's own softhsm2-util (2.6.1) fails to initialise a token under qemu-user.
+	why="no SoftHSM2 token can be made for 32-bit $triplet under qemu (tests/cross.sh)"
+	rc=3 ;;
+esac
 if [ "$rc" -eq 0 ]; then
 	root=$(pwd)/build/sysroot-$triplet
 	unset K2P_NO_SOFTHSM
 elif [ "$rc" -eq 3 ]; then
-	K2P_NO_SOFTHSM="Debian has no SoftHSM2 for $triplet"
+	K2P_NO_SOFTHSM=$why
 	export K2P_NO_SOFTHSM
 	echo "NOTE: $K2P_NO_SOFTHSM: the SoftHSM2 checks are not run, the daemon serves nullp11"
 else
