@@ -45,7 +45,7 @@ STATIC_LIBS    = $(MBEDTLS_STATIC)/lib/libmbedtls.a $(MBEDTLS_STATIC)/lib/libmbe
 ATOMIC_LIB != f=`$(CC) -print-file-name=libatomic.a 2>/dev/null`; [ -f "$$f" ] && echo "$$f" || true
 
 UNIT      = build/test_ttlv build/test_cfg build/test_p11 build/test_tls build/test_op
-TOOLS     = build/nullp11.so build/fuzz_ttlv_replay build/e2e build/bench
+TOOLS     = build/nullp11.so build/vendorp11.so build/fuzz_ttlv_replay build/e2e build/bench
 
 all: kmip2pkcs11
 
@@ -95,6 +95,10 @@ build/nullp11.so: tests/nullp11.c pkcs11/pkcs11.h
 	@mkdir -p build
 	$(CC) $(WARN) -O2 -g -shared -fPIC -I. -o $@ tests/nullp11.c
 
+build/vendorp11.so: tests/vendorp11.c pkcs11/pkcs11.h
+	@mkdir -p build
+	$(CC) $(WARN) -O2 -g -shared -fPIC -I. -o $@ tests/vendorp11.c -ldl -lpthread
+
 build/fuzz_ttlv_replay: tests/fuzz_ttlv.c tests/fuzz_replay.h tests/kreq.h kmip2pkcs11.c build/.mbedtls-ok
 	$(CC) $(TFLAGS) -DK2P_FUZZ_REPLAY -o $@ tests/fuzz_ttlv.c $(LIBS)
 
@@ -112,7 +116,7 @@ build/bench: tests/bench.c tests/kclient.h tests/kreq.h kmip2pkcs11.c build/.mbe
 
 check:
 	@sh dist/deps.sh --deb
-	@$(MAKE) kmip2pkcs11 kmip2pkcs11-static build/kmip2pkcs11-asan $(UNIT) build/nullp11.so build/fuzz_ttlv_replay build/fuzz_cfg_replay \
+	@$(MAKE) kmip2pkcs11 kmip2pkcs11-static build/kmip2pkcs11-asan $(UNIT) build/nullp11.so build/vendorp11.so build/fuzz_ttlv_replay build/fuzz_cfg_replay \
 		build/fuzz_op_replay build/e2e
 	@mkdir -p build/logs
 	@sh dist/make-deb.sh --if-changed > build/logs/make-deb.log 2>&1 || \

@@ -2521,7 +2521,7 @@ static void kmip_dump(const struct ttlv_doc *d, char *out, size_t cap)
  * CFG_KEYS below; parsing, defaults, the `set` and `line` bookkeeping and the test that
  * config.example and the man page document every key are all driven by that table.
  *
- * Our own keys (extensions, absent from the original): [pkcs11] workers, [server]
+ * Our own keys (extensions, absent from the original): [pkcs11] workers, init-args, [server]
  * max-connections, max-message-size, handshake-timeout, idle-timeout, [server.identity]
  * client-ca-path, [daemon] state-dir.  [daemon] chroot is the original's (rarely used).
  */
@@ -2546,6 +2546,7 @@ static const char *const cfg_table_names[CT_COUNT] = {
 enum {
 	CV_VERSION,     /* string, "v1" only */
 	CV_PATH,        /* non-empty string into a char[CFG_PATH_MAX] */
+	CV_TEXT,        /* non-empty string, not a file name, into a char[CFG_PATH_MAX] */
 	CV_INT,         /* integer within [min, max] into an int */
 	CV_BOOL,        /* boolean into an int */
 	CV_LEVEL,       /* log level name into an int LV_* */
@@ -2567,6 +2568,8 @@ enum {
 	  "The PKCS#11 module to load (required).") \
 	X(WORKERS, CT_PKCS11, "workers", CV_INT, workers, 0, CFG_WORKERS_MAX, NULL, \
 	  "Threads that make the PKCS#11 calls (extension).") \
+	X(INIT_ARGS, CT_PKCS11, "init-args", CV_TEXT, init_args, 0, 0, NULL, \
+	  "A string for the module's C_Initialize, in pReserved (extension).") \
 	X(ADDR, CT_SERVER, "addr", CV_ADDR, addr, 0, 0, "\"127.0.0.1:5696\"", \
 	  "The IP address and TCP port to listen on.") \
 	X(MAX_CONNECTIONS, CT_SERVER, "max-connections", CV_INT, max_connections, 1, 65535, \
@@ -2609,6 +2612,7 @@ struct cfg {
 	/* [pkcs11] */
 	char lib_path[CFG_PATH_MAX];
 	int workers;                            /* CFG_WORKERS_AUTO, or 0 (inline) .. MAX */
+	char init_args[CFG_PATH_MAX];           /* "" when not set */
 	/* [server] */
 	char addr[CFG_ADDR_MAX];                /* as written, for messages */
 	struct sockaddr_storage listen_sa;      /* addr parsed: AF_INET or AF_INET6 */
@@ -2898,6 +2902,7 @@ static int cfg_set(struct cfg_parser *ps, int k, int line, const struct cfg_val 
 		memcpy(field, "v1", 3);
 		return 0;
 	case CV_PATH:
+	case CV_TEXT:
 		if (s[0] == '\0')
 			return cfg_error(ps, line, "'%s' must not be empty", name);
 		if (cfg_path_set(field, key->size, s) < 0)
@@ -3645,6 +3650,8 @@ static int cfg_main(int argc, char **argv, struct cfg *c)
  *         daemon uses, C_Initialize(CKF_OS_LOCKING_OK), log CK_INFO.  Start-up only, one
  *         thread.  On failure err holds "path: what is wrong" and nothing stays loaded.
  *   void  p11_unload(void);              C_Finalize (if we initialized it), dlclose
+ *   int   p11_set_init_args(const char *s);  before p11_load: a string for the module in
+ *                                        CK_C_INITIALIZE_ARGS.pReserved ([pkcs11] init-args)
  *
  *   const char *p11_rv_name(CK_RV rv);   "CKR_PIN_INCORRECT", "P11_E_NOT_FOUND",
  *                                        "CKR_VENDOR_DEFINED+0x12", "CKR_0x777"
@@ -3783,7 +3790,7 @@ static int cfg_main(int argc, char **argv, struct cfg *c)
 	X(CKR_USER_ALREADY_LOGGED_IN,           RR_GENERAL_FAILURE) \
 	X(CKR_USER_NOT_LOGGED_IN,               RR_AUTHENTICATION_NOT_SUCCESSFUL) \
 	X(CKR_USER_PIN_NOT_INITIALIZED,         RR_AUTHENTICATION_NOT_SUCCESSFUL) \
-	X(CKR_USER_TYPE_INVALID,                RR_GENERAL_FAILURE) \
+	X(CKR_USER_TYPE_INVALID,                RR_AUTHENTICATION_NOT_SUCCESSFUL) \
 	X(CKR_USER_ANOTHER_ALREADY_LOGGED_IN,   RR_AUTHENTICATION_NOT_SUCCESSFUL) \
 	X(CKR_USER_TOO_MANY_TYPES,              RR_AUTHENTICATION_NOT_SUCCESSFUL) \
 	X(CKR_WRAPPED_KEY_INVALID,              RR_INVALID_FIELD) \
@@ -4028,6 +4035,7 @@ struct p11_slot {
 	uint32_t mechs;             /* P11_MBIT() of the mechanisms the token lists */
 	CK_ULONG key_min[P11_MI_COUNT], key_max[P11_MI_COUNT]; /* C_GetMechanismInfo, 0: unknown */
 	CK_ULONG max_sessions;      /* ulMaxSessionCount: 0 (CK_EFFECTIVELY_INFINITE) = no limit */
+	int login_required;         /* CKF_LOGIN_REQUIRED; clear: sessions may open logged in */
 	pthread_rwlock_t login_lock; /* readers: the PIN check; writer: a login */
 	int logged_in;              /* we logged the token in; pin_digest is that PIN's */
 	uint8_t pin_digest[32];     /* SHA-256(salt || PIN) */
@@ -4082,6 +4090,7 @@ static struct {
 	int v3;                     /* the list came from C_GetInterface with version >= 3.0 */
 	char module[80];            /* manufacturer, description and version, for Query */
 	int we_initialized;         /* C_Initialize returned CKR_OK, so C_Finalize is ours */
+	char init_args[PATH_MAX];   /* for pReserved; "" for none */
 	uint8_t salt[P11_PIN_SALT_LEN];
 	pthread_mutex_t slots_lock;
 	int nslots;
@@ -4121,6 +4130,22 @@ static void p11_log_info(const char *path)
 	         descr, manuf, info.libraryVersion.major, info.libraryVersion.minor,
 	         info.cryptokiVersion.major, info.cryptokiVersion.minor,
 	         p11.v3 ? " (3.0 interface)" : "");
+}
+
+/*
+ * [pkcs11] init-args.  The base specification says pReserved "should be NULL_PTR", but
+ * several modules read their configuration from it as a NUL-terminated string: NSS's
+ * softoken ("configdir='...' certPrefix='' ..."), the YubiHSM 2 module ("connector=URL
+ * debug ..."; yubihsm_pkcs11.c C_Initialize).  The daemon passes the string as it is, or
+ * NULL when there is none.  Returns -1 when it is too long.
+ */
+static int p11_set_init_args(const char *s)
+{
+	size_t n = s ? strlen(s) : 0;
+	if (n >= sizeof p11.init_args)
+		return -1;
+	memcpy(p11.init_args, s ? s : "", n + 1);
+	return 0;
 }
 
 /*
@@ -4203,6 +4228,7 @@ static CK_RV p11_load(const char *path, char *err, size_t errsz)
 	CK_C_INITIALIZE_ARGS args;
 	memset(&args, 0, sizeof args);
 	args.flags = CKF_OS_LOCKING_OK;
+	args.pReserved = p11.init_args[0] ? (CK_VOID_PTR)p11.init_args : NULL;
 	rv = P11_F->C_Initialize(&args);
 	if (rv == CKR_CRYPTOKI_ALREADY_INITIALIZED) {
 		log_warn("%s: already initialized in this process", path);
@@ -4210,12 +4236,17 @@ static CK_RV p11_load(const char *path, char *err, size_t errsz)
 	} else if (rv != CKR_OK) {
 		snprintf(err, errsz, "%s: C_Initialize: %s%s", path, p11_rv_name(rv),
 		         rv == CKR_CANT_LOCK ? " (the module cannot use OS locking, which "
-		         "kmip2pkcs11's threads need)" : "");
+		         "kmip2pkcs11's threads need)" : rv != CKR_ARGUMENTS_BAD ? "" :
+		         p11.init_args[0] ? " (with [pkcs11] init-args)" :
+		         " (does the module want [pkcs11] init-args?)");
 		goto fail;
 	} else {
 		p11.we_initialized = 1;
 	}
 	p11_log_info(path);
+	if (p11.init_args[0])
+		log_info("%s: initialized with [pkcs11] init-args (%zu bytes)", path,
+		         strlen(p11.init_args));
 	return CKR_OK;
 
 fail:
@@ -4291,6 +4322,11 @@ static CK_RV p11_slot_new(CK_SLOT_ID id, struct p11_slot **out)
 	s->id = id;
 	p11_text(s->label, sizeof s->label, ti.label, sizeof ti.label);
 	s->max_sessions = ti.ulMaxSessionCount;
+	s->login_required = (ti.flags & CKF_LOGIN_REQUIRED) != 0;
+	if (!s->login_required)
+		log_warn("slot %lu: token \"%s\" does not require login (no CKF_LOGIN_REQUIRED): "
+		         "its module may log sessions in with credentials of its own; see p11_auth",
+		         id, s->label);
 
 	/* A failed mechanism list is not fatal: the software-hash paths need only CKM_RSA_PKCS
 	 * and CKM_ECDSA, which every signing token has. */
@@ -4593,6 +4629,13 @@ static int p11_user_state(CK_STATE st)
  *     salted digest as the one that logged in; a different PIN is refused without C_Login;
  *   - the token is in a user state but not by our doing (another login in this process):
  *     C_Logout, then C_Login, so that this PIN is really checked by the token;
+ *   - unless the token has no CKF_LOGIN_REQUIRED: then the module logged the session in
+ *     with credentials of its own (Nitrokey NetHSM: the operator of its configuration file,
+ *     nethsm-pkcs11 LoginCtx::new), and C_Login would replace them with the KMIP password
+ *     for that session (LoginCtx::login), failing everything when it is not the NetHSM's
+ *     (Cascade's NetHSM guide says the password "isn't actually used").  The daemon does
+ *     not log such a session out or in; the first password seen is kept as if it had
+ *     logged in, and every later request must carry the same one (a warning says so);
  *   - the token is not logged in (never, or it dropped the login: power, removal, a module
  *     that logs out when the last session closes): C_Login, and keep the digest on success.
  * C_Login's own errors (CKR_PIN_INCORRECT, CKR_PIN_LOCKED, ...) are returned as they are.
@@ -4633,6 +4676,15 @@ static CK_RV p11_auth(struct p11_slot *s, CK_SESSION_HANDLE h, const uint8_t *pi
 		log_info("slot %lu: the token dropped our login; logging in again", s->id);
 		s->logged_in = 0;
 		wipe(s->pin_digest, sizeof s->pin_digest);
+	}
+	if (p11_user_state(si.state) && !s->login_required) {
+		log_warn("slot %lu: the module logged the session in by itself; the KMIP password "
+		         "is not given to the token: requests must carry the password of this "
+		         "first one", s->id);
+		memcpy(s->pin_digest, d, sizeof d);
+		s->logged_in = 1;
+		rv = CKR_OK;
+		goto out;
 	}
 	if (p11_user_state(si.state)) {
 		log_info("slot %lu: logged in by someone else; logging out to check the PIN", s->id);
@@ -4977,19 +5029,33 @@ static CK_RV p11_new_id(CK_SESSION_HANDLE h, uint8_t id[P11_ID_LEN])
 }
 
 /*
- * C_GenerateKeyPair with the original bridge's templates (the halves share CKA_ID):
+ * C_GenerateKeyPair.  The templates ask only for what a signing key pair needs; everything
+ * else is the token's default, because tokens refuse or reinterpret the rest (the halves
+ * share CKA_ID):
  *   mechanism  CKM_RSA_PKCS_KEY_PAIR_GEN (no parameter), public CKA_MODULUS_BITS and
- *              CKA_PUBLIC_EXPONENT 65537 (bytes 01 00 01);
+ *              CKA_PUBLIC_EXPONENT 65537 (bytes 01 00 01: YubiHSM 2 takes no other);
  *              CKM_EC_KEY_PAIR_GEN, public CKA_EC_PARAMS = the curve's DER OID;
  *              CKM_EC_EDWARDS_KEY_PAIR_GEN, public CKA_EC_PARAMS = OID 1.3.101.112.
- *   public     CKA_TOKEN, CKA_VERIFY (usage), CKA_ENCRYPT false, CKA_WRAP false,
- *              CKA_ID, CKA_LABEL.
- *   private    CKA_TOKEN, CKA_PRIVATE, CKA_SENSITIVE, CKA_SIGN (usage), CKA_DECRYPT false,
- *              CKA_EXTRACTABLE false (the private key never leaves the HSM; the original
- *              left it to the token's default), CKA_ID, CKA_LABEL.
- *   CKA_UNWRAP is not set: YubiHSM 2 answers UNWRAP=false with CKR_DEVICE_ERROR.
- * Edwards keys get no CKA_ENCRYPT / CKA_DECRYPT / CKA_WRAP (they cannot do them, and
- * some modules reject the attributes for CKK_EC_EDWARDS).
+ *   public     CKA_TOKEN true, CKA_VERIFY (usage), CKA_ID, CKA_LABEL (a Name was given).
+ *   private    CKA_TOKEN true, CKA_PRIVATE true, CKA_SIGN (usage), CKA_ID, CKA_LABEL,
+ *              CKA_SENSITIVE true, CKA_EXTRACTABLE false: the private key never leaves the
+ *              HSM (the original bridge left both to the token's default).  Every module
+ *              checked takes them: YubiHSM 2 (yubihsm-shell parse_*_generate_template
+ *              requires SENSITIVE true and reads EXTRACTABLE as its exportable-under-wrap
+ *              capability), tpm2-pkcs11 (handle_sensitive, handle_extractable), SoftHSM2.
+ * Left out, each for a module that motivated it:
+ *   CKA_ENCRYPT / CKA_DECRYPT false (the original bridge set them): tpm2-pkcs11 keeps one
+ *     TPM object per pair whose attribute bits tie VERIFY to DECRYPT and SIGN to ENCRYPT
+ *     (tpm.c tpm_handlers, attr_conditional_add); SIGN true with ENCRYPT false is
+ *     "attr mismatch", CKR_GENERAL_ERROR, for every pair.  On SoftHSM2 the halves can then
+ *     also encrypt / decrypt, which no KMIP operation of the daemon offers.
+ *   CKA_WRAP / CKA_UNWRAP false: YubiHSM 2 modules before 2.4.0 refused UNWRAP false
+ *     (CKR_DEVICE_ERROR); the current one turns UNWRAP true into a wrap key; WRAP is
+ *     ENCRYPT's kin on the TPM.
+ *   CKA_CLASS, CKA_KEY_TYPE: implied by the mechanism; some modules check them against it.
+ *   CKA_MODIFIABLE, CKA_DERIVE, CKA_ALWAYS_AUTHENTICATE: not needed; YubiHSM 2 answers an
+ *     attribute outside its list with CKR_ATTRIBUTE_TYPE_INVALID.
+ * When a module refuses the template, p11_template_hint() names what may be the cause.
  */
 static CK_RV p11_generate(CK_SESSION_HANDLE h, const struct p11_slot *s,
                           const struct p11_keygen *g, uint8_t id[P11_ID_LEN],
@@ -5000,7 +5066,7 @@ static CK_RV p11_generate(CK_SESSION_HANDLE h, const struct p11_slot *s,
 	CK_ULONG bits = g->bits;
 	CK_BYTE exponent[] = { 0x01, 0x00, 0x01 };
 	CK_MECHANISM mech = { 0, NULL, 0 };
-	CK_ATTRIBUTE pt[8], kt[9];
+	CK_ATTRIBUTE pt[6], kt[7];
 	CK_ULONG np = 0, nk = 0;
 	const struct p11_alg *c = p11_alg_of(g->type, g->curve);
 	CK_RV rv;
@@ -5032,24 +5098,87 @@ static CK_RV p11_generate(CK_SESSION_HANDLE h, const struct p11_slot *s,
 	} else {
 		pt[np++] = (CK_ATTRIBUTE)P11_ATTR(CKA_EC_PARAMS, c->der, c->der_len);
 	}
-	if (g->type != CKK_EC_EDWARDS) {
-		pt[np++] = (CK_ATTRIBUTE)P11_ATTR(CKA_ENCRYPT, &no, 1);
-		pt[np++] = (CK_ATTRIBUTE)P11_ATTR(CKA_WRAP, &no, 1);
-	}
 
 	kt[nk++] = (CK_ATTRIBUTE)P11_ATTR(CKA_TOKEN, &yes, 1);
 	kt[nk++] = (CK_ATTRIBUTE)P11_ATTR(CKA_PRIVATE, &yes, 1);
-	kt[nk++] = (CK_ATTRIBUTE)P11_ATTR(CKA_SENSITIVE, &yes, 1);
 	kt[nk++] = (CK_ATTRIBUTE)P11_ATTR(CKA_SIGN, &sign, 1);
-	kt[nk++] = (CK_ATTRIBUTE)P11_ATTR(CKA_EXTRACTABLE, &no, 1);
 	kt[nk++] = (CK_ATTRIBUTE)P11_ATTR(CKA_ID, id, P11_ID_LEN);
 	if (g->priv_label)
 		kt[nk++] = (CK_ATTRIBUTE)P11_ATTR(CKA_LABEL, g->priv_label, g->priv_label_len);
-	if (g->type != CKK_EC_EDWARDS)
-		kt[nk++] = (CK_ATTRIBUTE)P11_ATTR(CKA_DECRYPT, &no, 1);
+	kt[nk++] = (CK_ATTRIBUTE)P11_ATTR(CKA_SENSITIVE, &yes, 1);
+	kt[nk++] = (CK_ATTRIBUTE)P11_ATTR(CKA_EXTRACTABLE, &no, 1);
 
 	*pub = *priv = CK_INVALID_HANDLE;
 	return P11_F->C_GenerateKeyPair(h, &mech, pt, np, kt, nk, pub, priv);
+}
+
+/*
+ * What a refused key template may have been refused for, for the Result Message (NULL: the
+ * code says nothing about the template).  A module names no attribute in its answer, and
+ * probing by retrying would make keys (slowly: seconds on a YubiHSM 2 or a TPM), so the
+ * hint names what the daemon sent that the code can concern:
+ *   CKR_ATTRIBUTE_TYPE_INVALID   an attribute the module does not know: the optional ones
+ *                                (CKA_TOKEN, CKA_SIGN, CKA_VERIFY, CKA_ID and the key's
+ *                                parameters are what any module must know)
+ *   CKR_ATTRIBUTE_VALUE_INVALID  the key's parameters (YubiHSM 2: RSA 2048/3072/4096 only)
+ *   CKR_TEMPLATE_INCONSISTENT,   the boolean attributes as sent (tpm2-pkcs11 answered its
+ *   CKR_GENERAL_ERROR            SIGN / ENCRYPT conflict with CKR_GENERAL_ERROR)
+ *   CKR_TEMPLATE_INCOMPLETE      the module wants an attribute the daemon does not send
+ */
+static const char *p11_template_hint(CK_RV rv, const struct p11_keygen *g, char *buf, size_t cap)
+{
+	const struct p11_alg *c = p11_alg_of(g->type, g->curve);
+
+	switch (rv) {
+	case CKR_ATTRIBUTE_TYPE_INVALID:
+		snprintf(buf, cap, "an attribute the token does not know; optional ones sent: "
+		         "CKA_SENSITIVE CKA_EXTRACTABLE%s", g->priv_label || g->pub_label ?
+		         " CKA_LABEL" : "");
+		break;
+	case CKR_ATTRIBUTE_VALUE_INVALID:
+		if (g->type == CKK_RSA)
+			snprintf(buf, cap, "CKA_MODULUS_BITS %u or CKA_PUBLIC_EXPONENT 65537 refused",
+			         g->bits);
+		else
+			snprintf(buf, cap, "CKA_EC_PARAMS of %s refused", c ? c->name : "the curve");
+		break;
+	case CKR_TEMPLATE_INCONSISTENT:
+	case CKR_GENERAL_ERROR:
+		snprintf(buf, cap, "template sent: public CKA_VERIFY %d, private CKA_SIGN %d "
+		         "CKA_PRIVATE 1 CKA_SENSITIVE 1 CKA_EXTRACTABLE 0", !!g->verify, !!g->sign);
+		break;
+	case CKR_TEMPLATE_INCOMPLETE:
+		snprintf(buf, cap, "the token wants an attribute the daemon does not send");
+		break;
+	default:
+		return NULL;
+	}
+	return buf;
+}
+
+/*
+ * The CKA_ID a token kept for a pair just generated, which names it from now on.  Tokens
+ * keep the one asked for, except YubiHSM 2 modules before 2.4.0, where CKA_ID is the 16-bit
+ * object ID: they kept 2 bytes of it.  id holds the one asked for, len its length; both
+ * change only when the private half reads back another one, no longer than P11_ID_LEN,
+ * which the public half must share.
+ */
+static void p11_kept_id(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE pub, CK_OBJECT_HANDLE priv,
+                        uint8_t id[P11_ID_LEN], size_t *len)
+{
+	uint8_t a[P11_ID_MAX], b[P11_ID_MAX];
+	CK_ATTRIBUTE ta = P11_ATTR(CKA_ID, a, sizeof a), tb = P11_ATTR(CKA_ID, b, sizeof b);
+
+	if (P11_F->C_GetAttributeValue(h, priv, &ta, 1) != CKR_OK || ta.ulValueLen == 0 ||
+	    ta.ulValueLen > P11_ID_LEN || (ta.ulValueLen == *len && !memcmp(a, id, *len)))
+		return;
+	if (P11_F->C_GetAttributeValue(h, pub, &tb, 1) != CKR_OK || tb.ulValueLen != ta.ulValueLen ||
+	    memcmp(a, b, ta.ulValueLen) != 0)
+		log_warn("the token gave the halves of a new pair different CKA_IDs");
+	log_warn("the token kept a %lu-byte CKA_ID instead of the %zu bytes asked for; the "
+	         "key pair is named by the one kept", (unsigned long)ta.ulValueLen, *len);
+	memcpy(id, a, ta.ulValueLen);
+	*len = ta.ulValueLen;
 }
 
 /* ---- signing ----------------------------------------------------------------------------- */
@@ -5925,13 +6054,22 @@ static uint32_t op_create_key_pair(struct op_req *q, const struct ttlv *pl)
 	if (p11_slot_can_generate(q->slot, a, g.bits, why, sizeof why) < 0)
 		return op_fail(q, RR_FEATURE_NOT_SUPPORTED, "%s", why);
 	uint8_t id[P11_ID_LEN];
+	size_t idlen = sizeof id;
 	CK_OBJECT_HANDLE hpub, hpriv;
 	CK_RV rv = p11_generate(q->h, q->slot, &g, id, &hpub, &hpriv);
-	if (rv != CKR_OK)
-		return op_fail_rv(q, rv, "C_GenerateKeyPair");
-	op_put_uid(q->e, KT_PRIVATE_KEY_UNIQUE_IDENTIFIER, id, sizeof id, CKO_PRIVATE_KEY);
-	op_put_uid(q->e, KT_PUBLIC_KEY_UNIQUE_IDENTIFIER, id, sizeof id, CKO_PUBLIC_KEY);
-	hex_upper(q->placeholder, id, sizeof id);
+	if (rv != CKR_OK) {
+		char hint[112];
+		if (!p11_template_hint(rv, &g, hint, sizeof hint))
+			return op_fail_rv(q, rv, "C_GenerateKeyPair");
+		uint32_t reason = p11_rv_reason(rv);
+		q->rv = rv;
+		return op_fail(q, reason ? reason : RR_GENERAL_FAILURE, "C_GenerateKeyPair: %s: %s",
+			       p11_rv_name(rv), hint);
+	}
+	p11_kept_id(q->h, hpub, hpriv, id, &idlen);
+	op_put_uid(q->e, KT_PRIVATE_KEY_UNIQUE_IDENTIFIER, id, idlen, CKO_PRIVATE_KEY);
+	op_put_uid(q->e, KT_PUBLIC_KEY_UNIQUE_IDENTIFIER, id, idlen, CKO_PUBLIC_KEY);
+	hex_upper(q->placeholder, id, idlen);
 	strcat(q->placeholder, "_priv");
 	log_info("created %s key pair %s (%s)", a->name, q->placeholder,
 		 g.priv_label ? "named" : "unnamed");
@@ -6060,8 +6198,8 @@ static uint32_t op_modify_attribute(struct op_req *q, const struct ttlv *pl)
 	if ((rr = op_name(q, v, &s, &n)))
 		return rr;
 	CK_RV rv = p11_set_label(q->h, k.obj, s, n);
-	if (rv != CKR_OK)
-		return op_fail_rv(q, rv, "C_SetAttributeValue");
+	if (rv != CKR_OK)     /* NetHSM: CKR_ATTRIBUTE_READ_ONLY, its labels are its key IDs */
+		return op_fail_rv(q, rv, "C_SetAttributeValue CKA_LABEL");
 	op_put_uid(q->e, KT_UNIQUE_IDENTIFIER, k.id, k.id_len, k.cls);
 	ttlv_put_item(q->e, q->d, a);
 	return 0;
@@ -8410,6 +8548,7 @@ int main(int argc, char **argv)
 
 	main_drop(&cfg);
 
+	p11_set_init_args(cfg.init_args);     /* the configuration's limit is the same */
 	if (p11_load(cfg.lib_path, err, sizeof err) != CKR_OK)
 		fatal("%s", err);
 	p11_count_calls();

@@ -44,6 +44,16 @@ else
 	echo "SKIP daemon-asan: build/kmip2pkcs11-asan is not built"
 	total_s=$((total_s + 1))
 fi
+# The same end-to-end tests on a second real PKCS#11 implementation: tpm2-pkcs11 on swtpm.
+run daemon-tpm env TOKEN=tpm sh tests/integration.sh ./kmip2pkcs11
+# Vendor behaviours (YubiHSM 2, NetHSM, Luna, SmartCard-HSM, ...) emulated over SoftHSM2,
+# against the sanitizer build of the daemon when there is one.
+if [ -x build/kmip2pkcs11-asan ]; then
+	run vendors env LSAN_OPTIONS=suppressions=$(pwd)/tests/lsan.supp \
+		sh tests/vendor.sh build/kmip2pkcs11-asan
+else
+	run vendors sh tests/vendor.sh ./kmip2pkcs11
+fi
 if [ -x ./kmip2pkcs11-static ]; then
 	run daemon-static sh tests/integration.sh ./kmip2pkcs11-static
 else

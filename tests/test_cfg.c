@@ -126,6 +126,7 @@ static void test_every_key(void)
 		"[pkcs11]\n"
 		"lib-path = \"/opt/hsm/lib \\\"x\\\".so\"\n"
 		"workers = 0\n"
+		"init-args = \"connector=http://127.0.0.1:12345 debug\"\n"
 		"[server]\n"
 		"addr = \"[::1]:1569\"\n"
 		"max-connections = 10\n"
@@ -147,6 +148,7 @@ static void test_every_key(void)
 	CHECK(parse(t) == 0, "every key: %s", E);
 	CHECK(strcmp(C.lib_path, "/opt/hsm/lib \"x\".so") == 0, "escaped quotes");
 	CHECK(C.workers == 0, "workers 0 = inline");
+	CHECK(strcmp(C.init_args, "connector=http://127.0.0.1:12345 debug") == 0, "init-args");
 	CHECK(C.listen_sa.ss_family == AF_INET6 && sa_port(&C) == 1569 &&
 	      C.listen_salen == sizeof(struct sockaddr_in6), "IPv6 addr");
 	CHECK(C.max_connections == 10 && C.max_message_size == 1024 && C.handshake_timeout == 5 &&
