@@ -23,6 +23,7 @@
  */
 #define _GNU_SOURCE 1
 #include <pthread.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -440,7 +441,7 @@ static CK_RV GenerateKeyPair(CK_SESSION_HANDLE h, CK_MECHANISM_PTR m, CK_ATTRIBU
 
 static CK_RV GenerateRandom(CK_SESSION_HANDLE h, CK_BYTE_PTR p, CK_ULONG n)
 {
-	static unsigned long x = 88172645463325252UL;
+	static uint64_t x = 88172645463325252ULL;   /* xorshift64: 64 bits on every target */
 	(void)h;
 	FAULT(GenerateRandom);
 	pthread_mutex_lock(&lock);
