@@ -7309,8 +7309,9 @@ static uint32_t op_key_block(struct op_req *q, const struct ttlv *obj, int priv,
  *                      Template-Attribute      Structure    optional (none here)
  *
  * A Private Key is stored as a key pair: the private key, sensitive and not extractable,
- * and the public key computed from it (by Mbed TLS; an Ed25519 one here, RFC 8032), sharing a fresh CKA_ID; the Unique Identifier is
- * the private key's, the public one the same hex with _pub.  A Public Key alone is stored
+ * and the public key computed from it (by Mbed TLS; an Ed25519 one here, RFC 8032),
+ * sharing a fresh CKA_ID; the Unique Identifier is the private key's, the public one the
+ * same hex with _pub.  A Public Key alone is stored
  * as a public key (its UID _pub).  Template attributes read: Name (-> CKA_LABEL of both
  * halves), Cryptographic Usage Mask (Sign -> CKA_SIGN; Verify or Sign -> CKA_VERIFY of the
  * public half; without a mask, both).  Other objects are refused: the daemon serves key
@@ -7372,9 +7373,8 @@ static uint32_t op_register(struct op_req *q, const struct ttlv *pl)
 	op_put_uid(q->e, KT_UNIQUE_IDENTIFIER, id, sizeof id, cls);
 	hex_upper(q->placeholder, id, sizeof id);
 	strcat(q->placeholder, priv ? "_priv" : "_pub");
-	log_info("registered %s %s %s (%s)", im.type == CKK_RSA ? "RSA" : im.type == CKK_EC ?
-		 "EC" : "Ed25519", priv ? "key pair" : "public key", q->placeholder,
-		 im.label ? "named" : "unnamed");
+	log_info("registered %s %s %s (%s)", row ? row->name : "?", priv ? "key pair" :
+		 "public key", q->placeholder, im.label ? "named" : "unnamed");
 out:
 	wipe(&im, sizeof im);
 	return rr;
