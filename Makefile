@@ -44,7 +44,7 @@ build/.mbedtls-ok: dist/check-mbedtls.sh
 kmip2pkcs11: kmip2pkcs11.c pkcs11/pkcs11.h build/.mbedtls-ok
 	$(CC) $(WARN) $(CFLAGS) -o $@ kmip2pkcs11.c $(LIBS)
 
-TDEPS     = kmip2pkcs11.c pkcs11/pkcs11.h tests/check.h build/.mbedtls-ok
+TDEPS     = kmip2pkcs11.c pkcs11/pkcs11.h tests/check.h tests/kreq.h build/.mbedtls-ok
 
 build/test_ttlv: tests/test_ttlv.c $(TDEPS)
 	$(CC) $(TFLAGS) -o $@ tests/test_ttlv.c $(LIBS)
@@ -69,19 +69,19 @@ build/nullp11.so: tests/nullp11.c pkcs11/pkcs11.h
 	@mkdir -p build
 	$(CC) $(WARN) -O2 -g -shared -fPIC -I. -o $@ tests/nullp11.c
 
-build/fuzz_ttlv_replay: tests/fuzz_ttlv.c tests/fuzz_replay.h kmip2pkcs11.c build/.mbedtls-ok
+build/fuzz_ttlv_replay: tests/fuzz_ttlv.c tests/fuzz_replay.h tests/kreq.h kmip2pkcs11.c build/.mbedtls-ok
 	$(CC) $(TFLAGS) -DK2P_FUZZ_REPLAY -o $@ tests/fuzz_ttlv.c $(LIBS)
 
 build/fuzz_cfg_replay: tests/fuzz_cfg.c tests/fuzz_replay.h kmip2pkcs11.c build/.mbedtls-ok
 	$(CC) $(TFLAGS) -DK2P_FUZZ_REPLAY -o $@ tests/fuzz_cfg.c $(LIBS)
 
-build/fuzz_op_replay: tests/fuzz_op.c tests/fuzz_replay.h kmip2pkcs11.c tests/nullp11.c build/.mbedtls-ok build/nullp11.so
+build/fuzz_op_replay: tests/fuzz_op.c tests/fuzz_replay.h tests/kreq.h kmip2pkcs11.c tests/nullp11.c build/.mbedtls-ok build/nullp11.so
 	$(CC) $(TFLAGS) -DK2P_FUZZ_REPLAY -o $@ tests/fuzz_op.c $(LIBS)
 
-build/e2e: tests/e2e.c tests/kclient.h kmip2pkcs11.c build/.mbedtls-ok
+build/e2e: tests/e2e.c tests/kclient.h tests/kreq.h kmip2pkcs11.c build/.mbedtls-ok
 	$(CC) $(TFLAGS) -o $@ tests/e2e.c $(LIBS)
 
-build/bench: tests/bench.c tests/kclient.h kmip2pkcs11.c build/.mbedtls-ok
+build/bench: tests/bench.c tests/kclient.h tests/kreq.h kmip2pkcs11.c build/.mbedtls-ok
 	$(CC) $(WARN) -Wno-unused-function -O2 -g -DK2P_TEST -I. -Itests -o $@ tests/bench.c $(LIBS)
 
 check:

@@ -738,10 +738,13 @@ struct ttlv_enc {
 	int depth;
 };
 
-/* A point to come back to (e.g. to replace a payload that did not fit by an error). */
+/* A point to come back to (e.g. to replace a payload that did not fit by an error).  It
+ * holds the error state too: rewinding to a mark taken after an overflow keeps the
+ * overflow, so an error once raised stays raised. */
 struct ttlv_mark {
 	size_t len;
 	int depth;
+	int err;
 };
 
 static void ttlv_enc_init(struct ttlv_enc *e, uint8_t *buf, size_t cap)
@@ -755,16 +758,16 @@ static void ttlv_enc_init(struct ttlv_enc *e, uint8_t *buf, size_t cap)
 
 static struct ttlv_mark ttlv_enc_mark(const struct ttlv_enc *e)
 {
-	struct ttlv_mark m = { e->len, e->depth };
+	struct ttlv_mark m = { e->len, e->depth, e->err };
 	return m;
 }
 
-/* Forget everything written since the mark, including an overflow. */
+/* Forget everything written since the mark, and an overflow that happened since. */
 static void ttlv_enc_rewind(struct ttlv_enc *e, struct ttlv_mark m)
 {
 	e->len = m.len;
 	e->depth = m.depth;
-	e->err = 0;
+	e->err = m.err;
 }
 
 /* Header + value + zero padding as one unit; pad is counted outside Length. */
@@ -2184,6 +2187,18 @@ static void kmip_item_begin(struct ttlv_enc *e, uint32_t op, const struct kmip_i
 		ttlv_put_text(e, KT_RESULT_MESSAGE, msg, strlen(msg));
 }
 
+/* Bytes of the smallest failure item for it (no Result Message): what a batch keeps in
+ * reserve for each item still to come, so that an earlier answer cannot take its room. */
+static size_t kmip_fail_item_size(const struct kmip_item *it)
+{
+	size_t n = TTLV_HDR + 2 * (TTLV_HDR + 8);        /* Batch Item, Status, Reason */
+	if (it->op)
+		n += TTLV_HDR + 8;
+	if (it->bid)
+		n += TTLV_HDR + it->bid_len + ttlv_pad(it->bid_len);
+	return n;
+}
+
 static void kmip_resp_end(struct ttlv_enc *e)
 {
 	ttlv_close(e);
@@ -3242,6 +3257,7 @@ static int cfg_load(struct cfg *c, const char *path, char *err, size_t errsz)
 enum {
 	CFG_CLI_RUN,            /* load the configuration, apply the overrides, serve */
 	CFG_CLI_CHECK,          /* --check-config: load, validate, report, exit 0 / 1 */
+	CFG_CLI_LIST_SLOTS,     /* --list-slots: load, then main lists the module's slots */
 	CFG_CLI_HELP,           /* -h: usage on stdout, exit 0 */
 	CFG_CLI_VERSION,        /* -V: "kmip2pkcs11 VERSION" on stdout, exit 0 */
 	CFG_CLI_USAGE           /* bad command line: cli->err and usage on stderr, exit 2 */
@@ -3256,13 +3272,17 @@ struct cfg_cli {
 	char err[256];          /* CFG_CLI_USAGE: what was wrong */
 };
 
-enum { CFG_OPT_CHECK = 256, CFG_OPT_LOG_LEVEL };
+enum { CFG_OPT_CHECK = 256, CFG_OPT_LOG_LEVEL, CFG_OPT_LIST_SLOTS };
+
+#define CFG_MAIN_LIST_SLOTS (-2)   /* cfg_main(): main lists the slots and exits */
 
 static const char cfg_usage_text[] =
-	"usage: kmip2pkcs11 [-dhV] [-c PATH] [--check-config] [--log-level LEVEL] [-l TARGET]\n"
+	"usage: kmip2pkcs11 [-dhV] [-c PATH] [--check-config] [--list-slots] [--log-level LEVEL]\n"
+	"                   [-l TARGET]\n"
 	"\n"
 	"  -c, --config PATH      the configuration file (default " CFG_DEFAULT_PATH ")\n"
 	"      --check-config     check the configuration and exit: 0 if valid, 1 if not\n"
+	"      --list-slots       load the module, list its slots and tokens, and exit\n"
 	"      --log-level LEVEL  trace, debug, info, warning or error (overrides log-level)\n"
 	"  -l, --log TARGET       stderr, syslog or file:PATH (overrides log-target)\n"
 	"  -d, --daemonize        fork into the background (overrides daemonize)\n"
@@ -3311,6 +3331,7 @@ static int cfg_cli_parse(int argc, char **argv, struct cfg_cli *cli)
 	static const struct option longopts[] = {
 		{ "config", required_argument, NULL, 'c' },
 		{ "check-config", no_argument, NULL, CFG_OPT_CHECK },
+		{ "list-slots", no_argument, NULL, CFG_OPT_LIST_SLOTS },
 		{ "log-level", required_argument, NULL, CFG_OPT_LOG_LEVEL },
 		{ "log", required_argument, NULL, 'l' },
 		{ "daemonize", no_argument, NULL, 'd' },
@@ -3337,6 +3358,9 @@ static int cfg_cli_parse(int argc, char **argv, struct cfg_cli *cli)
 			break;
 		case CFG_OPT_CHECK:
 			action = CFG_CLI_CHECK;
+			break;
+		case CFG_OPT_LIST_SLOTS:
+			action = CFG_CLI_LIST_SLOTS;
 			break;
 		case CFG_OPT_LOG_LEVEL:
 			if (cli->log_level >= 0) {
@@ -3436,7 +3460,7 @@ static int cfg_main(int argc, char **argv, struct cfg *c)
 		printf("configuration OK\n");
 		return 0;
 	}
-	return -1;
+	return action == CFG_CLI_LIST_SLOTS ? CFG_MAIN_LIST_SLOTS : -1;
 }
 /* ==== 6. PKCS#11 ========================================================== */
 
@@ -3720,18 +3744,189 @@ static const CK_MECHANISM_TYPE p11_mech_type[P11_MI_COUNT] = {
 #undef P11_MI_TYPE
 };
 
+static const char *const p11_mech_name[P11_MI_COUNT] = {
+#define P11_MI_NAME(m) "CKM_" #m,
+	P11_MECHS(P11_MI_NAME)
+#undef P11_MI_NAME
+};
+
 #define P11_MBIT(m) (1u << P11_MI_##m)
+
+/* ---- algorithms: the facts that cross the KMIP / PKCS#11 boundary ------------------------ */
+
+enum { P11_CURVE_NONE, P11_CURVE_P256, P11_CURVE_P384, P11_CURVE_P521, P11_CURVE_ED25519 };
+enum { P11_HASH_NONE, P11_HASH_SHA256, P11_HASH_SHA384, P11_HASH_SHA512 };
+
+#define ALG_ED25519 0x37        /* KMIP 2.0 Cryptographic Algorithm; accepted in 1.x too */
+
+/*
+ * CKA_EC_PARAMS is the DER of X9.62 ECParameters, for a named curve the choice
+ * namedCurve OBJECT IDENTIFIER.  For Edwards curves 3.0 also allows a PrintableString with
+ * the curve name ("edwards25519", RFC 8410's OID being the other form); SoftHSM 2.6.1 takes
+ * the OID.
+ */
+static const uint8_t p11_oid_p256[] = { 0x06, 0x08, 0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x03, 0x01, 0x07 };
+static const uint8_t p11_oid_p384[] = { 0x06, 0x05, 0x2B, 0x81, 0x04, 0x00, 0x22 };
+static const uint8_t p11_oid_p521[] = { 0x06, 0x05, 0x2B, 0x81, 0x04, 0x00, 0x23 };
+static const uint8_t p11_oid_ed25519[] = { 0x06, 0x03, 0x2B, 0x65, 0x70 };
+static const uint8_t p11_name_ed25519[] = {
+	0x13, 0x0C, 'e', 'd', 'w', 'a', 'r', 'd', 's', '2', '5', '5', '1', '9'
+};
+
+/*
+ * SubjectPublicKeyInfo's AlgorithmIdentifier, whole DER: rsaEncryption with NULL
+ * parameters (RFC 3279 2.3.1); id-ecPublicKey with the named curve (RFC 5480 2.1.1);
+ * id-Ed25519 without parameters (RFC 8410 3).
+ */
+static const uint8_t p11_spki_rsa[] = { 0x30, 0x0D, 0x06, 0x09, 0x2A, 0x86, 0x48, 0x86, 0xF7,
+	0x0D, 0x01, 0x01, 0x01, 0x05, 0x00 };
+static const uint8_t p11_spki_p256[] = { 0x30, 0x13, 0x06, 0x07, 0x2A, 0x86, 0x48, 0xCE, 0x3D,
+	0x02, 0x01, 0x06, 0x08, 0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x03, 0x01, 0x07 };
+static const uint8_t p11_spki_p384[] = { 0x30, 0x10, 0x06, 0x07, 0x2A, 0x86, 0x48, 0xCE, 0x3D,
+	0x02, 0x01, 0x06, 0x05, 0x2B, 0x81, 0x04, 0x00, 0x22 };
+static const uint8_t p11_spki_p521[] = { 0x30, 0x10, 0x06, 0x07, 0x2A, 0x86, 0x48, 0xCE, 0x3D,
+	0x02, 0x01, 0x06, 0x05, 0x2B, 0x81, 0x04, 0x00, 0x23 };
+static const uint8_t p11_spki_ed25519[] = { 0x30, 0x05, 0x06, 0x03, 0x2B, 0x65, 0x70 };
+
+/*
+ * One row per kind of key the daemon serves: everything that maps a KMIP algorithm and
+ * curve to PKCS#11 and back.  Key creation, Get, Sign, Locate, Query, the slot listing and
+ * a slot's capabilities all read from here.
+ *
+ *   kmip_alg     Cryptographic Algorithm that Get and Get Attributes report (ECDSA for EC
+ *                keys; a request may also say EC)
+ *   kmip_curve   Recommended Curve (Transparent ECDSA Public Key), 0 where KMIP 1.2 has none
+ *   der          CKA_EC_PARAMS as the daemon writes it; alt_der another form it accepts
+ *   field        bytes of a coordinate (Ed25519: of the key)
+ *   bits         Cryptographic Length; 0 for RSA, whose modulus says
+ *   hash         the hash a Sign without parameters uses (P-384: SHA-384, as FIPS 186-5
+ *                pairs them; Ed25519 hashes inside the mechanism)
+ *   gen, sign    P11_MI_* of the key generation and of the raw signing mechanism
+ *   hashed       P11_MBIT()s of the combined hash-and-sign mechanisms, used where the token
+ *                has them (p11_hashes says which hash each is)
+ */
+#define P11_RSA_HASHED (P11_MBIT(SHA256_RSA_PKCS) | P11_MBIT(SHA384_RSA_PKCS) | P11_MBIT(SHA512_RSA_PKCS))
+#define P11_EC_HASHED  (P11_MBIT(ECDSA_SHA256) | P11_MBIT(ECDSA_SHA384) | P11_MBIT(ECDSA_SHA512))
+#define P11_ALGS(X) \
+	X(RSA,     "RSA",     CKK_RSA,        P11_CURVE_NONE,    ALG_RSA,     0,           NULL,            0,                        NULL,             0,                        0,  0,   P11_HASH_SHA256, RSA_PKCS_KEY_PAIR_GEN,   RSA_PKCS, P11_RSA_HASHED, p11_spki_rsa) \
+	X(P256,    "P-256",   CKK_EC,         P11_CURVE_P256,    ALG_ECDSA,   CURVE_P_256, p11_oid_p256,    sizeof p11_oid_p256,      NULL,             0,                        32, 256, P11_HASH_SHA256, EC_KEY_PAIR_GEN,         ECDSA,    P11_EC_HASHED,  p11_spki_p256) \
+	X(P384,    "P-384",   CKK_EC,         P11_CURVE_P384,    ALG_ECDSA,   CURVE_P_384, p11_oid_p384,    sizeof p11_oid_p384,      NULL,             0,                        48, 384, P11_HASH_SHA384, EC_KEY_PAIR_GEN,         ECDSA,    P11_EC_HASHED,  p11_spki_p384) \
+	X(P521,    "P-521",   CKK_EC,         P11_CURVE_P521,    ALG_ECDSA,   CURVE_P_521, p11_oid_p521,    sizeof p11_oid_p521,      NULL,             0,                        66, 521, P11_HASH_SHA512, EC_KEY_PAIR_GEN,         ECDSA,    P11_EC_HASHED,  p11_spki_p521) \
+	X(ED25519, "Ed25519", CKK_EC_EDWARDS, P11_CURVE_ED25519, ALG_ED25519, 0,           p11_oid_ed25519, sizeof p11_oid_ed25519,   p11_name_ed25519, sizeof p11_name_ed25519,  32, 255, P11_HASH_NONE,   EC_EDWARDS_KEY_PAIR_GEN, EDDSA,    0,              p11_spki_ed25519)
+
+enum {
+#define P11_ALG_ENUM(id, ...) P11_ALG_##id,
+	P11_ALGS(P11_ALG_ENUM)
+#undef P11_ALG_ENUM
+	P11_ALG_COUNT
+};
+
+static const struct p11_alg {
+	const char *name;
+	CK_KEY_TYPE type;
+	int curve;
+	uint32_t kmip_alg, kmip_curve;
+	const uint8_t *der;
+	size_t der_len;
+	const uint8_t *alt_der;
+	size_t alt_der_len;
+	size_t field;
+	unsigned bits;
+	int hash;
+	int gen, sign;                  /* P11_MI_* */
+	uint32_t hashed;
+	const uint8_t *spki_alg;
+	size_t spki_alg_len;
+} p11_algs[P11_ALG_COUNT] = {
+#define P11_ALG_ROW(id, name, type, curve, kalg, kcurve, der, dlen, alt, alen, field, bits, hash, gen, sign, \
+		    hashed, spki) \
+	{ name, type, curve, kalg, kcurve, der, dlen, alt, alen, field, bits, hash, P11_MI_##gen, P11_MI_##sign, \
+	  hashed, spki, sizeof spki },
+	P11_ALGS(P11_ALG_ROW)
+#undef P11_ALG_ROW
+};
+
+/* The row of a curve (P11_CURVE_*), or NULL for none. */
+static const struct p11_alg *p11_curve_by_id(int curve)
+{
+	for (size_t i = 0; i < ARRAY_LEN(p11_algs); i++)
+		if (curve != P11_CURVE_NONE && p11_algs[i].curve == curve)
+			return &p11_algs[i];
+	return NULL;
+}
+
+/* The row whose CKA_EC_PARAMS (either form) these are, or NULL. */
+static const struct p11_alg *p11_curve_by_der(const uint8_t *p, size_t n)
+{
+	for (size_t i = 0; i < ARRAY_LEN(p11_algs); i++) {
+		const struct p11_alg *a = &p11_algs[i];
+		if ((a->der && a->der_len == n && memcmp(a->der, p, n) == 0) ||
+		    (a->alt_der && a->alt_der_len == n && memcmp(a->alt_der, p, n) == 0))
+			return a;
+	}
+	return NULL;
+}
+
+/* The row of a key: its CKA_KEY_TYPE and, for EC and Edwards keys, its curve. */
+static const struct p11_alg *p11_alg_of(CK_KEY_TYPE type, int curve)
+{
+	for (size_t i = 0; i < ARRAY_LEN(p11_algs); i++)
+		if (p11_algs[i].type == type && (type == CKK_RSA || p11_algs[i].curve == curve))
+			return &p11_algs[i];
+	return NULL;
+}
+
+/* Does a KMIP Cryptographic Algorithm name this row's kind of key?  EC and ECDSA both
+ * name the Weierstrass curves. */
+static int p11_alg_is(const struct p11_alg *a, uint32_t kmip_alg)
+{
+	return kmip_alg == a->kmip_alg || (a->type == CKK_EC && kmip_alg == ALG_EC);
+}
 
 /* What we know of one slot's token; created on first use, kept until p11_unload. */
 struct p11_slot {
 	CK_SLOT_ID id;
 	char label[33];             /* token label, trailing blanks trimmed */
 	uint32_t mechs;             /* P11_MBIT() of the mechanisms the token lists */
+	CK_ULONG key_min[P11_MI_COUNT], key_max[P11_MI_COUNT]; /* C_GetMechanismInfo, 0: unknown */
 	CK_ULONG max_sessions;      /* ulMaxSessionCount: 0 (CK_EFFECTIVELY_INFINITE) = no limit */
 	pthread_rwlock_t login_lock; /* readers: the PIN check; writer: a login */
 	int logged_in;              /* we logged the token in; pin_digest is that PIN's */
 	uint8_t pin_digest[32];     /* SHA-256(salt || PIN) */
 };
+
+/*
+ * Can the token make keys of row a (RSA: of this many bits)?  0 yes, or -1 with the reason,
+ * naming the mechanism.  A token whose mechanism list could not be read is left to decide
+ * itself; a size range from C_GetMechanismInfo is used where it reads as bits (some
+ * modules give bytes, or nothing, for Edwards keys: those are not checked).
+ */
+static int p11_slot_can_generate(const struct p11_slot *s, const struct p11_alg *a,
+                                 unsigned bits, char *why, size_t cap)
+{
+	CK_ULONG lo = s->key_min[a->gen], hi = s->key_max[a->gen];
+	CK_ULONG size = a->type == CKK_RSA ? bits : a->bits;
+
+	if (s->mechs == 0)
+		return 0;
+	if (!(s->mechs & 1u << a->gen)) {
+		snprintf(why, cap, "the token has no %s: no %s keys", p11_mech_name[a->gen], a->name);
+		return -1;
+	}
+	if (a->type != CKK_EC_EDWARDS && hi >= 192 && (size < lo || size > hi)) {
+		snprintf(why, cap, "%s %lu bits: the token's %s makes %lu..%lu-bit keys", a->name,
+		         (unsigned long)size, p11_mech_name[a->gen], (unsigned long)lo,
+		         (unsigned long)hi);
+		return -1;
+	}
+	return 0;
+}
+
+/* Can the token sign with keys of row a: the raw mechanism or a combined one.  1 or 0. */
+static int p11_slot_can_sign(const struct p11_slot *s, const struct p11_alg *a)
+{
+	return s->mechs == 0 || (s->mechs & (1u << a->sign | a->hashed)) != 0;
+}
 
 /* The functions the daemon calls: each must be present in the module's list. */
 #define P11_REQUIRED(X) \
@@ -4177,6 +4372,15 @@ static CK_RV p11_slot_new(CK_SLOT_ID id, struct p11_slot **out)
 						s->mechs |= 1u << m;
 		}
 		free(list);
+		for (int m = 0; m < P11_MI_COUNT && P11_F->C_GetMechanismInfo; m++) {
+			CK_MECHANISM_INFO mi;
+			if ((s->mechs & 1u << m) &&
+			    P11_F->C_GetMechanismInfo(id, p11_mech_type[m], &mi) == CKR_OK &&
+			    mi.ulMaxKeySize >= mi.ulMinKeySize) {
+				s->key_min[m] = mi.ulMinKeySize;
+				s->key_max[m] = mi.ulMaxKeySize;
+			}
+		}
 	} else if (rv != CKR_OK) {
 		log_warn("slot %lu: C_GetMechanismList: %s", id, p11_rv_name(rv));
 	}
@@ -4306,6 +4510,146 @@ static CK_RV p11_slot_lookup_at(const char *user, size_t len, struct p11_slot **
 static CK_RV p11_slot_lookup(const char *user, size_t len, struct p11_slot **out)
 {
 	return p11_slot_lookup_at(user, len, out, NULL);
+}
+
+/*
+ * A username that reaches no slot, logged at warning with the token labels there are, so
+ * an operator sees the typo; at most once a second (an unauthenticated client chooses it).
+ */
+static void p11_log_unknown_user(const char *user, size_t len)
+{
+	static uint64_t last_ms;
+	uint64_t now = mono_ms();
+	CK_SLOT_ID list[P11_SLOT_LIST_MAX];
+	CK_ULONG n = P11_SLOT_LIST_MAX;
+	char labels[256] = "", shown[80];
+	size_t at = 0;
+
+	uint64_t prev = __atomic_load_n(&last_ms, __ATOMIC_RELAXED);
+	if ((prev && now < prev + 1000) ||
+	    !__atomic_compare_exchange_n(&last_ms, &prev, now, 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+		return;
+	if (P11_F->C_GetSlotList(CK_TRUE, list, &n) == CKR_OK)
+		for (CK_ULONG i = 0; i < n && at < sizeof labels - 40; i++) {
+			CK_TOKEN_INFO ti;
+			char label[33];
+			if (P11_F->C_GetTokenInfo(list[i], &ti) != CKR_OK)
+				continue;
+			p11_text(label, sizeof label, ti.label, sizeof ti.label);
+			int k = snprintf(labels + at, sizeof labels - at, "%s\"%s\"", at ? ", " : "", label);
+			at += k > 0 ? (size_t)k : 0;
+		}
+	/* the username is the peer's: printable ASCII only, cut short */
+	size_t m = 0;
+	for (size_t i = 0; i < len && m < sizeof shown - 1; i++)
+		shown[m++] = user[i] >= 0x20 && user[i] < 0x7F ? user[i] : '?';
+	shown[m] = '\0';
+	log_warn("no slot for username \"%s\": token labels are %s; a slot ID or index also works",
+		 shown, at ? labels : "(none)");
+}
+
+/*
+ * --list-slots: what an operator needs to write the configuration and Cascade's `hsm add`:
+ * per slot its index and ID, the token's label, manufacturer, model and serial, flags and
+ * sessions, which keys the daemon can make and sign with there (from the mechanism list,
+ * through the same table and checks the operations use), and the usernames that reach it.
+ * The module must be loaded.  0, or 1 when the slot list cannot be read.
+ */
+static int p11_list_slots(FILE *f)
+{
+	CK_SLOT_ID list[P11_SLOT_LIST_MAX];
+	CK_ULONG n = P11_SLOT_LIST_MAX;
+	CK_RV rv = P11_F->C_GetSlotList(CK_FALSE, list, &n);
+
+	if (rv != CKR_OK) {
+		fprintf(stderr, "kmip2pkcs11: C_GetSlotList: %s\n", p11_rv_name(rv));
+		return 1;
+	}
+	fprintf(f, "module: %s\n%lu slot(s)\n", p11.module, (unsigned long)n);
+	for (CK_ULONG i = 0; i < n; i++) {
+		CK_TOKEN_INFO ti;
+		char label[33], manuf[33], model[17], serial[17], num[24];
+		struct p11_slot *s, *via;
+		fprintf(f, "\nslot %lu: id %lu\n", (unsigned long)i, (unsigned long)list[i]);
+		rv = P11_F->C_GetTokenInfo(list[i], &ti);
+		if (rv != CKR_OK) {
+			fprintf(f, "  no token (%s)\n", p11_rv_name(rv));
+			continue;
+		}
+		p11_text(label, sizeof label, ti.label, sizeof ti.label);
+		p11_text(manuf, sizeof manuf, ti.manufacturerID, sizeof ti.manufacturerID);
+		p11_text(model, sizeof model, ti.model, sizeof ti.model);
+		p11_text(serial, sizeof serial, ti.serialNumber, sizeof ti.serialNumber);
+		fprintf(f, "  label         \"%s\"\n  token         %s, %s, serial %s\n", label, manuf,
+			model, serial);
+		fprintf(f, "  flags        %s%s%s%s\n", ti.flags & CKF_TOKEN_INITIALIZED ? " initialized" : "",
+			ti.flags & CKF_LOGIN_REQUIRED ? " login-required" : " no-login-required",
+			ti.flags & CKF_PROTECTED_AUTHENTICATION_PATH ? " protected-authentication-path" : "",
+			ti.flags & CKF_USER_PIN_LOCKED ? " user-pin-locked" : "");
+		fprintf(f, "  sessions      ");
+		if (ti.ulSessionCount == CK_UNAVAILABLE_INFORMATION)
+			fprintf(f, "? open");
+		else
+			fprintf(f, "%lu open", (unsigned long)ti.ulSessionCount);
+		if (ti.ulMaxSessionCount == CK_EFFECTIVELY_INFINITE ||
+		    ti.ulMaxSessionCount == CK_UNAVAILABLE_INFORMATION)
+			fprintf(f, ", no limit given\n");
+		else
+			fprintf(f, " of at most %lu\n", (unsigned long)ti.ulMaxSessionCount);
+		if (!(ti.flags & CKF_TOKEN_INITIALIZED)) {
+			fprintf(f, "  (not initialized: no keys here until it is)\n");
+			continue;
+		}
+		if (p11_slot_get(list[i], &s) != CKR_OK)
+			continue;
+		fprintf(f, "  generate     ");
+		int any = 0;
+		for (size_t a = 0; a < ARRAY_LEN(p11_algs); a++) {
+			const struct p11_alg *al = &p11_algs[a];
+			char why[120];
+			unsigned bits = al->type == CKK_RSA ? 2048 : al->bits;
+			if (p11_slot_can_generate(s, al, bits, why, sizeof why) != 0)
+				continue;
+			if (al->type == CKK_RSA) {   /* the token's range within the daemon's */
+				CK_ULONG lo = s->key_min[al->gen], hi = s->key_max[al->gen];
+				lo = lo > P11_RSA_MIN_BITS ? lo : P11_RSA_MIN_BITS;
+				hi = hi && hi < P11_RSA_MAX_BITS ? hi : P11_RSA_MAX_BITS;
+				fprintf(f, "%s RSA %lu..%lu bits", any ? "," : "", (unsigned long)lo,
+					(unsigned long)hi);
+			} else {
+				fprintf(f, "%s %s", any ? "," : "", al->name);
+			}
+			any = 1;
+		}
+		fprintf(f, "%s\n  sign         ", any ? "" : " nothing");
+		any = 0;
+		for (size_t a = 0; a < ARRAY_LEN(p11_algs); a++) {
+			const struct p11_alg *al = &p11_algs[a];
+			if (!p11_slot_can_sign(s, al))
+				continue;
+			fprintf(f, "%s %s (%s)", any ? "," : "", al->name, al->type == CKK_EC_EDWARDS ?
+				p11_mech_name[al->sign] : s->mechs & al->hashed ? "hash in the token" :
+				"hash in software");
+			any = 1;
+		}
+		fprintf(f, "%s\n  usernames    ", any ? "" : " nothing");
+		/* those of label, slot ID and index that the lookup really resolves to this slot */
+		char prev[24] = "";
+		for (int k = 0; k < 3; k++) {
+			const char *u = num;
+			if (k == 0)
+				u = label;
+			else
+				snprintf(num, sizeof num, "%lu", k == 1 ? (unsigned long)list[i] : (unsigned long)i);
+			if (*u && strcmp(u, prev) != 0 && p11_slot_lookup(u, strlen(u), &via) == CKR_OK &&
+			    via == s)
+				fprintf(f, " \"%s\"", u);
+			if (k > 0)
+				snprintf(prev, sizeof prev, "%s", num);
+		}
+		fprintf(f, "\n");
+	}
+	return 0;
 }
 
 /* ---- sessions and login ------------------------------------------------------------------ */
@@ -4546,54 +4890,6 @@ static int p11_have(const CK_ATTRIBUTE *a)
 	return a->ulValueLen != CK_UNAVAILABLE_INFORMATION;
 }
 
-/* ---- curves ------------------------------------------------------------------------------ */
-
-enum { P11_CURVE_NONE, P11_CURVE_P256, P11_CURVE_P384, P11_CURVE_P521, P11_CURVE_ED25519 };
-
-/*
- * CKA_EC_PARAMS is the DER of X9.62 ECParameters, for a named curve the choice
- * namedCurve OBJECT IDENTIFIER.  For Edwards curves 3.0 also allows a PrintableString with
- * the curve name ("edwards25519", RFC 8410's OID being the other form); SoftHSM 2.6.1 takes
- * the OID.
- */
-static const uint8_t p11_oid_p256[] = { 0x06, 0x08, 0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x03, 0x01, 0x07 };
-static const uint8_t p11_oid_p384[] = { 0x06, 0x05, 0x2B, 0x81, 0x04, 0x00, 0x22 };
-static const uint8_t p11_oid_p521[] = { 0x06, 0x05, 0x2B, 0x81, 0x04, 0x00, 0x23 };
-static const uint8_t p11_oid_ed25519[] = { 0x06, 0x03, 0x2B, 0x65, 0x70 };
-static const uint8_t p11_name_ed25519[] = {
-	0x13, 0x0C, 'e', 'd', 'w', 'a', 'r', 'd', 's', '2', '5', '5', '1', '9'
-};
-
-static const struct p11_curve {
-	int curve;
-	const uint8_t *der;
-	size_t der_len;
-	size_t field;          /* bytes of a coordinate */
-	unsigned bits;         /* key size as KMIP reports it */
-} p11_curves[] = {
-	{ P11_CURVE_P256, p11_oid_p256, sizeof p11_oid_p256, 32, 256 },
-	{ P11_CURVE_P384, p11_oid_p384, sizeof p11_oid_p384, 48, 384 },
-	{ P11_CURVE_P521, p11_oid_p521, sizeof p11_oid_p521, 66, 521 },
-	{ P11_CURVE_ED25519, p11_oid_ed25519, sizeof p11_oid_ed25519, 32, 255 },
-	{ P11_CURVE_ED25519, p11_name_ed25519, sizeof p11_name_ed25519, 32, 255 },
-};
-
-static const struct p11_curve *p11_curve_by_id(int curve)
-{
-	for (size_t i = 0; i < ARRAY_LEN(p11_curves); i++)
-		if (p11_curves[i].curve == curve)
-			return &p11_curves[i];
-	return NULL;
-}
-
-static const struct p11_curve *p11_curve_by_der(const uint8_t *p, size_t n)
-{
-	for (size_t i = 0; i < ARRAY_LEN(p11_curves); i++)
-		if (p11_curves[i].der_len == n && memcmp(p11_curves[i].der, p, n) == 0)
-			return &p11_curves[i];
-	return NULL;
-}
-
 /*
  * CKA_EC_POINT is, by the spec, the DER OCTET STRING holding the point (X9.62 uncompressed
  * 04||X||Y, or the 32 bytes of an Ed25519 key); some modules return the bare point.  A bare
@@ -4601,7 +4897,7 @@ static const struct p11_curve *p11_curve_by_der(const uint8_t *p, size_t n)
  * 2*field+1 for Weierstrass curves, 32 for Ed25519.  Returns the point's length in place
  * (moved to the front of p), or 0 if it is neither form.
  */
-static size_t p11_ec_point_unwrap(uint8_t *p, size_t n, const struct p11_curve *c)
+static size_t p11_ec_point_unwrap(uint8_t *p, size_t n, const struct p11_alg *c)
 {
 	size_t bare = c->curve == P11_CURVE_ED25519 ? 32 : 2 * c->field + 1;
 	size_t hdr, len;
@@ -4691,7 +4987,7 @@ static CK_RV p11_read_public(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE o, struct p11
 	if (rv != CKR_OK)
 		return rv;
 	ki->ec_params_len = p11_have(&t[0]) ? t[0].ulValueLen : 0;
-	const struct p11_curve *c = p11_curve_by_der(ki->ec_params, ki->ec_params_len);
+	const struct p11_alg *c = p11_curve_by_der(ki->ec_params, ki->ec_params_len);
 	ki->curve = c ? c->curve : P11_CURVE_NONE;
 	ki->bits = c ? c->bits : 0;
 	ki->ec_point_len = 0;
@@ -4814,37 +5110,16 @@ static CK_RV p11_generate(CK_SESSION_HANDLE h, const struct p11_slot *s,
 	CK_MECHANISM mech = { 0, NULL, 0 };
 	CK_ATTRIBUTE pt[8], kt[9];
 	CK_ULONG np = 0, nk = 0;
-	uint32_t need;
-	const struct p11_curve *c = NULL;
+	const struct p11_alg *c = p11_alg_of(g->type, g->curve);
 	CK_RV rv;
 
-	switch (g->type) {
-	case CKK_RSA:
-		if (g->bits < P11_RSA_MIN_BITS || g->bits > P11_RSA_MAX_BITS)
-			return P11_E_BAD_INPUT;
-		mech.mechanism = CKM_RSA_PKCS_KEY_PAIR_GEN;
-		need = P11_MBIT(RSA_PKCS_KEY_PAIR_GEN);
-		break;
-	case CKK_EC:
-		if (g->curve != P11_CURVE_P256 && g->curve != P11_CURVE_P384 &&
-		    g->curve != P11_CURVE_P521)
-			return P11_E_UNSUPPORTED;
-		mech.mechanism = CKM_EC_KEY_PAIR_GEN;
-		need = P11_MBIT(EC_KEY_PAIR_GEN);
-		c = p11_curve_by_id(g->curve);
-		break;
-	case CKK_EC_EDWARDS:
-		if (g->curve != P11_CURVE_ED25519)
-			return P11_E_UNSUPPORTED;
-		mech.mechanism = CKM_EC_EDWARDS_KEY_PAIR_GEN;
-		need = P11_MBIT(EC_EDWARDS_KEY_PAIR_GEN);
-		c = p11_curve_by_id(g->curve);
-		break;
-	default:
+	if (!c)
 		return P11_E_UNSUPPORTED;
-	}
+	if (g->type == CKK_RSA && (g->bits < P11_RSA_MIN_BITS || g->bits > P11_RSA_MAX_BITS))
+		return P11_E_BAD_INPUT;
+	mech.mechanism = p11_mech_type[c->gen];
 	/* An empty list means C_GetMechanismList failed: let the token decide then. */
-	if (s->mechs != 0 && !(s->mechs & need))
+	if (s->mechs != 0 && !(s->mechs & 1u << c->gen))
 		return CKR_MECHANISM_INVALID;
 	if ((g->pub_label && g->pub_label_len > P11_LABEL_MAX) ||
 	    (g->priv_label && g->priv_label_len > P11_LABEL_MAX))
@@ -4886,8 +5161,6 @@ static CK_RV p11_generate(CK_SESSION_HANDLE h, const struct p11_slot *s,
 }
 
 /* ---- signing ----------------------------------------------------------------------------- */
-
-enum { P11_HASH_NONE, P11_HASH_SHA256, P11_HASH_SHA384, P11_HASH_SHA512 };
 
 /*
  * PKCS#1 v1.5 (RFC 8017, 9.2 note 1): the signature covers DER DigestInfo ::= SEQUENCE {
@@ -5082,7 +5355,6 @@ static CK_RV p11_sign(CK_SESSION_HANDLE h, const struct p11_slot *s, const char 
  */
 
 #define OP_UID_MAX (2 * P11_ID_MAX + 6)
-#define ALG_ED25519 0x37        /* KMIP 2.0 Cryptographic Algorithm; accepted in 1.x too */
 
 struct wrk_pool;
 
@@ -5421,7 +5693,7 @@ static CK_RV op_key_type(struct op_req *q, struct op_key *k)
 		t = (CK_ATTRIBUTE){ CKA_EC_PARAMS, params, sizeof params };
 		if (P11_F->C_GetAttributeValue(q->h, k->obj, &t, 1) == CKR_OK &&
 		    t.ulValueLen <= sizeof params) {
-			const struct p11_curve *c = p11_curve_by_der(params, t.ulValueLen);
+			const struct p11_alg *c = p11_curve_by_der(params, t.ulValueLen);
 			k->curve = c ? c->curve : P11_CURVE_NONE;
 		}
 	}
@@ -5561,58 +5833,37 @@ static uint32_t op_find(struct op_req *q, const struct ttlv *pl, CK_OBJECT_CLASS
 
 static uint32_t op_alg_of(const struct p11_key_info *ki)
 {
-	switch (ki->type) {
-	case CKK_RSA: return ALG_RSA;
-	case CKK_EC: return ALG_ECDSA;
-	case CKK_EC_EDWARDS: return ALG_ED25519;
-	}
-	return 0;
+	const struct p11_alg *a = p11_alg_of(ki->type, ki->curve);
+	return a ? a->kmip_alg : 0;
 }
 
 /* The SubjectPublicKeyInfo of a key (RFC 5280 4.1; RFC 3279 RSA, RFC 5480 EC, RFC 8410
  * Ed25519), or 0 if it does not fit. */
 static size_t op_spki(const struct p11_key_info *ki, uint8_t *out, size_t cap)
 {
-	static const uint8_t rsa_alg[] = { 0x30, 0x0D, 0x06, 0x09, 0x2A, 0x86, 0x48, 0x86, 0xF7,
-		0x0D, 0x01, 0x01, 0x01, 0x05, 0x00 };
-	static const uint8_t ec_oid[] = { 0x06, 0x07, 0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x02, 0x01 };
-	static const uint8_t ed25519_alg[] = { 0x30, 0x05, 0x06, 0x03, 0x2B, 0x65, 0x70 };
+	const struct p11_alg *a = p11_alg_of(ki->type, ki->curve);
 	struct der d = { out, cap, 0, 0 };
 	uint8_t tmp[P11_MODULUS_MAX + P11_EXPONENT_MAX + 32];
 
+	if (!a)
+		return 0;
 	if (ki->type == CKK_RSA) {
 		struct der pk = { tmp, sizeof tmp, 0, 0 };
 		der_uint_pair(&pk, ki->modulus, ki->modulus_len, ki->exponent, ki->exponent_len);
 		if (pk.err)
 			return 0;
-		der_spki(&d, rsa_alg, sizeof rsa_alg, tmp, pk.len);
-	} else if (ki->type == CKK_EC_EDWARDS) {
-		der_spki(&d, ed25519_alg, sizeof ed25519_alg, ki->ec_point, ki->ec_point_len);
+		der_spki(&d, a->spki_alg, a->spki_alg_len, tmp, pk.len);
 	} else {
-		const struct p11_curve *c = p11_curve_by_id(ki->curve);
-		if (!c || c->curve == P11_CURVE_ED25519)
-			return 0;
-		uint8_t alg[64];
-		struct der a = { alg, sizeof alg, 0, 0 };
-		der_hdr(&a, 0x30, sizeof ec_oid + c->der_len);
-		der_bytes(&a, ec_oid, sizeof ec_oid);
-		der_bytes(&a, c->der, c->der_len);
-		if (a.err)
-			return 0;
-		der_spki(&d, alg, a.len, ki->ec_point, ki->ec_point_len);
+		der_spki(&d, a->spki_alg, a->spki_alg_len, ki->ec_point, ki->ec_point_len);
 	}
 	return d.err ? 0 : d.len;
 }
 
-/* The KMIP Recommended Curve of a key's curve. */
+/* The KMIP Recommended Curve of a key's curve, 0 for none. */
 static uint32_t op_kmip_curve(int curve)
 {
-	switch (curve) {
-	case P11_CURVE_P256: return CURVE_P_256;
-	case P11_CURVE_P384: return CURVE_P_384;
-	case P11_CURVE_P521: return CURVE_P_521;
-	}
-	return 0;
+	const struct p11_alg *a = p11_curve_by_id(curve);
+	return a ? a->kmip_curve : 0;
 }
 
 /* ---- the operations ------------------------------------------------------ */
@@ -5653,17 +5904,23 @@ static uint32_t op_discover_versions(struct op_req *q, const struct ttlv *pl)
 	return 0;
 }
 
-static void op_put_operations(struct ttlv_enc *e);
+static void op_put_operations(struct ttlv_enc *e, const struct p11_slot *s);
 
 /*
  * Query (spec 4.25).  Request: Query Function*.  Response, in this order: Operation*,
  * Object Type*, Vendor Identification, (Server Information, Application Namespace*,
- * Extension Information*: none here).  Needs no login; with a username, the token's label
- * goes into the vendor identification (Cascade prints it at `cascade hsm add`).
+ * Extension Information*: none here).  Needs no login.  With a username, the answer is
+ * that token's: Create Key Pair and Sign only where its mechanisms allow some kind of key,
+ * key objects only where it can sign, and its label in the vendor identification (Cascade
+ * prints it at `cascade hsm add`).
  */
 static uint32_t op_query(struct op_req *q, const struct ttlv *pl)
 {
 	int ops = 0, objs = 0, info = 0;
+	struct p11_slot *s = NULL;
+	if (q->r->has_cred && q->r->user_len > 0 && q->r->user_len < 256 &&
+	    p11_slot_lookup((const char *)q->r->user, q->r->user_len, &s) != CKR_OK)
+		s = NULL;
 	if (pl)
 		for (int i = pl->child; i >= 0; i = q->d->it[i].next) {
 			const struct ttlv *f = &q->d->it[i];
@@ -5675,19 +5932,18 @@ static uint32_t op_query(struct op_req *q, const struct ttlv *pl)
 			objs |= f->num == QF_QUERY_OBJECTS;
 			info |= f->num == QF_QUERY_SERVER_INFORMATION;
 		}
+	int can_sign = !s;
+	for (size_t i = 0; s && i < ARRAY_LEN(p11_algs); i++)
+		can_sign |= p11_slot_can_sign(s, &p11_algs[i]);
 	if (ops)
-		op_put_operations(q->e);
-	if (objs) {
+		op_put_operations(q->e, s);
+	if (objs && can_sign) {
 		ttlv_put_enum(q->e, KT_OBJECT_TYPE, OT_PUBLIC_KEY);
 		ttlv_put_enum(q->e, KT_OBJECT_TYPE, OT_PRIVATE_KEY);
 	}
 	if (info) {
 		char v[400];
-		struct p11_slot *s = NULL;
-		const char *label = "";
-		if (q->r->has_cred && q->r->user_len < 256 &&
-		    p11_slot_lookup((const char *)q->r->user, q->r->user_len, &s) == CKR_OK)
-			label = s->label;
+		const char *label = s ? s->label : "";
 		int n = snprintf(v, sizeof v, "kmip2pkcs11 %s%s%s%s; PKCS#11 module: %s", K2P_VERSION,
 				 *label ? "; token: '" : "", label, *label ? "'" : "", q->t->env->module);
 		size_t len = n < 0 ? 0 : (size_t)n < sizeof v ? (size_t)n : sizeof v - 1;
@@ -5782,39 +6038,32 @@ static uint32_t op_create_key_pair(struct op_req *q, const struct ttlv *pl)
 	if (v && (v->type != TT_STRUCT || kmip_get_enum(q->d, v, KT_RECOMMENDED_CURVE, &curve) == KMIP_BAD_TYPE))
 		return op_fail(q, RR_INVALID_FIELD, "malformed Cryptographic Domain Parameters");
 
-	switch (alg) {
-	case ALG_RSA:
-		if (len < P11_RSA_MIN_BITS || len > P11_RSA_MAX_BITS || len % 8 != 0)
-			return op_fail(q, RR_INVALID_FIELD, "RSA Cryptographic Length must be %d..%d bits",
-				       P11_RSA_MIN_BITS, P11_RSA_MAX_BITS);
-		g.type = CKK_RSA;
-		g.bits = (unsigned)len;
-		break;
-	case ALG_ECDSA:
-	case ALG_EC:
-		g.type = CKK_EC;
-		if (curve == CURVE_P_256 || (!curve && (len == 256 || len == 0)))
-			g.curve = P11_CURVE_P256;
-		else if (curve == CURVE_P_384 || (!curve && len == 384))
-			g.curve = P11_CURVE_P384;
-		else if (curve == CURVE_P_521 || (!curve && len == 521))
-			g.curve = P11_CURVE_P521;
-		else
-			return op_fail(q, RR_INVALID_FIELD, "EC keys are P-256, P-384 or P-521");
-		if (curve && len && (unsigned)len != p11_curve_by_id(g.curve)->bits)
-			return op_fail(q, RR_INVALID_FIELD, "Cryptographic Length disagrees with the curve");
-		break;
-	case ALG_ED25519:
-		if (len && len != 255 && len != 256)
-			return op_fail(q, RR_INVALID_FIELD, "Ed25519 keys have 255 bits");
-		g.type = CKK_EC_EDWARDS;
-		g.curve = P11_CURVE_ED25519;
-		break;
-	default:
+	/* The row: RSA by its length, EC by its curve or else its length (none: P-256). */
+	const struct p11_alg *a = NULL;
+	for (size_t i = 0; i < ARRAY_LEN(p11_algs) && !a; i++) {
+		const struct p11_alg *r = &p11_algs[i];
+		if (p11_alg_is(r, alg) && (r->type != CKK_EC || (curve ? curve == r->kmip_curve :
+		    len == (int32_t)r->bits || (len == 0 && r->curve == P11_CURVE_P256))))
+			a = r;
+	}
+	if (!a && (alg == ALG_ECDSA || alg == ALG_EC))
+		return op_fail(q, RR_INVALID_FIELD, "EC keys are P-256, P-384 or P-521");
+	if (!a)
 		return op_fail(q, RR_INVALID_FIELD, "Cryptographic Algorithm %s: RSA, ECDSA, EC or "
 			       "Ed25519 key pairs only",
 			       op_enum_name(KT_CRYPTOGRAPHIC_ALGORITHM, alg, (char[12]){ 0 }));
+	if (a->type == CKK_RSA) {
+		if (len < P11_RSA_MIN_BITS || len > P11_RSA_MAX_BITS || len % 8 != 0)
+			return op_fail(q, RR_INVALID_FIELD, "RSA Cryptographic Length must be %d..%d bits",
+				       P11_RSA_MIN_BITS, P11_RSA_MAX_BITS);
+		g.bits = (unsigned)len;
+	} else if (a->type == CKK_EC_EDWARDS && len && len != 255 && len != 256) {
+		return op_fail(q, RR_INVALID_FIELD, "Ed25519 keys have 255 bits");
+	} else if (a->type == CKK_EC && curve && len && (unsigned)len != a->bits) {
+		return op_fail(q, RR_INVALID_FIELD, "Cryptographic Length disagrees with the curve");
 	}
+	g.type = a->type;
+	g.curve = a->curve;
 	/* Names and usage belong to one half each; a common Name would give both the same. */
 	if ((rr = op_name(q, op_tmpl_attr(q, priv, common, "Name"), &g.priv_label, &g.priv_label_len)) ||
 	    (rr = op_name(q, op_tmpl_attr(q, pub, common, "Name"), &g.pub_label, &g.pub_label_len)) ||
@@ -5822,6 +6071,9 @@ static uint32_t op_create_key_pair(struct op_req *q, const struct ttlv *pl)
 	    (rr = op_usage(q, op_tmpl_attr(q, pub, common, "Cryptographic Usage Mask"), UM_VERIFY, &g.verify)))
 		return rr;
 
+	char why[120];
+	if (p11_slot_can_generate(q->slot, a, g.bits, why, sizeof why) < 0)
+		return op_fail(q, RR_FEATURE_NOT_SUPPORTED, "%s", why);
 	uint8_t id[P11_ID_LEN];
 	CK_OBJECT_HANDLE hpub, hpriv;
 	CK_RV rv = p11_generate(q->h, q->slot, &g, id, &hpub, &hpriv);
@@ -5831,8 +6083,8 @@ static uint32_t op_create_key_pair(struct op_req *q, const struct ttlv *pl)
 	op_put_uid(q->e, KT_PUBLIC_KEY_UNIQUE_IDENTIFIER, id, sizeof id, CKO_PUBLIC_KEY);
 	hex_upper(q->placeholder, id, sizeof id);
 	strcat(q->placeholder, "_priv");
-	log_info("created %s key pair %s (%s)", g.type == CKK_RSA ? "RSA" : g.type == CKK_EC ?
-		 "EC" : "Ed25519", q->placeholder, g.priv_label ? "named" : "unnamed");
+	log_info("created %s key pair %s (%s)", a->name, q->placeholder,
+		 g.priv_label ? "named" : "unnamed");
 	return 0;
 }
 
@@ -6031,9 +6283,10 @@ static uint32_t op_sign(struct op_req *q, const struct ttlv *pl)
 		    (dsa && dsa != DSA_ECDSA_WITH_SHA256 && dsa != DSA_ECDSA_WITH_SHA384 &&
 		     dsa != DSA_ECDSA_WITH_SHA512))
 			return op_fail(q, RR_INVALID_FIELD, "an EC key signs with ECDSA");
+		if (h == P11_HASH_NONE && p11_alg_of(k.type, k.curve))
+			h = p11_alg_of(k.type, k.curve)->hash;
 		if (h == P11_HASH_NONE)
-			h = k.curve == P11_CURVE_P384 ? P11_HASH_SHA384 :
-			    k.curve == P11_CURVE_P521 ? P11_HASH_SHA512 : P11_HASH_SHA256;
+			h = P11_HASH_SHA256;
 		break;
 	case CKK_EC_EDWARDS:
 		if ((alg && alg != ALG_ED25519) || dsa || h != P11_HASH_NONE)
@@ -6118,14 +6371,13 @@ static uint32_t op_locate(struct op_req *q, const struct ttlv *pl)
 			if ((rr = op_name(q, v, &label, &label_len)))
 				return rr;
 		} else if (kmip_text_is(nm, "Cryptographic Algorithm") && v->type == TT_ENUM) {
-			have_type = 1;
-			if (v->num == ALG_RSA)
-				type = CKK_RSA;
-			else if (v->num == ALG_ECDSA || v->num == ALG_EC)
-				type = CKK_EC;
-			else if (v->num == ALG_ED25519)
-				type = CKK_EC_EDWARDS;
-			else
+			have_type = 0;
+			for (size_t j = 0; j < ARRAY_LEN(p11_algs) && !have_type; j++)
+				if (p11_alg_is(&p11_algs[j], (uint32_t)v->num)) {
+					type = p11_algs[j].type;
+					have_type = 1;
+				}
+			if (!have_type)
 				return 0;       /* no key of another algorithm is served */
 		} else {
 			char n[64];
@@ -6326,10 +6578,20 @@ static const struct op_def {
 #undef OP_ROW
 };
 
-static void op_put_operations(struct ttlv_enc *e)
+/* The operations of the table; with a slot, Create Key Pair and Sign only where its token
+ * can make, or sign with, some kind of key. */
+static void op_put_operations(struct ttlv_enc *e, const struct p11_slot *s)
 {
+	int gen = !s, sign = !s;
+	char why[120];
+	for (size_t i = 0; s && i < ARRAY_LEN(p11_algs); i++) {
+		const struct p11_alg *a = &p11_algs[i];
+		gen |= p11_slot_can_generate(s, a, 2048, why, sizeof why) == 0;
+		sign |= p11_slot_can_sign(s, a);
+	}
 	for (size_t i = 0; i < ARRAY_LEN(op_defs); i++)
-		ttlv_put_enum(e, KT_OPERATION, op_defs[i].op);
+		if ((op_defs[i].op != OP_CREATE_KEY_PAIR || gen) && (op_defs[i].op != OP_SIGN || sign))
+			ttlv_put_enum(e, KT_OPERATION, op_defs[i].op);
 }
 
 static const struct op_def *op_lookup(uint32_t op)
@@ -6366,8 +6628,10 @@ static uint32_t op_login(struct op_req *q)
 	for (int attempt = 0; attempt < OP_LOGIN_TRIES; attempt++) {
 		const char *call = "C_GetSlotList";
 		CK_RV rv = op_slot(q->t, r->user, r->user_len, &q->slot, &call);
-		if (rv == P11_E_NO_SLOT)
+		if (rv == P11_E_NO_SLOT) {
+			p11_log_unknown_user((const char *)r->user, r->user_len);
 			return op_fail(q, RR_AUTHENTICATION_NOT_SUCCESSFUL, "no slot for that username");
+		}
 		if (rv != CKR_OK) {
 			rr = op_fail_slot(q, rv, call);
 			q->trouble = P11_T_MODULE;      /* the lookup was made afresh */
@@ -6390,7 +6654,14 @@ static uint32_t op_login(struct op_req *q)
 	return rr;
 }
 
-/* One batch item: its own answer, or a failure item in its place. */
+/*
+ * One batch item: its own answer, or a failure item in its place.  Returns 0 (success),
+ * -1 (a failure item) or OP_ITEM_NO_ROOM when not even the failure item fits: then the
+ * encoder is back at the item's start with its overflow raised.  An answer that does not
+ * fit the response buffer is a failure item with Response Too Large.
+ */
+#define OP_ITEM_NO_ROOM (-2)
+
 static int op_item(struct op_req *q, const struct kmip_item *it, uint32_t auth_rr,
 		   const char *auth_msg)
 {
@@ -6419,7 +6690,13 @@ static int op_item(struct op_req *q, const struct kmip_item *it, uint32_t auth_r
 			if (rr == 0) {
 				ttlv_close(q->e);
 				ttlv_close(q->e);
-				return 0;
+				if (!q->e->err)
+					return 0;
+				ttlv_enc_rewind(q->e, m);
+				rr = op_fail(q, RR_RESPONSE_TOO_LARGE,
+					     "the answer exceeds the response buffer (%zu bytes)",
+					     q->e->cap);
+				break;
 			}
 			ttlv_enc_rewind(q->e, m);
 			if (attempt > 0 || !def->login)
@@ -6444,6 +6721,16 @@ static int op_item(struct op_req *q, const struct kmip_item *it, uint32_t auth_r
 		  kmip_reason_name(rr), q->msg ? q->msg : "");
 	kmip_item_begin(q->e, it->op, it, RS_OPERATION_FAILED, rr, q->msg);
 	ttlv_close(q->e);
+	if (q->e->err && q->msg) {      /* the reason without its message, then */
+		ttlv_enc_rewind(q->e, m);
+		kmip_item_begin(q->e, it->op, it, RS_OPERATION_FAILED, rr, NULL);
+		ttlv_close(q->e);
+	}
+	if (q->e->err) {
+		struct ttlv_mark full = { m.len, m.depth, -1 };
+		ttlv_enc_rewind(q->e, full);
+		return OP_ITEM_NO_ROOM;
+	}
 	return -1;
 }
 
@@ -6503,12 +6790,25 @@ static size_t op_serve(struct op_thread *t, const uint8_t *in, size_t n, uint8_t
 		}
 	}
 
+	/* Every item's answer is checked against the buffer as it is written (op_item): one
+	 * that does not fit becomes Response Too Large for that item, and the batch goes on
+	 * or stops as its option says.  While an item runs, the buffer's end is moved back by
+	 * the smallest failure answer of every later item, so that each can still be
+	 * answered.  Only when not even that fits is the whole answer replaced by a
+	 * message-level Response Too Large. */
+	size_t reserve = 0;
+	for (int i = 0; i < r.n; i++)
+		reserve += kmip_fail_item_size(&r.item[i]);
 	kmip_resp_begin(&e, r.major, r.minor, (uint32_t)r.n, now);
 	size_t count_at = e.len - 8;    /* Batch Count's value: the header's last item */
 	int answered = 0;
-	for (int i = 0; i < r.n; i++) {
+	for (int i = 0; i < r.n && !e.err; i++) {
+		reserve -= kmip_fail_item_size(&r.item[i]);
+		e.cap = reserve < cap - e.len ? cap - reserve : e.len;
 		answered++;
-		if (op_item(&q, &r.item[i], auth_rr, auth_msg) != 0 && r.err_cont != BEC_CONTINUE)
+		int irc = op_item(&q, &r.item[i], auth_rr, auth_msg);
+		e.cap = cap;
+		if (irc != 0 && r.err_cont != BEC_CONTINUE)
 			break;          /* Stop (and Undo, which we cannot) end the batch here */
 	}
 	if (answered != r.n && !e.err)
@@ -8034,6 +8334,16 @@ int main(int argc, char **argv)
 	int r = cfg_main(argc, argv, &cfg);
 	if (r >= 0)
 		return r;
+	if (r == CFG_MAIN_LIST_SLOTS) {
+		log_state.level = LV_WARNING;
+		if (p11_load(cfg.lib_path, err, sizeof err) != CKR_OK) {
+			fprintf(stderr, "kmip2pkcs11: %s\n", err);
+			return 1;
+		}
+		r = p11_list_slots(stdout);
+		p11_unload();
+		return r;
+	}
 	log_open(&cfg);
 	log_info("kmip2pkcs11 %s starting", K2P_VERSION);
 

@@ -71,6 +71,7 @@ static int bench_ssl_setup(mbedtls_ssl_context *ssl, const mbedtls_ssl_config *c
 }
 #define mbedtls_ssl_setup bench_ssl_setup
 #include "kclient.h"
+#include "kreq.h"
 #undef mbedtls_ssl_setup
 
 /* ==== options ============================================================= */
@@ -283,82 +284,18 @@ struct msg {
 	size_t n;
 };
 
-/* Request Header { Protocol Version { 1, minor }, Authentication { Credential { Username
- * and Password { user, pin } } }, Batch Count 1 }, Batch Item { Operation, Request
- * Payload { ...: left open for the caller. */
-static void rq_begin(struct ttlv_enc *e, struct msg *m, int minor, const char *user,
-                     const char *pin, uint32_t op)
-{
-	ttlv_enc_init(e, m->b, sizeof m->b);
-	ttlv_open(e, KT_REQUEST_MESSAGE);
-	ttlv_open(e, KT_REQUEST_HEADER);
-	ttlv_open(e, KT_PROTOCOL_VERSION);
-	ttlv_put_int(e, KT_PROTOCOL_VERSION_MAJOR, 1);
-	ttlv_put_int(e, KT_PROTOCOL_VERSION_MINOR, minor);
-	ttlv_close(e);
-	ttlv_open(e, KT_AUTHENTICATION);
-	ttlv_open(e, KT_CREDENTIAL);
-	ttlv_put_enum(e, KT_CREDENTIAL_TYPE, CT_USERNAME_AND_PASSWORD);
-	ttlv_open(e, KT_CREDENTIAL_VALUE);
-	ttlv_put_text(e, KT_USERNAME, user, strlen(user));
-	ttlv_put_text(e, KT_PASSWORD, pin, strlen(pin));
-	ttlv_close(e);
-	ttlv_close(e);
-	ttlv_close(e);
-	ttlv_put_int(e, KT_BATCH_COUNT, 1);
-	ttlv_close(e);
-	ttlv_open(e, KT_BATCH_ITEM);
-	ttlv_put_enum(e, KT_OPERATION, op);
-	ttlv_open(e, KT_REQUEST_PAYLOAD);
-}
-
-static void rq_end(struct ttlv_enc *e, struct msg *m)
-{
-	ttlv_close(e);          /* payload */
-	ttlv_close(e);          /* batch item */
-	ttlv_close(e);          /* message */
-	m->n = e->err ? 0 : e->len;
-}
-
-static void attr(struct ttlv_enc *e, const char *name)
-{
-	ttlv_open(e, KT_ATTRIBUTE);
-	ttlv_put_text(e, KT_ATTRIBUTE_NAME, name, strlen(name));
-}
-
-/* Create Key Pair as Cascade sends it (1.0): common { algorithm, [length] }, private
- * { Name, Usage Mask Sign }, public { Name, Usage Mask Verify }. */
+/* Create Key Pair as Cascade sends it (1.0; tests/kreq.h): common { algorithm, [length] },
+ * private { Name, Usage Mask Sign }, public { Name, Usage Mask Verify }. */
 static void rq_create(struct msg *m, const struct alg *a, const char *user, const char *pin)
 {
+	struct kreq_hdr h = { 1, 0, user, pin, -1, 0, 1 };
 	struct ttlv_enc e;
-	char name[64];
-	rq_begin(&e, m, 0, user, pin, OP_CREATE_KEY_PAIR);
-	ttlv_open(&e, KT_COMMON_TEMPLATE_ATTRIBUTE);
-	attr(&e, "Cryptographic Algorithm");
-	ttlv_put_enum(&e, KT_ATTRIBUTE_VALUE, a->kmip_alg);
-	ttlv_close(&e);
-	if (a->bits) {
-		attr(&e, "Cryptographic Length");
-		ttlv_put_int(&e, KT_ATTRIBUTE_VALUE, a->bits);
-		ttlv_close(&e);
-	}
-	ttlv_close(&e);
-	for (int half = 0; half < 2; half++) {
-		ttlv_open(&e, half ? KT_PUBLIC_KEY_TEMPLATE_ATTRIBUTE : KT_PRIVATE_KEY_TEMPLATE_ATTRIBUTE);
-		snprintf(name, sizeof name, "bench-%s-%ld-%s", a->key, (long)getpid(),
-		         half ? "pub" : "pri");
-		attr(&e, "Name");
-		ttlv_open(&e, KT_ATTRIBUTE_VALUE);
-		ttlv_put_text(&e, KT_NAME_VALUE, name, strlen(name));
-		ttlv_put_enum(&e, KT_NAME_TYPE, NT_UNINTERPRETED_TEXT_STRING);
-		ttlv_close(&e);
-		ttlv_close(&e);
-		attr(&e, "Cryptographic Usage Mask");
-		ttlv_put_int(&e, KT_ATTRIBUTE_VALUE, half ? UM_VERIFY : UM_SIGN);
-		ttlv_close(&e);
-		ttlv_close(&e);
-	}
-	rq_end(&e, m);
+	char priv_name[64], pub_name[64];
+	snprintf(priv_name, sizeof priv_name, "bench-%s-%ld-pri", a->key, (long)getpid());
+	snprintf(pub_name, sizeof pub_name, "bench-%s-%ld-pub", a->key, (long)getpid());
+	kreq_one(&e, m->b, sizeof m->b, &h, OP_CREATE_KEY_PAIR);
+	kreq_create_key_pair(&e, a->kmip_alg, a->bits, 0, priv_name, pub_name);
+	m->n = kreq_one_end(&e);
 }
 
 /* Sign as Cascade sends it (1.2): UID, Cryptographic Parameters { [Padding Method PKCS1
@@ -366,18 +303,14 @@ static void rq_create(struct msg *m, const struct alg *a, const char *user, cons
 static void rq_sign(struct msg *m, const struct alg *a, const char *uid, const char *user,
                     const char *pin, const uint8_t *data, size_t n)
 {
+	struct kreq_hdr h = { 1, 2, user, pin, -1, 0, 1 };
 	struct ttlv_enc e;
-	rq_begin(&e, m, 2, user, pin, OP_SIGN);
-	ttlv_put_text(&e, KT_UNIQUE_IDENTIFIER, uid, strlen(uid));
-	ttlv_open(&e, KT_CRYPTOGRAPHIC_PARAMETERS);
-	if (a->kmip_alg == ALG_RSA)
-		ttlv_put_enum(&e, KT_PADDING_METHOD, PAD_PKCS1_V1_5);
-	if (a->hash)
-		ttlv_put_enum(&e, KT_HASHING_ALGORITHM, a->hash);
-	ttlv_put_enum(&e, KT_CRYPTOGRAPHIC_ALGORITHM, a->kmip_alg);
-	ttlv_close(&e);
+	kreq_one(&e, m->b, sizeof m->b, &h, OP_SIGN);
+	kreq_uid(&e, uid);
+	kreq_crypto_params(&e, a->kmip_alg == ALG_RSA ? PAD_PKCS1_V1_5 : 0, a->hash, 0,
+	                   a->kmip_alg);
 	ttlv_put_bytes(&e, KT_DATA, data, n);
-	rq_end(&e, m);
+	m->n = kreq_one_end(&e);
 }
 
 /* Result Status of the (only) batch item, found by its bytes so that checking each answer

@@ -27,13 +27,14 @@
 
 #include "check.h"
 #include "kclient.h"
+#include "kreq.h"
 
 /* ==== set-up ============================================================== */
 
 #define REQ_CAP (16 * 1024)
 #define RESP_CAP (256 * 1024)
 #define CASCADE_RESP_LIMIT 8192      /* Cascade's default --max-response-bytes */
-#define MAX_ITEMS 8
+#define MAX_ITEMS 64         /* the daemon's batch limit */
 
 static struct {
 	const char *host, *ca, *user, *pin;
@@ -118,103 +119,12 @@ struct rq {
 	uint8_t buf[REQ_CAP];
 };
 
-/*
- * Request Message { Request Header { Protocol Version { 1, minor },
- *                                     [Authentication { Credential { type 1,
- *                                        Credential Value { Username, Password } } }],
- *                                     Batch Count },
- *                   Batch Item ... }
- */
-static void rq_begin(struct rq *q, int major, int minor, const struct who *w, int count)
-{
-	struct ttlv_enc *e = &q->e;
-	ttlv_enc_init(e, q->buf, sizeof q->buf);
-	ttlv_open(e, KT_REQUEST_MESSAGE);
-	ttlv_open(e, KT_REQUEST_HEADER);
-	ttlv_open(e, KT_PROTOCOL_VERSION);
-	ttlv_put_int(e, KT_PROTOCOL_VERSION_MAJOR, major);
-	ttlv_put_int(e, KT_PROTOCOL_VERSION_MINOR, minor);
-	ttlv_close(e);
-	if (w != NULL && w->user != NULL) {
-		ttlv_open(e, KT_AUTHENTICATION);
-		ttlv_open(e, KT_CREDENTIAL);
-		ttlv_put_enum(e, KT_CREDENTIAL_TYPE, CT_USERNAME_AND_PASSWORD);
-		ttlv_open(e, KT_CREDENTIAL_VALUE);
-		ttlv_put_text(e, KT_USERNAME, w->user, strlen(w->user));
-		if (w->pass != NULL)
-			ttlv_put_text(e, KT_PASSWORD, w->pass, strlen(w->pass));
-		ttlv_close(e);
-		ttlv_close(e);
-		ttlv_close(e);
-	}
-	ttlv_put_int(e, KT_BATCH_COUNT, count);
-	ttlv_close(e);
-}
-
-/* Batch Item { Operation, [Unique Batch Item ID], Request Payload { ... */
-static void rq_item(struct rq *q, uint32_t op, const char *bid)
-{
-	ttlv_open(&q->e, KT_BATCH_ITEM);
-	ttlv_put_enum(&q->e, KT_OPERATION, op);
-	if (bid != NULL)
-		ttlv_put_bytes(&q->e, KT_UNIQUE_BATCH_ITEM_ID, (const uint8_t *)bid, strlen(bid));
-	ttlv_open(&q->e, KT_REQUEST_PAYLOAD);
-}
-
-static void rq_item_end(struct rq *q)
-{
-	ttlv_close(&q->e);
-	ttlv_close(&q->e);
-}
-
-static void rq_end(struct rq *q)
-{
-	ttlv_close(&q->e);
-}
-
-/* A single-item request: header, Batch Item with op, open payload. */
+/* A request of one Batch Item (tests/kreq.h) at version 1.minor, with w's credential
+ * (w NULL: none), its Request Payload left open; kreq_one_end(&q->e) closes it. */
 static void rq_one(struct rq *q, int minor, const struct who *w, uint32_t op)
 {
-	rq_begin(q, 1, minor, w, 1);
-	rq_item(q, op, NULL);
-}
-
-static void rq_one_end(struct rq *q)
-{
-	rq_item_end(q);
-	rq_end(q);
-}
-
-/* Attribute { Attribute Name, Attribute Value } of each value type used here. */
-static void attr_begin(struct ttlv_enc *e, const char *name)
-{
-	ttlv_open(e, KT_ATTRIBUTE);
-	ttlv_put_text(e, KT_ATTRIBUTE_NAME, name, strlen(name));
-}
-
-static void attr_enum(struct ttlv_enc *e, const char *name, uint32_t v)
-{
-	attr_begin(e, name);
-	ttlv_put_enum(e, KT_ATTRIBUTE_VALUE, v);
-	ttlv_close(e);
-}
-
-static void attr_int(struct ttlv_enc *e, const char *name, int32_t v)
-{
-	attr_begin(e, name);
-	ttlv_put_int(e, KT_ATTRIBUTE_VALUE, v);
-	ttlv_close(e);
-}
-
-/* Name { Name Value, Name Type Uninterpreted Text String } */
-static void attr_name(struct ttlv_enc *e, const char *value)
-{
-	attr_begin(e, "Name");
-	ttlv_open(e, KT_ATTRIBUTE_VALUE);
-	ttlv_put_text(e, KT_NAME_VALUE, value, strlen(value));
-	ttlv_put_enum(e, KT_NAME_TYPE, NT_UNINTERPRETED_TEXT_STRING);
-	ttlv_close(e);
-	ttlv_close(e);
+	struct kreq_hdr h = { 1, minor, w ? w->user : NULL, w ? w->pass : NULL, -1, 0, 1 };
+	kreq_one(&q->e, q->buf, sizeof q->buf, &h, op);
 }
 
 /* ==== responses =========================================================== */
@@ -312,7 +222,7 @@ static int call_raw(struct kc *c, const uint8_t *req, size_t n, struct resp *r)
 static int call(struct kc *c, struct rq *q, struct resp *r)
 {
 	if (q->e.err) {
-		printf("NOTE request did not fit the encoder\n");
+		CHECK(0, "the request fits the test's buffer of %d bytes", REQ_CAP);
 		return -1;
 	}
 	return call_raw(c, q->buf, q->e.len, r);
@@ -350,17 +260,6 @@ static int expect_fail(const struct resp *r, uint32_t reason, const char *what)
 	return good;
 }
 
-/* Failed with some reason; reported, not judged. */
-static int expect_some_fail(const struct resp *r, const char *what)
-{
-	int good = r->decoded && r->n == 1 && r->item[0].status == RS_OPERATION_FAILED;
-	CHECK(good, "%s: Operation Failed", what);
-	if (good)
-		printf("NOTE %s: the daemon answers %s (0x%X)\n", what,
-		       rr_name(r->item[0].reason), r->item[0].reason);
-	return good;
-}
-
 static const struct ttlv *payload_find(const struct resp *r, uint32_t tag)
 {
 	return r->n >= 1 ? ttlv_find(&r->d, r->item[0].payload, tag) : NULL;
@@ -390,7 +289,7 @@ static int do_query(struct kc *c, struct resp *r)
 	ttlv_put_enum(&q.e, KT_QUERY_FUNCTION, QF_QUERY_OPERATIONS);
 	ttlv_put_enum(&q.e, KT_QUERY_FUNCTION, QF_QUERY_OBJECTS);
 	ttlv_put_enum(&q.e, KT_QUERY_FUNCTION, QF_QUERY_SERVER_INFORMATION);
-	rq_one_end(&q);
+	kreq_one_end(&q.e);
 	return call(c, &q, r);
 }
 
@@ -400,25 +299,14 @@ static int do_create(struct kc *c, const struct who *w, uint32_t alg, int bits,
                      struct pair *p, struct resp *r)
 {
 	struct rq *q = malloc(sizeof *q);
-	char name[53];
+	char priv_name[53], pub_name[53];
 	int rc;
 
+	rnd_name(priv_name);
+	rnd_name(pub_name);
 	rq_one(q, 0, w, OP_CREATE_KEY_PAIR);
-	ttlv_open(&q->e, KT_COMMON_TEMPLATE_ATTRIBUTE);
-	attr_enum(&q->e, "Cryptographic Algorithm", alg);
-	attr_int(&q->e, "Cryptographic Length", bits);
-	ttlv_close(&q->e);
-	ttlv_open(&q->e, KT_PRIVATE_KEY_TEMPLATE_ATTRIBUTE);
-	rnd_name(name);
-	attr_name(&q->e, name);
-	attr_int(&q->e, "Cryptographic Usage Mask", UM_SIGN);
-	ttlv_close(&q->e);
-	ttlv_open(&q->e, KT_PUBLIC_KEY_TEMPLATE_ATTRIBUTE);
-	rnd_name(name);
-	attr_name(&q->e, name);
-	attr_int(&q->e, "Cryptographic Usage Mask", UM_VERIFY);
-	ttlv_close(&q->e);
-	rq_one_end(q);
+	kreq_create_key_pair(&q->e, alg, bits, 0, priv_name, pub_name);
+	kreq_one_end(&q->e);
 	rc = call(c, q, r);
 	free(q);
 	memset(p, 0, sizeof *p);
@@ -435,10 +323,10 @@ static int do_get(struct kc *c, const struct who *w, const char *uid, uint32_t k
 {
 	static __thread struct rq q;
 	rq_one(&q, 0, w, OP_GET);
-	ttlv_put_text(&q.e, KT_UNIQUE_IDENTIFIER, uid, strlen(uid));
+	kreq_uid(&q.e, uid);
 	if (kft != 0)
 		ttlv_put_enum(&q.e, KT_KEY_FORMAT_TYPE, kft);
-	rq_one_end(&q);
+	kreq_one_end(&q.e);
 	return call(c, &q, r);
 }
 
@@ -448,8 +336,8 @@ static int do_uid_op(struct kc *c, const struct who *w, uint32_t op, const char 
 {
 	static __thread struct rq q;
 	rq_one(&q, 0, w, op);
-	ttlv_put_text(&q.e, KT_UNIQUE_IDENTIFIER, uid, strlen(uid));
-	rq_one_end(&q);
+	kreq_uid(&q.e, uid);
+	kreq_one_end(&q.e);
 	return call(c, &q, r);
 }
 
@@ -458,9 +346,9 @@ static int do_modify_name(struct kc *c, const char *uid, const char *name, struc
 {
 	static __thread struct rq q;
 	rq_one(&q, 0, &g_me, OP_MODIFY_ATTRIBUTE);
-	ttlv_put_text(&q.e, KT_UNIQUE_IDENTIFIER, uid, strlen(uid));
-	attr_name(&q.e, name);
-	rq_one_end(&q);
+	kreq_uid(&q.e, uid);
+	kreq_attr_name(&q.e, name);
+	kreq_one_end(&q.e);
 	return call(c, &q, r);
 }
 
@@ -471,15 +359,10 @@ static int do_sign(struct kc *c, const struct who *w, const char *uid, uint32_t 
 {
 	static __thread struct rq q;
 	rq_one(&q, 2, w, OP_SIGN);
-	ttlv_put_text(&q.e, KT_UNIQUE_IDENTIFIER, uid, strlen(uid));
-	ttlv_open(&q.e, KT_CRYPTOGRAPHIC_PARAMETERS);
-	if (alg == ALG_RSA)
-		ttlv_put_enum(&q.e, KT_PADDING_METHOD, PAD_PKCS1_V1_5);
-	ttlv_put_enum(&q.e, KT_HASHING_ALGORITHM, HASH_SHA_256);
-	ttlv_put_enum(&q.e, KT_CRYPTOGRAPHIC_ALGORITHM, alg);
-	ttlv_close(&q.e);
+	kreq_uid(&q.e, uid);
+	kreq_crypto_params(&q.e, alg == ALG_RSA ? PAD_PKCS1_V1_5 : 0, HASH_SHA_256, 0, alg);
 	ttlv_put_bytes(&q.e, KT_DATA, data, n);
-	rq_one_end(&q);
+	kreq_one_end(&q.e);
 	return call(c, &q, r);
 }
 
@@ -616,7 +499,7 @@ static int sign_check(struct kc *c, const char *priv, uint32_t alg, mbedtls_pk_c
 
 static void cascade_query(struct kc *c, struct resp *r)
 {
-	const struct ttlv *si, *vi;
+	const struct ttlv *vi;
 	int has_sign = 0, has_ckp = 0;
 	do_query(c, r);
 	if (!expect_ok(r, OP_QUERY, "Query") || r->item[0].payload == NULL)
@@ -632,12 +515,13 @@ static void cascade_query(struct kc *c, struct resp *r)
 	}
 	CHECK(has_sign && has_ckp, "Query: Operations list Sign and Create Key Pair");
 	vi = payload_find(r, KT_VENDOR_IDENTIFICATION);
-	CHECK(vi != NULL && vi->type == TT_TEXT && vi->len > 0, "Query: Vendor Identification");
-	if (vi != NULL)
-		printf("NOTE Vendor Identification: %.*s\n", (int)vi->len, (const char *)vi->val);
-	si = payload_find(r, KT_SERVER_INFORMATION);   /* optional in KMIP 1.2 */
-	if (si == NULL)
-		printf("NOTE Query: no Server Information structure (optional)\n");
+	/* No credential was sent, so no token is named: the daemon, its version, the module. */
+	static const char vi_want[] = "kmip2pkcs11 " K2P_VERSION "; PKCS#11 module: ";
+	CHECK(vi != NULL && vi->type == TT_TEXT && vi->len > sizeof vi_want - 1 &&
+	      memcmp(vi->val, vi_want, sizeof vi_want - 1) == 0 &&
+	      memmem(vi->val, vi->len, "; token:", 8) == NULL,
+	      "Query: Vendor Identification '%s<module>' (got '%.*s')", vi_want,
+	      vi ? (int)vi->len : 0, vi ? (const char *)vi->val : "");
 	CHECK(r->len <= CASCADE_RESP_LIMIT, "Query: response fits Cascade's 8192 bytes (%ld)", r->len);
 }
 
@@ -780,7 +664,7 @@ static void cascade_formats(struct kc *c, const struct pair *p, mbedtls_pk_conte
 	expect_fail(r, RR_KEY_FORMAT_TYPE_NOT_SUPPORTED, what);
 	snprintf(what, sizeof what, "%s Get on the private key", tag);
 	do_get(c, &g_me, p->priv, 0, r);
-	expect_some_fail(r, what);
+	expect_fail(r, RR_PERMISSION_DENIED, what);
 	CHECK(r->n == 0 || payload_find(r, KT_PRIVATE_KEY) == NULL,
 	      "%s: no private key material", what);
 }
@@ -820,7 +704,8 @@ static void cascade_key(struct kc *c, uint32_t alg, int bits, const char *tag, s
 	snprintf(what, sizeof what, "%s Create Key Pair", tag);
 	if (create_checked(c, alg, bits, &p, r, what) != 0)
 		return;
-	printf("NOTE %s: response header %d.%d to a 1.0 request\n", what, r->major, r->minor);
+	CHECK(r->major == 1 && r->minor == 0, "%s: a 1.0 request is answered in 1.0 (got %d.%d)",
+	      what, r->major, r->minor);
 	snprintf(what, sizeof what, "%s Get public key", tag);
 	if (cascade_get(c, &p, &pk, r, what) != 0) {
 		mbedtls_pk_free(&pk);
@@ -1033,7 +918,7 @@ static void locate_request(struct kc *c, struct resp *r, void *unused)
 	static __thread struct rq q;
 	(void)unused;
 	rq_one(&q, 0, &g_me, OP_LOCATE);
-	rq_one_end(&q);
+	kreq_one_end(&q.e);
 	call(c, &q, r);
 }
 
@@ -1139,13 +1024,13 @@ static void unsupported_op(struct kc *c, uint32_t op, struct resp *r)
 	snprintf(what, sizeof what, "errors: operation 0x%X", op);
 	rq_one(&q, 2, &g_me, op);
 	ttlv_put_text(&q.e, KT_UNIQUE_IDENTIFIER, "00_pub", 6);
-	rq_one_end(&q);
+	kreq_one_end(&q.e);
 	if (call(c, &q, r) != 0) {
 		CHECK(0, "%s: an answer (%s)", what, c->err);
 		return;
 	}
 	expect_fail(r, RR_OPERATION_NOT_SUPPORTED, what);
-	CHECK(r->item[0].op == op || r->item[0].op == 0, "%s: Operation echoed or absent", what);
+	CHECK(r->item[0].op == op, "%s: Operation echoed (got 0x%X)", what, r->item[0].op);
 }
 
 /* The answer to a message that cannot be parsed: header + one batch item without
@@ -1176,10 +1061,10 @@ static void malformed(const uint8_t *msg, size_t n, const char *what, struct res
 static size_t query_bytes(uint8_t *out, size_t cap, int major, int minor)
 {
 	struct rq q;
-	rq_begin(&q, major, minor, NULL, 1);
-	rq_item(&q, OP_QUERY, NULL);
+	struct kreq_hdr h = { major, minor, NULL, NULL, -1, 0, 1 };
+	kreq_one(&q.e, q.buf, sizeof q.buf, &h, OP_QUERY);
 	ttlv_put_enum(&q.e, KT_QUERY_FUNCTION, QF_QUERY_OPERATIONS);
-	rq_one_end(&q);
+	kreq_one_end(&q.e);
 	if (q.e.len > cap)
 		abort();
 	memcpy(out, q.buf, q.e.len);
@@ -1259,13 +1144,14 @@ static void errors_oversize(struct resp *r)
 static void errors_batch(struct kc *c, struct resp *r)
 {
 	struct rq q;
-	rq_begin(&q, 1, 2, NULL, 2);
-	rq_item(&q, OP_QUERY, "\x01");
+	static const struct kreq_hdr two = { 1, 2, NULL, NULL, -1, 0, 2 };
+	kreq_begin(&q.e, q.buf, sizeof q.buf, &two);
+	kreq_item(&q.e, OP_QUERY, "\x01");
 	ttlv_put_enum(&q.e, KT_QUERY_FUNCTION, QF_QUERY_OPERATIONS);
-	rq_item_end(&q);
-	rq_item(&q, OP_DISCOVER_VERSIONS, "\x02\x02");
-	rq_item_end(&q);
-	rq_end(&q);
+	kreq_item_end(&q.e);
+	kreq_item(&q.e, OP_DISCOVER_VERSIONS, "\x02\x02");
+	kreq_item_end(&q.e);
+	kreq_end(&q.e);
 	if (call(c, &q, r) != 0) {
 		CHECK(0, "errors: batch of 2: an answer");
 		return;
@@ -1289,13 +1175,9 @@ static void errors_discover(struct kc *c, struct resp *r)
 	int got[4][2], n = 0;
 
 	rq_one(&q, 2, NULL, OP_DISCOVER_VERSIONS);
-	for (size_t i = 0; i < ARRAY_LEN(v); i++) {
-		ttlv_open(&q.e, KT_PROTOCOL_VERSION);
-		ttlv_put_int(&q.e, KT_PROTOCOL_VERSION_MAJOR, v[i][0]);
-		ttlv_put_int(&q.e, KT_PROTOCOL_VERSION_MINOR, v[i][1]);
-		ttlv_close(&q.e);
-	}
-	rq_one_end(&q);
+	for (size_t i = 0; i < ARRAY_LEN(v); i++)
+		kreq_version(&q.e, v[i][0], v[i][1]);
+	kreq_one_end(&q.e);
 	call(c, &q, r);
 	if (!expect_ok(r, OP_DISCOVER_VERSIONS, "errors: Discover Versions {1.0, 1.2, 2.0}") ||
 	    r->item[0].payload == NULL)
@@ -1544,12 +1426,70 @@ static int mode_slow(void)
 	return check_summary();
 }
 
+/* ==== mode: toolarge (a daemon with a small max-message-size) ============ */
+
+/*
+ * Ten Gets of an RSA-2048 public key in Transparent form and a Get of an unknown UID,
+ * Continue, against a daemon whose max-message-size (its response buffer) holds only
+ * some of them: a well-formed Response Message with all eleven items, those that fit
+ * answered, the rest Response Too Large, the last Item Not Found.
+ */
+static int mode_toolarge(void)
+{
+	struct kc c;
+	struct resp *r = resp_new();
+	struct pair p;
+	struct rq q;
+	static const char *unknown = "00000000000000000000000000000000000000AC_pub";
+
+	if (tc_open(&c) != 0) {
+		CHECK(0, "connect");
+		resp_free(r);
+		return check_summary();
+	}
+	if (create_checked(&c, ALG_RSA, 2048, &p, r, "toolarge: RSA-2048 pair") == 0) {
+		struct kreq_hdr h = { 1, 2, g_me.user, g_me.pass, -1, BEC_CONTINUE, 11 };
+		kreq_begin(&q.e, q.buf, sizeof q.buf, &h);
+		for (int i = 0; i < 11; i++) {
+			uint8_t bid = (uint8_t)(i + 1);
+			kreq_item_id(&q.e, OP_GET, &bid, 1);
+			kreq_uid(&q.e, i < 10 ? p.pub : unknown);
+			ttlv_put_enum(&q.e, KT_KEY_FORMAT_TYPE, KFT_TRANSPARENT_RSA_PUBLIC_KEY);
+			kreq_item_end(&q.e);
+		}
+		kreq_end(&q.e);
+		int got = call(&c, &q, r) == 0;
+		CHECK(got && r->n == 11 && r->batch_count == 11,
+		      "toolarge: a well-formed answer with all 11 items (%ld bytes, %d items, "
+		      "Batch Count %lld)", r->len, got ? r->n : -1, (long long)r->batch_count);
+		int fit = 0, too_large = 0, order = got && r->n == 11;
+		for (int i = 0; order && i < 10; i++) {
+			const struct ritem *it = &r->item[i];
+			order = it->op == OP_GET && it->bid && it->bid->len == 1 && it->bid->val[0] == i + 1;
+			if (it->status == RS_SUCCESS && it->payload)
+				fit++;
+			else if (it->status == RS_OPERATION_FAILED && it->reason == RR_RESPONSE_TOO_LARGE)
+				too_large++;
+		}
+		CHECK(order && fit > 0 && too_large > 0 && fit + too_large == 10,
+		      "toolarge: %d Gets answered, %d Response Too Large, in order", fit, too_large);
+		CHECK(order && r->item[10].status == RS_OPERATION_FAILED &&
+		      r->item[10].reason == RR_ITEM_NOT_FOUND,
+		      "toolarge: the unknown UID is still answered Item Not Found");
+		destroy_pair(&c, &p, r, "toolarge", 0);
+	}
+	kc_close(&c);
+	resp_free(r);
+	return check_summary();
+}
+
 /* ==== main ================================================================ */
 
 static int usage(void)
 {
 	fprintf(stderr, "usage: e2e HOST PORT CA_CERT USERNAME PIN "
-	        "cascade|keep|auth|errors|slow|parallel N|sign UID...|gone UID...|back UID...|fresh\n");
+	        "cascade|keep|auth|errors|slow|toolarge|parallel N|sign UID...|gone UID...|back UID...|\n"
+	        "fresh\n");
 	return 2;
 }
 
@@ -1587,5 +1527,7 @@ int main(int argc, char **argv)
 		return mode_parallel(argc > 7 ? atoi(argv[7]) : 100);
 	if (strcmp(argv[6], "slow") == 0)
 		return mode_slow();
+	if (strcmp(argv[6], "toolarge") == 0)
+		return mode_toolarge();
 	return usage();
 }

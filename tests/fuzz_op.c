@@ -3,9 +3,9 @@
  * against build/nullp11.so (a PKCS#11 module that answers at once, token "null", PIN
  * "1234"; tests/nullp11.c).
  *
- * Each input is answered into 64 KiB, into a small buffer whose size the input picks, and
- * (a request that parses) into 64 KiB with one PKCS#11 function failing; always with guard
- * bytes behind the buffer, which must stay intact, and the length within the buffer.
+ * Each input is answered into 64 KiB, into two buffers of 0..4095 bytes that the input
+ * picks, and (a request that parses) into 64 KiB with one PKCS#11 function failing; always
+ * with guard bytes behind the buffer, which must stay intact, and the length within it.
  * The answer must be a Response Message that our own decoder accepts (so every Text String
  * is UTF-8), whose Batch Count is the number of its Batch Items, every item with a Result
  * Status (and a Result Reason when it failed), the request's Operation and Unique Batch
@@ -289,18 +289,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	size_t len = op_handle(fz_thread, data, size, fz_out, FZ_OUT_CAP);
 	fz_check(fz_out, len, FZ_OUT_CAP, req_ok, in_null);
 
-	/* a tight one: 0..1023 bytes, picked by the input */
-	size_t cap = size ? ((size_t)data[size - 1] << 2 | (size & 3)) : 0;
-	fz_reset();
-	memset(fz_out, 0xA5, cap + FZ_GUARD);
-	len = op_handle(fz_thread, data, size, fz_out, cap);
-	fz_check(fz_out, len, cap, req_ok, in_null);
+	/* two tight ones of 0..4095 bytes that the input picks through a hash of all its
+	 * bytes (a valid request ends in padding, so its own last bytes would be zero) */
+	uint32_t h = 2166136261u;
+	for (size_t i = 0; i < size; i++)
+		h = (h ^ data[i]) * 16777619u;
+	for (int k = 0; k < 2; k++) {
+		size_t cap = k ? (h >> 20) & 4095 : (h >> 4) & 4095;
+		fz_reset();
+		memset(fz_out, 0xA5, cap + FZ_GUARD);
+		len = op_handle(fz_thread, data, size, fz_out, cap);
+		fz_check(fz_out, len, cap, req_ok, in_null);
+	}
 
 	/* a roomy buffer and a failing module: which function, the input's bytes say */
 	if (req_ok) {
-		uint32_t h = 2166136261u;
-		for (size_t i = 0; i < size; i++)
-			h = (h ^ data[i]) * 16777619u;
 		fz_reset();
 		fz_fault(fz_faults[h % ARRAY_LEN(fz_faults)]);
 		memset(fz_out, 0xA5, sizeof fz_out);
@@ -313,6 +316,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 #ifdef K2P_FUZZ_REPLAY
 #include "fuzz_replay.h"
+#include "kreq.h"
 
 /* ---- seed corpus, written with our own encoder ---- */
 
@@ -332,143 +336,31 @@ static void seed_write(const char *name)
 	fclose(fp);
 }
 
-/* Request Message and Header; cred: 0 none, 1 token "null" / PIN "1234", 2 a wrong PIN,
- * 3 an unknown token, 4 a username without a password. */
+/* Request Message and Header (tests/kreq.h), version 1.2; cred: 0 none, 1 token "null" /
+ * PIN "1234", 2 a wrong PIN, 3 an unknown token, 4 a username without a password. */
 static void seed_begin(int cred, int count, int bec)
 {
-	struct ttlv_enc *e = &seed_e;
-	ttlv_enc_init(e, seed_buf, sizeof seed_buf);
-	ttlv_open(e, KT_REQUEST_MESSAGE);
-	ttlv_open(e, KT_REQUEST_HEADER);
-	ttlv_open(e, KT_PROTOCOL_VERSION);
-	ttlv_put_int(e, KT_PROTOCOL_VERSION_MAJOR, 1);
-	ttlv_put_int(e, KT_PROTOCOL_VERSION_MINOR, 2);
-	ttlv_close(e);
-	if (cred) {
-		static const char *const user[] = { "", "null", "null", "nosuch", "null" };
-		static const char *const pass[] = { "", "1234", "4321", "1234", NULL };
-		ttlv_open(e, KT_AUTHENTICATION);
-		ttlv_open(e, KT_CREDENTIAL);
-		ttlv_put_enum(e, KT_CREDENTIAL_TYPE, CT_USERNAME_AND_PASSWORD);
-		ttlv_open(e, KT_CREDENTIAL_VALUE);
-		ttlv_put_text(e, KT_USERNAME, user[cred], strlen(user[cred]));
-		if (pass[cred])
-			ttlv_put_text(e, KT_PASSWORD, pass[cred], strlen(pass[cred]));
-		ttlv_close(e);
-		ttlv_close(e);
-		ttlv_close(e);
-	}
-	if (bec)
-		ttlv_put_enum(e, KT_BATCH_ERROR_CONTINUATION_OPTION, (uint32_t)bec);
-	ttlv_put_int(e, KT_BATCH_COUNT, count);
-	ttlv_close(e);
-}
-
-/* Batch Item and Request Payload opened; bid: a one-byte ID, or 0 for none. */
-static void seed_item(uint32_t op, int bid)
-{
-	ttlv_open(&seed_e, KT_BATCH_ITEM);
-	ttlv_put_enum(&seed_e, KT_OPERATION, op);
-	if (bid) {
-		uint8_t b = (uint8_t)bid;
-		ttlv_put_bytes(&seed_e, KT_UNIQUE_BATCH_ITEM_ID, &b, 1);
-	}
-	ttlv_open(&seed_e, KT_REQUEST_PAYLOAD);
-}
-
-static void seed_item_end(void)
-{
-	ttlv_close(&seed_e);
-	ttlv_close(&seed_e);
+	static const char *const user[] = { NULL, "null", "null", "nosuch", "null" };
+	static const char *const pass[] = { NULL, "1234", "4321", "1234", NULL };
+	struct kreq_hdr h = { 1, 2, user[cred], pass[cred], -1, (uint32_t)bec, count };
+	kreq_begin(&seed_e, seed_buf, sizeof seed_buf, &h);
 }
 
 static void seed_end(const char *name)
 {
-	ttlv_close(&seed_e);
+	kreq_end(&seed_e);
 	seed_write(name);
 }
 
-static void seed_uid(const char *uid)
-{
-	ttlv_put_text(&seed_e, KT_UNIQUE_IDENTIFIER, uid, strlen(uid));
-}
-
-static void seed_attr_enum(const char *name, uint32_t v)
-{
-	ttlv_open(&seed_e, KT_ATTRIBUTE);
-	ttlv_put_text(&seed_e, KT_ATTRIBUTE_NAME, name, strlen(name));
-	ttlv_put_enum(&seed_e, KT_ATTRIBUTE_VALUE, v);
-	ttlv_close(&seed_e);
-}
-
-static void seed_attr_int(const char *name, int32_t v)
-{
-	ttlv_open(&seed_e, KT_ATTRIBUTE);
-	ttlv_put_text(&seed_e, KT_ATTRIBUTE_NAME, name, strlen(name));
-	ttlv_put_int(&seed_e, KT_ATTRIBUTE_VALUE, v);
-	ttlv_close(&seed_e);
-}
-
-static void seed_attr_name(const char *v)
-{
-	ttlv_open(&seed_e, KT_ATTRIBUTE);
-	ttlv_put_text(&seed_e, KT_ATTRIBUTE_NAME, "Name", 4);
-	ttlv_open(&seed_e, KT_ATTRIBUTE_VALUE);
-	ttlv_put_text(&seed_e, KT_NAME_VALUE, v, strlen(v));
-	ttlv_put_enum(&seed_e, KT_NAME_TYPE, NT_UNINTERPRETED_TEXT_STRING);
-	ttlv_close(&seed_e);
-	ttlv_close(&seed_e);
-}
-
-static void seed_curve(uint32_t curve)
-{
-	ttlv_open(&seed_e, KT_ATTRIBUTE);
-	ttlv_put_text(&seed_e, KT_ATTRIBUTE_NAME, "Cryptographic Domain Parameters", 31);
-	ttlv_open(&seed_e, KT_ATTRIBUTE_VALUE);
-	ttlv_put_enum(&seed_e, KT_RECOMMENDED_CURVE, curve);
-	ttlv_close(&seed_e);
-	ttlv_close(&seed_e);
-}
-
-/* Create Key Pair payload: alg, len (0: none), curve (0: none), names and masks per half. */
-static void seed_ckp_payload(uint32_t alg, int32_t len, uint32_t curve, const char *name)
-{
-	ttlv_open(&seed_e, KT_COMMON_TEMPLATE_ATTRIBUTE);
-	seed_attr_enum("Cryptographic Algorithm", alg);
-	if (len)
-		seed_attr_int("Cryptographic Length", len);
-	if (curve)
-		seed_curve(curve);
-	ttlv_close(&seed_e);
-	ttlv_open(&seed_e, KT_PRIVATE_KEY_TEMPLATE_ATTRIBUTE);
-	if (name)
-		seed_attr_name(name);
-	seed_attr_int("Cryptographic Usage Mask", UM_SIGN);
-	ttlv_close(&seed_e);
-	ttlv_open(&seed_e, KT_PUBLIC_KEY_TEMPLATE_ATTRIBUTE);
-	if (name)
-		seed_attr_name(name);
-	seed_attr_int("Cryptographic Usage Mask", UM_VERIFY);
-	ttlv_close(&seed_e);
-}
-
+/* Sign payload: [UID], Cryptographic Parameters with the nonzero fields (all zero: none),
+ * Data. */
 static void seed_sign_payload(const char *uid, uint32_t pad, uint32_t hash, uint32_t alg,
 			      uint32_t dsa)
 {
 	if (uid)
-		seed_uid(uid);
-	if (pad || hash || alg || dsa) {
-		ttlv_open(&seed_e, KT_CRYPTOGRAPHIC_PARAMETERS);
-		if (pad)
-			ttlv_put_enum(&seed_e, KT_PADDING_METHOD, pad);
-		if (hash)
-			ttlv_put_enum(&seed_e, KT_HASHING_ALGORITHM, hash);
-		if (alg)
-			ttlv_put_enum(&seed_e, KT_CRYPTOGRAPHIC_ALGORITHM, alg);
-		if (dsa)
-			ttlv_put_enum(&seed_e, KT_DIGITAL_SIGNATURE_ALGORITHM, dsa);
-		ttlv_close(&seed_e);
-	}
+		kreq_uid(&seed_e, uid);
+	if (pad || hash || alg || dsa)
+		kreq_crypto_params(&seed_e, pad, hash, dsa, alg);
 	ttlv_put_bytes(&seed_e, KT_DATA, (const uint8_t *)"example.org. 3600 IN DNSKEY 257 3 8", 35);
 }
 
@@ -479,51 +371,47 @@ static void make_seeds(const char *dir)
 
 	/* Discover Versions: none listed; 1.0, 1.2 and 2.0 listed */
 	seed_begin(0, 1, 0);
-	seed_item(OP_DISCOVER_VERSIONS, 0);
-	seed_item_end();
+	kreq_item(e, OP_DISCOVER_VERSIONS, NULL);
+	kreq_item_end(e);
 	seed_end("discover-versions");
 	seed_begin(0, 1, 0);
-	seed_item(OP_DISCOVER_VERSIONS, 0);
-	for (int v = 0; v < 3; v++) {
-		ttlv_open(e, KT_PROTOCOL_VERSION);
-		ttlv_put_int(e, KT_PROTOCOL_VERSION_MAJOR, v == 2 ? 2 : 1);
-		ttlv_put_int(e, KT_PROTOCOL_VERSION_MINOR, v == 1 ? 2 : 0);
-		ttlv_close(e);
-	}
-	seed_item_end();
+	kreq_item(e, OP_DISCOVER_VERSIONS, NULL);
+	for (int v = 0; v < 3; v++)
+		kreq_version(e, v == 2 ? 2 : 1, v == 1 ? 2 : 0);
+	kreq_item_end(e);
 	seed_end("discover-versions-list");
 
 	/* Query: everything, with and without the token's name */
 	for (int cred = 0; cred < 2; cred++) {
 		seed_begin(cred, 1, 0);
-		seed_item(OP_QUERY, 0);
+		kreq_item(e, OP_QUERY, NULL);
 		ttlv_put_enum(e, KT_QUERY_FUNCTION, QF_QUERY_OPERATIONS);
 		ttlv_put_enum(e, KT_QUERY_FUNCTION, QF_QUERY_OBJECTS);
 		ttlv_put_enum(e, KT_QUERY_FUNCTION, QF_QUERY_SERVER_INFORMATION);
-		seed_item_end();
+		kreq_item_end(e);
 		seed_end(cred ? "query-token" : "query");
 	}
 
 	/* Create Key Pair: RSA, ECDSA by curve, EC by length, Ed25519 */
 	seed_begin(1, 1, 0);
-	seed_item(OP_CREATE_KEY_PAIR, 0);
-	seed_ckp_payload(ALG_RSA, 2048, 0, "KSK example.org");
-	seed_item_end();
+	kreq_item(e, OP_CREATE_KEY_PAIR, NULL);
+	kreq_create_key_pair(e, ALG_RSA, 2048, 0, "KSK example.org", "KSK example.org");
+	kreq_item_end(e);
 	seed_end("create-key-pair-rsa");
 	seed_begin(1, 1, 0);
-	seed_item(OP_CREATE_KEY_PAIR, 0);
-	seed_ckp_payload(ALG_ECDSA, 256, CURVE_P_256, "ZSK example.org");
-	seed_item_end();
+	kreq_item(e, OP_CREATE_KEY_PAIR, NULL);
+	kreq_create_key_pair(e, ALG_ECDSA, 256, CURVE_P_256, "ZSK example.org", "ZSK example.org");
+	kreq_item_end(e);
 	seed_end("create-key-pair-ecdsa-p256");
 	seed_begin(1, 1, 0);
-	seed_item(OP_CREATE_KEY_PAIR, 0);
-	seed_ckp_payload(ALG_EC, 384, 0, NULL);
-	seed_item_end();
+	kreq_item(e, OP_CREATE_KEY_PAIR, NULL);
+	kreq_create_key_pair(e, ALG_EC, 384, 0, NULL, NULL);
+	kreq_item_end(e);
 	seed_end("create-key-pair-ec-384");
 	seed_begin(1, 1, 0);
-	seed_item(OP_CREATE_KEY_PAIR, 0);
-	seed_ckp_payload(ALG_ED25519, 0, 0, "ed");
-	seed_item_end();
+	kreq_item(e, OP_CREATE_KEY_PAIR, NULL);
+	kreq_create_key_pair(e, ALG_ED25519, 0, 0, "ed", "ed");
+	kreq_item_end(e);
 	seed_end("create-key-pair-ed25519");
 
 	/* Get: every Key Format Type, on the key types it fits and one it does not */
@@ -546,142 +434,155 @@ static void make_seeds(const char *dir)
 	};
 	for (size_t i = 0; i < ARRAY_LEN(gets); i++) {
 		seed_begin(1, 1, 0);
-		seed_item(OP_GET, 0);
-		seed_uid(gets[i].uid);
+		kreq_item(e, OP_GET, NULL);
+		kreq_uid(e, gets[i].uid);
 		if (gets[i].kft)
 			ttlv_put_enum(e, KT_KEY_FORMAT_TYPE, gets[i].kft);
-		seed_item_end();
+		kreq_item_end(e);
 		seed_end(gets[i].name);
 	}
 	seed_begin(1, 1, 0);
-	seed_item(OP_GET, 0);
-	seed_uid("11_pub");
+	kreq_item(e, OP_GET, NULL);
+	kreq_uid(e, "11_pub");
 	ttlv_open(e, KT_KEY_WRAPPING_SPECIFICATION);
 	ttlv_close(e);
-	seed_item_end();
+	kreq_item_end(e);
 	seed_end("get-wrapped");
 	seed_begin(1, 1, 0);
-	seed_item(OP_GET, 0);
-	seed_uid("22_pub");
+	kreq_item(e, OP_GET, NULL);
+	kreq_uid(e, "22_pub");
 	ttlv_put_enum(e, KT_KEY_COMPRESSION_TYPE, 1);
-	seed_item_end();
+	kreq_item_end(e);
 	seed_end("get-compressed");
 
 	/* Activate, Modify Attribute, Destroy */
 	seed_begin(1, 1, 0);
-	seed_item(OP_ACTIVATE, 0);
-	seed_uid("11_priv");
-	seed_item_end();
+	kreq_item(e, OP_ACTIVATE, NULL);
+	kreq_uid(e, "11_priv");
+	kreq_item_end(e);
 	seed_end("activate");
 	seed_begin(1, 1, 0);
-	seed_item(OP_MODIFY_ATTRIBUTE, 0);
-	seed_uid("22_priv");
-	seed_attr_name("renamed");
-	seed_item_end();
+	kreq_item(e, OP_MODIFY_ATTRIBUTE, NULL);
+	kreq_uid(e, "22_priv");
+	kreq_attr_name(e, "renamed");
+	kreq_item_end(e);
 	seed_end("modify-attribute-name");
 	seed_begin(1, 1, 0);
-	seed_item(OP_MODIFY_ATTRIBUTE, 0);
-	seed_uid("22_pub");
-	seed_attr_int("Cryptographic Usage Mask", UM_SIGN);
-	seed_item_end();
+	kreq_item(e, OP_MODIFY_ATTRIBUTE, NULL);
+	kreq_uid(e, "22_pub");
+	kreq_attr_int(e, "Cryptographic Usage Mask", UM_SIGN);
+	kreq_item_end(e);
 	seed_end("modify-attribute-mask");
 	seed_begin(1, 1, 0);
-	seed_item(OP_DESTROY, 0);
-	seed_uid("33_pub");
-	seed_item_end();
+	kreq_item(e, OP_DESTROY, NULL);
+	kreq_uid(e, "33_pub");
+	kreq_item_end(e);
 	seed_end("destroy");
 	seed_begin(1, 1, 0);
-	seed_item(OP_DESTROY, 0);
-	seed_uid("33");
-	seed_item_end();
+	kreq_item(e, OP_DESTROY, NULL);
+	kreq_uid(e, "33");
+	kreq_item_end(e);
 	seed_end("destroy-bare-id");
 
 	/* Sign: RSA with parameters, ECDSA by signature algorithm, Ed25519 bare, wrong ones */
 	seed_begin(1, 1, 0);
-	seed_item(OP_SIGN, 0);
+	kreq_item(e, OP_SIGN, NULL);
 	seed_sign_payload("11_priv", PAD_PKCS1_V1_5, HASH_SHA_256, ALG_RSA, 0);
-	seed_item_end();
+	kreq_item_end(e);
 	seed_end("sign-rsa");
 	seed_begin(1, 1, 0);
-	seed_item(OP_SIGN, 0);
+	kreq_item(e, OP_SIGN, NULL);
 	seed_sign_payload("22_priv", 0, 0, 0, DSA_ECDSA_WITH_SHA384);
-	seed_item_end();
+	kreq_item_end(e);
 	seed_end("sign-ecdsa");
 	seed_begin(1, 1, 0);
-	seed_item(OP_SIGN, 0);
+	kreq_item(e, OP_SIGN, NULL);
 	seed_sign_payload("33_priv", 0, 0, 0, 0);
-	seed_item_end();
+	kreq_item_end(e);
 	seed_end("sign-ed25519");
 	seed_begin(1, 1, 0);
-	seed_item(OP_SIGN, 0);
+	kreq_item(e, OP_SIGN, NULL);
 	seed_sign_payload("33_priv", 0, HASH_SHA_512, ALG_ED25519, 0);
-	seed_item_end();
+	kreq_item_end(e);
 	seed_end("sign-ed25519-hash");
 	seed_begin(1, 1, 0);
-	seed_item(OP_SIGN, 0);
+	kreq_item(e, OP_SIGN, NULL);
 	seed_sign_payload("11_pub", 0, 0, 0, 0);
-	seed_item_end();
+	kreq_item_end(e);
 	seed_end("sign-public");
 
 	/* Get Attributes: named, all; Get Attribute List */
 	seed_begin(1, 1, 0);
-	seed_item(OP_GET_ATTRIBUTES, 0);
-	seed_uid("11_priv");
+	kreq_item(e, OP_GET_ATTRIBUTES, NULL);
+	kreq_uid(e, "11_priv");
 	for (size_t i = 0; i < ARRAY_LEN(op_attr_names); i++)
 		ttlv_put_text(e, KT_ATTRIBUTE_NAME, op_attr_names[i], strlen(op_attr_names[i]));
 	ttlv_put_text(e, KT_ATTRIBUTE_NAME, "x-unknown", 9);
-	seed_item_end();
+	kreq_item_end(e);
 	seed_end("get-attributes-named");
 	seed_begin(1, 1, 0);
-	seed_item(OP_GET_ATTRIBUTES, 0);
-	seed_uid("22_pub");
-	seed_item_end();
+	kreq_item(e, OP_GET_ATTRIBUTES, NULL);
+	kreq_uid(e, "22_pub");
+	kreq_item_end(e);
 	seed_end("get-attributes-all");
 	seed_begin(1, 1, 0);
-	seed_item(OP_GET_ATTRIBUTE_LIST, 0);
-	seed_uid("33_priv");
-	seed_item_end();
+	kreq_item(e, OP_GET_ATTRIBUTE_LIST, NULL);
+	kreq_uid(e, "33_priv");
+	kreq_item_end(e);
 	seed_end("get-attribute-list");
 	seed_begin(1, 1, 0);
-	seed_item(OP_LOCATE, 0);
+	kreq_item(e, OP_LOCATE, NULL);
 	ttlv_put_int(e, KT_MAXIMUM_ITEMS, 4);
-	seed_attr_enum("Object Type", OT_PRIVATE_KEY);
-	seed_attr_enum("Cryptographic Algorithm", ALG_ECDSA);
-	seed_attr_name("k2p-ec-pri");
-	seed_item_end();
+	kreq_attr_enum(e, "Object Type", OT_PRIVATE_KEY);
+	kreq_attr_enum(e, "Cryptographic Algorithm", ALG_ECDSA);
+	kreq_attr_name(e, "k2p-ec-pri");
+	kreq_item_end(e);
 	seed_end("locate");
 	seed_begin(1, 2, 0);
-	seed_item(OP_LOCATE, 1);
-	seed_attr_enum("Object Type", OT_PUBLIC_KEY);
-	seed_item_end();
-	seed_item(OP_GET, 2);
-	seed_item_end();
+	kreq_item_id(e, OP_LOCATE, (const uint8_t *)"\x01", 1);
+	kreq_attr_enum(e, "Object Type", OT_PUBLIC_KEY);
+	kreq_item_end(e);
+	kreq_item_id(e, OP_GET, (const uint8_t *)"\x02", 1);
+	kreq_item_end(e);
 	seed_end("batch-locate-get-placeholder");
 
 	/* Batches of two with IDs: the second uses the ID Placeholder; Continue after a failure */
 	seed_begin(1, 2, 0);
-	seed_item(OP_CREATE_KEY_PAIR, 1);
-	seed_ckp_payload(ALG_ECDSA, 0, CURVE_P_256, "placeholder");
-	seed_item_end();
-	seed_item(OP_SIGN, 2);
+	kreq_item_id(e, OP_CREATE_KEY_PAIR, (const uint8_t *)"\x01", 1);
+	kreq_create_key_pair(e, ALG_ECDSA, 0, CURVE_P_256, "placeholder", "placeholder");
+	kreq_item_end(e);
+	kreq_item_id(e, OP_SIGN, (const uint8_t *)"\x02", 1);
 	seed_sign_payload(NULL, 0, 0, 0, 0);
-	seed_item_end();
+	kreq_item_end(e);
 	seed_end("batch-create-sign-placeholder");
 	seed_begin(1, 2, BEC_CONTINUE);
-	seed_item(OP_GET, 1);
-	seed_uid("FF_pub");
-	seed_item_end();
-	seed_item(OP_GET_ATTRIBUTES, 2);
-	seed_item_end();
+	kreq_item_id(e, OP_GET, (const uint8_t *)"\x01", 1);
+	kreq_uid(e, "FF_pub");
+	kreq_item_end(e);
+	kreq_item_id(e, OP_GET_ATTRIBUTES, (const uint8_t *)"\x02", 1);
+	kreq_item_end(e);
 	seed_end("batch-continue");
 	seed_begin(1, 2, BEC_STOP);
-	seed_item(OP_SIGN, 1);
+	kreq_item_id(e, OP_SIGN, (const uint8_t *)"\x01", 1);
 	seed_sign_payload("11_priv", 0, 0, ALG_ECDSA, 0);
-	seed_item_end();
-	seed_item(OP_DESTROY, 2);
-	seed_uid("11_priv");
-	seed_item_end();
+	kreq_item_end(e);
+	kreq_item_id(e, OP_DESTROY, (const uint8_t *)"\x02", 1);
+	kreq_uid(e, "11_priv");
+	kreq_item_end(e);
 	seed_end("batch-stop");
+	/* ten Gets that outgrow a small buffer, then one that fails: Response Too Large per
+	 * item wherever the buffer the input picks holds some of them */
+	for (int k = 0; k < 2; k++) {
+		seed_begin(1, 11, k ? BEC_STOP : BEC_CONTINUE);
+		for (int i = 0; i < 11; i++) {
+			uint8_t bid = (uint8_t)(i + 1);
+			kreq_item_id(e, OP_GET, &bid, 1);
+			kreq_uid(e, i < 10 ? "11_pub" : "FF_pub");
+			ttlv_put_enum(e, KT_KEY_FORMAT_TYPE, KFT_TRANSPARENT_RSA_PUBLIC_KEY);
+			kreq_item_end(e);
+		}
+		seed_end(k ? "batch-gets-too-large-stop" : "batch-gets-too-large");
+	}
 
 	/* Authentication: wrong PIN, no credential, unknown token, no password */
 	static const struct { int cred; const char *name; } auths[] = {
@@ -690,23 +591,23 @@ static void make_seeds(const char *dir)
 	};
 	for (size_t i = 0; i < ARRAY_LEN(auths); i++) {
 		seed_begin(auths[i].cred, 1, 0);
-		seed_item(OP_SIGN, 0);
+		kreq_item(e, OP_SIGN, NULL);
 		seed_sign_payload("11_priv", 0, 0, 0, 0);
-		seed_item_end();
+		kreq_item_end(e);
 		seed_end(auths[i].name);
 	}
 
 	/* an operation we do not serve, and one that no version has */
 	seed_begin(1, 1, 0);
-	seed_item(OP_LOCATE, 0);
-	seed_item_end();
+	kreq_item(e, OP_LOCATE, NULL);
+	kreq_item_end(e);
 	seed_end("unknown-op-locate");
 	seed_begin(1, 2, BEC_CONTINUE);
-	seed_item(0x99, 1);
-	seed_item_end();
-	seed_item(OP_QUERY, 2);
+	kreq_item_id(e, 0x99, (const uint8_t *)"\x01", 1);
+	kreq_item_end(e);
+	kreq_item_id(e, OP_QUERY, (const uint8_t *)"\x02", 1);
 	ttlv_put_enum(e, KT_QUERY_FUNCTION, QF_QUERY_OPERATIONS);
-	seed_item_end();
+	kreq_item_end(e);
 	seed_end("unknown-op-0x99");
 
 	/* UIDs of 261 bytes whose echo in the Result Message is cut inside a UTF-8 sequence
@@ -717,33 +618,25 @@ static void make_seeds(const char *dir)
 		memcpy(uid + 1 + 2 * i, "\xc3\xa9", 2);
 	uid[261] = '\0';
 	seed_begin(1, 1, 0);
-	seed_item(OP_GET, 0);
-	seed_uid(uid);
-	seed_item_end();
+	kreq_item(e, OP_GET, NULL);
+	kreq_uid(e, uid);
+	kreq_item_end(e);
 	seed_end("regress-utf8-cut-2-byte");
 	for (int i = 0; i < 65; i++)
 		memcpy(uid + 1 + 4 * i, "\xf0\x9f\x98\x80", 4);
 	uid[261] = '\0';
 	seed_begin(1, 1, 0);
-	seed_item(OP_DESTROY, 0);
-	seed_uid(uid);
-	seed_item_end();
+	kreq_item(e, OP_DESTROY, NULL);
+	kreq_uid(e, uid);
+	kreq_item_end(e);
 	seed_end("regress-utf8-cut-4-byte");
 
 	/* a Maximum Response Size the answer exceeds */
-	ttlv_enc_init(e, seed_buf, sizeof seed_buf);
-	ttlv_open(e, KT_REQUEST_MESSAGE);
-	ttlv_open(e, KT_REQUEST_HEADER);
-	ttlv_open(e, KT_PROTOCOL_VERSION);
-	ttlv_put_int(e, KT_PROTOCOL_VERSION_MAJOR, 1);
-	ttlv_put_int(e, KT_PROTOCOL_VERSION_MINOR, 1);
-	ttlv_close(e);
-	ttlv_put_int(e, KT_MAXIMUM_RESPONSE_SIZE, 200);
-	ttlv_put_int(e, KT_BATCH_COUNT, 1);
-	ttlv_close(e);
-	seed_item(OP_QUERY, 0);
+	static const struct kreq_hdr max200 = { 1, 1, NULL, NULL, 200, 0, 1 };
+	kreq_begin(e, seed_buf, sizeof seed_buf, &max200);
+	kreq_item(e, OP_QUERY, NULL);
 	ttlv_put_enum(e, KT_QUERY_FUNCTION, QF_QUERY_OPERATIONS);
-	seed_item_end();
+	kreq_item_end(e);
 	seed_end("max-response-size");
 }
 

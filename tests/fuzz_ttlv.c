@@ -99,6 +99,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 #ifdef K2P_FUZZ_REPLAY
 static int fz_failed;   /* stays 0: a broken invariant here aborts */
 #include "fuzz_replay.h"
+#include "kreq.h"
 
 /* ---- seed corpus, written with our own encoder ---- */
 
@@ -116,54 +117,16 @@ static void seed_header(struct ttlv_enc *e, int minor, int count, int cred)
 {
 	ttlv_open(e, KT_REQUEST_MESSAGE);
 	ttlv_open(e, KT_REQUEST_HEADER);
-	ttlv_open(e, KT_PROTOCOL_VERSION);
-	ttlv_put_int(e, KT_PROTOCOL_VERSION_MAJOR, 1);
-	ttlv_put_int(e, KT_PROTOCOL_VERSION_MINOR, minor);
-	ttlv_close(e);
+	kreq_version(e, 1, minor);
 	if (cred) {
 		ttlv_put_int(e, KT_MAXIMUM_RESPONSE_SIZE, 8192);
 		ttlv_put_bool(e, KT_ASYNCHRONOUS_INDICATOR, 0);
-		ttlv_open(e, KT_AUTHENTICATION);
-		ttlv_open(e, KT_CREDENTIAL);
-		ttlv_put_enum(e, KT_CREDENTIAL_TYPE, CT_USERNAME_AND_PASSWORD);
-		ttlv_open(e, KT_CREDENTIAL_VALUE);
-		ttlv_put_text(e, KT_USERNAME, "token", 5);
-		ttlv_put_text(e, KT_PASSWORD, "1234", 4);
-		ttlv_close(e);
-		ttlv_close(e);
-		ttlv_close(e);
+		kreq_credential(e, "token", "1234");
 		ttlv_put_enum(e, KT_BATCH_ERROR_CONTINUATION_OPTION, BEC_STOP);
 		ttlv_put_bool(e, KT_BATCH_ORDER_OPTION, 1);
 		ttlv_put_datetime(e, KT_TIME_STAMP, 1700000000);
 	}
 	ttlv_put_int(e, KT_BATCH_COUNT, count);
-	ttlv_close(e);
-}
-
-static void seed_attr_enum(struct ttlv_enc *e, const char *name, uint32_t v)
-{
-	ttlv_open(e, KT_ATTRIBUTE);
-	ttlv_put_text(e, KT_ATTRIBUTE_NAME, name, strlen(name));
-	ttlv_put_enum(e, KT_ATTRIBUTE_VALUE, v);
-	ttlv_close(e);
-}
-
-static void seed_attr_int(struct ttlv_enc *e, const char *name, int32_t v)
-{
-	ttlv_open(e, KT_ATTRIBUTE);
-	ttlv_put_text(e, KT_ATTRIBUTE_NAME, name, strlen(name));
-	ttlv_put_int(e, KT_ATTRIBUTE_VALUE, v);
-	ttlv_close(e);
-}
-
-static void seed_attr_name(struct ttlv_enc *e, const char *v)
-{
-	ttlv_open(e, KT_ATTRIBUTE);
-	ttlv_put_text(e, KT_ATTRIBUTE_NAME, "Name", 4);
-	ttlv_open(e, KT_ATTRIBUTE_VALUE);
-	ttlv_put_text(e, KT_NAME_VALUE, v, strlen(v));
-	ttlv_put_enum(e, KT_NAME_TYPE, NT_UNINTERPRETED_TEXT_STRING);
-	ttlv_close(e);
 	ttlv_close(e);
 }
 
@@ -176,70 +139,41 @@ static void make_seeds(const char *dir)
 	/* Discover Versions, 1.2, no credential */
 	ttlv_enc_init(&e, b, sizeof b);
 	seed_header(&e, 2, 1, 0);
-	ttlv_open(&e, KT_BATCH_ITEM);
-	ttlv_put_enum(&e, KT_OPERATION, OP_DISCOVER_VERSIONS);
-	ttlv_open(&e, KT_REQUEST_PAYLOAD);
-	ttlv_open(&e, KT_PROTOCOL_VERSION);
-	ttlv_put_int(&e, KT_PROTOCOL_VERSION_MAJOR, 1);
-	ttlv_put_int(&e, KT_PROTOCOL_VERSION_MINOR, 1);
-	ttlv_close(&e);
-	ttlv_close(&e);
-	ttlv_close(&e);
-	ttlv_close(&e);
+	kreq_item(&e, OP_DISCOVER_VERSIONS, NULL);
+	kreq_version(&e, 1, 1);
+	kreq_item_end(&e);
+	kreq_end(&e);
 	seed_write(dir, "seed-discover-versions", b, e.len);
 
 	/* Query with three functions, full header */
 	ttlv_enc_init(&e, b, sizeof b);
 	seed_header(&e, 2, 1, 1);
-	ttlv_open(&e, KT_BATCH_ITEM);
-	ttlv_put_enum(&e, KT_OPERATION, OP_QUERY);
-	ttlv_open(&e, KT_REQUEST_PAYLOAD);
+	kreq_item(&e, OP_QUERY, NULL);
 	ttlv_put_enum(&e, KT_QUERY_FUNCTION, QF_QUERY_OPERATIONS);
 	ttlv_put_enum(&e, KT_QUERY_FUNCTION, QF_QUERY_OBJECTS);
 	ttlv_put_enum(&e, KT_QUERY_FUNCTION, QF_QUERY_SERVER_INFORMATION);
-	ttlv_close(&e);
-	ttlv_close(&e);
-	ttlv_close(&e);
+	kreq_item_end(&e);
+	kreq_end(&e);
 	seed_write(dir, "seed-query", b, e.len);
 
 	/* Create Key Pair, Cascade style, version 1.0 */
 	ttlv_enc_init(&e, b, sizeof b);
 	seed_header(&e, 0, 1, 1);
-	ttlv_open(&e, KT_BATCH_ITEM);
-	ttlv_put_enum(&e, KT_OPERATION, OP_CREATE_KEY_PAIR);
-	ttlv_open(&e, KT_REQUEST_PAYLOAD);
-	ttlv_open(&e, KT_COMMON_TEMPLATE_ATTRIBUTE);
-	seed_attr_enum(&e, "Cryptographic Algorithm", ALG_RSA);
-	seed_attr_int(&e, "Cryptographic Length", 2048);
-	ttlv_close(&e);
-	ttlv_open(&e, KT_PRIVATE_KEY_TEMPLATE_ATTRIBUTE);
-	seed_attr_name(&e, "KSK0123456789ABCDEFGHIJKLMNOPQRSTUV");
-	seed_attr_int(&e, "Cryptographic Usage Mask", UM_SIGN);
-	ttlv_close(&e);
-	ttlv_open(&e, KT_PUBLIC_KEY_TEMPLATE_ATTRIBUTE);
-	seed_attr_name(&e, "KSK0123456789ABCDEFGHIJKLMNOPQRSTUV");
-	seed_attr_int(&e, "Cryptographic Usage Mask", UM_VERIFY);
-	ttlv_close(&e);
-	ttlv_close(&e);
-	ttlv_close(&e);
-	ttlv_close(&e);
+	kreq_item(&e, OP_CREATE_KEY_PAIR, NULL);
+	kreq_create_key_pair(&e, ALG_RSA, 2048, 0, "KSK0123456789ABCDEFGHIJKLMNOPQRSTUV",
+	                     "KSK0123456789ABCDEFGHIJKLMNOPQRSTUV");
+	kreq_item_end(&e);
+	kreq_end(&e);
 	seed_write(dir, "seed-create-key-pair", b, e.len);
 
 	/* Sign, then Get, as a batch of two with IDs and a non-critical extension */
 	ttlv_enc_init(&e, b, sizeof b);
 	seed_header(&e, 2, 2, 1);
-	ttlv_open(&e, KT_BATCH_ITEM);
-	ttlv_put_enum(&e, KT_OPERATION, OP_SIGN);
-	ttlv_put_bytes(&e, KT_UNIQUE_BATCH_ITEM_ID, (const uint8_t *)"\x01", 1);
-	ttlv_open(&e, KT_REQUEST_PAYLOAD);
-	ttlv_put_text(&e, KT_UNIQUE_IDENTIFIER, "A1B2C3_priv", 11);
-	ttlv_open(&e, KT_CRYPTOGRAPHIC_PARAMETERS);
-	ttlv_put_enum(&e, KT_PADDING_METHOD, PAD_PKCS1_V1_5);
-	ttlv_put_enum(&e, KT_HASHING_ALGORITHM, HASH_SHA_256);
-	ttlv_put_enum(&e, KT_CRYPTOGRAPHIC_ALGORITHM, ALG_RSA);
-	ttlv_close(&e);
+	kreq_item_id(&e, OP_SIGN, (const uint8_t *)"\x01", 1);
+	kreq_uid(&e, "A1B2C3_priv");
+	kreq_crypto_params(&e, PAD_PKCS1_V1_5, HASH_SHA_256, 0, ALG_RSA);
 	ttlv_put_bytes(&e, KT_DATA, (const uint8_t *)"example.org. IN DNSKEY", 22);
-	ttlv_close(&e);
+	ttlv_close(&e);         /* Request Payload; a Message Extension follows */
 	ttlv_open(&e, KT_MESSAGE_EXTENSION);
 	ttlv_put_text(&e, KT_VENDOR_IDENTIFICATION, "NLnet Labs", 10);
 	ttlv_put_bool(&e, KT_CRITICALITY_INDICATOR, 0);
@@ -248,15 +182,11 @@ static void make_seeds(const char *dir)
 	ttlv_close(&e);
 	ttlv_close(&e);
 	ttlv_close(&e);
-	ttlv_open(&e, KT_BATCH_ITEM);
-	ttlv_put_enum(&e, KT_OPERATION, OP_GET);
-	ttlv_put_bytes(&e, KT_UNIQUE_BATCH_ITEM_ID, (const uint8_t *)"\x02", 1);
-	ttlv_open(&e, KT_REQUEST_PAYLOAD);
-	ttlv_put_text(&e, KT_UNIQUE_IDENTIFIER, "A1B2C3_pub", 10);
+	kreq_item_id(&e, OP_GET, (const uint8_t *)"\x02", 1);
+	kreq_uid(&e, "A1B2C3_pub");
 	ttlv_put_enum(&e, KT_KEY_FORMAT_TYPE, KFT_PKCS_1);
-	ttlv_close(&e);
-	ttlv_close(&e);
-	ttlv_close(&e);
+	kreq_item_end(&e);
+	kreq_end(&e);
 	seed_write(dir, "seed-batch-sign-get", b, e.len);
 
 	/* a Get response with every primitive type (Transparent RSA public key) */
@@ -292,18 +222,13 @@ static void make_seeds(const char *dir)
 	ttlv_enc_init(&e, b, sizeof b);
 	ttlv_open(&e, KT_REQUEST_MESSAGE);
 	ttlv_open(&e, KT_REQUEST_HEADER);
-	ttlv_open(&e, KT_PROTOCOL_VERSION);
-	ttlv_put_int(&e, KT_PROTOCOL_VERSION_MAJOR, 1);
-	ttlv_put_int(&e, KT_PROTOCOL_VERSION_MINOR, 3);
-	ttlv_close(&e);
+	kreq_version(&e, 1, 3);
 	ttlv_put_text(&e, 0x420105, "corr", 4);
 	ttlv_put_int(&e, KT_BATCH_COUNT, 1);
 	ttlv_close(&e);
-	ttlv_open(&e, KT_BATCH_ITEM);
-	ttlv_put_enum(&e, KT_OPERATION, OP_DESTROY);
-	ttlv_open(&e, KT_REQUEST_PAYLOAD);
-	ttlv_put_text(&e, KT_UNIQUE_IDENTIFIER, "A1B2C3_priv", 11);
-	ttlv_close(&e);
+	kreq_item(&e, OP_DESTROY, NULL);
+	kreq_uid(&e, "A1B2C3_priv");
+	ttlv_close(&e);         /* Request Payload; a Message Extension follows */
 	ttlv_open(&e, KT_MESSAGE_EXTENSION);
 	ttlv_put_text(&e, KT_VENDOR_IDENTIFICATION, "ACME", 4);
 	ttlv_put_bool(&e, KT_CRITICALITY_INDICATOR, 1);

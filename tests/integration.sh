@@ -6,8 +6,9 @@
 # Makes a temporary directory with a token, a configuration and a state directory,
 # starts the daemon on a free port of 127.0.0.1, checks its TLS face with openssl(1),
 # runs build/e2e in every mode and the PyKMIP life cycle against it, restarts it between
-# the phases that need a restart, and ends with one line "N passed, N failed" that sums
-# the checks made here and the lines that every test program prints.  Every step is
+# the phases that need a restart, and ends with one line "N passed, N failed" (then
+# ", N skipped" when a program could not make some checks) that sums the checks made here
+# and the lines that every test program prints.  A skip is never counted as passed.  Every step is
 # bounded by timeout(1); nothing listens or connects beyond 127.0.0.1.
 #
 # Environment: E2E (default build/e2e), KEEP_TMP=1 keeps the temporary directory.
@@ -20,7 +21,7 @@ LABEL=k2p
 PIN=1234
 SOPIN=5678
 
-passed=0 failed=0
+passed=0 failed=0 skipped=0
 daemon_pid=
 
 T=$(mktemp -d "${TMPDIR:-/tmp}/k2p-it.XXXXXX") || exit 1
@@ -160,15 +161,18 @@ sub() {
 	last=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$T/$name.out" | tail -n 1)
 	p=$(echo "$last" | sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed.*/\1/p')
 	f=$(echo "$last" | sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed.*/\2/p')
+	s=$(echo "$last" | sed -n 's/^[0-9]* passed, [0-9]* failed, \([0-9]*\) skipped.*/\1/p')
 	[ -n "$p" ] || { p=0; f=0; }
-	grep -E '^(FAIL|NOTE)' "$T/$name.out" | head -n 40
+	[ -n "$s" ] || s=0
+	grep -E '^(FAIL|SKIP|NOTE)' "$T/$name.out" | head -n 40
 	if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
 		f=1
 		[ "$rc" -eq 124 ] && echo "FAIL $name: timed out after ${secs}s"
-		grep -v -E "^(FAIL|NOTE)" "$T/$name.out" | tail -n 15
+		grep -v -E "^(FAIL|SKIP|NOTE)" "$T/$name.out" | tail -n 15
 	fi
-	printf '  %-16s %4d passed, %d failed  (%ss)\n' "$name" "$p" "$f" $((end - start))
-	passed=$((passed + p)); failed=$((failed + f))
+	if [ "$s" -gt 0 ]; then sk=", $s skipped"; else sk=; fi
+	printf '  %-16s %4d passed, %d failed%s  (%ss)\n' "$name" "$p" "$f" "$sk" $((end - start))
+	passed=$((passed + p)); failed=$((failed + f)); skipped=$((skipped + s))
 	if [ "$f" -ne 0 ] && ! daemon_alive; then
 		echo "FAIL $name: the daemon is gone"
 		log_tail
@@ -247,12 +251,36 @@ tls_checks() {
 
 echo "integration: daemon $DAEMON, port $PORT, token $LABEL in $T"
 
+# ---- --list-slots: the module loaded, its slots listed, nothing served -----------------
+
+"$DAEMON" -c "$T/config.toml" --list-slots > "$T/list-slots.out" 2>&1
+check "--list-slots exits 0" [ $? -eq 0 ]
+check "--list-slots: the token's label" grep -q "^  label  *\"$LABEL\"\$" "$T/list-slots.out"
+check "--list-slots: SoftHSM's flags" grep -q '^  flags  *initialized login-required$' "$T/list-slots.out"
+check "--list-slots: what the daemon can make there" \
+	grep -q '^  generate  *RSA 1024..4096 bits, P-256, P-384, P-521, Ed25519$' "$T/list-slots.out"
+check "--list-slots: how it signs there" \
+	grep -q '^  sign  *RSA (hash in the token), P-256 (hash in software),' "$T/list-slots.out"
+check "--list-slots: label, slot ID and index reach the slot" \
+	grep -q "^  usernames  *\"$LABEL\" \"[0-9]*\" \"0\"\$" "$T/list-slots.out"
+check "--list-slots: the uninitialized slot is marked" grep -q 'not initialized' "$T/list-slots.out"
+[ "$failed" -eq 0 ] || cat "$T/list-slots.out"
+sed 's|^lib-path = .*|lib-path = "/nonexistent/libnothing.so"|' "$T/config.toml" > "$T/nolib.toml"
+out=$("$DAEMON" -c "$T/nolib.toml" --list-slots 2>&1)
+check "--list-slots with a module that does not load exits 1" [ $? -eq 1 ]
+case "$out" in
+*"/nonexistent/libnothing.so"*"cannot"*) ok ;;
+*) bad "--list-slots says why the module did not load: $out" ;;
+esac
+
 if start_daemon "first start"; then
 	tls_checks
 	fp_first=$(file_fingerprint)
 
 	e2e e2e-cascade  120 cascade
 	e2e e2e-auth      60 auth
+	check "an unknown username is logged at warning with the token labels there are" \
+		grep -q "\[warning\] no slot for username \".*\": token labels are \"$LABEL\"" "$T/daemon.log"
 	e2e e2e-errors    60 errors
 	check "the daemon survives malformed input" daemon_alive
 	e2e e2e-parallel 120 parallel 100
@@ -334,6 +362,18 @@ EOF
 		stop_daemon
 	fi
 
+	# A response buffer that holds only part of a batch's answers (max-message-size 3000).
+	sed -e 's/^addr = .*/&\nmax-message-size = 3000/' "$T/config.toml" > "$T/small.toml"
+	"$DAEMON" -c "$T/small.toml" >> "$T/daemon.log" 2>&1 &
+	daemon_pid=$!
+	if wait_port; then
+		e2e e2e-toolarge 60 toolarge
+		check "the daemon exits 0 within 5 s of SIGTERM (max-message-size 3000)" stop_daemon
+	else
+		bad "daemon with max-message-size 3000 accepts connections"
+		stop_daemon
+	fi
+
 	# Log rotation: -l file:PATH, the file moved away, SIGHUP: a new file under the name.
 	"$DAEMON" -c "$T/config.toml" -l "file:$T/rot.log" >> "$T/daemon.log" 2>&1 &
 	daemon_pid=$!
@@ -358,5 +398,9 @@ if grep -q -E 'AddressSanitizer|UndefinedBehaviorSanitizer|runtime error:' "$T/d
 fi
 if [ "$failed" -ne 0 ]; then log_tail; fi
 
-echo "$passed passed, $failed failed"
+if [ "$skipped" -gt 0 ]; then
+	echo "$passed passed, $failed failed, $skipped skipped"
+else
+	echo "$passed passed, $failed failed"
+fi
 [ "$failed" -eq 0 ]

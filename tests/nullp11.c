@@ -12,7 +12,10 @@
  *   NULLP11_FAIL="C_Sign=0x30,C_Login=0xA0"  those functions return those codes
  *   NULLP11_NULL="C_Sign"                    that entry of the function list is NULL
  *   NULLP11_NO_V3=1                          C_GetInterface fails: a 2.40 module
- * Both are read by C_GetFunctionList.  C_GetInterface ("PKCS 11", Cryptoki 3.0) gives the
+ *   NULLP11_MECHS="0x1,0x1041"               the mechanism list (default: RSA, EC and
+ *                                            Edwards generation and signing)
+ * All are read by C_GetFunctionList.  C_GetMechanismInfo gives a TPM 2.0's key sizes: RSA
+ * 1024..4096, EC 256..384 bits.  C_GetInterface ("PKCS 11", Cryptoki 3.0) gives the
  * same functions in a 3.0 list, so that the daemon's 3.0 path is exercised; SoftHSM 2.6
  * has only C_GetFunctionList, which covers the other one.
  *
@@ -291,15 +294,52 @@ static const CK_MECHANISM_TYPE mechs[] = { CKM_RSA_PKCS_KEY_PAIR_GEN, CKM_RSA_PK
 	CKM_SHA256_RSA_PKCS, CKM_SHA384_RSA_PKCS, CKM_SHA512_RSA_PKCS, CKM_EC_KEY_PAIR_GEN,
 	CKM_ECDSA, CKM_ECDSA_SHA256, CKM_ECDSA_SHA384, CKM_EC_EDWARDS_KEY_PAIR_GEN, CKM_EDDSA };
 
+/* NULLP11_MECHS="0x1,0x1041": the token lists these mechanisms instead (read at load). */
+static CK_MECHANISM_TYPE mech_list[32];
+static CK_ULONG mech_count;
+
+static void parse_mechs(void)
+{
+	const char *e = getenv("NULLP11_MECHS");
+	mech_count = 0;
+	if (!e) {
+		memcpy(mech_list, mechs, sizeof mechs);
+		mech_count = sizeof mechs / sizeof mechs[0];
+		return;
+	}
+	while (*e && mech_count < 32) {
+		char *end;
+		mech_list[mech_count++] = strtoul(e, &end, 0);
+		e = *end == ',' ? end + 1 : end;
+		if (end == e && *e)
+			break;
+	}
+}
+
 static CK_RV GetMechanismList(CK_SLOT_ID id, CK_MECHANISM_TYPE_PTR list, CK_ULONG_PTR n)
 {
 	(void)id;
 	FAULT(GetMechanismList);
-	CK_ULONG want = sizeof mechs / sizeof mechs[0];
-	if (list && *n < want) { *n = want; return CKR_BUFFER_TOO_SMALL; }
+	if (list && *n < mech_count) { *n = mech_count; return CKR_BUFFER_TOO_SMALL; }
 	if (list)
-		memcpy(list, mechs, sizeof mechs);
-	*n = want;
+		memcpy(list, mech_list, mech_count * sizeof *mech_list);
+	*n = mech_count;
+	return CKR_OK;
+}
+
+/* Key sizes as a TPM 2.0 gives them: RSA 1024..4096, EC 256..384 bits (no P-521). */
+static CK_RV GetMechanismInfo(CK_SLOT_ID id, CK_MECHANISM_TYPE type, CK_MECHANISM_INFO_PTR info)
+{
+	if (id != SLOT)
+		return CKR_SLOT_ID_INVALID;
+	memset(info, 0, sizeof *info);
+	if (type == CKM_RSA_PKCS_KEY_PAIR_GEN || type == CKM_RSA_PKCS) {
+		info->ulMinKeySize = 1024;
+		info->ulMaxKeySize = 4096;
+	} else if (type == CKM_EC_KEY_PAIR_GEN || type == CKM_ECDSA) {
+		info->ulMinKeySize = 256;
+		info->ulMaxKeySize = 384;
+	}
 	return CKR_OK;
 }
 
@@ -574,6 +614,7 @@ EXPORT CK_RV C_GetFunctionList(CK_FUNCTION_LIST_PTR_PTR pp)
 	modulus[sizeof modulus - 1] = 0x01;
 	memset(ed25519_point + 3, 0x66, 31);
 	parse_fail(getenv("NULLP11_FAIL"));
+	parse_mechs();
 	/* A module loaded again starts afresh, even if it stayed mapped. */
 	memset(calls, 0, sizeof calls);
 	slot_id = SLOT;
@@ -586,7 +627,7 @@ EXPORT CK_RV C_GetFunctionList(CK_FUNCTION_LIST_PTR_PTR pp)
 	list.version.minor = 40;
 #define SET(n) list.C_##n = n;
 	SET(Initialize) SET(Finalize) SET(GetInfo) SET(GetSlotList) SET(GetTokenInfo)
-	SET(GetMechanismList) SET(OpenSession) SET(CloseSession) SET(GetSessionInfo) SET(Login)
+	SET(GetMechanismList) SET(GetMechanismInfo) SET(OpenSession) SET(CloseSession) SET(GetSessionInfo) SET(Login)
 	SET(Logout) SET(DestroyObject) SET(GetAttributeValue) SET(SetAttributeValue)
 	SET(FindObjectsInit) SET(FindObjects) SET(FindObjectsFinal) SET(SignInit) SET(Sign)
 	SET(GenerateKeyPair) SET(GenerateRandom)

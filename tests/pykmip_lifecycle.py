@@ -138,12 +138,14 @@ def lifecycle(c, alg, length):
                 pk.verify(sig, data, padding.PKCS1v15(), hashes.SHA256())
             else:
                 pk.verify(sig, data, ec.ECDSA(hashes.SHA256()))
-            check(True, label + ": signature %d verifies" % i)
+            verified = True
         except InvalidSignature:
-            check(False, label + ": signature %d verifies" % i)
+            verified = False
+        check(verified, label + ": signature %d verifies" % i)
 
     r = failure_reason(c.get, priv)
-    check(r != "no error", label + ": get on the private key returns no key material", r)
+    check(r == enums.ResultReason.PERMISSION_DENIED,
+          label + ": get on the private key -> Permission Denied, no key material", r)
 
     attr = AttributeFactory().create_attribute(enums.AttributeType.NAME, priv_name)
     found = attempt(label + ": locate by name", c.locate, attributes=[attr])
@@ -199,7 +201,10 @@ def main():
         for op in (enums.Operation.CREATE_KEY_PAIR, enums.Operation.GET,
                    enums.Operation.SIGN, enums.Operation.DESTROY):
             check(op.value in ops, "query lists " + op.name, ops)
-        check(bool(r.vendor_identification), "query has a Vendor Identification")
+        vi = r.vendor_identification or ""
+        check(vi.startswith("kmip2pkcs11 ") and ("; token: '%s'" % a.user) in vi
+              and "; PKCS#11 module: " in vi,
+              "query: Vendor Identification names the daemon, the token and the module", vi)
 
     lifecycle(c, enums.CryptographicAlgorithm.RSA, 2048)
     lifecycle(c, enums.CryptographicAlgorithm.ECDSA, 256)
@@ -209,7 +214,7 @@ def main():
                                      ssl_version="PROTOCOL_TLS", username=a.user,
                                      password=a.pin + "9", config_file=a.config)
     attempt("connect with a wrong PIN", bad.open)
-    if bad.proxy.socket is not None:
+    if check(bad.proxy.socket is not None, "a second connection opens (the PIN is checked later)"):
         r = failure_reason(bad.create_key_pair, enums.CryptographicAlgorithm.ECDSA, 256)
         check(r == enums.ResultReason.AUTHENTICATION_NOT_SUCCESSFUL,
               "wrong PIN -> Authentication Not Successful", r)

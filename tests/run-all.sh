@@ -1,10 +1,11 @@
 #!/bin/sh
-# Runs every test program of `make check`, each of which ends with "N passed, N failed",
-# and ends the whole run with the sum of them.  A program that dies, or whose exit status
-# disagrees with its own count, counts as one more failure.
+# Runs every test program of `make check`, each of which ends with "N passed, N failed"
+# (followed by ", N skipped" when it could not make some checks here), and ends the whole
+# run with the sums in the same form.  A skip is never counted as passed.  A program that
+# dies, or whose exit status disagrees with its own count, counts as one more failure.
 cd "$(dirname "$0")/.." || exit 1
 mkdir -p build/logs
-total_p=0 total_f=0
+total_p=0 total_f=0 total_s=0
 
 run() {
 	name=$1; shift
@@ -15,12 +16,15 @@ run() {
 	last=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "build/logs/$name.log" | tail -n 1)
 	p=$(echo "$last" | sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed.*/\1/p')
 	f=$(echo "$last" | sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed.*/\2/p')
+	s=$(echo "$last" | sed -n 's/^[0-9]* passed, [0-9]* failed, \([0-9]*\) skipped.*/\1/p')
 	[ -n "$p" ] || { p=0; f=0; }
+	[ -n "$s" ] || s=0
 	if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then f=1; fi
-	grep -E '^(FAIL|NOTE|vectors:|fuzz replay:)' "build/logs/$name.log" | head -n 40
+	grep -E '^(FAIL|SKIP|NOTE|vectors:|fuzz replay:)' "build/logs/$name.log" | head -n 40
 	[ "$rc" -ne 0 ] && [ -z "$last" ] && tail -n 20 "build/logs/$name.log"
-	printf '%-14s %4d passed, %d failed  (%ss)\n' "$name" "$p" "$f" $((end - start))
-	total_p=$((total_p + p)); total_f=$((total_f + f))
+	if [ "$s" -gt 0 ]; then skipped=", $s skipped"; else skipped=; fi
+	printf '%-14s %4d passed, %d failed%s  (%ss)\n' "$name" "$p" "$f" "$skipped" $((end - start))
+	total_p=$((total_p + p)); total_f=$((total_f + f)); total_s=$((total_s + s))
 }
 
 run ttlv      build/test_ttlv
@@ -40,5 +44,9 @@ if [ -x ./kmip2pkcs11-static ]; then
 	run daemon-static sh tests/integration.sh ./kmip2pkcs11-static
 fi
 
-echo "$total_p passed, $total_f failed"
+if [ "$total_s" -gt 0 ]; then
+	echo "$total_p passed, $total_f failed, $total_s skipped"
+else
+	echo "$total_p passed, $total_f failed"
+fi
 [ "$total_f" -eq 0 ]

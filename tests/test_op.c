@@ -40,104 +40,30 @@ static struct op_env env;
 static struct op_thread *th;
 
 #include "p11test.h"
+#include "kreq.h"
 
-/* ---- building requests ---- */
-
-/* The Request Header: version, credential (user NULL: none; pass NULL: no Password),
- * Maximum Response Size (< 0: none), Batch Error Continuation Option (0: none), count. */
-struct hdr {
-	int major, minor;
-	const char *user, *pass;
-	int32_t max_resp;
-	uint32_t bec;
-	int count;
-};
+/* ---- building requests (tests/kreq.h), into one buffer ---- */
 
 /* Not const: the nullp11 child points them at its token "null". */
-static struct hdr H12 = { 1, 2, USER, PIN, -1, 0, 1 };     /* Cascade's Sign, Query */
-static struct hdr H10 = { 1, 0, USER, PIN, -1, 0, 1 };     /* Cascade's other ops */
+static struct kreq_hdr H12 = { 1, 2, USER, PIN, -1, 0, 1 };     /* Cascade's Sign, Query */
+static struct kreq_hdr H10 = { 1, 0, USER, PIN, -1, 0, 1 };     /* Cascade's other ops */
 
 static uint8_t req_buf[16384];
 static struct ttlv_enc req_e, *E = &req_e;
 
-static void begin(struct hdr h)
+static void begin(struct kreq_hdr h)
 {
-	ttlv_enc_init(E, req_buf, sizeof req_buf);
-	ttlv_open(E, KT_REQUEST_MESSAGE);
-	ttlv_open(E, KT_REQUEST_HEADER);
-	ttlv_open(E, KT_PROTOCOL_VERSION);
-	ttlv_put_int(E, KT_PROTOCOL_VERSION_MAJOR, h.major);
-	ttlv_put_int(E, KT_PROTOCOL_VERSION_MINOR, h.minor);
-	ttlv_close(E);
-	if (h.max_resp >= 0)
-		ttlv_put_int(E, KT_MAXIMUM_RESPONSE_SIZE, h.max_resp);
-	if (h.user) {
-		ttlv_open(E, KT_AUTHENTICATION);
-		ttlv_open(E, KT_CREDENTIAL);
-		ttlv_put_enum(E, KT_CREDENTIAL_TYPE, CT_USERNAME_AND_PASSWORD);
-		ttlv_open(E, KT_CREDENTIAL_VALUE);
-		ttlv_put_text(E, KT_USERNAME, h.user, strlen(h.user));
-		if (h.pass)
-			ttlv_put_text(E, KT_PASSWORD, h.pass, strlen(h.pass));
-		ttlv_close(E);
-		ttlv_close(E);
-		ttlv_close(E);
-	}
-	if (h.bec)
-		ttlv_put_enum(E, KT_BATCH_ERROR_CONTINUATION_OPTION, h.bec);
-	ttlv_put_int(E, KT_BATCH_COUNT, h.count);
-	ttlv_close(E);
+	kreq_begin(E, req_buf, sizeof req_buf, &h);
 }
 
-/* A Batch Item (bid NULL: no Unique Batch Item ID) with its Request Payload left open. */
 static void item(uint32_t op, const char *bid)
 {
-	ttlv_open(E, KT_BATCH_ITEM);
-	ttlv_put_enum(E, KT_OPERATION, op);
-	if (bid)
-		ttlv_put_bytes(E, KT_UNIQUE_BATCH_ITEM_ID, (const uint8_t *)bid, strlen(bid));
-	ttlv_open(E, KT_REQUEST_PAYLOAD);
+	kreq_item(E, op, bid);
 }
 
 static void item_end(void)
 {
-	ttlv_close(E);
-	ttlv_close(E);
-}
-
-static void put_uid(const char *uid)
-{
-	ttlv_put_text(E, KT_UNIQUE_IDENTIFIER, uid, strlen(uid));
-}
-
-static void attr_open(const char *name)
-{
-	ttlv_open(E, KT_ATTRIBUTE);
-	ttlv_put_text(E, KT_ATTRIBUTE_NAME, name, strlen(name));
-}
-
-static void attr_enum(const char *name, uint32_t v)
-{
-	attr_open(name);
-	ttlv_put_enum(E, KT_ATTRIBUTE_VALUE, v);
-	ttlv_close(E);
-}
-
-static void attr_int(const char *name, int32_t v)
-{
-	attr_open(name);
-	ttlv_put_int(E, KT_ATTRIBUTE_VALUE, v);
-	ttlv_close(E);
-}
-
-static void attr_name(const char *value)
-{
-	attr_open("Name");
-	ttlv_open(E, KT_ATTRIBUTE_VALUE);
-	ttlv_put_text(E, KT_NAME_VALUE, value, strlen(value));
-	ttlv_put_enum(E, KT_NAME_TYPE, NT_UNINTERPRETED_TEXT_STRING);
-	ttlv_close(E);
-	ttlv_close(E);
+	kreq_item_end(E);
 }
 
 /* ---- the response ---- */
@@ -148,25 +74,27 @@ static struct ttlv resp_items[TTLV_MAX_ITEMS];
 static struct ttlv_doc RD = { resp_items, 0, TTLV_MAX_ITEMS };
 static int resp_ok;          /* the response decoded as a Response Message */
 
+/* Every request, however broken, is answered with a Response Message that decodes. */
 static void handle(const uint8_t *in, size_t n)
 {
 	resp_len = op_handle(th, in, n, resp, sizeof resp);
 	resp_ok = resp_len > 0 && ttlv_decode(&RD, resp, resp_len, 0) == 0 &&
 	          RD.it[0].tag == KT_RESPONSE_MESSAGE;
 	if (!resp_ok)
-		printf("NOTE response of %zu bytes does not decode\n", resp_len);
+		CHECK(0, "the answer to a %zu-byte request is a Response Message (%zu bytes that "
+		      "do not decode)", n, resp_len);
 }
 
 /* Close the Request Message and hand it to op_handle. */
 static void transmit(void)
 {
-	ttlv_close(E);
-	if (E->err) {
-		printf("NOTE request does not fit the test's buffer\n");
+	size_t n = kreq_end(E);
+	if (n == 0) {
+		CHECK(0, "the request fits the test's buffer of %zu bytes", sizeof req_buf);
 		resp_ok = 0;
 		return;
 	}
-	handle(req_buf, E->len);
+	handle(req_buf, n);
 }
 
 static const struct ttlv *child(const struct ttlv *p, uint32_t tag)
@@ -268,12 +196,12 @@ static int succeeded(int i)
 
 /* ---- one-item requests ---- */
 
-static void one_uid(struct hdr h, uint32_t op, const char *uid)
+static void one_uid(struct kreq_hdr h, uint32_t op, const char *uid)
 {
 	begin(h);
 	item(op, NULL);
 	if (uid)
-		put_uid(uid);
+		kreq_uid(E, uid);
 	item_end();
 	transmit();
 }
@@ -282,7 +210,7 @@ static void get(const char *uid, uint32_t kft)
 {
 	begin(H10);
 	item(OP_GET, NULL);
-	put_uid(uid);
+	kreq_uid(E, uid);
 	if (kft)
 		ttlv_put_enum(E, KT_KEY_FORMAT_TYPE, kft);
 	item_end();
@@ -297,21 +225,9 @@ static void sign(const char *uid, uint32_t hash, uint32_t alg, uint32_t pad, uin
 	begin(H12);
 	item(OP_SIGN, NULL);
 	if (uid)
-		put_uid(uid);
-	if (hash || alg || pad || dsa) {
-		/* Cryptographic Parameters (spec 3.6): Block Cipher Mode, Padding Method, Hashing
-		 * Algorithm, Key Role Type, Digital Signature Algorithm, Cryptographic Algorithm. */
-		ttlv_open(E, KT_CRYPTOGRAPHIC_PARAMETERS);
-		if (pad)
-			ttlv_put_enum(E, KT_PADDING_METHOD, pad);
-		if (hash)
-			ttlv_put_enum(E, KT_HASHING_ALGORITHM, hash);
-		if (dsa)
-			ttlv_put_enum(E, KT_DIGITAL_SIGNATURE_ALGORITHM, dsa);
-		if (alg)
-			ttlv_put_enum(E, KT_CRYPTOGRAPHIC_ALGORITHM, alg);
-		ttlv_close(E);
-	}
+		kreq_uid(E, uid);
+	if (hash || alg || pad || dsa)
+		kreq_crypto_params(E, pad, hash, dsa, alg);
 	if (data)
 		ttlv_put_bytes(E, KT_DATA, (const uint8_t *)data, strlen(data));
 	item_end();
@@ -320,39 +236,17 @@ static void sign(const char *uid, uint32_t hash, uint32_t alg, uint32_t pad, uin
 
 /* Create Key Pair as Cascade sends it: common Cryptographic Algorithm (and Length, and
  * Recommended Curve when nonzero), private Name + Usage Mask Sign, public Name + Verify. */
-static void ckp_request(struct hdr h, uint32_t alg, int32_t len, uint32_t curve,
+static void ckp_request(struct kreq_hdr h, uint32_t alg, int32_t len, uint32_t curve,
                         const char *priv_name, const char *pub_name)
 {
 	begin(h);
 	item(OP_CREATE_KEY_PAIR, NULL);
-	ttlv_open(E, KT_COMMON_TEMPLATE_ATTRIBUTE);
-	if (alg)
-		attr_enum("Cryptographic Algorithm", alg);
-	if (len)
-		attr_int("Cryptographic Length", len);
-	if (curve) {
-		attr_open("Cryptographic Domain Parameters");
-		ttlv_open(E, KT_ATTRIBUTE_VALUE);
-		ttlv_put_enum(E, KT_RECOMMENDED_CURVE, curve);
-		ttlv_close(E);
-		ttlv_close(E);
-	}
-	ttlv_close(E);
-	ttlv_open(E, KT_PRIVATE_KEY_TEMPLATE_ATTRIBUTE);
-	if (priv_name)
-		attr_name(priv_name);
-	attr_int("Cryptographic Usage Mask", UM_SIGN);
-	ttlv_close(E);
-	ttlv_open(E, KT_PUBLIC_KEY_TEMPLATE_ATTRIBUTE);
-	if (pub_name)
-		attr_name(pub_name);
-	attr_int("Cryptographic Usage Mask", UM_VERIFY);
-	ttlv_close(E);
+	kreq_create_key_pair(E, alg, len, curve, priv_name, pub_name);
 	item_end();
 }
 
 /* Create a pair; the UIDs go to priv / pub (each 64 bytes or more).  0 on success. */
-static int ckp(struct hdr h, uint32_t alg, int32_t len, const char *name, char *priv, char *pub)
+static int ckp(struct kreq_hdr h, uint32_t alg, int32_t len, const char *name, char *priv, char *pub)
 {
 	char pn[64], kn[64];
 	snprintf(pn, sizeof pn, "%s-pub", name);
@@ -540,16 +434,12 @@ static const char *versions(void)
 	return s;
 }
 
-static void discover(struct hdr h, const int *minors, int n)
+static void discover(struct kreq_hdr h, const int *minors, int n)
 {
 	begin(h);
 	item(OP_DISCOVER_VERSIONS, NULL);
-	for (int i = 0; i < n; i++) {
-		ttlv_open(E, KT_PROTOCOL_VERSION);
-		ttlv_put_int(E, KT_PROTOCOL_VERSION_MAJOR, minors[i] / 100);
-		ttlv_put_int(E, KT_PROTOCOL_VERSION_MINOR, minors[i] % 100);
-		ttlv_close(E);
-	}
+	for (int i = 0; i < n; i++)
+		kreq_version(E, minors[i] / 100, minors[i] % 100);
 	item_end();
 	transmit();
 }
@@ -575,7 +465,7 @@ static void test_vectors(void)
 	vector_pair("kmip_1_1_testcase_16_1_time_3_discover_versions_with_v931_request.req.hex",
 	            "kmip_1_1_testcase_16_1_time_3_discover_versions_no_versions_response.resp.hex", 0);
 
-	struct hdr anon = { 1, 2, NULL, NULL, -1, 0, 1 };
+	struct kreq_hdr anon = { 1, 2, NULL, NULL, -1, 0, 1 };
 	static const int v11_v10[] = { 101, 100 }, v931[] = { 931 }, v10_v12[] = { 100, 102 },
 	                 v13_v12[] = { 103, 102 }, v20_v11[] = { 200, 101 };
 	discover(anon, v11_v10, 2);
@@ -601,7 +491,7 @@ static void test_vectors(void)
 
 /* ==== Query ==== */
 
-static void query(struct hdr h, int ops, int objs, int info)
+static void query(struct kreq_hdr h, int ops, int objs, int info)
 {
 	begin(h);
 	item(OP_QUERY, NULL);
@@ -642,13 +532,13 @@ static void test_query(void)
 	      "Vendor Identification names daemon, version, token and module: '%s'", vi);
 	CHECK(r_version() == 12, "Query answered in 1.2");
 
-	struct hdr anon = { 1, 2, NULL, NULL, -1, 0, 1 };
+	struct kreq_hdr anon = { 1, 2, NULL, NULL, -1, 0, 1 };
 	query(anon, 0, 0, 1);
 	vi = str(child(r_payload(0), KT_VENDOR_IDENTIFICATION));
 	CHECK(succeeded(0) && strstr(vi, "kmip2pkcs11 " K2P_VERSION) && !strstr(vi, "token:"),
 	      "Query without a credential: no token in the Vendor Identification: '%s'", vi);
 
-	struct hdr badpin = { 1, 2, USER, "0000", -1, 0, 1 };
+	struct kreq_hdr badpin = { 1, 2, USER, "0000", -1, 0, 1 };
 	login_calls = 0;
 	query(badpin, 1, 0, 0);
 	CHECK(succeeded(0) && login_calls == 0, "Query needs no login: a wrong PIN does not matter");
@@ -684,19 +574,19 @@ static void test_message_errors(void)
 	handle(cut, 3);
 	CHECK(message_refused(RR_INVALID_MESSAGE, 12), "three bytes -> Invalid Message");
 
-	struct hdr v20 = { 2, 0, USER, PIN, -1, 0, 1 };
+	struct kreq_hdr v20 = { 2, 0, USER, PIN, -1, 0, 1 };
 	query(v20, 1, 0, 0);
 	CHECK(message_refused(RR_INVALID_MESSAGE, 12),
 	      "major version 2 -> Invalid Message, answered as 1.2, no Operation");
-	struct hdr v0 = { 0, 9, USER, PIN, -1, 0, 1 };
+	struct kreq_hdr v0 = { 0, 9, USER, PIN, -1, 0, 1 };
 	query(v0, 1, 0, 0);
 	CHECK(message_refused(RR_INVALID_MESSAGE, 12), "major version 0 -> Invalid Message");
 
-	struct hdr v13 = { 1, 3, USER, PIN, -1, 0, 1 };
+	struct kreq_hdr v13 = { 1, 3, USER, PIN, -1, 0, 1 };
 	query(v13, 1, 0, 0);
 	CHECK(succeeded(0) && r_version() == 12, "minor version 1.3 -> served, answered as 1.2");
 
-	struct hdr count2 = { 1, 2, USER, PIN, -1, 0, 2 };
+	struct kreq_hdr count2 = { 1, 2, USER, PIN, -1, 0, 2 };
 	query(count2, 1, 0, 0);
 	CHECK(message_refused(RR_INVALID_MESSAGE, 12), "Batch Count 2 with one item -> Invalid Message");
 
@@ -729,38 +619,41 @@ static void test_auth_errors(void)
 {
 	static const char *unknown = "00112233445566778899AABBCCDDEEFF00112233_pub";
 
-	struct hdr nocred = { 1, 0, NULL, NULL, -1, 0, 1 };
+	struct kreq_hdr nocred = { 1, 0, NULL, NULL, -1, 0, 1 };
 	one_uid(nocred, OP_GET, unknown);
 	CHECK(r_op(0) == OP_GET && failed(0, RR_AUTHENTICATION_NOT_SUCCESSFUL),
 	      "Get without a credential -> Authentication Not Successful");
-	struct hdr nopass = { 1, 0, USER, NULL, -1, 0, 1 };
+	struct kreq_hdr nopass = { 1, 0, USER, NULL, -1, 0, 1 };
 	one_uid(nopass, OP_GET, unknown);
 	CHECK(failed(0, RR_AUTHENTICATION_NOT_SUCCESSFUL),
 	      "Get with a Username and no Password -> Authentication Not Successful");
 
-	login_calls = 0;
 	one_uid(H10, OP_GET, unknown);
-	CHECK(failed(0, RR_ITEM_NOT_FOUND) && login_calls <= 1,
+	CHECK(failed(0, RR_ITEM_NOT_FOUND),
 	      "the right PIN is accepted (then Item Not Found for an unknown key)");
 	login_calls = 0;
-	struct hdr wrong = { 1, 0, USER, "4321", -1, 0, 1 };
+	one_uid(H10, OP_GET, unknown);
+	CHECK(failed(0, RR_ITEM_NOT_FOUND) && login_calls == 0,
+	      "the right PIN again: checked without another C_Login (%d)", login_calls);
+	login_calls = 0;
+	struct kreq_hdr wrong = { 1, 0, USER, "4321", -1, 0, 1 };
 	one_uid(wrong, OP_GET, unknown);
 	CHECK(failed(0, RR_AUTHENTICATION_NOT_SUCCESSFUL),
 	      "wrong PIN after a right one -> Authentication Not Successful");
 	CHECK(login_calls == 0, "... and no C_Login was made for it (%d)", login_calls);
-	struct hdr prefix = { 1, 0, USER, "12345", -1, 0, 1 };
+	struct kreq_hdr prefix = { 1, 0, USER, "12345", -1, 0, 1 };
 	one_uid(prefix, OP_GET, unknown);
 	CHECK(failed(0, RR_AUTHENTICATION_NOT_SUCCESSFUL) && login_calls == 0,
 	      "the right PIN with one more digit -> Authentication Not Successful, no C_Login");
-	struct hdr empty = { 1, 0, USER, "", -1, 0, 1 };
+	struct kreq_hdr empty = { 1, 0, USER, "", -1, 0, 1 };
 	one_uid(empty, OP_GET, unknown);
 	CHECK(failed(0, RR_AUTHENTICATION_NOT_SUCCESSFUL) && login_calls == 0,
 	      "empty PIN -> Authentication Not Successful, no C_Login");
-	struct hdr nouser = { 1, 0, "nosuchtoken", PIN, -1, 0, 1 };
+	struct kreq_hdr nouser = { 1, 0, "nosuchtoken", PIN, -1, 0, 1 };
 	one_uid(nouser, OP_GET, unknown);
 	CHECK(failed(0, RR_AUTHENTICATION_NOT_SUCCESSFUL),
 	      "unknown username -> Authentication Not Successful");
-	struct hdr blank = { 1, 0, "", PIN, -1, 0, 1 };
+	struct kreq_hdr blank = { 1, 0, "", PIN, -1, 0, 1 };
 	one_uid(blank, OP_GET, unknown);
 	CHECK(failed(0, RR_AUTHENTICATION_NOT_SUCCESSFUL),
 	      "empty username -> Authentication Not Successful");
@@ -768,7 +661,7 @@ static void test_auth_errors(void)
 	struct p11_slot *s = NULL;
 	if (p11_slot_lookup(USER, strlen(USER), &s) == CKR_OK) {
 		snprintf(slot, sizeof slot, "%lu", s->id);
-		struct hdr byid = { 1, 0, slot, PIN, -1, 0, 1 };
+		struct kreq_hdr byid = { 1, 0, slot, PIN, -1, 0, 1 };
 		one_uid(byid, OP_GET, unknown);
 		CHECK(failed(0, RR_ITEM_NOT_FOUND), "username = slot ID %s -> served", slot);
 	}
@@ -847,7 +740,7 @@ static void test_batches(void)
 {
 	static const char *unknown = "00000000000000000000000000000000000000AA_pub";
 
-	struct hdr two = { 1, 2, USER, PIN, -1, 0, 2 };
+	struct kreq_hdr two = { 1, 2, USER, PIN, -1, 0, 2 };
 	begin(two);
 	item(OP_QUERY, "A1");
 	ttlv_put_enum(E, KT_QUERY_FUNCTION, QF_QUERY_OBJECTS);
@@ -873,10 +766,10 @@ static void test_batches(void)
 	/* Batch Error Continuation: a failing Get, then a Query. */
 	for (int k = 0; k < 3; k++) {
 		uint32_t bec = k == 0 ? 0 : k == 1 ? BEC_STOP : BEC_CONTINUE;
-		struct hdr h = { 1, 2, USER, PIN, -1, bec, 2 };
+		struct kreq_hdr h = { 1, 2, USER, PIN, -1, bec, 2 };
 		begin(h);
 		item(OP_GET, "g");
-		put_uid(unknown);
+		kreq_uid(E, unknown);
 		item_end();
 		item(OP_QUERY, "q");
 		ttlv_put_enum(E, KT_QUERY_FUNCTION, QF_QUERY_OBJECTS);
@@ -894,15 +787,12 @@ static void test_batches(void)
 	}
 
 	/* ID Placeholder: Create Key Pair, then Activate and Get Attributes without UID. */
-	struct hdr four = { 1, 0, USER, PIN, -1, 0, 4 };
+	struct kreq_hdr four = { 1, 0, USER, PIN, -1, 0, 4 };
 	begin(four);
-	ttlv_open(E, KT_BATCH_ITEM);
-	ttlv_put_enum(E, KT_OPERATION, OP_CREATE_KEY_PAIR);
-	ttlv_put_bytes(E, KT_UNIQUE_BATCH_ITEM_ID, (const uint8_t *)"1", 1);
-	ttlv_open(E, KT_REQUEST_PAYLOAD);
+	item(OP_CREATE_KEY_PAIR, "1");
 	ttlv_open(E, KT_COMMON_TEMPLATE_ATTRIBUTE);
-	attr_enum("Cryptographic Algorithm", ALG_ECDSA);
-	attr_int("Cryptographic Length", 256);
+	kreq_attr_enum(E, "Cryptographic Algorithm", ALG_ECDSA);
+	kreq_attr_int(E, "Cryptographic Length", 256);
 	ttlv_close(E);
 	item_end();
 	item(OP_ACTIVATE, "2");
@@ -937,18 +827,132 @@ static void test_batches(void)
 	CHECK(succeeded(0), "batch key: public half destroyed");
 
 	/* Maximum Response Size, as OASIS use case 12.1: a Query that does not fit 256. */
-	struct hdr small = { 1, 2, USER, PIN, 256, 0, 1 };
+	struct kreq_hdr small = { 1, 2, USER, PIN, 256, 0, 1 };
 	query(small, 1, 1, 1);
 	CHECK(message_refused(RR_RESPONSE_TOO_LARGE, 12) && resp_len <= 256,
 	      "Maximum Response Size 256 < the Query answer -> Response Too Large (%zu bytes)",
 	      resp_len);
-	struct hdr big = { 1, 2, USER, PIN, 4096, 0, 1 };
+	struct kreq_hdr big = { 1, 2, USER, PIN, 4096, 0, 1 };
 	query(big, 1, 1, 1);
 	CHECK(succeeded(0), "Maximum Response Size 4096 -> the Query answer");
-	struct hdr v10small = { 1, 0, USER, PIN, 100, 0, 1 };
+	struct kreq_hdr v10small = { 1, 0, USER, PIN, 100, 0, 1 };
 	query(v10small, 1, 1, 1);
 	CHECK(message_refused(RR_RESPONSE_TOO_LARGE, 10),
 	      "Response Too Large is answered in the request's version 1.0");
+}
+
+/* ==== answers that do not fit the response buffer ==== */
+
+/*
+ * Ten Gets of an RSA-2048 public key in Transparent form (about 330 bytes each), then a Get
+ * of an unknown UID, Continue: answered into buffers of every size from the smallest
+ * error answer to the whole.  Each answer must decode as a Response Message whose Batch
+ * Count is its number of items; either all eleven items in order (each a Get answer or
+ * Response Too Large, the last Item Not Found), or one message-level Response Too Large
+ * when not even a failure item fits.
+ */
+static void test_response_sizes(void)
+{
+	static const char *unknown = "00000000000000000000000000000000000000AB_pub";
+	char priv[64], pub[64];
+	uint8_t req[8192];
+	size_t req_len;
+	static uint8_t out[8192];
+
+	int made = ckp(H10, ALG_RSA, 2048, "sizes", priv, pub) == 0;
+	CHECK(made, "RSA-2048 pair for the size test");
+	if (!made)
+		return;
+	struct kreq_hdr h = { 1, 2, USER, PIN, -1, BEC_CONTINUE, 11 };
+	begin(h);
+	for (int i = 0; i < 11; i++) {
+		char bid[12];
+		snprintf(bid, sizeof bid, "%d", i);
+		item(OP_GET, bid);
+		kreq_uid(E, i < 10 ? pub : unknown);
+		ttlv_put_enum(E, KT_KEY_FORMAT_TYPE, KFT_TRANSPARENT_RSA_PUBLIC_KEY);
+		item_end();
+	}
+	ttlv_close(E);
+	req_len = E->len;
+	memcpy(req, req_buf, req_len);
+
+	size_t whole = op_handle(th, req, req_len, out, sizeof out);
+	int sizes = 0, well_formed = 0, per_item = 0, msg_level = 0, partial = 0;
+	for (size_t cap = 64; cap <= whole + 8; cap += cap < 600 ? 8 : 4) {
+		size_t n = op_handle(th, req, req_len, out, cap);
+		sizes++;
+		memcpy(resp, out, n);
+		resp_len = n;
+		resp_ok = n > 0 && n <= cap && ttlv_decode(&RD, resp, n, 0) == 0 &&
+			  RD.it[0].tag == KT_RESPONSE_MESSAGE;
+		if (!resp_ok) {
+			if (n == 0 && cap < 200)
+				well_formed++;  /* not even an error answer fits: nothing sent */
+			else
+				printf("  cap %zu: %zu bytes, not a Response Message\n", cap, n);
+			continue;
+		}
+		int items = r_items();
+		if (items != r_batch_count()) {
+			printf("  cap %zu: Batch Count %lld, %d items\n", cap,
+			       (long long)r_batch_count(), items);
+			continue;
+		}
+		if (items == 1 && r_op(0) < 0 && r_reason(0) == RR_RESPONSE_TOO_LARGE) {
+			msg_level++;
+			well_formed++;
+			continue;
+		}
+		int ok = items == 11;
+		for (int i = 0; ok && i < 11; i++) {
+			char bid[12];
+			snprintf(bid, sizeof bid, "%d", i);
+			ok = r_op(i) == OP_GET && strcmp(str(child(r_item(i), KT_UNIQUE_BATCH_ITEM_ID)), bid) == 0;
+			if (ok && i == 10)
+				ok = r_status(i) == RS_OPERATION_FAILED && r_reason(i) == RR_ITEM_NOT_FOUND;
+			else if (ok && r_status(i) != RS_SUCCESS)
+				ok = r_reason(i) == RR_RESPONSE_TOO_LARGE;
+			else if (ok)
+				ok = child(child(r_payload(i), KT_PUBLIC_KEY), KT_KEY_BLOCK) != NULL;
+		}
+		if (ok) {
+			well_formed++;
+			per_item++;
+			partial += r_status(0) == RS_SUCCESS && r_status(9) != RS_SUCCESS;
+		} else {
+			printf("  cap %zu: items not as asked\n", cap);
+		}
+	}
+	CHECK(whole > 3000 && whole < sizeof out, "the whole answer fits 8 KiB (%zu bytes)", whole);
+	CHECK(well_formed == sizes, "%d of %d buffer sizes give a well-formed answer", well_formed, sizes);
+	CHECK(partial > 500 && msg_level > 0,
+	      "Response Too Large per item where some Gets fit (%d sizes), message-level where "
+	      "no item fits (%d)", partial, msg_level);
+
+	/* Stop: the first item that does not fit ends the batch */
+	h.bec = BEC_STOP;
+	begin(h);
+	for (int i = 0; i < 11; i++) {
+		char bid[12];
+		snprintf(bid, sizeof bid, "%d", i);
+		item(OP_GET, bid);
+		kreq_uid(E, i < 10 ? pub : unknown);
+		ttlv_put_enum(E, KT_KEY_FORMAT_TYPE, KFT_TRANSPARENT_RSA_PUBLIC_KEY);
+		item_end();
+	}
+	ttlv_close(E);
+	resp_len = op_handle(th, req_buf, E->len, resp, 2000);
+	resp_ok = resp_len > 0 && ttlv_decode(&RD, resp, resp_len, 0) == 0;
+	int k = resp_ok ? r_items() : 0;
+	CHECK(resp_ok && k > 1 && k < 11 && r_batch_count() == k && succeeded(0) &&
+	      failed(k - 1, RR_RESPONSE_TOO_LARGE),
+	      "Stop: %d items into 2000 bytes, the last one Response Too Large", k);
+
+	one_uid(H10, OP_DESTROY, priv);
+	CHECK(succeeded(0), "size test key: private half destroyed");
+	one_uid(H10, OP_DESTROY, pub);
+	CHECK(succeeded(0), "size test key: public half destroyed");
 }
 
 /* ==== key life cycle on SoftHSM ==== */
@@ -1039,15 +1043,15 @@ static void lifecycle_rsa(void)
 	/* Modify Attribute Name, as Cascade does, then Get Attributes. */
 	begin(H10);
 	item(OP_MODIFY_ATTRIBUTE, NULL);
-	put_uid(pub);
-	attr_name("cascade-example.org-12345-ksk-pub");
+	kreq_uid(E, pub);
+	kreq_attr_name(E, "cascade-example.org-12345-ksk-pub");
 	item_end();
 	transmit();
 	CHECK(succeeded(0) && strcmp(str(child(r_payload(0), KT_UNIQUE_IDENTIFIER)), pub) == 0 &&
 	      child(r_payload(0), KT_ATTRIBUTE), "Modify Attribute Name: Success, Attribute echoed");
 	begin(H10);
 	item(OP_GET_ATTRIBUTES, NULL);
-	put_uid(pub);
+	kreq_uid(E, pub);
 	ttlv_put_text(E, KT_ATTRIBUTE_NAME, "Name", 4);
 	item_end();
 	transmit();
@@ -1058,8 +1062,8 @@ static void lifecycle_rsa(void)
 	      "Get Attributes shows the new Name");
 	begin(H10);
 	item(OP_MODIFY_ATTRIBUTE, NULL);
-	put_uid(pub);
-	attr_int("Cryptographic Usage Mask", UM_SIGN | UM_VERIFY);
+	kreq_uid(E, pub);
+	kreq_attr_int(E, "Cryptographic Usage Mask", UM_SIGN | UM_VERIFY);
 	item_end();
 	transmit();
 	CHECK(failed(0, RR_PERMISSION_DENIED),
@@ -1218,7 +1222,7 @@ static void lifecycle_ed25519(void)
 
 	if (p11_slot_lookup(USER, strlen(USER), &s) != CKR_OK ||
 	    !(s->mechs & P11_MBIT(EC_EDWARDS_KEY_PAIR_GEN))) {
-		printf("NOTE SKIP Ed25519: the token has no CKM_EC_EDWARDS_KEY_PAIR_GEN\n");
+		SKIP("Ed25519 life cycle: the token has no CKM_EC_EDWARDS_KEY_PAIR_GEN");
 		return;
 	}
 	CHECK(ckp(H10, ALG_ED25519, 0, "ed", priv, pub) == 0,
@@ -1410,45 +1414,45 @@ static void test_locate(void)
 		return;
 	}
 	locate_begin(0);
-	attr_name("loc-a-pri");
+	kreq_attr_name(E, "loc-a-pri");
 	item_end();
 	transmit();
 	CHECK(succeeded(0) && count_of(r_payload(0), KT_UNIQUE_IDENTIFIER) == 1 && located(apriv),
 	      "Locate by Name finds exactly that key: %s", apriv);
 
 	locate_begin(0);
-	attr_enum("Object Type", OT_PUBLIC_KEY);
-	attr_enum("Cryptographic Algorithm", ALG_ECDSA);
+	kreq_attr_enum(E, "Object Type", OT_PUBLIC_KEY);
+	kreq_attr_enum(E, "Cryptographic Algorithm", ALG_ECDSA);
 	item_end();
 	transmit();
 	CHECK(succeeded(0) && located(bpub) && !located(apub) && !located(bpriv),
 	      "Locate by Object Type and Cryptographic Algorithm: EC public keys only");
 
 	locate_begin(1);
-	attr_enum("Object Type", OT_PRIVATE_KEY);
+	kreq_attr_enum(E, "Object Type", OT_PRIVATE_KEY);
 	item_end();
 	transmit();
 	CHECK(succeeded(0) && count_of(r_payload(0), KT_UNIQUE_IDENTIFIER) == 1,
 	      "Locate honours Maximum Items");
 
 	locate_begin(0);
-	attr_name("no-such-key");
+	kreq_attr_name(E, "no-such-key");
 	item_end();
 	transmit();
 	CHECK(succeeded(0) && count_of(r_payload(0), KT_UNIQUE_IDENTIFIER) == 0,
 	      "Locate with no match: Success, no Unique Identifier");
 
 	locate_begin(0);
-	attr_int("Cryptographic Length", 256);
+	kreq_attr_int(E, "Cryptographic Length", 256);
 	item_end();
 	transmit();
 	CHECK(failed(0, RR_FEATURE_NOT_SUPPORTED),
 	      "Locate by an attribute the token cannot search on: Feature Not Supported");
 
 	/* Locate sets the ID Placeholder: a Sign without UID in the same batch uses it. */
-	begin((struct hdr){ 1, 2, USER, PIN, -1, 0, 2 });
+	begin((struct kreq_hdr){ 1, 2, USER, PIN, -1, 0, 2 });
 	item(OP_LOCATE, "1");
-	attr_name("loc-b-pri");
+	kreq_attr_name(E, "loc-b-pri");
 	item_end();
 	item(OP_SIGN, "2");
 	ttlv_put_bytes(E, KT_DATA, (const uint8_t *)"located", 7);
@@ -1480,7 +1484,7 @@ static void revoke_key(const char *uid, int with_reason)
 {
 	begin(H12);
 	item(OP_REVOKE, NULL);
-	put_uid(uid);
+	kreq_uid(E, uid);
 	if (with_reason) {
 		ttlv_open(E, KT_REVOCATION_REASON);
 		ttlv_put_enum(E, KT_REVOCATION_REASON_CODE, REV_KEY_COMPROMISE);
@@ -1539,6 +1543,7 @@ static void test_softhsm(void)
 	test_uid_errors();
 	test_ckp_errors();
 	test_batches();
+	test_response_sizes();
 	lifecycle_rsa();
 	lifecycle_ec(256);
 	lifecycle_ec(384);
@@ -1592,7 +1597,7 @@ static void test_nullp11(void)
 		CHECK(succeeded(0) && sd && sd->len == 256, "nullp11 without faults: Sign 11_priv works");
 		begin(H12);
 		item(OP_SIGN, NULL);
-		put_uid("22_priv");
+		kreq_uid(E, "22_priv");
 		ttlv_put_bytes(E, KT_DATA, (const uint8_t *)"x", 1);
 		item_end();
 		transmit();
@@ -1642,11 +1647,11 @@ static void test_nullp11(void)
 		} else {
 			begin(H12);
 			item(cases[i].op, NULL);
-			put_uid(cases[i].uid);
+			kreq_uid(E, cases[i].uid);
 			if (cases[i].op == OP_SIGN)
 				ttlv_put_bytes(E, KT_DATA, (const uint8_t *)"x", 1);
 			if (cases[i].op == OP_MODIFY_ATTRIBUTE)
-				attr_name("new");
+				kreq_attr_name(E, "new");
 			item_end();
 		}
 		transmit();
@@ -1667,7 +1672,7 @@ static void test_nullp11(void)
 		open_calls = 0;
 		begin(H12);
 		item(OP_GET, NULL);
-		put_uid("11_pub");
+		kreq_uid(E, "11_pub");
 		item_end();
 		transmit();
 		CHECK(failed(0, RR_GENERAL_FAILURE) && strstr(r_msg(0), "CKR_SESSION_HANDLE_INVALID"),
@@ -1681,7 +1686,7 @@ static void test_nullp11(void)
 		login_calls = 0;
 		begin(H12);
 		item(OP_ACTIVATE, NULL);
-		put_uid("11_priv");
+		kreq_uid(E, "11_priv");
 		item_end();
 		transmit();
 		CHECK(failed(0, RR_GENERAL_FAILURE) && login_calls == 0,
@@ -1929,13 +1934,13 @@ static void test_recovery(void)
 			nctl("reuse-handles");
 			begin(H10);
 			item(destructive[i].op, NULL);
-			put_uid(destructive[i].uid);
+			kreq_uid(E, destructive[i].uid);
 			if (destructive[i].op == OP_REVOKE) {
 				ttlv_open(E, KT_REVOCATION_REASON);
 				ttlv_put_enum(E, KT_REVOCATION_REASON_CODE, REV_KEY_COMPROMISE);
 				ttlv_close(E);
 			} else if (destructive[i].op == OP_MODIFY_ATTRIBUTE) {
-				attr_name("renamed");
+				kreq_attr_name(E, "renamed");
 			}
 			item_end();
 			transmit();
@@ -1960,15 +1965,14 @@ static void test_dump_pin(void)
 	static char d1[8192], d2[8192];
 	static uint8_t m1[1024];
 	struct ttlv it[64];
-	struct hdr h = H12;
+	struct kreq_hdr h = H12;
 	size_t n1;
 
 	h.pass = "1234";
 	begin(h);
 	item(OP_QUERY, NULL);
 	item_end();
-	ttlv_close(E);
-	n1 = E->len;
+	n1 = kreq_end(E);
 	memcpy(m1, req_buf, n1 < sizeof m1 ? n1 : sizeof m1);
 	struct ttlv_doc d = { it, 0, 64 };
 	CHECK(ttlv_decode(&d, m1, n1, 0) == 0, "the 4-byte-PIN request decodes");
@@ -1977,12 +1981,79 @@ static void test_dump_pin(void)
 	begin(h);
 	item(OP_QUERY, NULL);
 	item_end();
-	ttlv_close(E);
+	size_t n2 = kreq_end(E);
 	d.n = 0;
-	CHECK(ttlv_decode(&d, req_buf, E->len, 0) == 0, "the 15-byte-PIN request decodes");
+	CHECK(n2 > 0 && ttlv_decode(&d, req_buf, n2, 0) == 0, "the 15-byte-PIN request decodes");
 	kmip_dump(&d, d2, sizeof d2);
 	CHECK(strstr(d1, "'***'") && strcmp(d1, d2) == 0,
 	      "trace dumps of requests with PINs of 4 and 15 bytes are the same:\n%s---\n%s", d1, d2);
+}
+
+/*
+ * What the token can do decides before anything is created: nullp11 without EC key
+ * generation, and with a TPM's EC sizes (256..384 bits), with C_GenerateKeyPair made to
+ * fail so that a call to it would show.  Query follows the token when a username is given.
+ */
+static int op_listed(int op)
+{
+	for (int i = 0; nth(r_payload(0), KT_OPERATION, i); i++)
+		if (num(nth(r_payload(0), KT_OPERATION, i)) == op)
+			return 1;
+	return 0;
+}
+
+static void test_capabilities(void)
+{
+	setenv("NULLP11_MECHS", "0x0,0x1,0x40,0x1041", 1);  /* RSA gen, RSA_PKCS, SHA256_RSA, ECDSA */
+	int loaded = null_load("C_GenerateKeyPair=0x30") == 0;
+	unsetenv("NULLP11_MECHS");
+	if (loaded) {
+		ckp_request(H12, ALG_ECDSA, 256, 0, "k", "p");
+		transmit();
+		CHECK(failed(0, RR_FEATURE_NOT_SUPPORTED) && strstr(r_msg(0), "CKM_EC_KEY_PAIR_GEN"),
+		      "no CKM_EC_KEY_PAIR_GEN: P-256 Create Key Pair is Feature Not Supported naming "
+		      "the mechanism, before C_GenerateKeyPair: '%s'", r_msg(0));
+		ckp_request(H12, ALG_RSA, 2048, 0, "k", "p");
+		transmit();
+		CHECK(failed(0, RR_CRYPTOGRAPHIC_FAILURE) && strstr(r_msg(0), "C_GenerateKeyPair"),
+		      "RSA is listed: the request reaches C_GenerateKeyPair ('%s')", r_msg(0));
+		ckp_request(H12, ALG_ED25519, 0, 0, "k", "p");
+		transmit();
+		CHECK(failed(0, RR_FEATURE_NOT_SUPPORTED) &&
+		      strstr(r_msg(0), "CKM_EC_EDWARDS_KEY_PAIR_GEN"),
+		      "no Edwards generation: Ed25519 refused naming the mechanism: '%s'", r_msg(0));
+		query(H12, 1, 1, 0);
+		CHECK(succeeded(0) && op_listed(OP_CREATE_KEY_PAIR) && op_listed(OP_SIGN),
+		      "Query for the token: Create Key Pair and Sign listed (RSA can do both)");
+	}
+	null_unload();
+
+	setenv("NULLP11_MECHS", "0x1,0x1041", 1);           /* signing only, no generation */
+	loaded = null_load(NULL) == 0;
+	unsetenv("NULLP11_MECHS");
+	if (loaded) {
+		query(H12, 1, 0, 0);
+		CHECK(succeeded(0) && !op_listed(OP_CREATE_KEY_PAIR) && op_listed(OP_SIGN) &&
+		      op_listed(OP_GET), "Query for a token that cannot generate: no Create Key Pair");
+		struct kreq_hdr anon = { 1, 2, NULL, NULL, -1, 0, 1 };
+		query(anon, 1, 0, 0);
+		CHECK(succeeded(0) && op_listed(OP_CREATE_KEY_PAIR),
+		      "Query without a username: the server's whole list");
+	}
+	null_unload();
+
+	if (null_load("C_GenerateKeyPair=0x30") == 0) {
+		ckp_request(H12, ALG_ECDSA, 521, 0, "k", "p");
+		transmit();
+		CHECK(failed(0, RR_FEATURE_NOT_SUPPORTED) && strstr(r_msg(0), "256..384"),
+		      "EC sizes 256..384 (C_GetMechanismInfo): P-521 refused with the range: '%s'",
+		      r_msg(0));
+		ckp_request(H12, ALG_ECDSA, 384, 0, "k", "p");
+		transmit();
+		CHECK(failed(0, RR_CRYPTOGRAPHIC_FAILURE),
+		      "P-384 is within the range: C_GenerateKeyPair is called");
+	}
+	null_unload();
 }
 
 int main(int argc, char **argv)
@@ -2010,7 +2081,8 @@ int main(int argc, char **argv)
 		test_nullp11();
 		test_recovery();
 		test_dump_pin();
-		int counts[2] = { check_passed, check_failed };
+		test_capabilities();
+		int counts[3] = { check_passed, check_failed, check_skipped };
 		ssize_t w = write(fds[1], counts, sizeof counts);
 		(void)w;
 		close(fds[1]);
@@ -2018,12 +2090,13 @@ int main(int argc, char **argv)
 		exit(0);
 	}
 	close(fds[1]);
-	int counts[2] = { 0, 0 }, st = 0;
+	int counts[3] = { 0, 0, 0 }, st = 0;
 	ssize_t got = read(fds[0], counts, sizeof counts);
 	close(fds[0]);
 	waitpid(pid, &st, 0);
 	check_passed += counts[0];
 	check_failed += counts[1];
+	check_skipped += counts[2];
 	CHECK(got == (ssize_t)sizeof counts && WIFEXITED(st) && WEXITSTATUS(st) == 0,
 	      "the nullp11 child ran to its end (status 0x%x)", st);
 
