@@ -4294,7 +4294,10 @@ static int p11_reinit(unsigned seen, const char *call, CK_RV why)
 	}
 	CK_RV rv = p11_initialize();
 	p11.we_initialized = rv == CKR_OK;
-	if (rv != CKR_OK && rv != CKR_CRYPTOKI_ALREADY_INITIALIZED)
+	if (rv == CKR_CRYPTOKI_ALREADY_INITIALIZED)
+		log_warn("C_Initialize: %s (another user in this process): sessions and slots "
+		         "are opened afresh, the module is not", p11_rv_name(rv));
+	else if (rv != CKR_OK)
 		log_error("C_Initialize: %s; the module stays unusable until the next attempt",
 		          p11_rv_name(rv));
 	else

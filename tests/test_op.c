@@ -1958,6 +1958,94 @@ static void test_recovery(void)
 	}
 }
 
+/* Two workers sign without pause while the module gets stuck again and again: each
+ * re-initialisation waits for the requests in flight, and no worker uses a session or slot
+ * from before one (the sanitizers would see a freed slot).  Every answer is a Response
+ * Message, each a success or General Failure, and the workers end up served. */
+struct hammer {
+	struct op_thread *t;
+	int ok, general, other, stop;
+};
+
+static void *hammer_run(void *arg)
+{
+	struct hammer *hm = arg;
+	static const struct kreq_hdr hn = { 1, 2, "null", "1234", -1, 0, 1 };
+	uint8_t in[1024], out[4096];
+	struct ttlv it[64];
+	struct ttlv_enc e;
+
+	kreq_one(&e, in, sizeof in, &hn, OP_SIGN);
+	kreq_uid(&e, "22_priv");
+	ttlv_put_bytes(&e, KT_DATA, (const uint8_t *)"x", 1);
+	size_t n = kreq_one_end(&e);
+	while (!__atomic_load_n(&hm->stop, __ATOMIC_ACQUIRE)) {
+		size_t len = op_handle(hm->t, in, n, out, sizeof out);
+		struct ttlv_doc d = { it, 0, 64 };
+		int64_t status = -1, reason = 0;
+		if (ttlv_decode(&d, out, len, 0) == 0)
+			for (int i = 0; i < d.n; i++) {
+				if (d.it[i].tag == KT_RESULT_STATUS)
+					status = d.it[i].num;
+				if (d.it[i].tag == KT_RESULT_REASON)
+					reason = d.it[i].num;
+			}
+		if (status == RS_SUCCESS)
+			hm->ok++;
+		else if (status == RS_OPERATION_FAILED && reason == RR_GENERAL_FAILURE)
+			hm->general++;
+		else
+			hm->other++;
+	}
+	return NULL;
+}
+
+static void test_reinit_under_load(void)
+{
+	struct hammer hm[2];
+	pthread_t tid[2];
+	int started = 0;
+
+	if (knobs_load() != 0) {
+		knobs_unload();
+		return;
+	}
+	p11.reinit_gap_ms = 0;          /* every stuck module is re-initialised at once */
+	memset(hm, 0, sizeof hm);
+	for (int i = 0; i < 2; i++) {
+		hm[i].t = op_thread_new(&env, NULL, i + 1);
+		if (hm[i].t && pthread_create(&tid[i], NULL, hammer_run, &hm[i]) == 0)
+			started++;
+	}
+	CHECK(started == 2, "two workers started");
+	for (int k = 0; k < 20 && started == 2; k++) {
+		usleep(5000);
+		nctl("stuck");
+	}
+	usleep(20000);
+	for (int i = 0; i < started; i++) {
+		__atomic_store_n(&hm[i].stop, 1, __ATOMIC_RELEASE);
+		pthread_join(tid[i], NULL);
+	}
+	if (started == 2) {
+		CHECK(hm[0].other == 0 && hm[1].other == 0,
+		      "under load: every answer a success or General Failure (%d, %d others)",
+		      hm[0].other, hm[1].other);
+		printf("NOTE under load: %d and %d signatures, %d and %d General Failures, %lu "
+		       "re-initialisations\n", hm[0].ok, hm[1].ok, hm[0].general, hm[1].general,
+		       ncalls("C_Initialize") - 1);
+		CHECK(hm[0].ok > 0 && hm[1].ok > 0 && ncalls("C_Initialize") > 2,
+		      "under load: both workers served (%d and %d signatures, %d and %d failures) "
+		      "across %lu re-initialisations", hm[0].ok, hm[1].ok, hm[0].general,
+		      hm[1].general, ncalls("C_Initialize") - 1);
+	}
+	for (int i = 0; i < 2; i++)
+		if (hm[i].t)
+			op_thread_free(hm[i].t);
+	p11.reinit_gap_ms = P11_REINIT_GAP_MS;
+	knobs_unload();
+}
+
 /* The PIN's length does not show in a trace dump: a request with a 4-byte PIN and one with
  * a 15-byte PIN dump alike. */
 static void test_dump_pin(void)
@@ -2080,6 +2168,7 @@ int main(int argc, char **argv)
 		close(fds[0]);
 		test_nullp11();
 		test_recovery();
+		test_reinit_under_load();
 		test_dump_pin();
 		test_capabilities();
 		int counts[3] = { check_passed, check_failed, check_skipped };
