@@ -84,11 +84,15 @@ static const char *const log_level_names[] = { "error", "warning", "info", "debu
 
 enum { LOG_TO_STDERR, LOG_TO_SYSLOG, LOG_TO_FILE };
 
+/* The longest message: a trace dump of a request (section 7) with its first line. */
+#define LOG_LINE_MAX 17408
+
 static struct {
 	int level;              /* messages above this level are dropped */
 	int target;             /* LOG_TO_* */
 	FILE *file;             /* LOG_TO_FILE */
-} log_state = { LV_INFO, LOG_TO_STDERR, NULL };
+	int journal;            /* stderr is journald's stream: -1 not yet known, 0 no, 1 yes */
+} log_state = { LV_INFO, LOG_TO_STDERR, NULL, -1 };
 
 /* Level name to LV_*, or -1.  "warn" is accepted beside the original's "warning". */
 static int log_level_parse(const char *s)
@@ -101,28 +105,97 @@ static int log_level_parse(const char *s)
 	return -1;
 }
 
-static void log_vmsg(int lv, const char *fmt, va_list ap) PRINTF_LIKE(2, 0);
-static void log_vmsg(int lv, const char *fmt, va_list ap)
+/*
+ * systemd connects a service's stderr to journald and says so in JOURNAL_STREAM,
+ * "DEVICE:INODE" of that stream (systemd.exec(5)); a stderr that someone redirected since
+ * no longer matches.  On the journal's stream journald stamps each line itself, and reads
+ * its priority from a "<N>" prefix (sd-daemon(3)).
+ */
+static int log_stderr_is_journal(void)
+{
+	const char *js = getenv("JOURNAL_STREAM");
+	unsigned long long dev, ino;
+	char tail;
+	struct stat st;
+	if (!js || sscanf(js, "%llu:%llu%c", &dev, &ino, &tail) != 2)
+		return 0;
+	if (fstat(STDERR_FILENO, &st) != 0)
+		return 0;
+	return (unsigned long long)st.st_dev == dev && (unsigned long long)st.st_ino == ino;
+}
+
+/* One message at level lv, whatever the configured level. */
+static void log_vemit(int lv, const char *fmt, va_list ap) PRINTF_LIKE(2, 0);
+static void log_vemit(int lv, const char *fmt, va_list ap)
 {
 	static const int prio[] = { LOG_ERR, LOG_WARNING, LOG_INFO, LOG_DEBUG, LOG_DEBUG };
-	char line[1024];
+	static __thread char line[LOG_LINE_MAX];
+	static __thread time_t when_sec = -1;
+	static __thread char when[24];
 
-	if (lv > log_state.level)
-		return;
-	vsnprintf(line, sizeof line, fmt, ap);
-	if (log_state.target == LOG_TO_SYSLOG) {
+	FILE *f = NULL;
+	int journal = 0;
+	size_t h = 0;
+	if (log_state.target != LOG_TO_SYSLOG) {
+		f = log_state.target == LOG_TO_FILE && log_state.file ? log_state.file : stderr;
+		if (f == stderr) {
+			journal = __atomic_load_n(&log_state.journal, __ATOMIC_RELAXED);
+			if (journal < 0) {
+				journal = log_stderr_is_journal();
+				__atomic_store_n(&log_state.journal, journal, __ATOMIC_RELAXED);
+			}
+		}
+	}
+	if (f && !journal) {    /* the date is formatted once a second */
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		if (ts.tv_sec != when_sec) {
+			struct tm tm;
+			gmtime_r(&ts.tv_sec, &tm);
+			strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%S", &tm);
+			when_sec = ts.tv_sec;
+		}
+		h = (size_t)snprintf(line, 64, "%s.%03ldZ [%s] ", when, ts.tv_nsec / 1000000L,
+				     log_level_names[lv]);
+	}
+	size_t cap = sizeof line - h - 1;       /* room for the newline */
+	int n = vsnprintf(line + h, cap, fmt, ap);
+	size_t len = n < 0 ? 0 : (size_t)n >= cap ? cap - 1 : (size_t)n;
+	if (!f) {
 		syslog(prio[lv], "%s", line);
 		return;
 	}
-	FILE *f = log_state.target == LOG_TO_FILE && log_state.file ? log_state.file : stderr;
-	struct timespec ts;
-	struct tm tm;
-	char when[32];
-	clock_gettime(CLOCK_REALTIME, &ts);
-	gmtime_r(&ts.tv_sec, &tm);
-	strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%S", &tm);
-	fprintf(f, "%s.%03ldZ [%s] %s\n", when, ts.tv_nsec / 1000000L, log_level_names[lv], line);
+	if (journal) {  /* every line of a dump gets the priority, or journald uses its own */
+		const char *p = line;
+		flockfile(f);
+		fprintf(f, "<%d>[%s] ", prio[lv], log_level_names[lv]);
+		for (const char *nl; (nl = strchr(p, '\n')) != NULL; p = nl + 1)
+			fprintf(f, "%.*s\n<%d>", (int)(nl - p), p, prio[lv]);
+		fprintf(f, "%s\n", p);
+		fflush(f);
+		funlockfile(f);
+		return;
+	}
+	line[h + len] = '\n';  /* one write per line: lines of threads never mix */
+	fwrite(line, 1, h + len + 1, f);
 	fflush(f);
+}
+
+static void log_vmsg(int lv, const char *fmt, va_list ap) PRINTF_LIKE(2, 0);
+static void log_vmsg(int lv, const char *fmt, va_list ap)
+{
+	if (lv <= log_state.level)
+		log_vemit(lv, fmt, ap);
+}
+
+/* What an operator asked for (SIGUSR1): at info, even when the level is lower. */
+static void log_report(const char *fmt, ...) PRINTF_LIKE(1, 2);
+static void log_report(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	log_vemit(LV_INFO, fmt, ap);
+	va_end(ap);
 }
 
 static void log_msg(int lv, const char *fmt, ...) PRINTF_LIKE(2, 3);
@@ -224,6 +297,113 @@ static uint64_t mono_ms(void)
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static uint64_t mono_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/*
+ * A value a peer chose (username, UID) as one word of a log line: bytes outside printable
+ * ASCII, and the blank, quote, backslash, '=' and ',' that delimit fields, become \xNN, so
+ * that no peer can forge a field or a line.  quoted: the value goes between double quotes,
+ * where blanks, '=' and ',' may stay.  Cut (NUL-terminated) when dst is full; "-" stands
+ * for nothing.
+ */
+static void log_word(char *dst, size_t cap, const uint8_t *s, size_t n, int quoted)
+{
+	size_t o = 0;
+	if (cap == 0)
+		return;
+	if (n == 0 && cap > 1 && !quoted)
+		dst[o++] = '-';
+	for (size_t i = 0; i < n; i++) {
+		uint8_t c = s[i];
+		if (c >= 0x20 && c < 0x7F && c != '"' && c != '\\' &&
+		    (quoted || (c != ' ' && c != '=' && c != ','))) {
+			if (o + 1 >= cap)
+				break;
+			dst[o++] = (char)c;
+		} else {
+			if (o + 4 >= cap)
+				break;
+			snprintf(dst + o, 5, "\\x%02x", c);
+			o += 4;
+		}
+	}
+	dst[o] = '\0';
+}
+
+/* ---- counters, for the line SIGUSR1 asks for ---------------------------- */
+
+/* Counters are bumped by any thread and read by the one that reports them; relaxed
+ * atomics suffice, as no counter orders anything else. */
+static void stat_add(uint64_t *c, uint64_t n)
+{
+	__atomic_fetch_add(c, n, __ATOMIC_RELAXED);
+}
+
+static uint64_t stat_get(const uint64_t *c)
+{
+	return __atomic_load_n(c, __ATOMIC_RELAXED);
+}
+
+/*
+ * Request latency in microseconds, in a fixed log-scale histogram: values below 8 have a
+ * bucket each, every power of two above is split in four, so a bucket's upper bound is at
+ * most 25 % above any value in it.  The 252 buckets reach 2^64 us.
+ */
+#define HIST_BUCKETS 252
+
+static uint64_t hist_req[HIST_BUCKETS];
+
+static unsigned hist_bucket(uint64_t us)
+{
+	if (us < 8)
+		return (unsigned)us;
+	unsigned msb = 63u - (unsigned)__builtin_clzll(us);        /* 3 and up */
+	return 4u * (msb - 1u) + (unsigned)((us >> (msb - 2u)) & 3u);
+}
+
+/* The largest value that falls into bucket b. */
+static uint64_t hist_upper(unsigned b)
+{
+	if (b < 8)
+		return b;
+	unsigned msb = b / 4u + 1u, sub = b % 4u;
+	if (msb >= 63u && sub == 3u)
+		return UINT64_MAX;
+	return ((uint64_t)(5u + sub) << (msb - 2u)) - 1u;
+}
+
+static void hist_add(uint64_t us)
+{
+	stat_add(&hist_req[hist_bucket(us)], 1);
+}
+
+/* The upper bound of the bucket that holds the value of rank ceil(q * count) (nearest
+ * rank), 0 with no values.  q in (0, 1]. */
+static uint64_t hist_quantile(const uint64_t hist[HIST_BUCKETS], double q)
+{
+	uint64_t total = 0, seen = 0;
+	for (unsigned b = 0; b < HIST_BUCKETS; b++)
+		total += hist[b];
+	if (total == 0)
+		return 0;
+	uint64_t rank = (uint64_t)(q * (double)total);
+	if ((double)rank < q * (double)total)
+		rank++;
+	if (rank == 0)
+		rank = 1;
+	for (unsigned b = 0; b < HIST_BUCKETS; b++) {
+		seen += hist[b];
+		if (seen >= rank)
+			return hist_upper(b);
+	}
+	return hist_upper(HIST_BUCKETS - 1);
 }
 
 /* ==== 2. Buffers ========================================================== */
@@ -5344,6 +5524,82 @@ static CK_RV p11_sign(CK_SESSION_HANDLE h, const struct p11_slot *s, const char 
 	*outlen = siglen;
 	return CKR_OK;
 }
+
+/* ---- call counters ------------------------------------------------------- */
+
+/*
+ * How often the daemon calls the module and how long the module takes, for the counters
+ * that SIGUSR1 logs: once the module is loaded, p11_count_calls() puts a copy of its
+ * function list in front of it whose entries count, time and forward each call.  Nothing
+ * else changes: every call site still goes through P11_F.
+ *
+ * X(function, parameters, arguments): the functions the daemon calls while serving.
+ */
+#define P11_COUNTED(X) \
+	X(GetInfo, (CK_INFO_PTR a), (a)) \
+	X(GetSlotList, (CK_BBOOL a, CK_SLOT_ID_PTR b, CK_ULONG_PTR c), (a, b, c)) \
+	X(GetTokenInfo, (CK_SLOT_ID a, CK_TOKEN_INFO_PTR b), (a, b)) \
+	X(GetMechanismList, (CK_SLOT_ID a, CK_MECHANISM_TYPE_PTR b, CK_ULONG_PTR c), (a, b, c)) \
+	X(OpenSession, (CK_SLOT_ID a, CK_FLAGS b, CK_VOID_PTR c, CK_NOTIFY d, \
+			CK_SESSION_HANDLE_PTR e), (a, b, c, d, e)) \
+	X(CloseSession, (CK_SESSION_HANDLE a), (a)) \
+	X(GetSessionInfo, (CK_SESSION_HANDLE a, CK_SESSION_INFO_PTR b), (a, b)) \
+	X(Login, (CK_SESSION_HANDLE a, CK_USER_TYPE b, CK_UTF8CHAR_PTR c, CK_ULONG d), \
+		(a, b, c, d)) \
+	X(Logout, (CK_SESSION_HANDLE a), (a)) \
+	X(DestroyObject, (CK_SESSION_HANDLE a, CK_OBJECT_HANDLE b), (a, b)) \
+	X(GetAttributeValue, (CK_SESSION_HANDLE a, CK_OBJECT_HANDLE b, CK_ATTRIBUTE_PTR c, \
+			      CK_ULONG d), (a, b, c, d)) \
+	X(SetAttributeValue, (CK_SESSION_HANDLE a, CK_OBJECT_HANDLE b, CK_ATTRIBUTE_PTR c, \
+			      CK_ULONG d), (a, b, c, d)) \
+	X(FindObjectsInit, (CK_SESSION_HANDLE a, CK_ATTRIBUTE_PTR b, CK_ULONG c), (a, b, c)) \
+	X(FindObjects, (CK_SESSION_HANDLE a, CK_OBJECT_HANDLE_PTR b, CK_ULONG c, \
+			CK_ULONG_PTR d), (a, b, c, d)) \
+	X(FindObjectsFinal, (CK_SESSION_HANDLE a), (a)) \
+	X(SignInit, (CK_SESSION_HANDLE a, CK_MECHANISM_PTR b, CK_OBJECT_HANDLE c), (a, b, c)) \
+	X(Sign, (CK_SESSION_HANDLE a, CK_BYTE_PTR b, CK_ULONG c, CK_BYTE_PTR d, \
+		 CK_ULONG_PTR e), (a, b, c, d, e)) \
+	X(GenerateKeyPair, (CK_SESSION_HANDLE a, CK_MECHANISM_PTR b, CK_ATTRIBUTE_PTR c, \
+			    CK_ULONG d, CK_ATTRIBUTE_PTR e, CK_ULONG f, CK_OBJECT_HANDLE_PTR g, \
+			    CK_OBJECT_HANDLE_PTR h), (a, b, c, d, e, f, g, h)) \
+	X(GenerateRandom, (CK_SESSION_HANDLE a, CK_BYTE_PTR b, CK_ULONG c), (a, b, c))
+
+static struct {
+	uint64_t calls, ns;             /* stat_add / stat_get */
+} p11_stats;
+
+static CK_FUNCTION_LIST *p11_counted;   /* the module's own list, which the copy calls */
+static CK_FUNCTION_LIST p11_counting;   /* the copy: P11_F once p11_count_calls() ran */
+
+static CK_RV p11_count_end(uint64_t t0, CK_RV rv)
+{
+	stat_add(&p11_stats.ns, mono_ns() - t0);
+	stat_add(&p11_stats.calls, 1);
+	return rv;
+}
+
+#define P11_COUNT_FN(name, params, args) \
+static CK_RV p11_count_##name params \
+{ \
+	uint64_t t0 = mono_ns(); \
+	return p11_count_end(t0, p11_counted->C_##name args); \
+}
+P11_COUNTED(P11_COUNT_FN)
+#undef P11_COUNT_FN
+
+/* After p11_load, before any worker runs. */
+static void p11_count_calls(void)
+{
+	if (!P11_F || P11_F == &p11_counting)
+		return;
+	p11_counted = P11_F;
+	p11_counting = *P11_F;
+#define P11_COUNT_SET(name, params, args) p11_counting.C_##name = p11_count_##name;
+	P11_COUNTED(P11_COUNT_SET)
+#undef P11_COUNT_SET
+	p11.fl = &p11_counting;
+}
+
 /* ==== 7. Operations ======================================================= */
 
 /*
@@ -5411,11 +5667,55 @@ struct op_cached_key {
 
 static unsigned op_generation;  /* bumped by every Destroy; read and written atomically */
 
+/*
+ * What one request message was, for its log line (section 10 writes it, knowing the peer,
+ * the connection and the time taken): the username, and per batch item the operation,
+ * the UID it concerned and its result.  Filled by op_handle() into the record its caller
+ * points t->rec at; no secret goes into it.
+ */
+#define OP_REC_ITEMS 8          /* items named in the log line; more are counted */
+#define OP_REC_UIDS  384        /* the UIDs of those items, logged form, comma-separated */
+
+struct op_rec {
+	unsigned long conn;             /* set by the caller, kept: the connection number */
+	int has_user;
+	size_t user_len;
+	uint8_t user[OP_USER_NAME_MAX];
+	uint32_t msg_rr;                /* the whole message failed with this reason, or 0 */
+	uint32_t auth_rr;               /* the login failed with this reason, or 0 */
+	char auth_msg[160];
+	int n;                          /* batch items answered */
+	uint32_t op[OP_REC_ITEMS], rr[OP_REC_ITEMS];
+	char uids[OP_REC_UIDS];
+};
+
+/* Since start: batch items per operation (the last slot: an operation KMIP 1.2 does not
+ * name), failures per Result Reason (the last: any other reason). */
+static struct {
+	uint64_t items[ARRAY_LEN(kmip_op_names) + 1];
+	uint64_t fails[ARRAY_LEN(kmip_rr_names) + 1];
+} op_stats;
+
+static size_t op_stat_index(const struct kmip_name *t, size_t n, uint32_t v)
+{
+	size_t i = 0;
+	while (i < n && t[i].val != v)
+		i++;
+	return i;
+}
+
+static void op_stat_fail(uint32_t rr)
+{
+	stat_add(&op_stats.fails[op_stat_index(kmip_rr_names, ARRAY_LEN(kmip_rr_names), rr)], 1);
+}
+
 struct op_thread {
 	struct op_env *env;
 	struct wrk_pool *pool;
 	int id, nsess, nusers, next_key;
 	unsigned generation;            /* op_generation when the key cache was last valid */
+	struct op_rec *rec;             /* where op_handle() describes the request it serves */
+	struct op_rec own_rec;          /* ... unless the caller points it elsewhere */
 	unsigned epoch;                 /* p11_epoch() when the sessions and caches were made */
 	struct op_sess sess[P11_MAX_SLOTS];
 	struct op_user users[OP_USER_CACHE];
@@ -5447,6 +5747,7 @@ static struct op_thread *op_thread_new(struct op_env *env, struct wrk_pool *pool
 		t->env = env;
 		t->pool = pool;
 		t->id = id;
+		t->rec = &t->own_rec;
 		t->epoch = p11_epoch();
 	}
 	return t;
@@ -6658,6 +6959,37 @@ static uint32_t op_login(struct op_req *q)
 }
 
 /*
+ * An answered item into the counters and the request's record.  Its UID: the one the
+ * request names, else for a key operation the batch's ID Placeholder (the pair Create Key
+ * Pair just made).  Formatting UIDs is skipped when no line at info will show them.
+ */
+static void op_rec_item(struct op_req *q, const struct kmip_item *it, const struct op_def *def,
+			uint32_t rr)
+{
+	struct op_rec *g = q->t->rec;
+	stat_add(&op_stats.items[op_stat_index(kmip_op_names, ARRAY_LEN(kmip_op_names), it->op)], 1);
+	if (rr)
+		op_stat_fail(rr);
+	int i = g->n++;
+	if (i >= OP_REC_ITEMS)
+		return;
+	g->op[i] = it->op;
+	g->rr[i] = rr;
+	if (log_state.level < LV_INFO)
+		return;
+	const char *uid = "";
+	uint32_t n = 0;
+	if (!it->payload || kmip_get_text(q->d, it->payload, KT_UNIQUE_IDENTIFIER, &uid, &n) != 0) {
+		uid = def && def->login ? q->placeholder : "";
+		n = (uint32_t)strlen(uid);
+	}
+	size_t used = strlen(g->uids);
+	if (i > 0 && used + 1 < sizeof g->uids)
+		g->uids[used++] = ',';
+	log_word(g->uids + used, sizeof g->uids - used, (const uint8_t *)uid, n, 0);
+}
+
+/*
  * One batch item: its own answer, or a failure item in its place.  Returns 0 (success),
  * -1 (a failure item) or OP_ITEM_NO_ROOM when not even the failure item fits: then the
  * encoder is back at the item's start with its overflow raised.  An answer that does not
@@ -6693,8 +7025,10 @@ static int op_item(struct op_req *q, const struct kmip_item *it, uint32_t auth_r
 			if (rr == 0) {
 				ttlv_close(q->e);
 				ttlv_close(q->e);
-				if (!q->e->err)
+				if (!q->e->err) {
+					op_rec_item(q, it, def, 0);
 					return 0;
+				}
 				ttlv_enc_rewind(q->e, m);
 				rr = op_fail(q, RR_RESPONSE_TOO_LARGE,
 					     "the answer exceeds the response buffer (%zu bytes)",
@@ -6720,10 +7054,12 @@ static int op_item(struct op_req *q, const struct kmip_item *it, uint32_t auth_r
 			}
 		}
 	}
-	log_debug("%s failed: %s: %s", op_enum_name(KT_OPERATION, it->op, (char[12]){ 0 }),
-		  kmip_reason_name(rr), q->msg ? q->msg : "");
+	log_debug("conn=%lu %s failed: %s: %s", q->t->rec->conn,
+		  op_enum_name(KT_OPERATION, it->op, (char[12]){ 0 }), kmip_reason_name(rr),
+		  q->msg ? q->msg : "");
 	kmip_item_begin(q->e, it->op, it, RS_OPERATION_FAILED, rr, q->msg);
 	ttlv_close(q->e);
+	op_rec_item(q, it, def, rr);
 	if (q->e->err && q->msg) {      /* the reason without its message, then */
 		ttlv_enc_rewind(q->e, m);
 		kmip_item_begin(q->e, it->op, it, RS_OPERATION_FAILED, rr, NULL);
@@ -6746,10 +7082,15 @@ static size_t op_error_response(uint8_t *out, size_t cap, uint32_t reason, const
 	return e.err ? 0 : e.len;
 }
 
-/*
- * Request Message in, Response Message out (its length; 0 only if even an error answer
- * does not fit, which a sane out_cap rules out).
- */
+/* A whole message refused before its items: into the record and the counters. */
+static uint32_t op_rec_msg(struct op_thread *t, uint32_t rr)
+{
+	t->rec->msg_rr = rr;
+	op_stat_fail(rr);
+	return rr;
+}
+
+/* The request message, as op_handle() serves it. */
 static size_t op_serve(struct op_thread *t, const uint8_t *in, size_t n, uint8_t *out, size_t cap)
 {
 	struct kmip_request r;
@@ -6763,18 +7104,25 @@ static size_t op_serve(struct op_thread *t, const uint8_t *in, size_t n, uint8_t
 	memset(&r, 0, sizeof r);
 	int rc = ttlv_decode(&d, in, n, TTLV_DEFAULT_DEPTH);
 	if (rc != 0) {
-		log_debug("undecodable request: %s", ttlv_strerror(rc));
+		log_debug("conn=%lu undecodable request: %s", t->rec->conn, ttlv_strerror(rc));
+		op_rec_msg(t, RR_INVALID_MESSAGE);
 		return op_error_response(out, cap, RR_INVALID_MESSAGE, ttlv_strerror(rc));
 	}
-	if (log_state.level >= LV_TRACE) {
+	if (log_state.level >= LV_TRACE) {     /* kmip_dump masks the Password */
 		static __thread char dump[16384];
 		kmip_dump(&d, dump, sizeof dump);
-		log_trace("request:\n%s", dump);
+		log_trace("conn=%lu request:\n%s", t->rec->conn, dump);
 	}
 	uint32_t rr = kmip_parse_request(&d, &r, &why);
+	if (r.has_cred && r.user) {
+		struct op_rec *g = t->rec;
+		g->has_user = 1;
+		g->user_len = r.user_len < sizeof g->user ? r.user_len : sizeof g->user;
+		memcpy(g->user, r.user, g->user_len);
+	}
 	ttlv_enc_init(&e, out, cap);
 	if (rr) {
-		kmip_resp_error(&e, r.major, r.minor, now, rr, why);
+		kmip_resp_error(&e, r.major, r.minor, now, op_rec_msg(t, rr), why);
 		return e.err ? 0 : e.len;
 	}
 
@@ -6785,9 +7133,10 @@ static size_t op_serve(struct op_thread *t, const uint8_t *in, size_t n, uint8_t
 		const struct op_def *def = op_lookup(r.item[i].op);
 		if (def && def->login && !r.item[i].reason) {
 			auth_rr = op_login(&q);
-			if (auth_rr) {
+			if (auth_rr) {     /* section 10 logs it, with the peer */
 				snprintf(auth_msg, sizeof auth_msg, "%s", q.msg ? q.msg : "");
-				log_info("authentication failed: %s", auth_msg);
+				t->rec->auth_rr = auth_rr;
+				snprintf(t->rec->auth_msg, sizeof t->rec->auth_msg, "%s", auth_msg);
 			}
 			break;
 		}
@@ -6819,24 +7168,45 @@ static size_t op_serve(struct op_thread *t, const uint8_t *in, size_t n, uint8_t
 	kmip_resp_end(&e);
 
 	if (e.err)
-		return op_error_response(out, cap, RR_RESPONSE_TOO_LARGE,
+		return op_error_response(out, cap, op_rec_msg(t, RR_RESPONSE_TOO_LARGE),
 					 "response exceeds the server's buffer");
 	if (r.max_resp >= 0 && e.len > (uint64_t)r.max_resp) {
 		ttlv_enc_init(&e, out, cap);
-		kmip_resp_error(&e, r.major, r.minor, now, RR_RESPONSE_TOO_LARGE, NULL);
+		kmip_resp_error(&e, r.major, r.minor, now, op_rec_msg(t, RR_RESPONSE_TOO_LARGE), NULL);
 		return e.err ? 0 : e.len;
 	}
 	return e.len;
 }
 
-/* The request holds the module's gate for reading: a re-initialisation (op_recover) waits
- * for it to end.  Sessions and caches from before a re-initialisation are dropped first. */
+/*
+ * Request Message in, Response Message out (its length; 0 only if even an error answer
+ * does not fit, which a sane out_cap rules out).  t->rec describes the request afterwards;
+ * at debug the response is logged too (it holds no secret: private keys never leave the
+ * HSM, and byte strings are cut after 20 bytes).  The request holds the module's gate for
+ * reading: a re-initialisation (op_recover) waits for it to end.  Sessions and caches from
+ * before a re-initialisation are dropped first.
+ */
 static size_t op_handle(struct op_thread *t, const uint8_t *in, size_t n, uint8_t *out, size_t cap)
 {
+	struct op_rec *g = t->rec;
+	g->has_user = 0;
+	g->user_len = 0;
+	g->msg_rr = g->auth_rr = 0;
+	g->auth_msg[0] = '\0';
+	g->n = 0;
+	g->uids[0] = '\0';
 	p11_enter();
 	op_sync(t);
 	size_t len = op_serve(t, in, n, out, cap);
 	p11_leave();
+	if (log_state.level >= LV_DEBUG && len > 0) {
+		static __thread char dump[16384];
+		struct ttlv_doc d = { t->items, 0, TTLV_MAX_ITEMS };
+		if (ttlv_decode(&d, out, len, TTLV_MAX_DEPTH) == 0) {
+			kmip_dump(&d, dump, sizeof dump);
+			log_debug("conn=%lu response:\n%s", g->conn, dump);
+		}
+	}
 	return len;
 }
 
@@ -6861,6 +7231,7 @@ struct wrk_job {
 	void *owner;                    /* the connection, opaque here */
 	uint8_t *in, *out;
 	size_t in_len, out_len;
+	struct op_rec rec;              /* what the request was, for its log line */
 };
 
 struct wrk_pool {
@@ -6909,6 +7280,7 @@ static void *wrk_main(void *arg)
 			w->todo_tail = NULL;
 		pthread_mutex_unlock(&w->mu);
 
+		ctx->rec = &j->rec;
 		j->out_len = op_handle(ctx, j->in, j->in_len, j->out, w->out_cap);
 		if (w->deliver)
 			w->deliver(j);
@@ -6997,6 +7369,7 @@ static void wrk_job_put(struct wrk_pool *w, struct wrk_job *j)
 static int wrk_submit(struct wrk_pool *w, struct wrk_job *j)
 {
 	if (w->nthreads == 0) {
+		w->ctx[0]->rec = &j->rec;
 		j->out_len = op_handle(w->ctx[0], j->in, j->in_len, j->out, w->out_cap);
 		return 1;
 	}
@@ -7717,6 +8090,8 @@ struct conn {
 	int fd, state, want_write;      /* want_write: TLS needs POLLOUT to progress */
 	int idx;                        /* place in ev->conns */
 	int close_after;                /* close once the response is written */
+	unsigned long id, nreq;         /* connection number (log lines), requests answered */
+	uint64_t t0_ns, t1_ns;          /* monotonic: request read whole; response written */
 	uint8_t head[8];
 	char peer[64];
 };
@@ -7734,9 +8109,11 @@ struct ev {
 	size_t max_msg;
 	uint64_t handshake_ms, idle_ms;
 	unsigned long served, refused;
+	unsigned long conn_total, requests;     /* connections accepted, requests logged */
+	uint64_t start_ms;
 };
 
-static volatile sig_atomic_t ev_stop_signal, ev_hup_signal;
+static volatile sig_atomic_t ev_stop_signal, ev_hup_signal, ev_usr1_signal;
 static int ev_sig_pipe[2] = { -1, -1 };
 
 static void ev_on_signal(int sig)
@@ -7744,6 +8121,8 @@ static void ev_on_signal(int sig)
 	int saved = errno;
 	if (sig == SIGHUP)
 		ev_hup_signal = 1;
+	else if (sig == SIGUSR1)
+		ev_usr1_signal = 1;
 	else
 		ev_stop_signal = 1;
 	if (ev_sig_pipe[1] >= 0) {
@@ -7793,8 +8172,105 @@ static void conn_close(struct ev *ev, struct conn *c)
 	close(c->fd);
 	ev->conns[c->idx] = ev->conns[--ev->nconn];
 	ev->conns[c->idx]->idx = c->idx;
-	log_debug("%s: closed", c->peer);
+	log_info("close conn=%lu peer=%s requests=%lu", c->id, c->peer, c->nreq);
 	free(c);
+}
+
+/* "NAME:count,..." of the nonzero counters c[i] named by t[i] (the last: OTHER), or "-". */
+static void ev_counts(char *out, size_t cap, const uint64_t *c, const struct kmip_name *t,
+		      size_t n)
+{
+	size_t o = 0;
+	out[0] = '\0';
+	for (size_t i = 0; i <= n && o < cap; i++) {
+		uint64_t v = stat_get(&c[i]);
+		if (v == 0)
+			continue;
+		int w = snprintf(out + o, cap - o, "%s%s:%llu", o ? "," : "", i < n ? t[i].name : "OTHER",
+				 (unsigned long long)v);
+		if (w < 0)
+			break;
+		o += (size_t)w;
+	}
+	if (o == 0)
+		snprintf(out, cap, "-");
+}
+
+/*
+ * SIGUSR1: one line of counters since start.  Latency is that of the request lines, from
+ * the request read whole to the response written, as the upper bound of its histogram
+ * bucket (at most 25 % above).
+ */
+static void ev_report(struct ev *ev)
+{
+	static char ops[2048], fails[2048];
+	uint64_t hist[HIST_BUCKETS];
+	for (unsigned b = 0; b < HIST_BUCKETS; b++)
+		hist[b] = stat_get(&hist_req[b]);
+	ev_counts(ops, sizeof ops, op_stats.items, kmip_op_names, ARRAY_LEN(kmip_op_names));
+	ev_counts(fails, sizeof fails, op_stats.fails, kmip_rr_names, ARRAY_LEN(kmip_rr_names));
+	log_report("counters uptime_s=%llu conn_open=%d conn_total=%lu conn_refused=%lu "
+		   "requests=%lu ops=%s fails=%s p11_calls=%llu p11_usec=%llu p50_usec=%llu "
+		   "p99_usec=%llu", (unsigned long long)((mono_ms() - ev->start_ms) / 1000),
+		   ev->nconn, ev->conn_total, ev->refused, ev->requests, ops, fails,
+		   (unsigned long long)stat_get(&p11_stats.calls),
+		   (unsigned long long)(stat_get(&p11_stats.ns) / 1000),
+		   (unsigned long long)hist_quantile(hist, 0.5),
+		   (unsigned long long)hist_quantile(hist, 0.99));
+}
+
+/*
+ * A response is out (or its write failed): the request's line at info, an authentication
+ * failure at warning, the latency into the histogram.  The line's fields, in this order:
+ *   request conn=N peer=ADDR:PORT user=NAME op=OP[,OP...] uid=UID[,UID...]
+ *           result=SUCCESS|REASON[,...] usec=N
+ */
+static void conn_log_request(struct ev *ev, struct conn *c)
+{
+	const struct op_rec *g = &c->job->rec;
+	uint64_t end = c->t1_ns ? c->t1_ns : mono_ns();
+	unsigned long long us = (unsigned long long)((end - c->t0_ns) / 1000u);
+	hist_add(us);
+	ev->requests++;
+	c->nreq++;
+	if (log_state.level < LV_WARNING || (log_state.level < LV_INFO && !g->auth_rr))
+		return;
+
+	char user[4 * OP_USER_NAME_MAX + 1];
+	log_word(user, sizeof user, g->user, g->has_user ? g->user_len : 0, 0);
+	if (g->auth_rr) {
+		char why[4 * sizeof g->auth_msg];
+		log_word(why, sizeof why, (const uint8_t *)g->auth_msg, strlen(g->auth_msg), 1);
+		log_warn("auth-fail conn=%lu peer=%s user=%s result=%s why=\"%s\"", c->id, c->peer,
+			 user, kmip_reason_name(g->auth_rr), why);
+	}
+	if (log_state.level < LV_INFO)
+		return;
+	/* One item, the common case, needs no list. */
+	char opname[12], ops[OP_REC_ITEMS * 28 + 16], res[OP_REC_ITEMS * 36 + 16];
+	const char *op = "-", *result = g->msg_rr ? kmip_reason_name(g->msg_rr) : "-";
+	if (g->n == 1) {
+		op = op_enum_name(KT_OPERATION, g->op[0], opname);
+		if (!g->msg_rr)
+			result = g->rr[0] ? kmip_reason_name(g->rr[0]) : "SUCCESS";
+	} else if (g->n > 1) {
+		size_t no = 0, nr = 0;
+		int shown = g->n < OP_REC_ITEMS ? g->n : OP_REC_ITEMS;
+		for (int i = 0; i < shown; i++) {
+			const char *sep = i ? "," : "";
+			no += (size_t)snprintf(ops + no, sizeof ops - no, "%s%s", sep,
+					       op_enum_name(KT_OPERATION, g->op[i], opname));
+			nr += (size_t)snprintf(res + nr, sizeof res - nr, "%s%s", sep,
+					       g->rr[i] ? kmip_reason_name(g->rr[i]) : "SUCCESS");
+		}
+		if (g->n > shown)
+			snprintf(ops + no, sizeof ops - no, ",+%d", g->n - shown);
+		op = ops;
+		if (!g->msg_rr)
+			result = res;
+	}
+	log_info("request conn=%lu peer=%s user=%s op=%s uid=%s result=%s usec=%llu", c->id,
+		 c->peer, user, op, g->uids[0] ? g->uids : "-", result, us);
 }
 
 /*
@@ -7805,6 +8281,7 @@ static void conn_close(struct ev *ev, struct conn *c)
 static void conn_refuse(struct ev *ev, struct conn *c, uint32_t reason, const char *why)
 {
 	log_info("%s: %s", c->peer, why);
+	op_stat_fail(reason);
 	if (!c->job)
 		c->job = wrk_job_get(ev->pool, c);
 	if (!c->job) {
@@ -7812,6 +8289,9 @@ static void conn_refuse(struct ev *ev, struct conn *c, uint32_t reason, const ch
 		return;
 	}
 	c->job->in_len = 0;
+	c->job->rec = (struct op_rec){ .conn = c->id, .msg_rr = reason };
+	c->t0_ns = mono_ns();
+	c->t1_ns = 0;
 	c->job->out_len = op_error_response(c->job->out, ev->pool->out_cap, reason, why);
 	c->state = CS_WRITE;
 	c->off = 0;
@@ -7842,6 +8322,9 @@ static void conn_dispatch(struct ev *ev, struct conn *c)
 {
 	c->state = CS_BUSY;
 	c->off = 0;
+	c->job->rec.conn = c->id;
+	c->t0_ns = mono_ns();
+	c->t1_ns = 0;
 	if (wrk_submit(ev->pool, c->job)) {     /* ran inline */
 		c->state = CS_WRITE;
 		c->deadline = mono_ms() + ev->idle_ms;
@@ -7863,6 +8346,7 @@ static void conn_deliver(struct wrk_job *j)
 			return;
 		c->off += (size_t)r;
 	}
+	c->t1_ns = mono_ns();
 }
 
 /* Head complete: check the size before buffering anything more. */
@@ -7960,6 +8444,7 @@ static void conn_step(struct ev *ev, struct conn *c)
 			break;
 		case CS_WRITE:
 			if (c->off == c->job->out_len) {
+				conn_log_request(ev, c);
 				wrk_job_put(ev->pool, c->job);
 				c->job = NULL;
 				ev->served++;
@@ -7977,6 +8462,7 @@ static void conn_step(struct ev *ev, struct conn *c)
 			if (conn_must_wait(c, r))
 				return;
 			if (r < 0) {
+				conn_log_request(ev, c);
 				log_info("%s: write failed: %s", c->peer, tls_strerror(r));
 				conn_close(ev, c);
 				return;
@@ -8039,7 +8525,8 @@ static void ev_accept(struct ev *ev, int lfd)
 		memcpy(c->peer, peer, sizeof peer);
 		c->idx = ev->nconn;
 		ev->conns[ev->nconn++] = c;
-		log_debug("%s: connected", c->peer);
+		c->id = ++ev->conn_total;
+		log_info("connect conn=%lu peer=%s", c->id, c->peer);
 		conn_step(ev, c);
 	}
 }
@@ -8096,10 +8583,15 @@ static int ev_run(struct ev *ev)
 	if (!ev->conns || !ev->pfd || !ev->pfd_conn)
 		fatal("out of memory");
 
+	ev->start_ms = mono_ms();
 	while (!ev_stop_signal) {
 		if (ev_hup_signal) {
 			ev_hup_signal = 0;
 			log_reopen();
+		}
+		if (ev_usr1_signal) {
+			ev_usr1_signal = 0;
+			ev_report(ev);
 		}
 		uint64_t now = mono_ms(), next = now + 60000;
 		nfds_t n = 0;
@@ -8360,6 +8852,7 @@ int main(int argc, char **argv)
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGHUP, &sa, NULL);
+	sigaction(SIGUSR1, &sa, NULL);
 
 	/* The certificate first: a client that connects as soon as the port is open finds
 	 * a generated one already on disk. */
@@ -8396,6 +8889,7 @@ int main(int argc, char **argv)
 
 	if (p11_load(cfg.lib_path, err, sizeof err) != CKR_OK)
 		fatal("%s", err);
+	p11_count_calls();
 	snprintf(env.module, sizeof env.module, "%s", p11.module);
 	int nworkers = main_workers(&cfg);
 	int njobs = nworkers > 0 ? 4 * nworkers : 4;

@@ -12,6 +12,8 @@
 #   BENCH_EXTRA_KEYS (0: P-256 key pairs put in the token before measuring)
 #   BENCH_SUITES (cascade: AES-256-GCM first as rustls; mbedtls: ChaCha20 first)
 #   BENCH_WORKERS ([pkcs11] workers of both daemons; unset: the daemon's default)
+#   BENCH_LOG_LEVEL (warning: no line per request; info: each daemon logs one line per
+#                    request to a file in the temporary directory)
 #   K2P (./kmip2pkcs11)  SOFTHSM_LIB (searched)
 #
 # Everything is bounded in time; the daemons are stopped whatever happens.  The exit
@@ -83,7 +85,7 @@ ports=$("$BENCH" --free-ports) || { echo "bench.sh: no free ports" >&2; exit 1; 
 port1=${ports% *}
 port2=${ports#* }
 
-config() {  # lib-path port state-dir
+config() {  # lib-path port state-dir [log file]
 	echo 'version = "v1"'
 	echo '[pkcs11]'
 	echo "lib-path = \"$1\""
@@ -94,10 +96,11 @@ config() {  # lib-path port state-dir
 	echo 'idle-timeout = 600'
 	echo '[daemon]'
 	echo "state-dir = \"$3\""
-	echo 'log-level = "warning"'
+	echo "log-level = \"${BENCH_LOG_LEVEL:-warning}\""
+	if [ -n "${BENCH_LOG_LEVEL:-}" ]; then echo "log-target = { type = \"file\", path = \"$4\" }"; fi
 }
-config "$SOFTHSM_LIB" "$port1" "$tmp/state1" > "$tmp/k2p-softhsm.conf"
-config "$NULLP11" "$port2" "$tmp/state2" > "$tmp/k2p-null.conf"
+config "$SOFTHSM_LIB" "$port1" "$tmp/state1" "$tmp/k2p-softhsm.file.log" > "$tmp/k2p-softhsm.conf"
+config "$NULLP11" "$port2" "$tmp/state2" "$tmp/k2p-null.file.log" > "$tmp/k2p-null.conf"
 
 "$K2P" -c "$tmp/k2p-softhsm.conf" 2>"$tmp/k2p-softhsm.log" &
 pid1=$!

@@ -1416,7 +1416,11 @@ static int mode_slow(void)
 	CHECK(k.ok, "slow: RSA-4096 Create Key Pair succeeds (%s)", k.err);
 	CHECK(bad == 0, "slow: every signature during keygen verifies");
 	CHECK(during >= 10, "slow: at least 10 signatures answered during keygen (%d)", during);
-	CHECK(worst < 500, "slow: each signature within 500 ms (%llu)", (unsigned long long)worst);
+	/* A signature queued behind the keygen would wait for most of it; a fixed bound in ms
+	 * would measure the machine's load (make check shares it with other runs). */
+	CHECK(worst * 2 < k.end - k.start,
+	      "slow: no signature waits for the keygen (slowest %llu ms, keygen %llu ms)",
+	      (unsigned long long)worst, (unsigned long long)(k.end - k.start));
 	destroy_pair(&c, &p, r, "slow:", 0);
 	if (k.ok)
 		destroy_pair(&c, &k.p, r, "slow: RSA-4096", 0);

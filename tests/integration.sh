@@ -147,6 +147,28 @@ stop_daemon() {
 
 daemon_alive() { [ -n "$daemon_pid" ] && kill -0 "$daemon_pid" 2>/dev/null; }
 
+# wait_closed LOG: until LOG has a close line for every connect line, at most 5 s.
+wait_closed() {
+	i=0
+	while [ $i -lt 50 ]; do
+		[ "$(grep -c ' connect conn=' "$1")" = "$(grep -c ' close conn=' "$1")" ] && return 0
+		sleep 0.1
+		i=$((i + 1))
+	done
+	return 1
+}
+
+# usr1 LOG N: SIGUSR1 to the daemon, then until LOG holds N counters lines, at most 5 s.
+usr1() {
+	kill -USR1 "$daemon_pid" 2>/dev/null || return 1
+	i=0
+	while [ "$(grep -c '\] counters ' "$1")" -lt "$2" ] && [ $i -lt 50 ]; do
+		sleep 0.1
+		i=$((i + 1))
+	done
+	[ "$(grep -c '\] counters ' "$1")" -eq "$2" ]
+}
+
 # ---- test programs -------------------------------------------------------------------
 
 # sub NAME SECONDS COMMAND...: runs a test program that ends with "N passed, N failed" and
@@ -388,6 +410,67 @@ EOF
 		check "the daemon exits 0 within 5 s of SIGTERM (log rotation)" stop_daemon
 	else
 		bad "daemon with a log file accepts connections"
+		stop_daemon
+	fi
+
+	# Logs (README "Logs"): the request lines, authentication failures, connection numbers
+	# and SIGUSR1's counters, checked by tests/log_lines.py on a trace-level log.  A token
+	# of its own, with a PIN that nothing else in the log can contain.
+	LOGPIN=739164825
+	if SOFTHSM2_CONF=$(timeout 30 sh "$TOKEN_SH" "$T" k2plog "$LOGPIN" "$SOPIN" 2>> "$T/init.log"); then
+		"$DAEMON" -c "$T/config.toml" --log-level trace -l "file:$T/req.log" >> "$T/daemon.log" 2>&1 &
+		daemon_pid=$!
+		if wait_port; then
+			sub logs-keep 60 "$E2E" 127.0.0.1 "$PORT" "$CERT" k2plog "$LOGPIN" keep
+			check "logs: every connection closed before SIGUSR1" wait_closed "$T/req.log"
+			check "logs: SIGUSR1 logs a counters line" usr1 "$T/req.log" 1
+			log_uid=$(sed -n 's/^UID //p' "$T/logs-keep.out" | head -n 1)
+			sub logs-sign 60 "$E2E" 127.0.0.1 "$PORT" "$CERT" k2plog "$LOGPIN" sign "$log_uid"
+			sub logs-auth 60 "$E2E" 127.0.0.1 "$PORT" "$CERT" k2plog "$LOGPIN" auth
+			check "logs: every connection closed before the second SIGUSR1" wait_closed "$T/req.log"
+			check "logs: the second SIGUSR1 logs a second counters line" usr1 "$T/req.log" 2
+			sub log-lines 30 $PY tests/log_lines.py "$T/req.log" k2plog "$LOGPIN"
+			check "the daemon exits 0 within 5 s of SIGTERM (logs)" stop_daemon
+		else
+			bad "daemon at log level trace accepts connections"
+			stop_daemon
+		fi
+	else
+		bad "a second token for the log tests"
+	fi
+
+	# journald: with JOURNAL_STREAM naming stderr (device:inode), every line starts with
+	# its syslog priority "<N>" and carries no timestamp of its own.
+	: > "$T/journal.err"
+	js=$(stat -L -c '%d:%i' "$T/journal.err")
+	JOURNAL_STREAM=$js "$DAEMON" -c "$T/config.toml" --log-level debug 2>> "$T/journal.err" &
+	daemon_pid=$!
+	if wait_port; then
+		e2e journal-auth 60 auth
+		check "journald: SIGUSR1 logs a counters line" usr1 "$T/journal.err" 1
+		check "the daemon exits 0 within 5 s of SIGTERM (journald)" stop_daemon
+		J=$T/journal.err
+		check "journald: every line starts with <N>" test -z "$(grep -v -E '^<[0-7]>' "$J")"
+		check "journald: info is <6>" grep -q -E '^<6>\[info\] ready$' "$J"
+		check "journald: warning is <4> (a wrong PIN)" grep -q -E '^<4>\[warning\] auth-fail conn=' "$J"
+		check "journald: debug is <7>" grep -q -E '^<7>\[debug\] ' "$J"
+		check "journald: every line of a dump has its priority" grep -q -E '^<7>RESPONSE_MESSAGE ' "$J"
+		check "journald: request lines at <6>" grep -q -E '^<6>\[info\] request conn=[0-9]+ ' "$J"
+		check "journald: no timestamp of our own" test -z "$(grep -E '^<[0-7]>[0-9]{4}-' "$J")"
+	else
+		bad "daemon under JOURNAL_STREAM accepts connections"
+		stop_daemon
+	fi
+	# JOURNAL_STREAM naming another file: stderr is no longer the journal's, timestamps stay.
+	: > "$T/notjournal.err"
+	JOURNAL_STREAM=$js "$DAEMON" -c "$T/config.toml" 2>> "$T/notjournal.err" &
+	daemon_pid=$!
+	if wait_port; then
+		check "the daemon exits 0 within 5 s of SIGTERM (JOURNAL_STREAM elsewhere)" stop_daemon
+		check "JOURNAL_STREAM for another file: lines keep their timestamp, no <N>" \
+			grep -q -E '^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:.]+Z \[info\] ready$' "$T/notjournal.err"
+	else
+		bad "daemon with a foreign JOURNAL_STREAM accepts connections"
 		stop_daemon
 	fi
 fi

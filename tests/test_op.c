@@ -1533,8 +1533,10 @@ static void test_softhsm(void)
 	wrap_module();
 	snprintf(env.module, sizeof env.module, "%s", p11.module);
 	th = op_thread_new(&env, NULL, 0);
-	if (!th)
+	if (!th) {
+		CHECK(0, "a worker's op_thread on SoftHSM");
 		return;
+	}
 
 	test_vectors();
 	test_query();
@@ -1575,6 +1577,8 @@ static int null_load(const char *faults)
 	wrap_module();
 	snprintf(env.module, sizeof env.module, "%s", p11.module);
 	th = op_thread_new(&env, NULL, 0);
+	if (!th)
+		CHECK(0, "an op_thread on nullp11 (NULLP11_FAIL=%s)", faults ? faults : "");
 	return th ? 0 : -1;
 }
 

@@ -286,7 +286,8 @@ static void test_dump(void)
 		memset(small, 'x', sizeof small);
 		kmip_dump(&d, small, 30);
 		CHECK(strlen(small) == 29 && small[30] == 'x', "dump cut at the buffer size");
-	}
+	} else
+		CHECK(0, "c4_09_sign.req.hex reads and decodes");
 	free(m);
 
 	/* other types and an unknown tag, encoded by us */
@@ -790,6 +791,47 @@ static void test_parse_request(void)
 	      "1.0 request answered in 1.0");
 }
 
+/* Section 1's helpers of the log lines: a peer's value as one word; the latency histogram. */
+static void test_log_helpers(void)
+{
+	char w[64];
+	log_word(w, sizeof w, (const uint8_t *)"k2p", 3, 0);
+	CHECK(strcmp(w, "k2p") == 0, "log_word: a plain username stays");
+	log_word(w, sizeof w, (const uint8_t *)"a b=c,d\"e\\f\n", 12, 0);
+	CHECK(strcmp(w, "a\\x20b\\x3dc\\x2cd\\x22e\\x5cf\\x0a") == 0,
+	      "log_word: blank, =, comma, quote, backslash, newline escaped (%s)", w);
+	log_word(w, sizeof w, (const uint8_t *)"", 0, 0);
+	CHECK(strcmp(w, "-") == 0, "log_word: nothing is -");
+	log_word(w, sizeof w, (const uint8_t *)"login refused: x=1, \"y\"", 23, 1);
+	CHECK(strcmp(w, "login refused: x=1, \\x22y\\x22") == 0,
+	      "log_word quoted: blanks, = and comma stay, quotes escaped (%s)", w);
+	log_word(w, 7, (const uint8_t *)"\n\n", 2, 0);
+	CHECK(strcmp(w, "\\x0a") == 0, "log_word: cut before an escape that does not fit (%s)", w);
+	log_word(w, sizeof w, (const uint8_t *)"\xc3\xa9", 2, 0);
+	CHECK(strcmp(w, "\\xc3\\xa9") == 0, "log_word: bytes above ASCII escaped (%s)", w);
+
+	int ok = 1;
+	for (uint64_t v = 0; v < 200000 && ok; v++) {
+		unsigned b = hist_bucket(v);
+		ok = b < HIST_BUCKETS && v <= hist_upper(b) && (double)hist_upper(b) <= 1.25 * v + 1 &&
+		     (b == 0 || hist_upper(b - 1) < v);
+		if (!ok)
+			printf("value %llu: bucket %u, upper %llu\n", (unsigned long long)v, b,
+			       (unsigned long long)hist_upper(b));
+	}
+	CHECK(ok, "hist: each value below 200000 lies in its bucket, whose bound is <= 25 %% above");
+	CHECK(hist_bucket(UINT64_MAX) == HIST_BUCKETS - 1 && hist_upper(HIST_BUCKETS - 1) == UINT64_MAX,
+	      "hist: the last bucket ends at UINT64_MAX");
+	uint64_t h[HIST_BUCKETS] = { 0 };
+	CHECK(hist_quantile(h, 0.5) == 0, "hist: no values, p50 0");
+	for (uint64_t v = 1; v <= 100; v++)
+		h[hist_bucket(v)]++;
+	CHECK(hist_quantile(h, 0.5) == hist_upper(hist_bucket(50)) &&
+	      hist_quantile(h, 0.99) == hist_upper(hist_bucket(99)),
+	      "hist: p50 and p99 of 1..100 are the bounds of 50's and 99's buckets (%llu, %llu)",
+	      (unsigned long long)hist_quantile(h, 0.5), (unsigned long long)hist_quantile(h, 0.99));
+}
+
 /* ---- the tests' request builder (tests/kreq.h) against captured bytes ---- */
 
 /* Every test that speaks KMIP builds its requests with kreq.h; here it must write two
@@ -831,6 +873,7 @@ static void test_builder(void)
 
 int main(void)
 {
+	test_log_helpers();
 	test_strict();
 	test_encoder();
 	test_vocabulary();
