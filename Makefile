@@ -21,20 +21,25 @@ STATIC_LIBS    = $(MBEDTLS_STATIC)/lib/libmbedtls.a $(MBEDTLS_STATIC)/lib/libmbe
 	$(MBEDTLS_STATIC)/lib/libmbedcrypto.a -ldl -lpthread
 
 UNIT      = build/test_ttlv build/test_cfg build/test_p11 build/test_tls build/test_op
-TOOLS     = build/nullp11.so build/fuzz_ttlv_replay build/e2e build/bench
+TOOLS     = build/nullp11.so build/vendorp11.so build/fuzz_ttlv_replay build/e2e build/bench
 
 all: kmip2pkcs11
+
+.PHONY: all help check static size fuzz demo demo-clean units install bench clean
 
 help:
 	@echo "make            build ./kmip2pkcs11 against the system Mbed TLS (3.6 or newer)"
 	@echo "make check      install what is missing, build, run every test; last line N passed, N failed"
 	@echo "make demo       install what is missing, make a SoftHSM2 token, serve KMIP on 127.0.0.1:5696"
+	@echo "                (DEMO_PORT=N for another port; the token in ./demo is kept between runs)"
+	@echo "make demo-clean remove ./demo: the demo token, its keys, configuration and certificate"
 	@echo "make fuzz       run the libFuzzer targets (clang) for FUZZTIME=$(FUZZTIME) seconds each"
 	@echo "make bench      sign/latency/memory benchmarks against the in-process PKCS#11 baseline"
 	@echo "make static     ./kmip2pkcs11-static: Mbed TLS built in with dist/mbedtls-config.h"
 	@echo "make size       stripped size of the static build and its largest symbols"
 	@echo "make install    ./kmip2pkcs11, man page, config example, systemd units (PREFIX, DESTDIR)"
-	@echo "make clean      remove what the build made"
+	@echo "make units      build/kmip2pkcs11.service and .socket for PREFIX (make install does this)"
+	@echo "make clean      remove what the build made (not ./demo: see demo-clean)"
 
 build/.mbedtls-ok: dist/check-mbedtls.sh
 	@mkdir -p build
@@ -69,6 +74,10 @@ build/nullp11.so: tests/nullp11.c pkcs11/pkcs11.h
 	@mkdir -p build
 	$(CC) $(WARN) -O2 -g -shared -fPIC -I. -o $@ tests/nullp11.c
 
+build/vendorp11.so: tests/vendorp11.c pkcs11/pkcs11.h
+	@mkdir -p build
+	$(CC) $(WARN) -O2 -g -shared -fPIC -I. -o $@ tests/vendorp11.c -ldl -lpthread
+
 build/fuzz_ttlv_replay: tests/fuzz_ttlv.c tests/fuzz_replay.h tests/kreq.h kmip2pkcs11.c build/.mbedtls-ok
 	$(CC) $(TFLAGS) -DK2P_FUZZ_REPLAY -o $@ tests/fuzz_ttlv.c $(LIBS)
 
@@ -86,7 +95,7 @@ build/bench: tests/bench.c tests/kclient.h tests/kreq.h kmip2pkcs11.c build/.mbe
 
 check:
 	@sh dist/deps.sh --source
-	@$(MAKE) kmip2pkcs11 kmip2pkcs11-static build/kmip2pkcs11-asan $(UNIT) build/nullp11.so build/fuzz_ttlv_replay build/fuzz_cfg_replay \
+	@$(MAKE) kmip2pkcs11 kmip2pkcs11-static build/kmip2pkcs11-asan $(UNIT) build/nullp11.so build/vendorp11.so build/fuzz_ttlv_replay build/fuzz_cfg_replay \
 		build/fuzz_op_replay build/e2e
 	@sh tests/run-all.sh
 
@@ -129,18 +138,30 @@ fuzz: build/.mbedtls-ok build/nullp11.so
 demo:
 	@sh dist/demo.sh
 
+demo-clean:
+	rm -rf demo
+
+# The units name the installed binary: generated for PREFIX (a package: PREFIX=/usr).
 PREFIX  ?= /usr/local
-install: kmip2pkcs11
-	install -d $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(PREFIX)/share/man/man8 \
-		$(DESTDIR)$(PREFIX)/share/doc/kmip2pkcs11 $(DESTDIR)$(PREFIX)/lib/systemd/system
-	install -m 0755 kmip2pkcs11 $(DESTDIR)$(PREFIX)/sbin/kmip2pkcs11
+SBINDIR ?= $(PREFIX)/sbin
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+units:
+	@mkdir -p build
+	sed 's|@SBINDIR@|$(SBINDIR)|g' dist/kmip2pkcs11.service.in > build/kmip2pkcs11.service
+	cp dist/kmip2pkcs11.socket build/kmip2pkcs11.socket
+
+install: kmip2pkcs11 units
+	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(PREFIX)/share/man/man8 \
+		$(DESTDIR)$(PREFIX)/share/doc/kmip2pkcs11 $(DESTDIR)$(UNITDIR)
+	install -m 0755 kmip2pkcs11 $(DESTDIR)$(SBINDIR)/kmip2pkcs11
 	install -m 0644 dist/kmip2pkcs11.8 $(DESTDIR)$(PREFIX)/share/man/man8/kmip2pkcs11.8
 	install -m 0644 config.example README.md $(DESTDIR)$(PREFIX)/share/doc/kmip2pkcs11/
-	install -m 0644 dist/kmip2pkcs11.service dist/kmip2pkcs11.socket \
-		$(DESTDIR)$(PREFIX)/lib/systemd/system/
+	install -m 0644 build/kmip2pkcs11.service build/kmip2pkcs11.socket $(DESTDIR)$(UNITDIR)/
 
 bench: kmip2pkcs11 build/bench build/nullp11.so
 	@sh tests/bench.sh
 
+# ./demo holds a token with keys someone may use: kept, and said so (make demo-clean).
 clean:
-	rm -rf build kmip2pkcs11 kmip2pkcs11-static demo
+	rm -rf build kmip2pkcs11 kmip2pkcs11-static
+	@if [ -d demo ]; then echo "kept ./demo (the demo token and its keys): make demo-clean removes it"; fi

@@ -39,9 +39,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
 #include <syslog.h>
 #include <time.h>
 #include <unistd.h>
@@ -214,6 +217,10 @@ static void log_msg(int lv, const char *fmt, ...)
 #define log_trace(...) log_msg(LV_TRACE, __VA_ARGS__)
 
 static char log_path[PATH_MAX];
+/* The log file's directory, opened before chroot, and the file's name in it: SIGHUP
+ * reopens the same file after chroot; -1 when the path could not be split. */
+static int log_dirfd = -1;
+static char log_name[NAME_MAX + 1];
 
 /* SIGHUP: a rotated log file is reopened under its name.  Workers may be writing to the
  * stream at this moment, so the stream stays and only the descriptor under it is
@@ -222,7 +229,9 @@ static void log_reopen(void)
 {
 	if (log_state.target != LOG_TO_FILE)
 		return;
-	int fd = open(log_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+	int fd = log_dirfd >= 0 ?
+		openat(log_dirfd, log_name, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640) :
+		open(log_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
 	if (fd < 0) {
 		log_msg(LV_ERROR, "cannot reopen log file %s: %s", log_path, strerror(errno));
 		return;
@@ -242,6 +251,58 @@ static void fatal(const char *fmt, ...)
 	log_vmsg(LV_ERROR, fmt, ap);
 	va_end(ap);
 	exit(1);
+}
+
+/*
+ * The service manager's notification socket (sd_notify(3)'s protocol, written here so that
+ * no libsystemd is needed): NOTIFY_SOCKET names an AF_UNIX datagram socket, a path or, with
+ * a leading '@', an abstract name.  Each message is one datagram of "KEY=value" lines.
+ * notify_init reads and removes the variable (a module must not inherit it); without it
+ * notify_send does nothing.  Main thread only.
+ */
+static struct {
+	int fd;
+	struct sockaddr_un sa;
+	socklen_t salen;
+} notify = { -1, { 0 }, 0 };
+
+static int notify_init(void)
+{
+	const char *e = getenv("NOTIFY_SOCKET");
+	size_t n = e ? strlen(e) : 0;
+
+	if (n == 0)
+		return 0;
+	if ((e[0] != '/' && e[0] != '@') || n >= sizeof notify.sa.sun_path) {
+		unsetenv("NOTIFY_SOCKET");
+		return -1;
+	}
+	notify.sa.sun_family = AF_UNIX;
+	memcpy(notify.sa.sun_path, e, n);
+	if (e[0] == '@')
+		notify.sa.sun_path[0] = '\0';
+	notify.salen = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n + (e[0] == '/'));
+	notify.fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	unsetenv("NOTIFY_SOCKET");
+	return notify.fd < 0 ? -1 : 1;
+}
+
+static void notify_send(const char *fmt, ...) PRINTF_LIKE(1, 2);
+static void notify_send(const char *fmt, ...)
+{
+	char msg[512];
+	va_list ap;
+
+	if (notify.fd < 0)
+		return;
+	va_start(ap, fmt);
+	int n = vsnprintf(msg, sizeof msg, fmt, ap);
+	va_end(ap);
+	if (n < 0 || (size_t)n >= sizeof msg)
+		return;
+	while (sendto(notify.fd, msg, (size_t)n, MSG_NOSIGNAL,
+	              (const struct sockaddr *)&notify.sa, notify.salen) < 0 && errno == EINTR)
+		;
 }
 
 static void wipe(void *p, size_t n)
@@ -2539,7 +2600,7 @@ static void kmip_dump(const struct ttlv_doc *d, char *out, size_t cap)
  * CFG_KEYS below; parsing, defaults, the `set` and `line` bookkeeping and the test that
  * config.example and the man page document every key are all driven by that table.
  *
- * Our own keys (extensions, absent from the original): [pkcs11] workers, [server]
+ * Our own keys (extensions, absent from the original): [pkcs11] workers, init-args, [server]
  * max-connections, max-message-size, handshake-timeout, idle-timeout, [server.identity]
  * client-ca-path, [daemon] state-dir.  [daemon] chroot is the original's (rarely used).
  */
@@ -2564,6 +2625,7 @@ static const char *const cfg_table_names[CT_COUNT] = {
 enum {
 	CV_VERSION,     /* string, "v1" only */
 	CV_PATH,        /* non-empty string into a char[CFG_PATH_MAX] */
+	CV_TEXT,        /* non-empty string, not a file name, into a char[CFG_PATH_MAX] */
 	CV_INT,         /* integer within [min, max] into an int */
 	CV_BOOL,        /* boolean into an int */
 	CV_LEVEL,       /* log level name into an int LV_* */
@@ -2585,6 +2647,8 @@ enum {
 	  "The PKCS#11 module to load (required).") \
 	X(WORKERS, CT_PKCS11, "workers", CV_INT, workers, 0, CFG_WORKERS_MAX, NULL, \
 	  "Threads that make the PKCS#11 calls (extension).") \
+	X(INIT_ARGS, CT_PKCS11, "init-args", CV_TEXT, init_args, 0, 0, NULL, \
+	  "A string for the module's C_Initialize, in pReserved (extension).") \
 	X(ADDR, CT_SERVER, "addr", CV_ADDR, addr, 0, 0, "\"127.0.0.1:5696\"", \
 	  "The IP address and TCP port to listen on.") \
 	X(MAX_CONNECTIONS, CT_SERVER, "max-connections", CV_INT, max_connections, 1, 65535, \
@@ -2627,6 +2691,7 @@ struct cfg {
 	/* [pkcs11] */
 	char lib_path[CFG_PATH_MAX];
 	int workers;                            /* CFG_WORKERS_AUTO, or 0 (inline) .. MAX */
+	char init_args[CFG_PATH_MAX];           /* "" when not set */
 	/* [server] */
 	char addr[CFG_ADDR_MAX];                /* as written, for messages */
 	struct sockaddr_storage listen_sa;      /* addr parsed: AF_INET or AF_INET6 */
@@ -2649,7 +2714,11 @@ struct cfg {
 	char group[CFG_NAME_MAX];               /* "user" alone means group = user */
 	char chroot_dir[CFG_PATH_MAX];          /* "" when not set */
 	char state_dir[CFG_PATH_MAX];
+	/* command line only (the original's manual page): no key in the file */
+	char working_dir[CFG_PATH_MAX];         /* --working-dir; "" when not set */
+	int syslog_facility;                    /* --syslog-facility: LOG_*, LOG_DAEMON */
 	/* bookkeeping, indexed by CFG_K_* */
+	const char *file;                       /* the file loaded, for "file:line:" messages */
 	unsigned char set[CFG_NKEYS];           /* given in the file or on the command line */
 	int line[CFG_NKEYS];                    /* line in the file, 0 if not from the file */
 };
@@ -2781,6 +2850,31 @@ static int cfg_addr_parse(const char *s, struct sockaddr_storage *sa, socklen_t 
 		*salen = sizeof *a4;
 	}
 	return 0;
+}
+
+/*
+ * A user or group of `identity` as a number: 1 with *id set when s is all decimal digits
+ * and fits, 0 when s is a name, -1 when it is neither (a sign, or a number out of range).
+ * uid_t and gid_t are 32 bits on Linux and (uid_t)-1 means "no change" to setresuid, so
+ * 0 .. 4294967294; a wider number must not wrap to 0 (root).
+ */
+#define CFG_ID_MAX 4294967294UL
+
+static int cfg_id_number(const char *s, unsigned long *id)
+{
+	unsigned long v = 0;
+
+	if (s[0] == '-' || s[0] == '+')
+		return -1;
+	if (s[0] == '\0' || strspn(s, "0123456789") != strlen(s))
+		return 0;
+	for (const char *q = s; *q; q++) {
+		if (v > (CFG_ID_MAX - (unsigned long)(*q - '0')) / 10)
+			return -1;
+		v = v * 10 + (unsigned long)(*q - '0');
+	}
+	*id = v;
+	return 1;
 }
 
 /* "user:group" or "user": names or numeric IDs, resolved at start-up by the daemon. */
@@ -2916,6 +3010,7 @@ static int cfg_set(struct cfg_parser *ps, int k, int line, const struct cfg_val 
 		memcpy(field, "v1", 3);
 		return 0;
 	case CV_PATH:
+	case CV_TEXT:
 		if (s[0] == '\0')
 			return cfg_error(ps, line, "'%s' must not be empty", name);
 		if (cfg_path_set(field, key->size, s) < 0)
@@ -2936,10 +3031,22 @@ static int cfg_set(struct cfg_parser *ps, int k, int line, const struct cfg_val 
 			                 "e.g. \"127.0.0.1:5696\" or \"[::1]:5696\"", name);
 		memcpy(c->addr, s, strlen(s) + 1);
 		return 0;
-	case CV_IDENTITY:
+	case CV_IDENTITY: {
 		if (cfg_identity_parse(s, c->user, c->group) < 0)
 			return cfg_error(ps, line, "'%s' must be \"user:group\" or \"user\"", name);
+		const char *who[2] = { c->user, c->group }, *what[2] = { "user", "group" };
+		for (int i = 0; i < 2; i++) {
+			unsigned long id;
+			if (cfg_id_number(who[i], &id) >= 0)
+				continue;
+			if (who[i][0] == '-' || who[i][0] == '+')
+				return cfg_error(ps, line, "'%s': %s \"%s\" is neither a name nor a "
+				                 "number", name, what[i], who[i]);
+			return cfg_error(ps, line, "'%s': %s ID %s is out of range (0 to %lu)",
+			                 name, what[i], who[i], CFG_ID_MAX);
+		}
 		return 0;
+	}
 	}
 	return cfg_error(ps, line, "internal error: key '%s' has no type", name);
 }
@@ -3347,6 +3454,7 @@ static void cfg_defaults(struct cfg *c)
 	c->workers = CFG_WORKERS_AUTO;
 	c->log_level = LV_INFO;
 	c->log_target = LOG_TO_STDERR;
+	c->syslog_facility = LOG_DAEMON;
 	memset(&ps, 0, sizeof ps);
 	ps.name = "(defaults)";
 	ps.c = c;
@@ -3373,6 +3481,7 @@ static int cfg_parse_text(struct cfg *c, const char *name, const char *text, siz
 	struct cfg_parser ps;
 
 	cfg_defaults(c);
+	c->file = name;
 	memset(&ps, 0, sizeof ps);
 	ps.name = name;
 	ps.p = text;
@@ -3446,26 +3555,71 @@ enum {
 struct cfg_cli {
 	const char *config;     /* -c PATH, or CFG_DEFAULT_PATH */
 	int log_level;          /* --log-level: LV_*, or -1 */
-	int log_target;         /* -l: LOG_TO_*, or -1 */
-	const char *log_file;   /* -l file:PATH: PATH (points into argv) */
-	int daemonize;          /* -d: 1 */
+	int verbose;            /* each -v +1, each -q -1: applied after log_level */
+	int log_target;         /* -l, --stderr, --syslog, --logfile: LOG_TO_*, or -1 */
+	const char *log_file;   /* -l file:PATH or --logfile PATH: PATH (points into argv) */
+	int syslog_facility;    /* --syslog-facility: LOG_*, or -1 */
+	int daemonize;          /* -d, --daemonize, --detach: 1 */
+	const char *pid_file;   /* --pid-file PATH, or NULL; the same for the three below */
+	const char *working_dir;        /* --working-dir PATH */
+	const char *chroot_dir;         /* --chroot PATH */
+	const char *user;               /* --user USER */
+	const char *group;              /* --group GROUP */
 	char err[256];          /* CFG_CLI_USAGE: what was wrong */
 };
 
-enum { CFG_OPT_CHECK = 256, CFG_OPT_LOG_LEVEL, CFG_OPT_LIST_SLOTS };
+/* Long options without a short one.  The second group are the spellings of the original's
+ * published manual page (its daemon base library), accepted with the same meaning. */
+enum {
+	CFG_OPT_CHECK = 256, CFG_OPT_LOG_LEVEL, CFG_OPT_LIST_SLOTS,
+	CFG_OPT_STDERR, CFG_OPT_SYSLOG, CFG_OPT_FACILITY, CFG_OPT_LOGFILE, CFG_OPT_PID_FILE,
+	CFG_OPT_WORKING_DIR, CFG_OPT_CHROOT, CFG_OPT_USER, CFG_OPT_GROUP
+};
+
+/* syslog(3) facilities by name, for --syslog-facility. */
+#define CFG_FACILITIES(X) \
+	X("kern", LOG_KERN) X("user", LOG_USER) X("mail", LOG_MAIL) X("daemon", LOG_DAEMON) \
+	X("auth", LOG_AUTH) X("syslog", LOG_SYSLOG) X("lpr", LOG_LPR) X("news", LOG_NEWS) \
+	X("uucp", LOG_UUCP) X("cron", LOG_CRON) X("authpriv", LOG_AUTHPRIV) X("ftp", LOG_FTP) \
+	X("local0", LOG_LOCAL0) X("local1", LOG_LOCAL1) X("local2", LOG_LOCAL2) \
+	X("local3", LOG_LOCAL3) X("local4", LOG_LOCAL4) X("local5", LOG_LOCAL5) \
+	X("local6", LOG_LOCAL6) X("local7", LOG_LOCAL7)
+
+static int cfg_facility_parse(const char *s)
+{
+#define CFG_FAC(name, v) if (strcmp(s, name) == 0) return v;
+	CFG_FACILITIES(CFG_FAC)
+#undef CFG_FAC
+	return -1;
+}
 
 #define CFG_MAIN_LIST_SLOTS (-2)   /* cfg_main(): main lists the slots and exits */
 
 static const char cfg_usage_text[] =
-	"usage: kmip2pkcs11 [-dhV] [-c PATH] [--check-config] [--list-slots] [--log-level LEVEL]\n"
+	"usage: kmip2pkcs11 [-dhqvV] [-c PATH] [--check-config] [--list-slots] [--log-level LEVEL]\n"
 	"                   [-l TARGET]\n"
+	"                   [--stderr | --syslog | --logfile PATH] [--syslog-facility NAME]\n"
+	"                   [--pid-file PATH] [--working-dir PATH] [--chroot PATH]\n"
+	"                   [--user USER] [--group GROUP]\n"
 	"\n"
 	"  -c, --config PATH      the configuration file (default " CFG_DEFAULT_PATH ")\n"
-	"      --check-config     check the configuration and exit: 0 if valid, 1 if not\n"
+	"      --check-config     check the configuration and what start-up would load, and\n"
+	"                         exit: 0 if it would start, 1 if not\n"
 	"      --list-slots       load the module, list its slots and tokens, and exit\n"
 	"      --log-level LEVEL  trace, debug, info, warning or error (overrides log-level)\n"
+	"  -v, --verbose          one level more verbose (twice: two levels)\n"
+	"  -q, --quiet            one level less verbose (twice: errors only)\n"
 	"  -l, --log TARGET       stderr, syslog or file:PATH (overrides log-target)\n"
-	"  -d, --daemonize        fork into the background (overrides daemonize)\n"
+	"      --stderr           the same as -l stderr\n"
+	"      --syslog           the same as -l syslog\n"
+	"      --logfile PATH     the same as -l file:PATH\n"
+	"      --syslog-facility NAME  daemon (default), user, local0 .. local7, ...\n"
+	"  -d, --daemonize, --detach  fork into the background (overrides daemonize)\n"
+	"      --pid-file PATH    overrides pid-file\n"
+	"      --working-dir PATH the working directory once started\n"
+	"      --chroot PATH      overrides chroot\n"
+	"      --user USER        the user to run as (overrides the user of identity)\n"
+	"      --group GROUP      the group to run as (overrides the group of identity)\n"
 	"  -h, --help             print this help and exit\n"
 	"  -V, --version          print the version and exit\n";
 
@@ -3478,7 +3632,9 @@ static void cfg_usage(FILE *f)
 /* The message for a bad option; arg is the argument that getopt stopped at. */
 static void cfg_cli_bad(struct cfg_cli *cli, const char *arg, const char *what)
 {
-	static const char *const flags[] = { "check-config", "daemonize", "help", "version" };
+	static const char *const flags[] = { "check-config", "daemonize", "detach", "help",
+	                                     "version", "verbose", "quiet", "stderr", "syslog",
+	                                     "list-slots" };
 
 	if (strncmp(arg, "--", 2) != 0) {       /* short option: getopt names it in optopt */
 		snprintf(cli->err, sizeof cli->err, "%s -%c", what ? "option" : "unknown option",
@@ -3500,34 +3656,98 @@ static void cfg_cli_bad(struct cfg_cli *cli, const char *arg, const char *what)
 		snprintf(cli->err, sizeof cli->err, "unknown option %.64s", arg);
 }
 
+/* Every long option (the man page and config.example name each: tests/test_cfg.c). */
+static const struct option cfg_longopts[] = {
+	{ "config", required_argument, NULL, 'c' },
+	{ "check-config", no_argument, NULL, CFG_OPT_CHECK },
+	{ "list-slots", no_argument, NULL, CFG_OPT_LIST_SLOTS },
+	{ "log-level", required_argument, NULL, CFG_OPT_LOG_LEVEL },
+	{ "log", required_argument, NULL, 'l' },
+	{ "daemonize", no_argument, NULL, 'd' },
+	{ "help", no_argument, NULL, 'h' },
+	{ "version", no_argument, NULL, 'V' },
+	{ "detach", no_argument, NULL, 'd' },
+	{ "verbose", no_argument, NULL, 'v' },
+	{ "quiet", no_argument, NULL, 'q' },
+	{ "stderr", no_argument, NULL, CFG_OPT_STDERR },
+	{ "syslog", no_argument, NULL, CFG_OPT_SYSLOG },
+	{ "syslog-facility", required_argument, NULL, CFG_OPT_FACILITY },
+	{ "logfile", required_argument, NULL, CFG_OPT_LOGFILE },
+	{ "pid-file", required_argument, NULL, CFG_OPT_PID_FILE },
+	{ "working-dir", required_argument, NULL, CFG_OPT_WORKING_DIR },
+	{ "chroot", required_argument, NULL, CFG_OPT_CHROOT },
+	{ "user", required_argument, NULL, CFG_OPT_USER },
+	{ "group", required_argument, NULL, CFG_OPT_GROUP },
+	{ NULL, 0, NULL, 0 }
+};
+
+/* A path option (--pid-file and the like): set once, not empty. */
+static int cfg_cli_path(struct cfg_cli *cli, const char **dst, const char *opt)
+{
+	if (*dst != NULL) {
+		snprintf(cli->err, sizeof cli->err, "--%s given twice", opt);
+		return -1;
+	}
+	if (optarg[0] == '\0' || strlen(optarg) >= CFG_PATH_MAX) {
+		snprintf(cli->err, sizeof cli->err, "--%s: the path must not be %s", opt,
+		         optarg[0] ? "this long" : "empty");
+		return -1;
+	}
+	*dst = optarg;
+	return 0;
+}
+
+/* --user, --group: a name or a number that fits uid_t / gid_t, as in `identity`. */
+static int cfg_cli_id(struct cfg_cli *cli, const char **dst, const char *opt)
+{
+	char u[CFG_NAME_MAX], g[CFG_NAME_MAX];
+	unsigned long id;
+
+	if (cfg_cli_path(cli, dst, opt) < 0)
+		return -1;
+	if (strchr(optarg, ':') || cfg_identity_parse(optarg, u, g) < 0 ||
+	    cfg_id_number(optarg, &id) < 0) {
+		snprintf(cli->err, sizeof cli->err, "--%s: '%.64s' is not a %s name or a number "
+		         "from 0 to %lu", opt, optarg, opt, CFG_ID_MAX);
+		return -1;
+	}
+	return 0;
+}
+
+/* -l, --stderr, --syslog, --logfile: one log target. */
+static int cfg_cli_target(struct cfg_cli *cli, int target, const char *path)
+{
+	if (cli->log_target >= 0) {
+		snprintf(cli->err, sizeof cli->err, "more than one log target (-l, --stderr, "
+		         "--syslog, --logfile)");
+		return -1;
+	}
+	cli->log_target = target;
+	cli->log_file = path;
+	return 0;
+}
+
 /*
  * The original's command line (clap): -c/--config PATH, --check-config, --log-level LEVEL,
- * -l/--log TARGET, -d/--daemonize, -h/--help, -V/--version.  --opt=value works; an option
- * that takes a value may not be given twice; -h and -V end the parsing where they stand.
- * Resets getopt, so it may be called more than once (tests).  Never exits.
+ * -l/--log TARGET, -d/--daemonize, -h/--help, -V/--version; and the spellings of its
+ * published manual page: -d/--detach, -v/--verbose, -q/--quiet, --stderr, --syslog,
+ * --syslog-facility, --logfile, --pid-file, --working-dir, --chroot, --user, --group.
+ * --opt=value works; an option that takes a value may not be given twice; -h and -V end
+ * the parsing where they stand.  Resets getopt, so it may be called more than once (tests).
+ * Never exits.
  */
 static int cfg_cli_parse(int argc, char **argv, struct cfg_cli *cli)
 {
-	static const struct option longopts[] = {
-		{ "config", required_argument, NULL, 'c' },
-		{ "check-config", no_argument, NULL, CFG_OPT_CHECK },
-		{ "list-slots", no_argument, NULL, CFG_OPT_LIST_SLOTS },
-		{ "log-level", required_argument, NULL, CFG_OPT_LOG_LEVEL },
-		{ "log", required_argument, NULL, 'l' },
-		{ "daemonize", no_argument, NULL, 'd' },
-		{ "help", no_argument, NULL, 'h' },
-		{ "version", no_argument, NULL, 'V' },
-		{ NULL, 0, NULL, 0 }
-	};
 	int action = CFG_CLI_RUN, opt, seen_c = 0;
 
 	memset(cli, 0, sizeof *cli);
 	cli->config = CFG_DEFAULT_PATH;
 	cli->log_level = -1;
 	cli->log_target = -1;
+	cli->syslog_facility = -1;
 	optind = 0;             /* glibc: full re-initialisation */
 	opterr = 0;
-	while ((opt = getopt_long(argc, argv, ":c:l:dhV", longopts, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, ":c:l:dhqvV", cfg_longopts, NULL)) != -1) {
 		switch (opt) {
 		case 'c':
 			if (seen_c++) {
@@ -3554,16 +3774,69 @@ static int cfg_cli_parse(int argc, char **argv, struct cfg_cli *cli)
 				return CFG_CLI_USAGE;
 			}
 			break;
-		case 'l':
-			if (cli->log_target >= 0) {
-				snprintf(cli->err, sizeof cli->err, "--log given twice");
-				return CFG_CLI_USAGE;
-			}
-			if (cfg_target_parse(optarg, &cli->log_target, &cli->log_file) < 0) {
+		case 'l': {
+			int target;
+			const char *path;
+			if (cfg_target_parse(optarg, &target, &path) < 0) {
 				snprintf(cli->err, sizeof cli->err, "invalid log target '%.64s' (stderr, "
 				         "syslog or file:PATH)", optarg);
 				return CFG_CLI_USAGE;
 			}
+			if (cfg_cli_target(cli, target, path) < 0)
+				return CFG_CLI_USAGE;
+			break;
+		}
+		case CFG_OPT_STDERR:
+		case CFG_OPT_SYSLOG:
+			if (cfg_cli_target(cli, opt == CFG_OPT_STDERR ? LOG_TO_STDERR : LOG_TO_SYSLOG,
+			                   NULL) < 0)
+				return CFG_CLI_USAGE;
+			break;
+		case CFG_OPT_LOGFILE:
+			if (optarg[0] == '\0') {
+				snprintf(cli->err, sizeof cli->err, "--logfile: the path must not be empty");
+				return CFG_CLI_USAGE;
+			}
+			if (cfg_cli_target(cli, LOG_TO_FILE, optarg) < 0)
+				return CFG_CLI_USAGE;
+			break;
+		case CFG_OPT_FACILITY:
+			if (cli->syslog_facility >= 0) {
+				snprintf(cli->err, sizeof cli->err, "--syslog-facility given twice");
+				return CFG_CLI_USAGE;
+			}
+			cli->syslog_facility = cfg_facility_parse(optarg);
+			if (cli->syslog_facility < 0) {
+				snprintf(cli->err, sizeof cli->err, "unknown syslog facility '%.64s' "
+				         "(daemon, user, local0 .. local7, ...)", optarg);
+				return CFG_CLI_USAGE;
+			}
+			break;
+		case CFG_OPT_PID_FILE:
+			if (cfg_cli_path(cli, &cli->pid_file, "pid-file") < 0)
+				return CFG_CLI_USAGE;
+			break;
+		case CFG_OPT_WORKING_DIR:
+			if (cfg_cli_path(cli, &cli->working_dir, "working-dir") < 0)
+				return CFG_CLI_USAGE;
+			break;
+		case CFG_OPT_CHROOT:
+			if (cfg_cli_path(cli, &cli->chroot_dir, "chroot") < 0)
+				return CFG_CLI_USAGE;
+			break;
+		case CFG_OPT_USER:
+			if (cfg_cli_id(cli, &cli->user, "user") < 0)
+				return CFG_CLI_USAGE;
+			break;
+		case CFG_OPT_GROUP:
+			if (cfg_cli_id(cli, &cli->group, "group") < 0)
+				return CFG_CLI_USAGE;
+			break;
+		case 'v':
+			cli->verbose++;
+			break;
+		case 'q':
+			cli->verbose--;
 			break;
 		case 'd':
 			cli->daemonize = 1;
@@ -3587,12 +3860,51 @@ static int cfg_cli_parse(int argc, char **argv, struct cfg_cli *cli)
 	return action;
 }
 
-/* The command line wins over the file.  0, or -1 with a message (-l file:PATH too long). */
+/*
+ * The command line wins over the file.  0, or -1 with a message (a path too long, --group
+ * with no user to go with it).  -v and -q move from the level of the file or --log-level,
+ * one step each, and stop at trace and at error.
+ */
 static int cfg_cli_apply(struct cfg *c, const struct cfg_cli *cli, char *err, size_t errsz)
 {
 	if (cli->log_level >= 0) {
 		c->log_level = cli->log_level;
 		c->set[CFG_K_LOG_LEVEL] = 1;
+	}
+	if (cli->verbose != 0) {
+		int lv = c->log_level + cli->verbose;
+		c->log_level = lv < LV_ERROR ? LV_ERROR : lv > LV_TRACE ? LV_TRACE : lv;
+		c->set[CFG_K_LOG_LEVEL] = 1;
+	}
+	if (cli->syslog_facility >= 0)
+		c->syslog_facility = cli->syslog_facility;
+	const struct { const char *v; char *dst; size_t cap; int k; const char *opt; } paths[] = {
+		{ cli->pid_file, c->pid_file, sizeof c->pid_file, CFG_K_PID_FILE, "--pid-file" },
+		{ cli->chroot_dir, c->chroot_dir, sizeof c->chroot_dir, CFG_K_CHROOT, "--chroot" },
+		{ cli->working_dir, c->working_dir, sizeof c->working_dir, -1, "--working-dir" },
+	};
+	for (size_t i = 0; i < ARRAY_LEN(paths); i++) {
+		if (paths[i].v == NULL)
+			continue;
+		if (cfg_path_set(paths[i].dst, paths[i].cap, paths[i].v) < 0) {
+			snprintf(err, errsz, "%s: the path is too long", paths[i].opt);
+			return -1;
+		}
+		if (paths[i].k >= 0)
+			c->set[paths[i].k] = 1;
+	}
+	/* --user alone takes that user's group, as identity = "user" does */
+	if (cli->group && !cli->user && !c->user[0]) {
+		snprintf(err, errsz, "--group needs a user: --user, or identity in the file");
+		return -1;
+	}
+	if (cli->user) {
+		snprintf(c->user, sizeof c->user, "%s", cli->user);
+		snprintf(c->group, sizeof c->group, "%s", cli->group ? cli->group : cli->user);
+		c->set[CFG_K_IDENTITY] = 1;
+	} else if (cli->group) {
+		snprintf(c->group, sizeof c->group, "%s", cli->group);
+		c->set[CFG_K_IDENTITY] = 1;
 	}
 	if (cli->log_target >= 0) {
 		if (cli->log_file && cfg_path_set(c->log_file, sizeof c->log_file, cli->log_file) < 0) {
@@ -3609,10 +3921,14 @@ static int cfg_cli_apply(struct cfg *c, const struct cfg_cli *cli, char *err, si
 	return 0;
 }
 
+/* cfg_main's results besides an exit status. */
+#define CFG_MAIN_RUN    (-1)    /* serve with the configuration */
+#define CFG_MAIN_CHECK  (-3)    /* --check-config: the file is valid; main checks the rest */
+
 /*
  * The start of main: parse the command line, load the configuration, apply the overrides.
- * Returns -1 when the daemon should run with *c, else the exit status after it printed
- * what the action asks for (help, version, usage error, check result, load error).
+ * Returns CFG_MAIN_RUN or CFG_MAIN_CHECK with *c loaded, else the exit status after it
+ * printed what the action asks for (help, version, usage error, load error).
  */
 static int cfg_main(int argc, char **argv, struct cfg *c)
 {
@@ -3636,11 +3952,8 @@ static int cfg_main(int argc, char **argv, struct cfg *c)
 		fprintf(stderr, "%s\n", err);
 		return 1;
 	}
-	if (action == CFG_CLI_CHECK) {
-		printf("configuration OK\n");
-		return 0;
-	}
-	return action == CFG_CLI_LIST_SLOTS ? CFG_MAIN_LIST_SLOTS : -1;
+	return action == CFG_CLI_CHECK ? CFG_MAIN_CHECK :
+	       action == CFG_CLI_LIST_SLOTS ? CFG_MAIN_LIST_SLOTS : CFG_MAIN_RUN;
 }
 /* ==== 6. PKCS#11 ========================================================== */
 
@@ -3663,6 +3976,8 @@ static int cfg_main(int argc, char **argv, struct cfg *c)
  *         daemon uses, C_Initialize(CKF_OS_LOCKING_OK), log CK_INFO.  Start-up only, one
  *         thread.  On failure err holds "path: what is wrong" and nothing stays loaded.
  *   void  p11_unload(void);              C_Finalize (if we initialized it), dlclose
+ *   int   p11_set_init_args(const char *s);  before p11_load: a string for the module in
+ *                                        CK_C_INITIALIZE_ARGS.pReserved ([pkcs11] init-args)
  *
  *   const char *p11_rv_name(CK_RV rv);   "CKR_PIN_INCORRECT", "P11_E_NOT_FOUND",
  *                                        "CKR_VENDOR_DEFINED+0x12", "CKR_0x777"
@@ -3824,7 +4139,7 @@ static int cfg_main(int argc, char **argv, struct cfg *c)
 	X(CKR_USER_ALREADY_LOGGED_IN,           RR_GENERAL_FAILURE,          0) \
 	X(CKR_USER_NOT_LOGGED_IN,               RR_AUTHENTICATION_NOT_SUCCESSFUL, 0) \
 	X(CKR_USER_PIN_NOT_INITIALIZED,         RR_AUTHENTICATION_NOT_SUCCESSFUL, 0) \
-	X(CKR_USER_TYPE_INVALID,                RR_GENERAL_FAILURE,          0) \
+	X(CKR_USER_TYPE_INVALID,                RR_AUTHENTICATION_NOT_SUCCESSFUL, 0) \
 	X(CKR_USER_ANOTHER_ALREADY_LOGGED_IN,   RR_AUTHENTICATION_NOT_SUCCESSFUL, 0) \
 	X(CKR_USER_TOO_MANY_TYPES,              RR_AUTHENTICATION_NOT_SUCCESSFUL, 0) \
 	X(CKR_WRAPPED_KEY_INVALID,              RR_INVALID_FIELD,            0) \
@@ -4070,6 +4385,7 @@ struct p11_slot {
 	uint32_t mechs;             /* P11_MBIT() of the mechanisms the token lists */
 	CK_ULONG key_min[P11_MI_COUNT], key_max[P11_MI_COUNT]; /* C_GetMechanismInfo, 0: unknown */
 	CK_ULONG max_sessions;      /* ulMaxSessionCount: 0 (CK_EFFECTIVELY_INFINITE) = no limit */
+	int login_required;         /* CKF_LOGIN_REQUIRED; clear: sessions may open logged in */
 	pthread_rwlock_t login_lock; /* readers: the PIN check; writer: a login */
 	int logged_in;              /* we logged the token in; pin_digest is that PIN's */
 	uint8_t pin_digest[32];     /* SHA-256(salt || PIN) */
@@ -4124,6 +4440,7 @@ static struct {
 	int v3;                     /* the list came from C_GetInterface with version >= 3.0 */
 	char module[80];            /* manufacturer, description and version, for Query */
 	int we_initialized;         /* C_Initialize returned CKR_OK, so C_Finalize is ours */
+	char init_args[PATH_MAX];   /* for pReserved; "" for none */
 	uint8_t salt[P11_PIN_SALT_LEN];
 	pthread_mutex_t slots_lock;
 	int nslots;
@@ -4240,13 +4557,31 @@ static void p11_log_info(const char *path)
 	         p11.v3 ? " (3.0 interface)" : "");
 }
 
-/* C_Initialize with CKF_OS_LOCKING_OK and no mutex callbacks. */
+/* C_Initialize with CKF_OS_LOCKING_OK, no mutex callbacks, and [pkcs11] init-args (if
+ * any) in pReserved; at load and at every re-initialisation. */
 static CK_RV p11_initialize(void)
 {
 	CK_C_INITIALIZE_ARGS args;
 	memset(&args, 0, sizeof args);
 	args.flags = CKF_OS_LOCKING_OK;
+	args.pReserved = p11.init_args[0] ? (CK_VOID_PTR)p11.init_args : NULL;
 	return P11_F->C_Initialize(&args);
+}
+
+/*
+ * [pkcs11] init-args.  The base specification says pReserved "should be NULL_PTR", but
+ * several modules read their configuration from it as a NUL-terminated string: NSS's
+ * softoken ("configdir='...' certPrefix='' ..."), the YubiHSM 2 module ("connector=URL
+ * debug ..."; yubihsm_pkcs11.c C_Initialize).  The daemon passes the string as it is, or
+ * NULL when there is none.  Returns -1 when it is too long.
+ */
+static int p11_set_init_args(const char *s)
+{
+	size_t n = s ? strlen(s) : 0;
+	if (n >= sizeof p11.init_args)
+		return -1;
+	memcpy(p11.init_args, s ? s : "", n + 1);
+	return 0;
 }
 
 /*
@@ -4333,12 +4668,17 @@ static CK_RV p11_load(const char *path, char *err, size_t errsz)
 	} else if (rv != CKR_OK) {
 		snprintf(err, errsz, "%s: C_Initialize: %s%s", path, p11_rv_name(rv),
 		         rv == CKR_CANT_LOCK ? " (the module cannot use OS locking, which "
-		         "kmip2pkcs11's threads need)" : "");
+		         "kmip2pkcs11's threads need)" : rv != CKR_ARGUMENTS_BAD ? "" :
+		         p11.init_args[0] ? " (with [pkcs11] init-args)" :
+		         " (does the module want [pkcs11] init-args?)");
 		goto fail;
 	} else {
 		p11.we_initialized = 1;
 	}
 	p11_log_info(path);
+	if (p11.init_args[0])
+		log_info("%s: initialized with [pkcs11] init-args (%zu bytes)", path,
+		         strlen(p11.init_args));
 	return CKR_OK;
 
 fail:
@@ -4542,6 +4882,11 @@ static CK_RV p11_slot_new(CK_SLOT_ID id, struct p11_slot **out)
 	s->id = id;
 	p11_text(s->label, sizeof s->label, ti.label, sizeof ti.label);
 	s->max_sessions = ti.ulMaxSessionCount;
+	s->login_required = (ti.flags & CKF_LOGIN_REQUIRED) != 0;
+	if (!s->login_required)
+		log_warn("slot %lu: token \"%s\" does not require login (no CKF_LOGIN_REQUIRED): "
+		         "its module may log sessions in with credentials of its own; see p11_auth",
+		         id, s->label);
 
 	/* A failed mechanism list is not fatal: the software-hash paths need only CKM_RSA_PKCS
 	 * and CKM_ECDSA, which every signing token has. */
@@ -4884,6 +5229,13 @@ static int p11_user_state(CK_STATE st)
  *     salted digest as the one that logged in; a different PIN is refused without C_Login;
  *   - the token is in a user state but not by our doing (another login in this process):
  *     C_Logout, then C_Login, so that this PIN is really checked by the token;
+ *   - unless the token has no CKF_LOGIN_REQUIRED: then the module logged the session in
+ *     with credentials of its own (Nitrokey NetHSM: the operator of its configuration file,
+ *     nethsm-pkcs11 LoginCtx::new), and C_Login would replace them with the KMIP password
+ *     for that session (LoginCtx::login), failing everything when it is not the NetHSM's
+ *     (Cascade's NetHSM guide says the password "isn't actually used").  The daemon does
+ *     not log such a session out or in; the first password seen is kept as if it had
+ *     logged in, and every later request must carry the same one (a warning says so);
  *   - the token is not logged in (never, or it dropped the login: power, removal, a module
  *     that logs out when the last session closes): C_Login, and keep the digest on success.
  * C_Login's own errors (CKR_PIN_INCORRECT, CKR_PIN_LOCKED, ...) are returned as they are.
@@ -4924,6 +5276,15 @@ static CK_RV p11_auth(struct p11_slot *s, CK_SESSION_HANDLE h, const uint8_t *pi
 		log_info("slot %lu: the token dropped our login; logging in again", s->id);
 		s->logged_in = 0;
 		wipe(s->pin_digest, sizeof s->pin_digest);
+	}
+	if (p11_user_state(si.state) && !s->login_required) {
+		log_warn("slot %lu: the module logged the session in by itself; the KMIP password "
+		         "is not given to the token: requests must carry the password of this "
+		         "first one", s->id);
+		memcpy(s->pin_digest, d, sizeof d);
+		s->logged_in = 1;
+		rv = CKR_OK;
+		goto out;
 	}
 	if (p11_user_state(si.state)) {
 		log_info("slot %lu: logged in by someone else; logging out to check the PIN", s->id);
@@ -5268,19 +5629,33 @@ static CK_RV p11_new_id(CK_SESSION_HANDLE h, uint8_t id[P11_ID_LEN])
 }
 
 /*
- * C_GenerateKeyPair with the original bridge's templates (the halves share CKA_ID):
+ * C_GenerateKeyPair.  The templates ask only for what a signing key pair needs; everything
+ * else is the token's default, because tokens refuse or reinterpret the rest (the halves
+ * share CKA_ID):
  *   mechanism  CKM_RSA_PKCS_KEY_PAIR_GEN (no parameter), public CKA_MODULUS_BITS and
- *              CKA_PUBLIC_EXPONENT 65537 (bytes 01 00 01);
+ *              CKA_PUBLIC_EXPONENT 65537 (bytes 01 00 01: YubiHSM 2 takes no other);
  *              CKM_EC_KEY_PAIR_GEN, public CKA_EC_PARAMS = the curve's DER OID;
  *              CKM_EC_EDWARDS_KEY_PAIR_GEN, public CKA_EC_PARAMS = OID 1.3.101.112.
- *   public     CKA_TOKEN, CKA_VERIFY (usage), CKA_ENCRYPT false, CKA_WRAP false,
- *              CKA_ID, CKA_LABEL.
- *   private    CKA_TOKEN, CKA_PRIVATE, CKA_SENSITIVE, CKA_SIGN (usage), CKA_DECRYPT false,
- *              CKA_EXTRACTABLE false (the private key never leaves the HSM; the original
- *              left it to the token's default), CKA_ID, CKA_LABEL.
- *   CKA_UNWRAP is not set: YubiHSM 2 answers UNWRAP=false with CKR_DEVICE_ERROR.
- * Edwards keys get no CKA_ENCRYPT / CKA_DECRYPT / CKA_WRAP (they cannot do them, and
- * some modules reject the attributes for CKK_EC_EDWARDS).
+ *   public     CKA_TOKEN true, CKA_VERIFY (usage), CKA_ID, CKA_LABEL (a Name was given).
+ *   private    CKA_TOKEN true, CKA_PRIVATE true, CKA_SIGN (usage), CKA_ID, CKA_LABEL,
+ *              CKA_SENSITIVE true, CKA_EXTRACTABLE false: the private key never leaves the
+ *              HSM (the original bridge left both to the token's default).  Every module
+ *              checked takes them: YubiHSM 2 (yubihsm-shell parse_*_generate_template
+ *              requires SENSITIVE true and reads EXTRACTABLE as its exportable-under-wrap
+ *              capability), tpm2-pkcs11 (handle_sensitive, handle_extractable), SoftHSM2.
+ * Left out, each for a module that motivated it:
+ *   CKA_ENCRYPT / CKA_DECRYPT false (the original bridge set them): tpm2-pkcs11 keeps one
+ *     TPM object per pair whose attribute bits tie VERIFY to DECRYPT and SIGN to ENCRYPT
+ *     (tpm.c tpm_handlers, attr_conditional_add); SIGN true with ENCRYPT false is
+ *     "attr mismatch", CKR_GENERAL_ERROR, for every pair.  On SoftHSM2 the halves can then
+ *     also encrypt / decrypt, which no KMIP operation of the daemon offers.
+ *   CKA_WRAP / CKA_UNWRAP false: YubiHSM 2 modules before 2.4.0 refused UNWRAP false
+ *     (CKR_DEVICE_ERROR); the current one turns UNWRAP true into a wrap key; WRAP is
+ *     ENCRYPT's kin on the TPM.
+ *   CKA_CLASS, CKA_KEY_TYPE: implied by the mechanism; some modules check them against it.
+ *   CKA_MODIFIABLE, CKA_DERIVE, CKA_ALWAYS_AUTHENTICATE: not needed; YubiHSM 2 answers an
+ *     attribute outside its list with CKR_ATTRIBUTE_TYPE_INVALID.
+ * When a module refuses the template, p11_template_hint() names what may be the cause.
  */
 static CK_RV p11_generate(CK_SESSION_HANDLE h, const struct p11_slot *s,
                           const struct p11_keygen *g, uint8_t id[P11_ID_LEN],
@@ -5291,7 +5666,7 @@ static CK_RV p11_generate(CK_SESSION_HANDLE h, const struct p11_slot *s,
 	CK_ULONG bits = g->bits;
 	CK_BYTE exponent[] = { 0x01, 0x00, 0x01 };
 	CK_MECHANISM mech = { 0, NULL, 0 };
-	CK_ATTRIBUTE pt[8], kt[9];
+	CK_ATTRIBUTE pt[6], kt[7];
 	CK_ULONG np = 0, nk = 0;
 	const struct p11_alg *c = p11_alg_of(g->type, g->curve);
 	CK_RV rv;
@@ -5323,24 +5698,87 @@ static CK_RV p11_generate(CK_SESSION_HANDLE h, const struct p11_slot *s,
 	} else {
 		pt[np++] = (CK_ATTRIBUTE)P11_ATTR(CKA_EC_PARAMS, c->der, c->der_len);
 	}
-	if (g->type != CKK_EC_EDWARDS) {
-		pt[np++] = (CK_ATTRIBUTE)P11_ATTR(CKA_ENCRYPT, &no, 1);
-		pt[np++] = (CK_ATTRIBUTE)P11_ATTR(CKA_WRAP, &no, 1);
-	}
 
 	kt[nk++] = (CK_ATTRIBUTE)P11_ATTR(CKA_TOKEN, &yes, 1);
 	kt[nk++] = (CK_ATTRIBUTE)P11_ATTR(CKA_PRIVATE, &yes, 1);
-	kt[nk++] = (CK_ATTRIBUTE)P11_ATTR(CKA_SENSITIVE, &yes, 1);
 	kt[nk++] = (CK_ATTRIBUTE)P11_ATTR(CKA_SIGN, &sign, 1);
-	kt[nk++] = (CK_ATTRIBUTE)P11_ATTR(CKA_EXTRACTABLE, &no, 1);
 	kt[nk++] = (CK_ATTRIBUTE)P11_ATTR(CKA_ID, id, P11_ID_LEN);
 	if (g->priv_label)
 		kt[nk++] = (CK_ATTRIBUTE)P11_ATTR(CKA_LABEL, g->priv_label, g->priv_label_len);
-	if (g->type != CKK_EC_EDWARDS)
-		kt[nk++] = (CK_ATTRIBUTE)P11_ATTR(CKA_DECRYPT, &no, 1);
+	kt[nk++] = (CK_ATTRIBUTE)P11_ATTR(CKA_SENSITIVE, &yes, 1);
+	kt[nk++] = (CK_ATTRIBUTE)P11_ATTR(CKA_EXTRACTABLE, &no, 1);
 
 	*pub = *priv = CK_INVALID_HANDLE;
 	return P11_F->C_GenerateKeyPair(h, &mech, pt, np, kt, nk, pub, priv);
+}
+
+/*
+ * What a refused key template may have been refused for, for the Result Message (NULL: the
+ * code says nothing about the template).  A module names no attribute in its answer, and
+ * probing by retrying would make keys (slowly: seconds on a YubiHSM 2 or a TPM), so the
+ * hint names what the daemon sent that the code can concern:
+ *   CKR_ATTRIBUTE_TYPE_INVALID   an attribute the module does not know: the optional ones
+ *                                (CKA_TOKEN, CKA_SIGN, CKA_VERIFY, CKA_ID and the key's
+ *                                parameters are what any module must know)
+ *   CKR_ATTRIBUTE_VALUE_INVALID  the key's parameters (YubiHSM 2: RSA 2048/3072/4096 only)
+ *   CKR_TEMPLATE_INCONSISTENT,   the boolean attributes as sent (tpm2-pkcs11 answered its
+ *   CKR_GENERAL_ERROR            SIGN / ENCRYPT conflict with CKR_GENERAL_ERROR)
+ *   CKR_TEMPLATE_INCOMPLETE      the module wants an attribute the daemon does not send
+ */
+static const char *p11_template_hint(CK_RV rv, const struct p11_keygen *g, char *buf, size_t cap)
+{
+	const struct p11_alg *c = p11_alg_of(g->type, g->curve);
+
+	switch (rv) {
+	case CKR_ATTRIBUTE_TYPE_INVALID:
+		snprintf(buf, cap, "an attribute the token does not know; optional ones sent: "
+		         "CKA_SENSITIVE CKA_EXTRACTABLE%s", g->priv_label || g->pub_label ?
+		         " CKA_LABEL" : "");
+		break;
+	case CKR_ATTRIBUTE_VALUE_INVALID:
+		if (g->type == CKK_RSA)
+			snprintf(buf, cap, "CKA_MODULUS_BITS %u or CKA_PUBLIC_EXPONENT 65537 refused",
+			         g->bits);
+		else
+			snprintf(buf, cap, "CKA_EC_PARAMS of %s refused", c ? c->name : "the curve");
+		break;
+	case CKR_TEMPLATE_INCONSISTENT:
+	case CKR_GENERAL_ERROR:
+		snprintf(buf, cap, "template sent: public CKA_VERIFY %d, private CKA_SIGN %d "
+		         "CKA_PRIVATE 1 CKA_SENSITIVE 1 CKA_EXTRACTABLE 0", !!g->verify, !!g->sign);
+		break;
+	case CKR_TEMPLATE_INCOMPLETE:
+		snprintf(buf, cap, "the token wants an attribute the daemon does not send");
+		break;
+	default:
+		return NULL;
+	}
+	return buf;
+}
+
+/*
+ * The CKA_ID a token kept for a pair just generated, which names it from now on.  Tokens
+ * keep the one asked for, except YubiHSM 2 modules before 2.4.0, where CKA_ID is the 16-bit
+ * object ID: they kept 2 bytes of it.  id holds the one asked for, len its length; both
+ * change only when the private half reads back another one, no longer than P11_ID_LEN,
+ * which the public half must share.
+ */
+static void p11_kept_id(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE pub, CK_OBJECT_HANDLE priv,
+                        uint8_t id[P11_ID_LEN], size_t *len)
+{
+	uint8_t a[P11_ID_MAX], b[P11_ID_MAX];
+	CK_ATTRIBUTE ta = P11_ATTR(CKA_ID, a, sizeof a), tb = P11_ATTR(CKA_ID, b, sizeof b);
+
+	if (P11_F->C_GetAttributeValue(h, priv, &ta, 1) != CKR_OK || ta.ulValueLen == 0 ||
+	    ta.ulValueLen > P11_ID_LEN || (ta.ulValueLen == *len && !memcmp(a, id, *len)))
+		return;
+	if (P11_F->C_GetAttributeValue(h, pub, &tb, 1) != CKR_OK || tb.ulValueLen != ta.ulValueLen ||
+	    memcmp(a, b, ta.ulValueLen) != 0)
+		log_warn("the token gave the halves of a new pair different CKA_IDs");
+	log_warn("the token kept a %lu-byte CKA_ID instead of the %zu bytes asked for; the "
+	         "key pair is named by the one kept", (unsigned long)ta.ulValueLen, *len);
+	memcpy(id, a, ta.ulValueLen);
+	*len = ta.ulValueLen;
 }
 
 /* ---- signing ----------------------------------------------------------------------------- */
@@ -6379,13 +6817,22 @@ static uint32_t op_create_key_pair(struct op_req *q, const struct ttlv *pl)
 	if (p11_slot_can_generate(q->slot, a, g.bits, why, sizeof why) < 0)
 		return op_fail(q, RR_FEATURE_NOT_SUPPORTED, "%s", why);
 	uint8_t id[P11_ID_LEN];
+	size_t idlen = sizeof id;
 	CK_OBJECT_HANDLE hpub, hpriv;
 	CK_RV rv = p11_generate(q->h, q->slot, &g, id, &hpub, &hpriv);
-	if (rv != CKR_OK)
-		return op_fail_rv(q, rv, "C_GenerateKeyPair");
-	op_put_uid(q->e, KT_PRIVATE_KEY_UNIQUE_IDENTIFIER, id, sizeof id, CKO_PRIVATE_KEY);
-	op_put_uid(q->e, KT_PUBLIC_KEY_UNIQUE_IDENTIFIER, id, sizeof id, CKO_PUBLIC_KEY);
-	hex_upper(q->placeholder, id, sizeof id);
+	if (rv != CKR_OK) {
+		char hint[112];
+		if (!p11_template_hint(rv, &g, hint, sizeof hint))
+			return op_fail_rv(q, rv, "C_GenerateKeyPair");
+		uint32_t reason = p11_rv_reason(rv);
+		q->rv = rv;
+		return op_fail(q, reason ? reason : RR_GENERAL_FAILURE, "C_GenerateKeyPair: %s: %s",
+			       p11_rv_name(rv), hint);
+	}
+	p11_kept_id(q->h, hpub, hpriv, id, &idlen);
+	op_put_uid(q->e, KT_PRIVATE_KEY_UNIQUE_IDENTIFIER, id, idlen, CKO_PRIVATE_KEY);
+	op_put_uid(q->e, KT_PUBLIC_KEY_UNIQUE_IDENTIFIER, id, idlen, CKO_PUBLIC_KEY);
+	hex_upper(q->placeholder, id, idlen);
 	strcat(q->placeholder, "_priv");
 	log_info("created %s key pair %s (%s)", a->name, q->placeholder,
 		 g.priv_label ? "named" : "unnamed");
@@ -6514,8 +6961,8 @@ static uint32_t op_modify_attribute(struct op_req *q, const struct ttlv *pl)
 	if ((rr = op_name(q, v, &s, &n)) || (rr = op_confirm(q, &k)))
 		return rr;
 	CK_RV rv = p11_set_label(q->h, k.obj, s, n);
-	if (rv != CKR_OK)
-		return op_fail_rv(q, rv, "C_SetAttributeValue");
+	if (rv != CKR_OK)     /* NetHSM: CKR_ATTRIBUTE_READ_ONLY, its labels are its key IDs */
+		return op_fail_rv(q, rv, "C_SetAttributeValue CKA_LABEL");
 	op_put_uid(q->e, KT_UNIQUE_IDENTIFIER, k.id, k.id_len, k.cls);
 	ttlv_put_item(q->e, q->d, a);
 	return 0;
@@ -7307,6 +7754,11 @@ static int wrk_init(struct wrk_pool *w, struct op_env *env, int nthreads, int nj
 		    size_t in_cap, size_t out_cap)
 {
 	memset(w, 0, sizeof *w);
+	if (njobs < 1 || in_cap + out_cap < in_cap ||
+	    (size_t)njobs > SIZE_MAX / (in_cap + out_cap)) {
+		errno = EOVERFLOW;      /* main checks first, with a message naming the keys */
+		return -1;
+	}
 	w->in_cap = in_cap;
 	w->out_cap = out_cap;
 	w->njobs = njobs;
@@ -8108,6 +8560,7 @@ struct ev {
 	uint64_t accept_after;          /* out of descriptors: accept again from then on */
 	size_t max_msg;
 	uint64_t handshake_ms, idle_ms;
+	uint64_t watchdog_ms, watchdog_at;      /* WATCHDOG=1 every watchdog_ms; 0: none */
 	unsigned long served, refused;
 	unsigned long conn_total, requests;     /* connections accepted, requests logged */
 	uint64_t start_ms;
@@ -8594,6 +9047,14 @@ static int ev_run(struct ev *ev)
 			ev_report(ev);
 		}
 		uint64_t now = mono_ms(), next = now + 60000;
+		if (ev->watchdog_ms) {
+			if (now >= ev->watchdog_at) {
+				notify_send("WATCHDOG=1");
+				ev->watchdog_at = now + ev->watchdog_ms;
+			}
+			if (ev->watchdog_at < next)
+				next = ev->watchdog_at;
+		}
 		nfds_t n = 0;
 		ev->pfd[n] = (struct pollfd){ .fd = ev->sig_fd, .events = POLLIN };
 		ev->pfd_conn[n++] = NULL;
@@ -8655,15 +9116,428 @@ static int ev_run(struct ev *ev)
 
 /*
  * Start-up order, and why:
- *   1. command line and configuration (nothing else happens on an error);
- *   2. logging; TLS: the certificate and key (read while still privileged; a generated
- *      one is written to state-dir before any client can connect);
- *   3. the listening socket (systemd's, or bound here while still root);
- *   4. daemonize and write the pid file;
- *   5. chroot, then drop to `identity`, so that the vendor's module never runs as root;
- *   6. load the PKCS#11 module (after the fork: modules start threads), start workers;
- *   7. serve until SIGTERM or SIGINT.
+ *   1. command line and configuration (nothing else happens on an error); --check-config
+ *      ends here, after main_check has tried what start-up would load;
+ *   2. no core dumps from here on (the process will hold PINs); logging; signals;
+ *   3. with daemonize, fork: the parent waits on a pipe until the child is ready and
+ *      exits with the child's status, after removing what a failed child left behind;
+ *   4. TLS: the certificate and key (read while still privileged; a generated one is
+ *      written to state-dir before any client can connect);
+ *   5. the listening socket (systemd's, or bound here while still root);
+ *   6. the pid file;
+ *   7. chroot, working directory, an empty capability bounding set, then `identity` and
+ *      no_new_privs, so that the vendor's module never runs as root;
+ *   8. load the PKCS#11 module, start the workers, every signal blocked in their threads
+ *      (and in the module's), so that only the loop's thread takes SIGTERM or SIGHUP;
+ *   9. ready: READY=1 to the service manager, a byte to the waiting parent; serve until
+ *      SIGTERM or SIGINT; STOPPING=1.
+ * A start that fails removes the pid file and a state directory, certificate and key it
+ * created (the log keeps the reason).  Files are named through descriptors of their
+ * directories opened before chroot, so that this, SIGHUP's reopening of the log file and
+ * the pid file's removal at exit still find them afterwards.
  */
+
+/* A file named by a descriptor of its directory, opened before chroot. */
+struct main_path {
+	int dirfd;                      /* -1: not in use */
+	int existed;                    /* there before start-up */
+	char rel[PATH_MAX];             /* the name under dirfd */
+	char shown[PATH_MAX];           /* the name given, for messages */
+};
+
+/* Split path into its directory and last component; "." for a bare name. */
+static int main_split(const char *path, char *dir, size_t dsz, char *base, size_t bsz)
+{
+	const char *slash = strrchr(path, '/');
+	size_t dn = slash == NULL ? 0 : slash == path ? 1 : (size_t)(slash - path);
+	const char *b = slash ? slash + 1 : path;
+
+	if (b[0] == '\0' || strlen(b) >= bsz || dn + 2 > dsz)
+		return -1;
+	if (slash == NULL)
+		memcpy(dir, ".", 2);
+	else {
+		memcpy(dir, path, dn);
+		dir[dn] = '\0';
+	}
+	memcpy(base, b, strlen(b) + 1);
+	return 0;
+}
+
+/* path's directory opened; rel = its last component followed by more ("" or "/x"). */
+static int main_path_at(struct main_path *p, const char *path, const char *more)
+{
+	char dir[PATH_MAX], base[NAME_MAX + 1];
+	struct stat st;
+
+	p->dirfd = -1;
+	snprintf(p->shown, sizeof p->shown, "%s%s", path, more);
+	if (main_split(path, dir, sizeof dir, base, sizeof base) < 0 ||
+	    (size_t)snprintf(p->rel, sizeof p->rel, "%s%s", base, more) >= sizeof p->rel) {
+		errno = ENAMETOOLONG;
+		return -1;
+	}
+	p->dirfd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (p->dirfd < 0)
+		return -1;
+	p->existed = fstatat(p->dirfd, p->rel, &st, AT_SYMLINK_NOFOLLOW) == 0;
+	return 0;
+}
+
+/* Remove p if start-up made it; flags 0 or AT_REMOVEDIR. */
+static void main_path_remove_new(struct main_path *p, int flags)
+{
+	if (p->dirfd < 0 || p->existed)
+		return;
+	if (unlinkat(p->dirfd, p->rel, flags) != 0 && errno != ENOENT)
+		log_warn("a failed start leaves %s behind: %s", p->shown, strerror(errno));
+}
+
+static void main_path_close(struct main_path *p)
+{
+	if (p->dirfd >= 0)
+		close(p->dirfd);
+	p->dirfd = -1;
+}
+
+/* What start-up may create; removed again when it fails. */
+enum { MAIN_NEW_KEY, MAIN_NEW_CERT, MAIN_NEW_STATE_DIR, MAIN_NEW_COUNT };
+static struct main_path main_new[MAIN_NEW_COUNT] = { { .dirfd = -1 }, { .dirfd = -1 },
+                                                     { .dirfd = -1 } };
+static struct main_path main_pid = { .dirfd = -1 };
+static int main_pid_fd = -1;            /* the pid file, kept open to empty it if need be */
+static pid_t main_pid_owner;            /* the process that wrote it */
+static int main_ready;                  /* set once serving: no more start-up clean-up */
+static int main_ready_fd = -1;          /* daemonize: the pipe to the waiting parent */
+
+/* "file:line" of a key, or "file" when it has no line (a default, the command line). */
+static const char *main_where(const struct cfg *c, int key, char *buf, size_t n)
+{
+	if (key >= 0 && c->line[key] > 0)
+		snprintf(buf, n, "%s:%d", c->file ? c->file : "(configuration)", c->line[key]);
+	else
+		snprintf(buf, n, "%s", c->file ? c->file : "(configuration)");
+	return buf;
+}
+
+/* ---- identity ---- */
+
+/* `identity` to IDs: names first, then numbers (range-checked by cfg_id_number); "user"
+ * alone (group == user) takes the user's primary group, or the group of that name for a
+ * numeric user.  0, or -1 with a message. */
+static int main_ids(const struct cfg *c, uid_t *uid, gid_t *gid, char *err, size_t errsz)
+{
+	unsigned long v;
+	struct passwd *pw = getpwnam(c->user);
+	struct group *gr;
+
+	if (pw) {
+		*uid = pw->pw_uid;
+		*gid = pw->pw_gid;
+	} else if (cfg_id_number(c->user, &v) == 1) {
+		*uid = (uid_t)v;
+		*gid = (gid_t)v;
+	} else {
+		snprintf(err, errsz, "identity: no user '%s'", c->user);
+		return -1;
+	}
+	if (c->group[0] && strcmp(c->group, c->user) != 0) {
+		if ((gr = getgrnam(c->group)) != NULL)
+			*gid = gr->gr_gid;
+		else if (cfg_id_number(c->group, &v) == 1)
+			*gid = (gid_t)v;
+		else {
+			snprintf(err, errsz, "identity: no group '%s'", c->group);
+			return -1;
+		}
+	} else if (pw == NULL && (gr = getgrnam(c->user)) != NULL) {
+		*gid = gr->gr_gid;
+	}
+	return 0;
+}
+
+/* ---- workers and their buffers ---- */
+
+/* workers absent: one per CPU, but no more than the token allows sessions (cap, 0: no
+ * limit).  Threads need an Mbed TLS built with MBEDTLS_THREADING_C. */
+static int main_workers(const struct cfg *c, unsigned long cap)
+{
+#if !defined(MBEDTLS_THREADING_C)
+	if (c->workers == CFG_WORKERS_AUTO)
+		return 0;
+#endif
+	if (c->workers != CFG_WORKERS_AUTO)
+		return c->workers;
+	long n = sysconf(_SC_NPROCESSORS_ONLN);
+	if (n < 1)
+		n = 1;
+	if (cap && (unsigned long)n > cap)
+		n = (long)cap;
+	return (int)n;
+}
+
+/* Requests in flight: four per worker, at least 8, at most max-connections. */
+static int main_jobs(const struct cfg *c, int nworkers)
+{
+	int njobs = nworkers > 0 ? 4 * nworkers : 4;
+	if (njobs < 8)
+		njobs = 8;
+	if (njobs > c->max_connections)
+		njobs = c->max_connections;
+	return njobs;
+}
+
+/* Each job holds a request and a response of max-message-size: njobs * 2 * msg bytes,
+ * which must not exceed limit (SIZE_MAX; a smaller one in tests, for a 32-bit target). */
+static int main_job_bytes(int njobs, size_t msg, size_t limit, size_t *total)
+{
+	if (njobs < 1 || msg > limit / 2 || (size_t)njobs > limit / (2 * msg))
+		return -1;
+	*total = (size_t)njobs * 2 * msg;
+	return 0;
+}
+
+/* ---- --check-config ---- */
+
+static void main_problem(int *n, const struct cfg *c, int key, const char *fmt, ...)
+	PRINTF_LIKE(4, 5);
+static void main_problem(int *n, const struct cfg *c, int key, const char *fmt, ...)
+{
+	char where[PATH_MAX + 16];
+	va_list ap;
+
+	fprintf(stderr, "%s: ", main_where(c, key, where, sizeof where));
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	(*n)++;
+}
+
+/* A file start-up reads: open it for reading, so that the OS says what is wrong. */
+static int main_check_readable(int *n, const struct cfg *c, int key, const char *what,
+                               const char *path)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	struct stat st;
+	if (fd < 0) {
+		main_problem(n, c, key, "%s %s: %s", what, path, strerror(errno));
+		return -1;
+	}
+	int isdir = fstat(fd, &st) == 0 && S_ISDIR(st.st_mode);
+	close(fd);
+	if (isdir) {
+		main_problem(n, c, key, "%s %s: %s", what, path, strerror(EISDIR));
+		return -1;
+	}
+	return 0;
+}
+
+/* A directory that must exist (and be writable when w). */
+static int main_check_dir(int *n, const struct cfg *c, int key, const char *what,
+                          const char *dir, int w)
+{
+	struct stat st;
+	if (stat(dir, &st) != 0) {
+		main_problem(n, c, key, "%s %s: %s", what, dir, strerror(errno));
+		return -1;
+	}
+	if (!S_ISDIR(st.st_mode)) {
+		main_problem(n, c, key, "%s %s: %s", what, dir, strerror(ENOTDIR));
+		return -1;
+	}
+	if (w && access(dir, W_OK | X_OK) != 0) {
+		main_problem(n, c, key, "%s %s: not writable: %s", what, dir, strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+/* A file start-up creates or appends to (pid file, log file): writable if it exists,
+ * else its directory writable. */
+static void main_check_creatable(int *n, const struct cfg *c, int key, const char *what,
+                                 const char *path)
+{
+	char dir[PATH_MAX], base[NAME_MAX + 1];
+	if (access(path, F_OK) == 0) {
+		if (access(path, W_OK) != 0)
+			main_problem(n, c, key, "%s %s: not writable: %s", what, path, strerror(errno));
+		return;
+	}
+	if (main_split(path, dir, sizeof dir, base, sizeof base) < 0) {
+		main_problem(n, c, key, "%s %s: %s", what, path, strerror(ENAMETOOLONG));
+		return;
+	}
+	struct stat st;
+	int e = stat(dir, &st) != 0 ? errno : !S_ISDIR(st.st_mode) ? ENOTDIR : 0;
+	if (e)
+		main_problem(n, c, key, "%s %s: directory %s: %s", what, path, dir, strerror(e));
+	else if (access(dir, W_OK | X_OK) != 0)
+		main_problem(n, c, key, "%s %s: directory %s not writable: %s", what, path, dir,
+		             strerror(errno));
+}
+
+/* The module: a loadable library that hands out a PKCS#11 function list with every
+ * function the daemon calls.  C_Initialize is not called: for a network HSM it connects,
+ * for others it may create or lock files as the user who runs the check, and a check run
+ * by root would prove nothing about the daemon's user (see the README). */
+static void main_check_module(int *n, const struct cfg *c)
+{
+	char path[2 * PATH_MAX];
+	snprintf(path, sizeof path, "%s%s", c->chroot_dir, c->lib_path);
+	if (main_check_readable(n, c, CFG_K_LIB_PATH, "lib-path", path) < 0)
+		return;
+	void *dl = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+	if (dl == NULL) {
+		const char *why = dlerror();
+		main_problem(n, c, CFG_K_LIB_PATH, "lib-path %s: cannot load: %s", path,
+		             why ? why : "unknown reason");
+		return;
+	}
+	CK_C_GetInterface get_if;
+	CK_C_GetFunctionList get_fl;
+	CK_FUNCTION_LIST *fl = NULL;
+	*(void **)&get_if = dlsym(dl, "C_GetInterface");
+	*(void **)&get_fl = dlsym(dl, "C_GetFunctionList");
+	if (get_if) {
+		static CK_UTF8CHAR name[] = "PKCS 11";
+		CK_INTERFACE *ifc = NULL;
+		if (get_if(name, NULL, &ifc, 0) == CKR_OK && ifc && ifc->pFunctionList)
+			fl = ifc->pFunctionList;
+	}
+	if (fl == NULL && get_fl && get_fl(&fl) != CKR_OK)
+		fl = NULL;
+	const char *missing = NULL;
+	if (fl == NULL)
+		main_problem(n, c, CFG_K_LIB_PATH, "lib-path %s: not a PKCS#11 module (%s)", path,
+		             get_if || get_fl ? "it gives no function list" :
+		             "it exports neither C_GetInterface nor C_GetFunctionList");
+	else {
+#define MAIN_CHECK_FN(f) if (!missing && !fl->C_##f) missing = "C_" #f;
+		P11_REQUIRED(MAIN_CHECK_FN)
+#undef MAIN_CHECK_FN
+		if (missing)
+			main_problem(n, c, CFG_K_LIB_PATH, "lib-path %s: the module's function list "
+			             "has no %s, which kmip2pkcs11 needs", path, missing);
+	}
+	dlclose(dl);
+}
+
+/* The certificate and key (configured, or kept in state-dir), the client CA. */
+static void main_check_tls(int *n, const struct cfg *c)
+{
+	char cert[PATH_MAX + 16], key[PATH_MAX + 16];
+	int kc = CFG_K_CERT_PATH, kk = CFG_K_KEY_PATH, ret;
+
+	if (c->cert_path[0]) {
+		snprintf(cert, sizeof cert, "%s", c->cert_path);
+		snprintf(key, sizeof key, "%s", c->key_path);
+	} else {
+		/* start-up makes the directory (not its parents) and a pair when none is there */
+		struct stat st;
+		char dir[PATH_MAX], base[NAME_MAX + 1];
+		kc = kk = CFG_K_STATE_DIR;
+		if (stat(c->state_dir, &st) != 0) {
+			if (errno != ENOENT)
+				main_problem(n, c, kc, "state-dir %s: %s", c->state_dir, strerror(errno));
+			else if (main_split(c->state_dir, dir, sizeof dir, base, sizeof base) == 0)
+				main_check_dir(n, c, kc, "state-dir does not exist; its parent", dir, 1);
+			return;
+		}
+		if (main_check_dir(n, c, kc, "state-dir", c->state_dir, 1) < 0)
+			return;
+		snprintf(cert, sizeof cert, "%s/cert.pem", c->state_dir);
+		snprintf(key, sizeof key, "%s/key.pem", c->state_dir);
+		if (access(cert, F_OK) != 0 || access(key, F_OK) != 0)
+			return;                 /* a new pair is made at start */
+	}
+	if (psa_crypto_init() != PSA_SUCCESS) {
+		main_problem(n, c, -1, "PSA crypto initialisation failed (no entropy source?)");
+		return;
+	}
+	mbedtls_x509_crt crt, ca;
+	mbedtls_pk_context pk;
+	mbedtls_x509_crt_init(&crt);
+	mbedtls_x509_crt_init(&ca);
+	mbedtls_pk_init(&pk);
+	int crt_ok = 0, pk_ok = 0;
+	if (main_check_readable(n, c, kc, "certificate", cert) == 0) {
+		if ((ret = mbedtls_x509_crt_parse_file(&crt, cert)) != 0)
+			main_problem(n, c, kc, "certificate %s: not a PEM or DER certificate: %s", cert,
+			             tls_strerror(ret));
+		else
+			crt_ok = 1;
+	}
+	if (main_check_readable(n, c, kk, "private key", key) == 0) {
+		if ((ret = mbedtls_pk_parse_keyfile(&pk, key, NULL, mbedtls_psa_get_random,
+		                                    MBEDTLS_PSA_RANDOM_STATE)) != 0)
+			main_problem(n, c, kk, "private key %s: not a PEM or DER private key "
+			             "(or encrypted): %s", key, tls_strerror(ret));
+		else
+			pk_ok = 1;
+	}
+	if (crt_ok && pk_ok && mbedtls_pk_check_pair(&crt.pk, &pk, mbedtls_psa_get_random,
+	                                             MBEDTLS_PSA_RANDOM_STATE) != 0)
+		main_problem(n, c, kk, "private key %s does not match certificate %s", key, cert);
+	if (c->client_ca_path[0] &&
+	    main_check_readable(n, c, CFG_K_CLIENT_CA_PATH, "client-ca-path",
+	                        c->client_ca_path) == 0 &&
+	    (ret = mbedtls_x509_crt_parse_file(&ca, c->client_ca_path)) != 0)
+		main_problem(n, c, CFG_K_CLIENT_CA_PATH, "client-ca-path %s: not PEM or DER "
+		             "certificates: %s", c->client_ca_path, tls_strerror(ret));
+	mbedtls_x509_crt_free(&crt);
+	mbedtls_x509_crt_free(&ca);
+	mbedtls_pk_free(&pk);
+}
+
+/*
+ * --check-config: what start-up would load or need, tried without binding the address,
+ * initialising the module or creating anything.  Each problem is one line on stderr,
+ * "file:line: message" with the OS's reason.  Returns the exit status: 0 or 1.
+ */
+static int main_check(const struct cfg *c)
+{
+	int n = 0;
+	char err[512], dir[2 * PATH_MAX];
+
+	main_check_module(&n, c);
+	main_check_tls(&n, c);
+	if (c->user[0]) {
+		uid_t uid;
+		gid_t gid;
+		if (main_ids(c, &uid, &gid, err, sizeof err) < 0)
+			main_problem(&n, c, CFG_K_IDENTITY, "%s", err);
+	}
+	if (c->chroot_dir[0])
+		main_check_dir(&n, c, CFG_K_CHROOT, "chroot", c->chroot_dir, 0);
+	if (c->working_dir[0]) {
+		snprintf(dir, sizeof dir, "%s%s", c->chroot_dir, c->working_dir);
+		main_check_dir(&n, c, -1, "--working-dir", dir, 0);
+	}
+	if (c->pid_file[0])
+		main_check_creatable(&n, c, CFG_K_PID_FILE, "pid-file", c->pid_file);
+	if (c->log_target == LOG_TO_FILE)
+		main_check_creatable(&n, c, CFG_K_LOG_TARGET, "log file", c->log_file);
+#if !defined(MBEDTLS_THREADING_C)
+	if (c->workers > 0)
+		main_problem(&n, c, CFG_K_WORKERS, "workers = %d: this build's Mbed TLS has no "
+		             "MBEDTLS_THREADING_C, so only workers = 0 works", c->workers);
+#endif
+	size_t total;
+	int nw = main_workers(c, 0), nj = main_jobs(c, nw);
+	if (main_job_bytes(nj, (size_t)c->max_message_size, SIZE_MAX, &total) < 0)
+		main_problem(&n, c, CFG_K_MAX_MESSAGE_SIZE, "max-message-size %d: %d requests in "
+		             "flight need 2 x %d bytes each, more than this system can address",
+		             c->max_message_size, nj, c->max_message_size);
+	if (n) {
+		fprintf(stderr, "%d problem%s: the daemon would not start\n", n, n == 1 ? "" : "s");
+		return 1;
+	}
+	printf("configuration OK\n");
+	return 0;
+}
+
+/* ---- start-up ---- */
 
 /* The configured log target; for a file, appended to and reopened on SIGHUP. */
 static void log_open(const struct cfg *c)
@@ -8671,10 +9545,17 @@ static void log_open(const struct cfg *c)
 	log_state.level = c->log_level;
 	log_state.target = c->log_target;
 	if (c->log_target == LOG_TO_SYSLOG)
-		openlog("kmip2pkcs11", LOG_PID | LOG_NDELAY, LOG_DAEMON);
+		openlog("kmip2pkcs11", LOG_PID | LOG_NDELAY, c->syslog_facility);
 	if (c->log_target == LOG_TO_FILE) {
+		char dir[PATH_MAX];
 		snprintf(log_path, sizeof log_path, "%s", c->log_file);
-		log_state.file = fopen(log_path, "ae");
+		int fd = -1;
+		if (main_split(log_path, dir, sizeof dir, log_name, sizeof log_name) == 0 &&
+		    (log_dirfd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC)) >= 0)
+			fd = openat(log_dirfd, log_name, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC,
+			            0640);
+		if (fd >= 0)
+			log_state.file = fdopen(fd, "a");
 		if (!log_state.file) {
 			log_state.target = LOG_TO_STDERR;
 			fatal("cannot open log file %s: %s", log_path, strerror(errno));
@@ -8725,18 +9606,123 @@ static void main_listen(struct ev *ev, const struct cfg *c)
 	log_info("listening on %s", c->addr);
 }
 
-static void main_daemonize(const struct cfg *c)
+/* The pid file holds pid (a stale one from an earlier run is no match). */
+static int main_pid_file_holds(pid_t pid)
 {
-	if (c->daemonize) {
-		pid_t pid = fork();
-		if (pid < 0)
-			fatal("fork: %s", strerror(errno));
-		if (pid > 0)
-			_exit(0);
+	char buf[32];
+	int fd = openat(main_pid.dirfd, main_pid.rel, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0)
+		return 0;
+	ssize_t r = read(fd, buf, sizeof buf - 1);
+	close(fd);
+	if (r <= 0)
+		return 0;
+	buf[r] = '\0';
+	return strtol(buf, NULL, 10) == (long)pid;
+}
+
+/* At exit, by the process that wrote it.  After the privilege drop its directory may not
+ * be writable: then the file is emptied through the descriptor kept open. */
+static void main_pid_remove(void)
+{
+	if (main_pid_fd < 0 || getpid() != main_pid_owner)
+		return;
+	if (unlinkat(main_pid.dirfd, main_pid.rel, 0) != 0 && errno != ENOENT) {
+		int e = errno;
+		if (ftruncate(main_pid_fd, 0) == 0)
+			log_warn("cannot remove pid file %s (%s): emptied it instead; let the user "
+			         "of identity write to its directory", main_pid.shown, strerror(e));
+		else
+			log_warn("cannot remove pid file %s: %s", main_pid.shown, strerror(e));
+	}
+	close(main_pid_fd);
+	main_pid_fd = -1;
+}
+
+static void main_pid_write(void)
+{
+	if (main_pid.dirfd < 0)
+		return;
+	int fd = openat(main_pid.dirfd, main_pid.rel,
+	                O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
+	if (fd < 0)
+		fatal("cannot write pid file %s: %s", main_pid.shown, strerror(errno));
+	main_pid_fd = fd;
+	main_pid_owner = getpid();
+	char buf[32];
+	int n = snprintf(buf, sizeof buf, "%ld\n", (long)getpid());
+	if (write(fd, buf, (size_t)n) != n)
+		fatal("cannot write pid file %s: %s", main_pid.shown, strerror(errno));
+}
+
+/* atexit: the pid file goes; after a failed start, what start-up created goes too. */
+static void main_at_exit(void)
+{
+	if (main_ready_fd >= 0)
+		return;                 /* the child of daemonize: the waiting parent, still root
+		                         * and outside any chroot, cleans up */
+	if (main_pid_owner != 0 && getpid() != main_pid_owner)
+		return;
+	main_pid_remove();
+	if (!main_ready) {
+		main_path_remove_new(&main_new[MAIN_NEW_KEY], 0);
+		main_path_remove_new(&main_new[MAIN_NEW_CERT], 0);
+		main_path_remove_new(&main_new[MAIN_NEW_STATE_DIR], AT_REMOVEDIR);
+	}
+}
+
+/*
+ * daemonize: fork; the parent waits for the child's "ready" byte and exits 0, or, when the
+ * pipe closes without it, waits for the child, removes what it left behind, and exits
+ * with its status.  The child returns, in a new session, with main_ready_fd set.
+ */
+static void main_fork(void)
+{
+	int pfd[2];
+	if (pipe2(pfd, O_CLOEXEC) < 0)
+		fatal("pipe: %s", strerror(errno));
+	pid_t pid = fork();
+	if (pid < 0)
+		fatal("fork: %s", strerror(errno));
+	if (pid == 0) {
+		close(pfd[0]);
+		main_ready_fd = pfd[1];
 		if (setsid() < 0)
 			fatal("setsid: %s", strerror(errno));
-		if (chdir("/") < 0)
-			fatal("chdir /: %s", strerror(errno));
+		return;
+	}
+	close(pfd[1]);
+	char b;
+	ssize_t r;
+	while ((r = read(pfd[0], &b, 1)) < 0 && errno == EINTR)
+		;
+	if (r == 1)
+		_exit(0);
+	int st = 0;
+	while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
+		;
+	if (main_pid.dirfd >= 0 && main_pid_file_holds(pid))
+		unlinkat(main_pid.dirfd, main_pid.rel, 0);
+	main_path_remove_new(&main_new[MAIN_NEW_KEY], 0);
+	main_path_remove_new(&main_new[MAIN_NEW_CERT], 0);
+	main_path_remove_new(&main_new[MAIN_NEW_STATE_DIR], AT_REMOVEDIR);
+	int code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+	if (log_state.target != LOG_TO_STDERR)
+		fprintf(stderr, "kmip2pkcs11: start-up failed (exit status %d); the log says why\n",
+		        code);
+	_exit(code ? code : 1);
+}
+
+/* Serving: tell the service manager and the waiting parent; the child of daemonize
+ * leaves the terminal. */
+static void main_ready_now(const struct cfg *c, int nworkers)
+{
+	main_ready = 1;
+	for (int i = 0; i < MAIN_NEW_COUNT; i++)
+		main_path_close(&main_new[i]);
+	notify_send("READY=1\nSTATUS=serving KMIP on %s with %d PKCS#11 worker(s)\nMAINPID=%ld",
+	            c->addr, nworkers, (long)getpid());
+	if (main_ready_fd >= 0) {
 		int fd = open("/dev/null", O_RDWR | O_CLOEXEC);
 		if (fd >= 0) {
 			dup2(fd, STDIN_FILENO);
@@ -8746,48 +9732,56 @@ static void main_daemonize(const struct cfg *c)
 			if (fd > STDERR_FILENO)
 				close(fd);
 		}
-	}
-	if (c->pid_file[0]) {
-		FILE *f = fopen(c->pid_file, "we");
-		if (!f)
-			fatal("cannot write pid file %s: %s", c->pid_file, strerror(errno));
-		fprintf(f, "%ld\n", (long)getpid());
-		fclose(f);
+		ssize_t r = write(main_ready_fd, "R", 1);
+		(void)r;
+		close(main_ready_fd);
+		main_ready_fd = -1;
 	}
 }
 
-/* chroot and `identity`: names or numeric IDs; "user" alone takes the user's group. */
+/* Every capability out of the bounding set: nothing executed later can regain one.  Needs
+ * CAP_SETPCAP, so it is done while still root; without it (started as a user, e.g. by
+ * systemd with User=) the unit's CapabilityBoundingSet= does this. */
+static void main_drop_caps(void)
+{
+	int dropped = 0;
+	for (unsigned long cap = 0; cap < 64; cap++) {
+		int r = prctl(PR_CAPBSET_READ, cap, 0, 0, 0);
+		if (r < 0)
+			break;          /* EINVAL: past the last capability this kernel knows */
+		if (r == 1 && prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0) {
+			if (errno != EPERM)
+				log_warn("cannot drop capability %lu from the bounding set: %s", cap,
+				         strerror(errno));
+			return;
+		}
+		dropped += r == 1;
+	}
+	log_debug("%d capabilities dropped from the bounding set", dropped);
+}
+
+/* chroot, working directory, `identity` with the user's supplementary groups from the
+ * group database (e.g. softhsm, for SoftHSM2's token store; read before chroot); then
+ * no_new_privs, and no core dumps again (a change of user resets the flag). */
 static void main_drop(const struct cfg *c)
 {
 	uid_t uid = 0;
-	gid_t gid = 0;
-	if (c->user[0]) {
-		char *end;
-		struct passwd *pw = getpwnam(c->user);
-		if (pw) {
-			uid = pw->pw_uid;
-			gid = pw->pw_gid;
-		} else {
-			unsigned long v = strtoul(c->user, &end, 10);
-			if (*end || end == c->user)
-				fatal("identity: no user '%s'", c->user);
-			uid = (uid_t)v;
-			gid = (gid_t)v;
-		}
-		if (c->group[0] && strcmp(c->group, c->user) != 0) {
-			struct group *gr = getgrnam(c->group);
-			if (gr) {
-				gid = gr->gr_gid;
-			} else {
-				unsigned long v = strtoul(c->group, &end, 10);
-				if (*end || end == c->group)
-					fatal("identity: no group '%s'", c->group);
-				gid = (gid_t)v;
-			}
-		} else if (pw == NULL && c->group[0] && strcmp(c->group, c->user) == 0) {
-			struct group *gr = getgrnam(c->group);
-			if (gr)
-				gid = gr->gr_gid;
+	gid_t gid = 0, groups[64];
+	int ngroups = 1;
+	char err[512];
+
+	if (c->user[0] && main_ids(c, &uid, &gid, err, sizeof err) < 0)
+		fatal("%s", err);
+	groups[0] = gid;
+	struct passwd *pw = c->user[0] ? getpwnam(c->user) : NULL;
+	if (pw) {
+		int n = (int)ARRAY_LEN(groups);
+		if (getgrouplist(pw->pw_name, gid, groups, &n) >= 0 && n >= 1)
+			ngroups = n;
+		else {
+			groups[0] = gid;
+			log_warn("%s is in more than %d groups: only group %ld is kept", c->user,
+			         (int)ARRAY_LEN(groups), (long)gid);
 		}
 	}
 	if (c->chroot_dir[0]) {
@@ -8795,25 +9789,31 @@ static void main_drop(const struct cfg *c)
 			fatal("chroot %s: %s", c->chroot_dir, strerror(errno));
 		log_info("chrooted to %s", c->chroot_dir);
 	}
+	if (c->working_dir[0] && chdir(c->working_dir) < 0)
+		fatal("--working-dir %s: %s", c->working_dir, strerror(errno));
+	main_drop_caps();
 	if (c->user[0]) {
-		if (setgroups(1, &gid) < 0 || setgid(gid) < 0 || setuid(uid) < 0)
+		if (setgroups((size_t)ngroups, groups) < 0 || setgid(gid) < 0 || setuid(uid) < 0)
 			fatal("cannot become %s: %s", c->user, strerror(errno));
+		if (uid != 0 && (getuid() == 0 || geteuid() == 0 || setuid(0) == 0))
+			fatal("still root after becoming uid %ld", (long)uid);
 		log_info("running as uid %ld, gid %ld", (long)uid, (long)gid);
 	}
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
+		log_warn("PR_SET_NO_NEW_PRIVS: %s", strerror(errno));
+	prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
 }
 
-/* workers absent: one per CPU, but no more than the token allows sessions. */
-static int main_workers(const struct cfg *c)
+/* Every asynchronous signal blocked; threads created meanwhile inherit the mask. */
+static void main_block_signals(sigset_t *old)
 {
-	if (c->workers != CFG_WORKERS_AUTO)
-		return c->workers;
-	long n = sysconf(_SC_NPROCESSORS_ONLN);
-	if (n < 1)
-		n = 1;
-	unsigned long cap = p11_session_limit();
-	if (cap && (unsigned long)n > cap)
-		n = (long)cap;
-	return (int)n;
+	static const int sync_sigs[] = { SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGABRT,
+	                                 SIGSYS };
+	sigset_t all;
+	sigfillset(&all);
+	for (size_t i = 0; i < ARRAY_LEN(sync_sigs); i++)
+		sigdelset(&all, sync_sigs[i]);
+	pthread_sigmask(SIG_BLOCK, &all, old);
 }
 
 #ifndef K2P_TEST
@@ -8824,9 +9824,11 @@ int main(int argc, char **argv)
 	static struct wrk_pool pool;
 	static struct op_env env;
 	static struct ev ev;
-	char err[PATH_MAX + 512];
+	char err[PATH_MAX + 1024], where[PATH_MAX + 16];
 
 	int r = cfg_main(argc, argv, &cfg);
+	if (r == CFG_MAIN_CHECK)
+		return main_check(&cfg);
 	if (r >= 0)
 		return r;
 	if (r == CFG_MAIN_LIST_SLOTS) {
@@ -8839,8 +9841,24 @@ int main(int argc, char **argv)
 		p11_unload();
 		return r;
 	}
+
+	/* The process will hold PINs: no core file, and no ptrace by the same user. */
+	struct rlimit no_core = { 0, 0 };
+	setrlimit(RLIMIT_CORE, &no_core);
+	prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+
+	int notifying = notify_init();
+	if (notifying < 0)
+		fprintf(stderr, "kmip2pkcs11: NOTIFY_SOCKET is not usable; no notifications\n");
 	log_open(&cfg);
 	log_info("kmip2pkcs11 %s starting", K2P_VERSION);
+	/* Under systemd the process it started must stay the one that serves: a forked
+	 * child's READY=1 would not count, and the parent's exit would end the service. */
+	if (notifying > 0 && cfg.daemonize) {
+		log_warn("daemonize ignored: started by systemd (NOTIFY_SOCKET), which supervises "
+		         "this process");
+		cfg.daemonize = 0;
+	}
 
 	struct sigaction sa;
 	memset(&sa, 0, sizeof sa);
@@ -8853,6 +9871,34 @@ int main(int argc, char **argv)
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGHUP, &sa, NULL);
 	sigaction(SIGUSR1, &sa, NULL);
+
+#if !defined(MBEDTLS_THREADING_C)
+	if (cfg.workers > 0)
+		fatal("%s: workers = %d: this build's Mbed TLS has no MBEDTLS_THREADING_C, so only "
+		      "workers = 0 works", main_where(&cfg, CFG_K_WORKERS, where, sizeof where),
+		      cfg.workers);
+#endif
+	/* The buffers' size, checked before anything is made (workers at most as many as
+	 * the CPUs: the token may only lower the count). */
+	size_t job_bytes;
+	int njobs = main_jobs(&cfg, main_workers(&cfg, 0));
+	if (main_job_bytes(njobs, (size_t)cfg.max_message_size, SIZE_MAX, &job_bytes) < 0)
+		fatal("%s: max-message-size %d: %d requests in flight need 2 x %d bytes each, "
+		      "more than this system can address",
+		      main_where(&cfg, CFG_K_MAX_MESSAGE_SIZE, where, sizeof where),
+		      cfg.max_message_size, njobs, cfg.max_message_size);
+
+	/* What start-up may create, named before anything is; removed if it fails. */
+	if (cfg.pid_file[0] && main_path_at(&main_pid, cfg.pid_file, "") < 0)
+		fatal("pid file %s: %s", cfg.pid_file, strerror(errno));
+	if (!cfg.cert_path[0]) {
+		main_path_at(&main_new[MAIN_NEW_STATE_DIR], cfg.state_dir, "");
+		main_path_at(&main_new[MAIN_NEW_CERT], cfg.state_dir, "/cert.pem");
+		main_path_at(&main_new[MAIN_NEW_KEY], cfg.state_dir, "/key.pem");
+	}
+	atexit(main_at_exit);
+	if (cfg.daemonize)
+		main_fork();
 
 	/* The certificate first: a client that connects as soon as the port is open finds
 	 * a generated one already on disk. */
@@ -8868,6 +9914,17 @@ int main(int argc, char **argv)
 		.state_dir = cfg.state_dir,
 		.listen_host = host,
 	};
+	/* Mbed TLS says only "read/write of file failed": the OS says which and why. */
+	const char *files[] = { to.cert_path, to.key_path, to.client_ca_path };
+	const int file_keys[] = { CFG_K_CERT_PATH, CFG_K_KEY_PATH, CFG_K_CLIENT_CA_PATH };
+	for (size_t i = 0; i < ARRAY_LEN(files); i++) {
+		int fd = files[i] ? open(files[i], O_RDONLY | O_CLOEXEC) : -1;
+		if (files[i] && fd < 0)
+			fatal("%s: %s %s: %s", main_where(&cfg, file_keys[i], where, sizeof where),
+			      cfg_keys[file_keys[i]].key, files[i], strerror(errno));
+		if (fd >= 0)
+			close(fd);
+	}
 	if (tls_server_init(&tls, &to, err, sizeof err) != 0)
 		fatal("TLS: %s", err);
 
@@ -8883,23 +9940,34 @@ int main(int argc, char **argv)
 			 (unsigned long)rl.rlim_cur, cfg.max_connections);
 
 	main_listen(&ev, &cfg);
-	main_daemonize(&cfg);
-
+	if (cfg.daemonize && chdir("/") < 0)
+		fatal("chdir /: %s", strerror(errno));
+	main_pid_write();
 	main_drop(&cfg);
 
-	if (p11_load(cfg.lib_path, err, sizeof err) != CKR_OK)
+	/* The module's threads and ours take no signal: the loop's thread does. */
+	sigset_t old_mask;
+	main_block_signals(&old_mask);
+	notify_send("STATUS=loading the PKCS#11 module %s", cfg.lib_path);
+	p11_set_init_args(cfg.init_args);     /* the configuration's limit is the same */
+	if (p11_load(cfg.lib_path, err, sizeof err) != CKR_OK) {
+		/* the usual causes lie outside the daemon: say where to look */
+		if (strstr(err, "C_Initialize") != NULL)
+			fatal("%s; check that the daemon's user (uid %ld) can read the module's "
+			      "configuration file and read and write its token store (SoftHSM2: "
+			      "SOFTHSM2_CONF or /etc/softhsm/softhsm2.conf, /var/lib/softhsm/tokens, "
+			      "group softhsm), and that the vendor's environment variables are set "
+			      "(under systemd: EnvironmentFile=)", err, (long)getuid());
 		fatal("%s", err);
+	}
 	p11_count_calls();
 	snprintf(env.module, sizeof env.module, "%s", p11.module);
-	int nworkers = main_workers(&cfg);
-	int njobs = nworkers > 0 ? 4 * nworkers : 4;
-	if (njobs < 8)
-		njobs = 8;
-	if (njobs > cfg.max_connections)
-		njobs = cfg.max_connections;
+	int nworkers = main_workers(&cfg, p11_session_limit());
+	njobs = main_jobs(&cfg, nworkers);
 	if (wrk_init(&pool, &env, nworkers, njobs, (size_t)cfg.max_message_size,
 		     (size_t)cfg.max_message_size) != 0)
 		fatal("cannot start workers: %s", strerror(errno));
+	pthread_sigmask(SIG_SETMASK, &old_mask, NULL);
 	log_info("%d PKCS#11 worker thread(s)%s, %d requests in flight at most", nworkers,
 		 nworkers ? "" : " (inline)", njobs);
 
@@ -8911,15 +9979,26 @@ int main(int argc, char **argv)
 	ev.handshake_ms = (uint64_t)cfg.handshake_timeout * 1000u;
 	ev.idle_ms = (uint64_t)cfg.idle_timeout * 1000u;
 	ev.sig_fd = ev_sig_pipe[0];
+	/* WATCHDOG=1 at half the interval systemd expects (sd_watchdog_enabled(3)) */
+	const char *wd = getenv("WATCHDOG_USEC"), *wd_pid = getenv("WATCHDOG_PID");
+	if (wd && (!wd_pid || strtol(wd_pid, NULL, 10) == (long)getpid())) {
+		unsigned long long usec = strtoull(wd, NULL, 10);
+		if (usec > 0) {
+			ev.watchdog_ms = usec / 2000u ? usec / 2000u : 1;
+			log_info("watchdog: a keep-alive every %llu ms", (unsigned long long)ev.watchdog_ms);
+		}
+	}
+	unsetenv("WATCHDOG_USEC");
+	unsetenv("WATCHDOG_PID");
 	log_info("ready");
+	main_ready_now(&cfg, nworkers);
 	ev_run(&ev);
 
+	notify_send("STOPPING=1\nSTATUS=stopping");
 	wrk_stop(&pool);
 	p11_unload();
 	tls_server_free(&tls);
-	if (cfg.pid_file[0])
-		unlink(cfg.pid_file);
 	log_info("stopped");
-	return 0;
+	return 0;               /* main_at_exit removes the pid file */
 }
 #endif

@@ -4,14 +4,15 @@
 # Installs what is missing (dist/deps.sh), builds ./kmip2pkcs11, makes a SoftHSM2 token
 # under ./demo (label "demo", user PIN 1234), writes ./demo/config.toml, prints how to
 # point Cascade and PyKMIP at it, then runs the daemon until Ctrl-C.  Running it again
-# reuses the token, the configuration and the certificate in ./demo/state.
+# reuses the token and the certificate in ./demo/state; ./demo/config.toml is written
+# anew at every run, so that DEMO_PORT takes effect.  `make demo-clean` removes ./demo.
 #
 #   DEMO_PORT=5697 make demo     another port
 set -eu
 
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
-DIR=$ROOT/demo
+DIR=${DEMO_DIR:-$ROOT/demo}     # DEMO_DIR: another place (the tests use one)
 LABEL=demo
 PIN=1234
 SOPIN=12345678
@@ -30,9 +31,22 @@ SOFTHSM2_CONF=$(sh dist/softhsm-token.sh "$DIR" "$LABEL" "$PIN" "$SOPIN") ||
 export SOFTHSM2_CONF
 echo "demo: the SoftHSM2 token \"$LABEL\" is in $DIR/tokens (made at the first run, then reused)"
 
-if [ ! -f "$DIR/config.toml" ]; then
-	cat > "$DIR/config.toml" <<EOF
-# Written by dist/demo.sh; see config.example for every key.
+case $PORT in
+''|*[!0-9]*) echo "demo: DEMO_PORT=$PORT is not a port number" >&2; exit 1 ;;
+esac
+if [ "$PORT" -lt 1 ] || [ "$PORT" -gt 65535 ]; then
+	echo "demo: DEMO_PORT=$PORT is not between 1 and 65535" >&2; exit 1
+fi
+# Say why before the daemon would: another demo, or another server, may hold the port.
+if ! /usr/bin/python3 -c 'import socket, sys
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", int(sys.argv[1])))' "$PORT" 2>/dev/null; then
+	echo "demo: 127.0.0.1:$PORT is in use (another make demo?); try DEMO_PORT=$((PORT + 1)) make demo" >&2
+	exit 1
+fi
+
+cat > "$DIR/config.toml" <<EOF
+# Written by dist/demo.sh at every run (DEMO_PORT=$PORT); see config.example for every key.
 version = "v1"
 
 [pkcs11]
@@ -45,9 +59,8 @@ addr = "127.0.0.1:$PORT"
 log-level = "info"
 state-dir = "$DIR/state"
 EOF
-fi
-PORT=$(sed -n 's/^addr = "127\.0\.0\.1:\([0-9]*\)"$/\1/p' "$DIR/config.toml")
-PORT=${PORT:-5696}
+./kmip2pkcs11 --check-config -c "$DIR/config.toml" > /dev/null ||
+	{ echo "demo: $DIR/config.toml does not check out (above)" >&2; exit 1; }
 
 cat <<EOF
 

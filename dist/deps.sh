@@ -22,7 +22,13 @@ WANT_SOURCE=0
 [ "${1:-}" = "--source" ] && WANT_SOURCE=1
 
 PKGS="gcc make libc6-dev softhsm2 openssl python3 python3-pykmip
-python3-cryptography clang libclang-rt-dev valgrind"
+python3-cryptography clang libclang-rt-dev valgrind systemd util-linux procps"
+
+# The second real PKCS#11 implementation of the tests (tests/tpm-token.sh): tpm2-pkcs11 and
+# its tpm2_ptool, a software TPM, tpm2-tools, the access broker with its TCTI, and D-Bus
+# for the broker's private session bus.  The swtpm TCTI comes with libtss2-tctildr0.
+PKGS="$PKGS libtpm2-pkcs11-1 libtpm2-pkcs11-tools swtpm swtpm-tools tpm2-tools tpm2-abrmd
+libtss2-tcti-tabrmd0 dbus"
 
 . /etc/os-release
 codename=${VERSION_CODENAME:-}

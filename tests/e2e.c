@@ -6,7 +6,7 @@
  *
  *   build/e2e HOST PORT CA_CERT USERNAME PIN MODE [ARGS]
  *
- *   cascade      the exact sequence Cascade sends, for RSA-2048 and ECDSA P-256, and the
+ *   cascade      the exact sequence Cascade sends, for RSA-2048, ECDSA P-256 and P-384, and the
  *                Get / Destroy corners around it
  *   keep         create an RSA and an EC key pair, print "UID <private uid>" lines
  *   sign UID...  sign with those private keys and verify (after a daemon restart)
@@ -14,6 +14,13 @@
  *   errors       unknown operations, malformed and oversize messages, batches
  *   parallel N   N connections at once, each a Query or a Sign
  *   slow         signing goes on while an RSA-4096 key pair is being generated
+ *   refuse ALG BITS REASON TEXT
+ *                a Create Key Pair (ALG rsa or ec) that the token refuses: Result Reason
+ *                REASON (hex) and a Result Message that contains TEXT
+ *
+ * Environment: E2E_LABELS_READ_ONLY=1: the token's labels cannot be changed (Nitrokey
+ * NetHSM), so Modify Attribute Name is expected to fail with Permission Denied naming
+ * CKA_LABEL; the rest of Cascade's sequence must still work.
  *
  * Each mode ends with "N passed, N failed" (tests/check.h).  Lines starting with NOTE
  * report what the daemon chose where the specification leaves a choice.
@@ -44,6 +51,7 @@ static struct {
 struct who { const char *user, *pass; };   /* a credential; NULL: none sent */
 
 static struct who g_me;                     /* the right username and PIN */
+static int labels_ro;                       /* E2E_LABELS_READ_ONLY */
 
 static __thread uint64_t rnd_state = 0x9E3779B97F4A7C15ULL;
 
@@ -260,6 +268,21 @@ static int expect_fail(const struct resp *r, uint32_t reason, const char *what)
 	return good;
 }
 
+/* Failed with this reason, and the Result Message names the cause (contains text). */
+static int expect_refusal(const struct resp *r, uint32_t reason, const char *text,
+                          const char *what)
+{
+	if (!expect_fail(r, reason, what))
+		return 0;
+	const struct ttlv *m = r->item[0].msg;
+	int good = m && m->type == TT_TEXT && memmem(m->val, m->len, text, strlen(text));
+	CHECK(good, "%s: the Result Message names %s (%.*s)", what, text,
+	      m && m->type == TT_TEXT ? (int)m->len : 0, m ? (const char *)m->val : "");
+	if (good)
+		printf("NOTE %s: \"%.*s\"\n", what, (int)m->len, (const char *)m->val);
+	return good;
+}
+
 static const struct ttlv *payload_find(const struct resp *r, uint32_t tag)
 {
 	return r->n >= 1 ? ttlv_find(&r->d, r->item[0].payload, tag) : NULL;
@@ -374,6 +397,12 @@ static const uint8_t spki_p256_prefix[] = {
 	0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00, 0x04
 };
 
+/* The same for P-384 (secp384r1, 1.3.132.0.34): before the 96 bytes of X||Y. */
+static const uint8_t spki_p384_prefix[] = {
+	0x30, 0x76, 0x30, 0x10, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01,
+	0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22, 0x03, 0x62, 0x00, 0x04
+};
+
 /* Tag of the first element inside the outer SEQUENCE: INTEGER for PKCS#1 RSAPublicKey,
  * SEQUENCE (the AlgorithmIdentifier) for an SPKI; -1 if not DER of a SEQUENCE that
  * fills exactly n bytes. */
@@ -387,32 +416,33 @@ static int der_inner_tag(const uint8_t *der, size_t n)
 	return *p;
 }
 
-/* One DER INTEGER of an ECDSA signature in minimal form, value at most 33 bytes. */
-static int der_int_minimal(unsigned char **p, const unsigned char *end)
+/* One DER INTEGER of an ECDSA signature in minimal form, value at most field + 1 bytes
+ * (field: bytes of the curve's order, 32 for P-256, 48 for P-384). */
+static int der_int_minimal(unsigned char **p, const unsigned char *end, size_t field)
 {
 	size_t len;
 	if (mbedtls_asn1_get_tag(p, end, &len, MBEDTLS_ASN1_INTEGER) != 0)
 		return 0;
 	const unsigned char *v = *p;
 	*p += len;
-	if (len == 0 || len > 33 || (v[0] & 0x80))
+	if (len == 0 || len > field + 1 || (v[0] & 0x80))
 		return 0;                            /* empty, too long, or negative */
 	if (len > 1 && v[0] == 0x00 && !(v[1] & 0x80))
 		return 0;                            /* a superfluous leading zero */
-	if (len == 33 && v[0] != 0x00)
+	if (len == field + 1 && v[0] != 0x00)
 		return 0;
 	return 1;
 }
 
 /* ECDSA-Sig-Value ::= SEQUENCE { r INTEGER, s INTEGER }, DER, minimal, nothing after. */
-static int ecdsa_der_minimal(const uint8_t *sig, size_t n)
+static int ecdsa_der_minimal(const uint8_t *sig, size_t n, size_t field)
 {
 	unsigned char *p = (unsigned char *)sig, *end = p + n;
 	size_t len;
 	if (mbedtls_asn1_get_tag(&p, end, &len, MBEDTLS_ASN1_CONSTRUCTED | MBEDTLS_ASN1_SEQUENCE) != 0
 	    || p + len != end || len >= 0x80 || sig[1] != len)
 		return 0;
-	return der_int_minimal(&p, end) && der_int_minimal(&p, end) && p == end;
+	return der_int_minimal(&p, end, field) && der_int_minimal(&p, end, field) && p == end;
 }
 
 struct key_out {
@@ -486,7 +516,8 @@ static int sign_check(struct kc *c, const char *priv, uint32_t alg, mbedtls_pk_c
 	if ((s = payload_find(r, KT_SIGNATURE_DATA)) == NULL || s->type != TT_BYTES)
 		return 0;
 	*why = "ECDSA signature not minimal DER";
-	if (alg == ALG_ECDSA && !ecdsa_der_minimal(s->val, s->len))
+	if (alg == ALG_ECDSA &&
+	    !ecdsa_der_minimal(s->val, s->len, (mbedtls_pk_get_bitlen(pk) + 7) / 8))
 		return 0;
 	*why = "RSA signature length";
 	if (alg == ALG_RSA && s->len != mbedtls_pk_get_len(pk))
@@ -567,6 +598,12 @@ static int cascade_get(struct kc *c, const struct pair *p, mbedtls_pk_context *p
 		CHECK(k.material && k.material->type == TT_BYTES &&
 		      der_inner_tag(k.material->val, k.material->len) == MBEDTLS_ASN1_INTEGER,
 		      "%s: PKCS#1 RSAPublicKey DER", what);
+	} else if (p->bits == 384) {
+		CHECK(k.kft == KFT_RAW, "%s: EC key as Raw (Key Format Type %u)", what, k.kft);
+		CHECK(k.material && k.material->type == TT_BYTES && k.material->len == 120 &&
+		      memcmp(k.material->val, spki_p384_prefix, sizeof spki_p384_prefix) == 0,
+		      "%s: Raw holds the DER SPKI of id-ecPublicKey / secp384r1, 97-byte point",
+		      what);
 	} else {
 		CHECK(k.kft == KFT_RAW, "%s: EC key as Raw (Key Format Type %u)", what, k.kft);
 		CHECK(k.material && k.material->type == TT_BYTES && k.material->len == 91 &&
@@ -702,8 +739,10 @@ static void cascade_key(struct kc *c, uint32_t alg, int bits, const char *tag, s
 	char what[96], name[40];
 
 	snprintf(what, sizeof what, "%s Create Key Pair", tag);
+	uint64_t t0 = now_ms();
 	if (create_checked(c, alg, bits, &p, r, what) != 0)
 		return;
+	printf("NOTE %s: %llu ms\n", what, (unsigned long long)(now_ms() - t0));
 	CHECK(r->major == 1 && r->minor == 0, "%s: a 1.0 request is answered in 1.0 (got %d.%d)",
 	      what, r->major, r->minor);
 	snprintf(what, sizeof what, "%s Get public key", tag);
@@ -718,11 +757,13 @@ static void cascade_key(struct kc *c, uint32_t alg, int bits, const char *tag, s
 	snprintf(what, sizeof what, "%s Modify Attribute Name public", tag);
 	snprintf(name, sizeof name, "example.org-%05u-ksk-pub", (unsigned)(rnd() % 65536));
 	do_modify_name(c, p.pub, name, r);
-	expect_ok(r, OP_MODIFY_ATTRIBUTE, what);
+	labels_ro ? expect_refusal(r, RR_PERMISSION_DENIED, "CKA_LABEL", what) :
+		    expect_ok(r, OP_MODIFY_ATTRIBUTE, what);
 	snprintf(what, sizeof what, "%s Modify Attribute Name private", tag);
 	memcpy(name + strlen(name) - 3, "pri", 3);
 	do_modify_name(c, p.priv, name, r);
-	expect_ok(r, OP_MODIFY_ATTRIBUTE, what);
+	labels_ro ? expect_refusal(r, RR_PERMISSION_DENIED, "CKA_LABEL", what) :
+		    expect_ok(r, OP_MODIFY_ATTRIBUTE, what);
 	snprintf(what, sizeof what, "%s Sign", tag);
 	sign_many(c, &p, &pk, 20, r, what);
 	cascade_formats(c, &p, &pk, r, tag);
@@ -742,6 +783,7 @@ static int mode_cascade(void)
 	cascade_query(&c, r);
 	cascade_key(&c, ALG_RSA, 2048, "RSA-2048", r);
 	cascade_key(&c, ALG_ECDSA, 256, "P-256", r);
+	cascade_key(&c, ALG_ECDSA, 384, "P-384", r);
 	kc_close(&c);
 	resp_free(r);
 	return check_summary();
@@ -1010,6 +1052,28 @@ static int mode_auth(void)
 	destroy_pair(&a, &p, r, "auth:", 0);
 	kc_close(&a);
 	kc_close(&b);
+	resp_free(r);
+	return check_summary();
+}
+
+/* ==== mode: refuse ======================================================== */
+
+/* A key the token will not make: the reason, and a message that says why. */
+static int mode_refuse(const char *alg, int bits, uint32_t reason, const char *text)
+{
+	struct kc c;
+	struct resp *r = resp_new();
+	char what[96];
+	if (tc_open(&c) != 0) {
+		CHECK(0, "connect");
+		resp_free(r);
+		return check_summary();
+	}
+	snprintf(what, sizeof what, "refuse: %s-%d Create Key Pair", alg, bits);
+	do_create(&c, &g_me, strcmp(alg, "rsa") == 0 ? ALG_RSA : ALG_ECDSA, bits,
+	          &(struct pair){ 0 }, r);
+	expect_refusal(r, reason, text, what);
+	kc_close(&c);
 	resp_free(r);
 	return check_summary();
 }
@@ -1492,8 +1556,8 @@ static int mode_toolarge(void)
 static int usage(void)
 {
 	fprintf(stderr, "usage: e2e HOST PORT CA_CERT USERNAME PIN "
-	        "cascade|keep|auth|errors|slow|toolarge|parallel N|sign UID...|gone UID...|back UID...|\n"
-	        "fresh\n");
+	        "cascade|keep|auth|errors|slow|toolarge|parallel N|sign UID...|"
+	        "refuse ALG BITS RR TEXT|gone UID...|back UID...|fresh\n");
 	return 2;
 }
 
@@ -1508,6 +1572,8 @@ int main(int argc, char **argv)
 	g.pin = argv[5];
 	g_me.user = g.user;
 	g_me.pass = g.pin;
+	labels_ro = getenv("E2E_LABELS_READ_ONLY") != NULL &&
+	            strcmp(getenv("E2E_LABELS_READ_ONLY"), "1") == 0;
 	rnd_state = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32) ^ 0x9E3779B97F4A7C15ULL;
 	setvbuf(stdout, NULL, _IOLBF, 0);
 
@@ -1533,5 +1599,8 @@ int main(int argc, char **argv)
 		return mode_slow();
 	if (strcmp(argv[6], "toolarge") == 0)
 		return mode_toolarge();
+	if (strcmp(argv[6], "refuse") == 0 && argc == 11)
+		return mode_refuse(argv[7], atoi(argv[8]), (uint32_t)strtoul(argv[9], NULL, 16),
+		                   argv[10]);
 	return usage();
 }

@@ -36,6 +36,7 @@ run pkcs11    env LSAN_OPTIONS=suppressions=tests/lsan.supp build/test_p11
 run tls       build/test_tls
 run ops       build/test_op
 run daemon    sh tests/integration.sh ./kmip2pkcs11
+run service   sh tests/service.sh ./kmip2pkcs11
 # `make check` builds both; run by hand without them, each run left out is one skip.
 if [ -x build/kmip2pkcs11-asan ]; then
 	run daemon-asan env LSAN_OPTIONS=suppressions=$(pwd)/tests/lsan.supp \
@@ -43,6 +44,16 @@ if [ -x build/kmip2pkcs11-asan ]; then
 else
 	echo "SKIP daemon-asan: build/kmip2pkcs11-asan is not built"
 	total_s=$((total_s + 1))
+fi
+# The same end-to-end tests on a second real PKCS#11 implementation: tpm2-pkcs11 on swtpm.
+run daemon-tpm env TOKEN=tpm sh tests/integration.sh ./kmip2pkcs11
+# Vendor behaviours (YubiHSM 2, NetHSM, Luna, SmartCard-HSM, ...) emulated over SoftHSM2,
+# against the sanitizer build of the daemon when there is one.
+if [ -x build/kmip2pkcs11-asan ]; then
+	run vendors env LSAN_OPTIONS=suppressions=$(pwd)/tests/lsan.supp \
+		sh tests/vendor.sh build/kmip2pkcs11-asan
+else
+	run vendors sh tests/vendor.sh ./kmip2pkcs11
 fi
 if [ -x ./kmip2pkcs11-static ]; then
 	run daemon-static sh tests/integration.sh ./kmip2pkcs11-static

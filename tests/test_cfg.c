@@ -126,6 +126,7 @@ static void test_every_key(void)
 		"[pkcs11]\n"
 		"lib-path = \"/opt/hsm/lib \\\"x\\\".so\"\n"
 		"workers = 0\n"
+		"init-args = \"connector=http://127.0.0.1:12345 debug\"\n"
 		"[server]\n"
 		"addr = \"[::1]:1569\"\n"
 		"max-connections = 10\n"
@@ -147,6 +148,7 @@ static void test_every_key(void)
 	CHECK(parse(t) == 0, "every key: %s", E);
 	CHECK(strcmp(C.lib_path, "/opt/hsm/lib \"x\".so") == 0, "escaped quotes");
 	CHECK(C.workers == 0, "workers 0 = inline");
+	CHECK(strcmp(C.init_args, "connector=http://127.0.0.1:12345 debug") == 0, "init-args");
 	CHECK(C.listen_sa.ss_family == AF_INET6 && sa_port(&C) == 1569 &&
 	      C.listen_salen == sizeof(struct sockaddr_in6), "IPv6 addr");
 	CHECK(C.max_connections == 10 && C.max_message_size == 1024 && C.handshake_timeout == 5 &&
@@ -306,6 +308,21 @@ static void test_errors(void)
 	bad("bad identity", MIN "[daemon]\nidentity = \"a:b:c\"\n", 5, "'identity' must be");
 	bad("identity empty group", MIN "[daemon]\nidentity = \"a:\"\n", 5, "'identity' must be");
 	bad("identity with space", MIN "[daemon]\nidentity = \"a b\"\n", 5, "'identity' must be");
+	/* A numeric ID that does not fit uid_t / gid_t once wrapped to 0 (root): refused. */
+	bad("uid 2^32", MIN "[daemon]\nidentity = \"4294967296\"\n", 5,
+	    "'identity': user ID 4294967296 is out of range (0 to 4294967294)");
+	bad("uid -0", MIN "[daemon]\nidentity = \"-0\"\n", 5,
+	    "'identity': user \"-0\" is neither a name nor a number");
+	bad("gid 2^32", MIN "[daemon]\nidentity = \"kmip:4294967296\"\n", 5,
+	    "'identity': group ID 4294967296 is out of range");
+	bad("uid -1", MIN "[daemon]\nidentity = \"4294967295\"\n", 5,
+	    "'identity': user ID 4294967295 is out of range");
+	bad("gid +1", MIN "[daemon]\nidentity = \"kmip:+1\"\n", 5,
+	    "'identity': group \"+1\" is neither a name nor a number");
+	bad("huge uid", MIN "[daemon]\nidentity = \"18446744073709551616\"\n", 5,
+	    "out of range");
+	CHECK(parse(MIN "[daemon]\nidentity = \"4294967294:65534\"\n") == 0,
+	      "largest uid accepted: %s", E);
 
 	/* a NUL byte, and a file that is too large */
 	static const char nul[] = "version = \"v1\"\n[pkcs11]\0\n";
@@ -398,6 +415,21 @@ static void test_docs(void)
 		*o = '\0';
 		snprintf(want, sizeof want, ".B %s\n", roff);
 		CHECK(strstr(man, want) != NULL, "man page documents '%s' (as '.B %s')", key->key, roff);
+	}
+	/* every long option: in the man page (roff: "\-\-name") and in config.example */
+	for (const struct option *o = cfg_longopts; o->name; o++) {
+		char roff[96] = "\\-\\-", *q = roff + strlen(roff), plain[80];
+		for (const char *c = o->name; *c && q < roff + sizeof roff - 3; c++) {
+			if (*c == '-')
+				*q++ = '\\';
+			*q++ = *c;
+		}
+		*q = '\0';
+		CHECK(strstr(man, roff) != NULL, "man page names --%s (as %s)", o->name, roff);
+		snprintf(plain, sizeof plain, "--%s", o->name);
+		CHECK(strstr(ex, plain) != NULL || strcmp(o->name, "help") == 0 ||
+		      strcmp(o->name, "version") == 0 || strcmp(o->name, "config") == 0,
+		      "config.example names %s", plain);
 	}
 	/* every table too */
 	for (int t = 1; t < CT_COUNT; t++) {
@@ -501,16 +533,136 @@ static void test_cli(void)
 	/* cfg_main's exit statuses (prints to stdout/stderr) */
 	char *a1[] = { (char *)"k", (char *)"--check-config", (char *)"-c",
 	               (char *)"config.example", NULL };
-	CHECK(cfg_main(4, a1, &C) == 0, "--check-config on config.example: exit 0");
+	CHECK(cfg_main(4, a1, &C) == CFG_MAIN_CHECK, "--check-config on config.example: valid, "
+	      "main checks what start-up would load");
 	char *a2[] = { (char *)"k", (char *)"--check-config", (char *)"-c", (char *)"/nonexistent",
 	               NULL };
 	CHECK(cfg_main(4, a2, &C) == 1, "--check-config on a missing file: exit 1");
-	char *a3[] = { (char *)"k", (char *)"-q", NULL };
+	char *a3[] = { (char *)"k", (char *)"-x", NULL };
 	CHECK(cfg_main(2, a3, &C) == 2, "usage error: exit 2");
 	char *a4[] = { (char *)"k", (char *)"-V", NULL };
 	CHECK(cfg_main(2, a4, &C) == 0, "version: exit 0");
 	char *a5[] = { (char *)"k", (char *)"-c", (char *)"config.example", (char *)"-d", NULL };
-	CHECK(cfg_main(4, a5, &C) == -1 && C.daemonize == 1, "run: -1, configuration loaded");
+	CHECK(cfg_main(4, a5, &C) == CFG_MAIN_RUN && C.daemonize == 1,
+	      "run: CFG_MAIN_RUN, configuration loaded");
+}
+
+/* The spellings of the original's published manual page (its daemon base library). */
+static void test_cli_manual(void)
+{
+	struct cfg_cli o;
+
+	CHECK(cli(&o, "--detach", NULL) == CFG_CLI_RUN && o.daemonize == 1, "--detach = -d");
+	CHECK(cli(&o, "-v", NULL) == CFG_CLI_RUN && o.verbose == 1, "-v");
+	CHECK(cli(&o, "-vv", NULL) == CFG_CLI_RUN && o.verbose == 2, "-vv");
+	CHECK(cli(&o, "--verbose", "-q", "-q", "--quiet", NULL) == CFG_CLI_RUN && o.verbose == -2,
+	      "--verbose, -q, --quiet add up");
+	CHECK(cli(&o, "--stderr", NULL) == CFG_CLI_RUN && o.log_target == LOG_TO_STDERR,
+	      "--stderr");
+	CHECK(cli(&o, "--syslog", NULL) == CFG_CLI_RUN && o.log_target == LOG_TO_SYSLOG,
+	      "--syslog");
+	CHECK(cli(&o, "--logfile", "/var/log/k.log", NULL) == CFG_CLI_RUN &&
+	      o.log_target == LOG_TO_FILE && strcmp(o.log_file, "/var/log/k.log") == 0,
+	      "--logfile PATH");
+	CHECK(cli(&o, "--syslog", "--syslog-facility", "local3", NULL) == CFG_CLI_RUN &&
+	      o.syslog_facility == LOG_LOCAL3, "--syslog-facility local3");
+	CHECK(cli(&o, "--syslog-facility=user", NULL) == CFG_CLI_RUN &&
+	      o.syslog_facility == LOG_USER, "--syslog-facility=user");
+	CHECK(cli(&o, "--pid-file", "/run/k.pid", "--working-dir", "/var/lib/k", "--chroot",
+	          "/srv/k", "--user", "kmip", "--group", "softhsm", NULL) == CFG_CLI_RUN &&
+	      strcmp(o.pid_file, "/run/k.pid") == 0 && strcmp(o.working_dir, "/var/lib/k") == 0 &&
+	      strcmp(o.chroot_dir, "/srv/k") == 0 && strcmp(o.user, "kmip") == 0 &&
+	      strcmp(o.group, "softhsm") == 0, "process options");
+
+	CHECK(cli(&o, "--syslog", "--stderr", NULL) == CFG_CLI_USAGE &&
+	      strstr(o.err, "more than one log target"), "two targets: %s", o.err);
+	CHECK(cli(&o, "-l", "stderr", "--logfile", "/x", NULL) == CFG_CLI_USAGE &&
+	      strstr(o.err, "more than one log target"), "-l and --logfile: %s", o.err);
+	CHECK(cli(&o, "--syslog-facility", "mars", NULL) == CFG_CLI_USAGE &&
+	      strstr(o.err, "unknown syslog facility 'mars'"), "bad facility: %s", o.err);
+	CHECK(cli(&o, "--user", "4294967296", NULL) == CFG_CLI_USAGE &&
+	      strstr(o.err, "--user: '4294967296' is not a user name or a number"),
+	      "--user out of range: %s", o.err);
+	CHECK(cli(&o, "--group", "-0", NULL) == CFG_CLI_USAGE && strstr(o.err, "--group: '-0'"),
+	      "--group -0: %s", o.err);
+	CHECK(cli(&o, "--user", "a:b", NULL) == CFG_CLI_USAGE, "--user with a colon");
+	CHECK(cli(&o, "--chroot", "", NULL) == CFG_CLI_USAGE && strstr(o.err, "must not be empty"),
+	      "--chroot empty: %s", o.err);
+	CHECK(cli(&o, "--pid-file", "/a", "--pid-file", "/b", NULL) == CFG_CLI_USAGE &&
+	      strstr(o.err, "--pid-file given twice"), "--pid-file twice: %s", o.err);
+	CHECK(cli(&o, "--detach=1", NULL) == CFG_CLI_USAGE &&
+	      strcmp(o.err, "option --detach takes no argument") == 0, "--detach=1: %s", o.err);
+	CHECK(cli(&o, "--list-slots=1", NULL) == CFG_CLI_USAGE &&
+	      strcmp(o.err, "option --list-slots takes no argument") == 0, "--list-slots=1: %s",
+	      o.err);
+	/* every flag that takes no argument says so when given one */
+	for (const struct option *lo = cfg_longopts; lo->name; lo++) {
+		char arg[64];
+		if (lo->has_arg != no_argument)
+			continue;
+		snprintf(arg, sizeof arg, "--%s=x", lo->name);
+		CHECK(cli(&o, arg, NULL) == CFG_CLI_USAGE && strstr(o.err, "takes no argument"),
+		      "%s: %s", arg, o.err);
+	}
+
+	/* applied: -v/-q move from the file's level, stop at trace and error */
+	CHECK(parse(MIN "[daemon]\nlog-level = \"warning\"\nidentity = \"a:b\"\n") == 0, "(file)");
+	CHECK(cli(&o, "-v", NULL) == CFG_CLI_RUN && cfg_cli_apply(&C, &o, E, sizeof E) == 0 &&
+	      C.log_level == LV_INFO, "-v: warning -> info");
+	CHECK(parse(MIN) == 0 && cli(&o, "-vvvv", NULL) == CFG_CLI_RUN &&
+	      cfg_cli_apply(&C, &o, E, sizeof E) == 0 && C.log_level == LV_TRACE,
+	      "-vvvv stops at trace");
+	CHECK(parse(MIN) == 0 && cli(&o, "-qq", NULL) == CFG_CLI_RUN &&
+	      cfg_cli_apply(&C, &o, E, sizeof E) == 0 && C.log_level == LV_ERROR,
+	      "-qq from info: errors only");
+	CHECK(parse(MIN) == 0 && cli(&o, "--log-level", "debug", "-q", NULL) == CFG_CLI_RUN &&
+	      cfg_cli_apply(&C, &o, E, sizeof E) == 0 && C.log_level == LV_INFO,
+	      "-q after --log-level debug: info");
+	CHECK(parse(MIN) == 0 && C.syslog_facility == LOG_DAEMON, "facility default daemon");
+	CHECK(cli(&o, "--logfile", "/l", "--syslog-facility", "local7", "--pid-file", "/p",
+	          "--chroot", "/c", "--working-dir", "/w", "--user", "u", NULL) == CFG_CLI_RUN &&
+	      cfg_cli_apply(&C, &o, E, sizeof E) == 0, "(apply)");
+	CHECK(C.log_target == LOG_TO_FILE && strcmp(C.log_file, "/l") == 0 &&
+	      C.syslog_facility == LOG_LOCAL7 && strcmp(C.pid_file, "/p") == 0 &&
+	      strcmp(C.chroot_dir, "/c") == 0 && strcmp(C.working_dir, "/w") == 0 &&
+	      strcmp(C.user, "u") == 0 && strcmp(C.group, "u") == 0,
+	      "applied: --user alone takes the user's group, as identity = \"u\"");
+	CHECK(parse(MIN "[daemon]\nidentity = \"a:b\"\n") == 0 &&
+	      cli(&o, "--group", "g", NULL) == CFG_CLI_RUN &&
+	      cfg_cli_apply(&C, &o, E, sizeof E) == 0 && strcmp(C.user, "a") == 0 &&
+	      strcmp(C.group, "g") == 0, "--group replaces the group of identity");
+	CHECK(parse(MIN) == 0 && cli(&o, "--group", "g", NULL) == CFG_CLI_RUN &&
+	      cfg_cli_apply(&C, &o, E, sizeof E) == -1 && strstr(E, "--group needs a user"),
+	      "--group without a user: %s", E);
+}
+
+/* Job buffers: workers x 4 jobs x (request + response) of max-message-size.  On a 32-bit
+ * target 1024 jobs x 2 x 16 MiB = 32 GiB wraps; the arithmetic is checked, and start-up and
+ * --check-config refuse such a configuration with the key's line. */
+static void test_job_bytes(void)
+{
+	size_t t = 0;
+	CHECK(main_job_bytes(8, 65536, UINT32_MAX, &t) == 0 && t == 8u * 2 * 65536,
+	      "defaults fit in 32 bits: %zu", t);
+	CHECK(main_job_bytes(1024, 16777216, UINT32_MAX, &t) == -1,
+	      "32-bit: 1024 jobs x 2 x 16 MiB does not fit");
+	CHECK(main_job_bytes(127, 16777216, UINT32_MAX, &t) == 0 && t == 127u * 2 * 16777216,
+	      "32-bit: 127 jobs x 2 x 16 MiB fits");
+	CHECK(main_job_bytes(128, 16777216, UINT32_MAX, &t) == -1,
+	      "32-bit: 128 jobs x 2 x 16 MiB = 4 GiB does not fit");
+	CHECK(main_job_bytes(2, (size_t)-1 / 2 + 1, (size_t)-1, &t) == -1,
+	      "2 x msg overflowing size_t is caught");
+	CHECK(main_job_bytes(0, 65536, (size_t)-1, &t) == -1, "no jobs is an error");
+	/* wrk_init checks too, before it allocates: no wrapped small arena */
+	struct wrk_pool w;
+	errno = 0;
+	CHECK(wrk_init(&w, NULL, 0, 4, (size_t)-1 / 4, (size_t)-1 / 4) == -1 && errno == EOVERFLOW,
+	      "wrk_init refuses buffers whose total wraps");
+	/* the number of jobs for a configuration */
+	CHECK(parse(MIN "workers = 256\n") == 0 && main_jobs(&C, main_workers(&C, 0)) == 1024,
+	      "256 workers: 1024 jobs");
+	CHECK(parse(MIN "workers = 0\n[server]\nmax-connections = 3\n") == 0 &&
+	      main_jobs(&C, main_workers(&C, 0)) == 3, "jobs capped by max-connections");
 }
 
 int main(void)
@@ -522,5 +674,7 @@ int main(void)
 	test_load();
 	test_docs();
 	test_cli();
+	test_cli_manual();
+	test_job_bytes();
 	return check_summary();
 }

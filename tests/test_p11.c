@@ -103,6 +103,10 @@ static void test_rv_table(void)
 	CHECK(p11_rv_reason(CKR_PIN_INCORRECT) == RR_AUTHENTICATION_NOT_SUCCESSFUL, "PIN -> auth");
 	CHECK(p11_rv_reason(CKR_PIN_LEN_RANGE) == RR_AUTHENTICATION_NOT_SUCCESSFUL, "PIN len -> auth");
 	CHECK(p11_rv_reason(CKR_USER_NOT_LOGGED_IN) == RR_AUTHENTICATION_NOT_SUCCESSFUL, "not logged in");
+	/* NetHSM answers a password it does not take with CKR_USER_TYPE_INVALID (nethsm-pkcs11
+	 * LoginError::UserNotPresent). */
+	CHECK(p11_rv_reason(CKR_USER_TYPE_INVALID) == RR_AUTHENTICATION_NOT_SUCCESSFUL,
+	      "user type invalid -> auth");
 	CHECK(p11_rv_reason(CKR_KEY_HANDLE_INVALID) == RR_ITEM_NOT_FOUND, "key handle -> not found");
 	CHECK(p11_rv_reason(CKR_OBJECT_HANDLE_INVALID) == RR_ITEM_NOT_FOUND, "object handle");
 	CHECK(p11_rv_reason(CKR_MECHANISM_INVALID) == RR_FEATURE_NOT_SUPPORTED, "mechanism");
@@ -284,11 +288,21 @@ static void test_sign_rsa(CK_SESSION_HANDLE h, struct p11_slot *s)
 	CHECK(p11_key_info(h, priv, &kpriv) == CKR_OK && kpriv.cls == CKO_PRIVATE_KEY &&
 	      kpriv.sign == 1 && kpriv.modulus_len == 256 && strcmp(kpriv.label, "rsa-pri") == 0,
 	      "RSA private attributes");
-	CK_BBOOL ext = 1, sens = 0, dec = 1;
-	CK_ATTRIBUTE t[] = { P11_ATTR(CKA_EXTRACTABLE, &ext, 1), P11_ATTR(CKA_SENSITIVE, &sens, 1),
-	                     P11_ATTR(CKA_DECRYPT, &dec, 1) };
-	CHECK(p11.fl->C_GetAttributeValue(h, priv, t, 3) == CKR_OK && !ext && sens && !dec,
-	      "private key: not extractable, sensitive, no decrypt");
+	/* CKA_DECRYPT is the token's default now (tpm2-pkcs11 ties it to VERIFY): not asked. */
+	CK_BBOOL ext = 1, sens = 0;
+	CK_ATTRIBUTE t[] = { P11_ATTR(CKA_EXTRACTABLE, &ext, 1), P11_ATTR(CKA_SENSITIVE, &sens, 1) };
+	CHECK(p11.fl->C_GetAttributeValue(h, priv, t, 2) == CKR_OK && !ext && sens,
+	      "private key: not extractable, sensitive");
+	char hint[112];
+	CHECK(p11_template_hint(CKR_ATTRIBUTE_VALUE_INVALID, &g, hint, sizeof hint) &&
+	      strstr(hint, "CKA_MODULUS_BITS 2048"), "template hint names the modulus size");
+	CHECK(p11_template_hint(CKR_ATTRIBUTE_TYPE_INVALID, &g, hint, sizeof hint) &&
+	      strstr(hint, "CKA_SENSITIVE CKA_EXTRACTABLE CKA_LABEL"),
+	      "template hint names the optional attributes");
+	CHECK(p11_template_hint(CKR_GENERAL_ERROR, &g, hint, sizeof hint) &&
+	      strstr(hint, "CKA_SIGN 1"), "template hint shows the booleans sent");
+	CHECK(p11_template_hint(CKR_PIN_INCORRECT, &g, hint, sizeof hint) == NULL,
+	      "no template hint for a code about something else");
 
 	static const int hashes[] = { P11_HASH_SHA256, P11_HASH_SHA384, P11_HASH_SHA512 };
 	for (size_t i = 0; i < ARRAY_LEN(hashes); i++) {
