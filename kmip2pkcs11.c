@@ -2601,7 +2601,8 @@ static void kmip_dump(const struct ttlv_doc *d, char *out, size_t cap)
  * config.example and the man page document every key are all driven by that table.
  *
  * Our own keys (extensions, absent from the original): [pkcs11] workers, init-args, [server]
- * max-connections, max-message-size, handshake-timeout, idle-timeout, [server.identity]
+ * max-connections, max-connections-per-source, max-message-size, handshake-timeout,
+ * first-request-timeout, idle-timeout, [server.identity]
  * client-ca-path, [daemon] state-dir.  [daemon] chroot is the original's (rarely used).
  */
 
@@ -2653,10 +2654,16 @@ enum {
 	  "The IP address and TCP port to listen on.") \
 	X(MAX_CONNECTIONS, CT_SERVER, "max-connections", CV_INT, max_connections, 1, 65535, \
 	  "1024", "Connections served at the same time (extension).") \
+	X(MAX_CONN_PER_SOURCE, CT_SERVER, "max-connections-per-source", CV_INT, \
+	  max_conn_per_source, 1, 65535, "32", \
+	  "Connections one client address may hold at the same time (extension).") \
 	X(MAX_MESSAGE_SIZE, CT_SERVER, "max-message-size", CV_INT, max_message_size, 1024, \
 	  16777216, "65536", "The largest KMIP request accepted, in bytes (extension).") \
 	X(HANDSHAKE_TIMEOUT, CT_SERVER, "handshake-timeout", CV_INT, handshake_timeout, 1, 3600, \
 	  "10", "Seconds a client has to complete the TLS handshake (extension).") \
+	X(FIRST_REQUEST_TIMEOUT, CT_SERVER, "first-request-timeout", CV_INT, \
+	  first_request_timeout, 1, 86400, "10", \
+	  "Seconds a new connection has to send its first request (extension).") \
 	X(IDLE_TIMEOUT, CT_SERVER, "idle-timeout", CV_INT, idle_timeout, 1, 86400, "120", \
 	  "Seconds an idle connection is kept open (extension).") \
 	X(CERT_PATH, CT_SERVER_IDENTITY, "cert-path", CV_PATH, cert_path, 0, 0, NULL, \
@@ -2697,8 +2704,10 @@ struct cfg {
 	struct sockaddr_storage listen_sa;      /* addr parsed: AF_INET or AF_INET6 */
 	socklen_t listen_salen;
 	int max_connections;
+	int max_conn_per_source;                /* per IPv4 address or IPv6 /64 */
 	int max_message_size;                   /* bytes */
 	int handshake_timeout;                  /* seconds */
+	int first_request_timeout;              /* seconds */
 	int idle_timeout;                       /* seconds */
 	/* [server.identity]; "" when not set */
 	char cert_path[CFG_PATH_MAX];
@@ -6155,6 +6164,7 @@ struct op_thread {
 	struct op_rec *rec;             /* where op_handle() describes the request it serves */
 	struct op_rec own_rec;          /* ... unless the caller points it elsewhere */
 	unsigned epoch;                 /* p11_epoch() when the sessions and caches were made */
+	int gated;                      /* this thread holds the module's gate (op_enter) */
 	struct op_sess sess[P11_MAX_SLOTS];
 	struct op_user users[OP_USER_CACHE];
 	struct op_cached_key keys[OP_KEY_CACHE];
@@ -6235,6 +6245,23 @@ static void op_sync(struct op_thread *t)
 	t->nsess = 0;
 	op_cache_clear(t);
 	t->epoch = e;
+}
+
+/*
+ * Before a request's first call into the module (op_login, a Query naming a token): the
+ * module's gate, held for reading until the request ends (op_handle), so that a
+ * re-initialisation (op_recover) waits for it; then what this thread knew from before a
+ * re-initialisation is dropped.  Requests that need no module (Discover Versions, Query
+ * without a credential, malformed messages, which the event loop answers itself) never
+ * take it, so they never wait for a re-initialisation or the requests it waits for.
+ */
+static void op_enter(struct op_thread *t)
+{
+	if (t->gated)
+		return;
+	p11_enter();
+	t->gated = 1;
+	op_sync(t);
 }
 
 /* Forget a session the module says is gone (token removed, module reset), and what was
@@ -6660,9 +6687,11 @@ static uint32_t op_query(struct op_req *q, const struct ttlv *pl)
 {
 	int ops = 0, objs = 0, info = 0;
 	struct p11_slot *s = NULL;
-	if (q->r->has_cred && q->r->user_len > 0 && q->r->user_len < 256 &&
-	    p11_slot_lookup((const char *)q->r->user, q->r->user_len, &s) != CKR_OK)
-		s = NULL;
+	if (q->r->has_cred && q->r->user_len > 0 && q->r->user_len < 256) {
+		op_enter(q->t);
+		if (p11_slot_lookup((const char *)q->r->user, q->r->user_len, &s) != CKR_OK)
+			s = NULL;
+	}
 	if (pl)
 		for (int i = pl->child; i >= 0; i = q->d->it[i].next) {
 			const struct ttlv *f = &q->d->it[i];
@@ -7304,27 +7333,38 @@ static uint32_t op_get_attribute_list(struct op_req *q, const struct ttlv *pl)
 
 /* ---- the table ----------------------------------------------------------- */
 
-/* X(operation, function, needs login) */
+/* Whether an operation calls the PKCS#11 module (the table's last column).  Requests
+ * whose every item is OPM_NEVER are answered by the event loop itself, so that they do not
+ * wait behind slow module calls (section 10). */
+enum {
+	OPM_NEVER,      /* answered from the message and op_env alone */
+	OPM_ALWAYS,
+	OPM_CRED        /* only when the message carries a credential: Query then names the
+			 * user's token, which needs a slot lookup */
+};
+
+/* X(operation, function, needs login, module) */
 #define OP_TABLE(X) \
-	X(OP_CREATE_KEY_PAIR,       op_create_key_pair,    1) \
-	X(OP_GET,                   op_get,                1) \
-	X(OP_GET_ATTRIBUTES,        op_get_attributes,     1) \
-	X(OP_GET_ATTRIBUTE_LIST,    op_get_attribute_list, 1) \
-	X(OP_MODIFY_ATTRIBUTE,      op_modify_attribute,   1) \
-	X(OP_ACTIVATE,              op_activate,           1) \
-	X(OP_DESTROY,               op_destroy,            1) \
-	X(OP_REVOKE,                op_revoke,             1) \
-	X(OP_LOCATE,                op_locate,             1) \
-	X(OP_QUERY,                 op_query,              0) \
-	X(OP_DISCOVER_VERSIONS,     op_discover_versions,  0) \
-	X(OP_SIGN,                  op_sign,               1)
+	X(OP_CREATE_KEY_PAIR,       op_create_key_pair,    1, OPM_ALWAYS) \
+	X(OP_GET,                   op_get,                1, OPM_ALWAYS) \
+	X(OP_GET_ATTRIBUTES,        op_get_attributes,     1, OPM_ALWAYS) \
+	X(OP_GET_ATTRIBUTE_LIST,    op_get_attribute_list, 1, OPM_ALWAYS) \
+	X(OP_MODIFY_ATTRIBUTE,      op_modify_attribute,   1, OPM_ALWAYS) \
+	X(OP_ACTIVATE,              op_activate,           1, OPM_ALWAYS) \
+	X(OP_DESTROY,               op_destroy,            1, OPM_ALWAYS) \
+	X(OP_REVOKE,                op_revoke,             1, OPM_ALWAYS) \
+	X(OP_LOCATE,                op_locate,             1, OPM_ALWAYS) \
+	X(OP_QUERY,                 op_query,              0, OPM_CRED) \
+	X(OP_DISCOVER_VERSIONS,     op_discover_versions,  0, OPM_NEVER) \
+	X(OP_SIGN,                  op_sign,               1, OPM_ALWAYS)
 
 static const struct op_def {
 	uint32_t op;
 	uint32_t (*fn)(struct op_req *, const struct ttlv *);
 	int login;
+	int module;                     /* OPM_* */
 } op_defs[] = {
-#define OP_ROW(op, fn, login) { op, fn, login },
+#define OP_ROW(op, fn, login, module) { op, fn, login, module },
 	OP_TABLE(OP_ROW)
 #undef OP_ROW
 };
@@ -7376,6 +7416,7 @@ static uint32_t op_login(struct op_req *q)
 			       "a Username and Password credential is required");
 	if (r->user_len > 255)
 		return op_fail(q, RR_AUTHENTICATION_NOT_SUCCESSFUL, "no slot for that username");
+	op_enter(q->t);
 	for (int attempt = 0; attempt < OP_LOGIN_TRIES; attempt++) {
 		const char *call = "C_GetSlotList";
 		CK_RV rv = op_slot(q->t, r->user, r->user_len, &q->slot, &call);
@@ -7520,6 +7561,31 @@ static int op_item(struct op_req *q, const struct kmip_item *it, uint32_t auth_r
 	return -1;
 }
 
+/*
+ * Does this request message call the module?  -1: it is not a request message at all
+ * (undecodable, or refused whole), 0: no (every item is OPM_NEVER, or is refused on its
+ * own), 1: yes.  For the event loop, which answers the first two itself; it decodes
+ * into t's item array, so t is the loop's own op_thread.
+ */
+static int op_needs_module(struct op_thread *t, const uint8_t *in, size_t n)
+{
+	struct kmip_request r;
+	struct ttlv_doc d = { t->items, 0, TTLV_MAX_ITEMS };
+	const char *why = NULL;
+
+	memset(&r, 0, sizeof r);
+	if (ttlv_decode(&d, in, n, TTLV_DEFAULT_DEPTH) != 0 || kmip_parse_request(&d, &r, &why))
+		return -1;
+	for (int i = 0; i < r.n; i++) {
+		const struct op_def *def = op_lookup(r.item[i].op);
+		if (!def || r.item[i].reason)
+			continue;
+		if (def->module == OPM_ALWAYS || (def->module == OPM_CRED && r.has_cred))
+			return 1;
+	}
+	return 0;
+}
+
 /* A whole answer for a message that cannot be served: header, one item, no Operation. */
 static size_t op_error_response(uint8_t *out, size_t cap, uint32_t reason, const char *why)
 {
@@ -7629,9 +7695,8 @@ static size_t op_serve(struct op_thread *t, const uint8_t *in, size_t n, uint8_t
  * Request Message in, Response Message out (its length; 0 only if even an error answer
  * does not fit, which a sane out_cap rules out).  t->rec describes the request afterwards;
  * at debug the response is logged too (it holds no secret: private keys never leave the
- * HSM, and byte strings are cut after 20 bytes).  The request holds the module's gate for
- * reading: a re-initialisation (op_recover) waits for it to end.  Sessions and caches from
- * before a re-initialisation are dropped first.
+ * HSM, and byte strings are cut after 20 bytes).  A request that calls the module holds
+ * its gate from its first such call to here (op_enter).
  */
 static size_t op_handle(struct op_thread *t, const uint8_t *in, size_t n, uint8_t *out, size_t cap)
 {
@@ -7642,10 +7707,11 @@ static size_t op_handle(struct op_thread *t, const uint8_t *in, size_t n, uint8_
 	g->auth_msg[0] = '\0';
 	g->n = 0;
 	g->uids[0] = '\0';
-	p11_enter();
-	op_sync(t);
+	t->gated = 0;
 	size_t len = op_serve(t, in, n, out, cap);
-	p11_leave();
+	if (t->gated)
+		p11_leave();
+	t->gated = 0;
 	if (log_state.level >= LV_DEBUG && len > 0) {
 		static __thread char dump[16384];
 		struct ttlv_doc d = { t->items, 0, TTLV_MAX_ITEMS };
@@ -7662,7 +7728,9 @@ static size_t op_handle(struct op_thread *t, const uint8_t *in, size_t n, uint8_
 /*
  * PKCS#11 calls never run on the event loop's thread (unless workers = 0): a key
  * generation on a USB HSM takes seconds and must stall only the request that asked for
- * it.  The loop hands a whole request message to the pool as a job; a worker decodes it,
+ * it.  Requests that need no module call (the operation table's last column) the loop
+ * answers itself, with a context of its own, so that they never wait behind slow calls.
+ * The loop hands any other request message to the pool as a job; a worker decodes it,
  * runs its batch items against the module with its own sessions, encodes the answer into
  * the job's output buffer and sends it (section 10's deliver hook).  Completed jobs go on
  * a second list and one eventfd write wakes the loop (only when that list was empty, so a
@@ -7690,7 +7758,7 @@ struct wrk_pool {
 	int efd;                        /* eventfd: done list became non-empty */
 	int nthreads, stop;
 	pthread_t *th;
-	struct op_thread **ctx;         /* one per worker; [0] is the loop's own with 0 threads */
+	struct op_thread **ctx;         /* one per worker, then [nthreads]: the loop's own */
 	void (*deliver)(struct wrk_job *); /* sends a finished job's response, on the worker */
 	struct wrk_job *jobs;
 	uint8_t *arena;
@@ -7770,7 +7838,7 @@ static int wrk_init(struct wrk_pool *w, struct op_env *env, int nthreads, int nj
 	pthread_cond_init(&w->cv, NULL);
 	w->jobs = calloc((size_t)njobs, sizeof *w->jobs);
 	w->arena = malloc((size_t)njobs * (in_cap + out_cap));
-	int nctx = nthreads > 0 ? nthreads : 1;
+	int nctx = nthreads + 1;
 	w->ctx = calloc((size_t)nctx, sizeof *w->ctx);
 	w->th = calloc((size_t)nctx, sizeof *w->th);
 	if (!w->jobs || !w->arena || !w->ctx || !w->th)
@@ -7817,12 +7885,24 @@ static void wrk_job_put(struct wrk_pool *w, struct wrk_job *j)
 	w->nfree++;
 }
 
+/* Run a job here and now, on the event loop's thread with its own context. */
+static void wrk_run_here(struct wrk_pool *w, struct wrk_job *j)
+{
+	w->ctx[w->nthreads]->rec = &j->rec;
+	j->out_len = op_handle(w->ctx[w->nthreads], j->in, j->in_len, j->out, w->out_cap);
+}
+
+/* The loop's own context, for op_needs_module. */
+static struct op_thread *wrk_loop_ctx(struct wrk_pool *w)
+{
+	return w->ctx[w->nthreads];
+}
+
 /* Queue a job; with no threads it runs here and now, and is completed on return (1). */
 static int wrk_submit(struct wrk_pool *w, struct wrk_job *j)
 {
 	if (w->nthreads == 0) {
-		w->ctx[0]->rec = &j->rec;
-		j->out_len = op_handle(w->ctx[0], j->in, j->in_len, j->out, w->out_cap);
+		wrk_run_here(w, j);
 		return 1;
 	}
 	pthread_mutex_lock(&w->mu);
@@ -7853,8 +7933,8 @@ static void wrk_stop(struct wrk_pool *w)
 	pthread_mutex_unlock(&w->mu);
 	for (int i = 0; i < w->nthreads; i++)
 		pthread_join(w->th[i], NULL);
-	if (w->nthreads == 0 && w->ctx && w->ctx[0])
-		op_thread_free(w->ctx[0]);
+	if (w->ctx && w->ctx[w->nthreads])
+		op_thread_free(w->ctx[w->nthreads]);
 	free(w->th);
 	free(w->ctx);
 	free(w->jobs);
@@ -7894,6 +7974,7 @@ static void wrk_stop(struct wrk_pool *w)
 #define TLS_WANT_READ  MBEDTLS_ERR_SSL_WANT_READ
 #define TLS_WANT_WRITE MBEDTLS_ERR_SSL_WANT_WRITE
 #define TLS_CLOSED     MBEDTLS_ERR_SSL_PEER_CLOSE_NOTIFY   /* peer went away (handshake) */
+#define TLS_POST_HS    MBEDTLS_ERR_SSL_UNEXPECTED_MESSAGE  /* see tls_read */
 
 #define TLS_FP_LEN     (32 * 3)       /* "AA:BB:...:FF" of SHA-256 plus NUL */
 
@@ -8446,9 +8527,17 @@ static int tls_handshake(struct tls_conn *c)
 	}
 }
 
-/* Bytes read (> 0), 0 when the peer closed (close_notify or plain EOF), TLS_WANT_*,
- * or a negative error.  TLS 1.3 post-handshake messages are consumed inside Mbed TLS;
- * a message that carried no application data shows as TLS_WANT_READ. */
+/*
+ * Bytes read (> 0), 0 when the peer closed (close_notify or plain EOF), TLS_WANT_*,
+ * TLS_POST_HS, or a negative error.
+ *
+ * TLS_POST_HS: the client sent a handshake message after the handshake.  From a client
+ * that is a KeyUpdate (RFC 8446 4.6.3), which Mbed TLS 3.6 cannot process: it fails the
+ * read without telling the peer.  The connection cannot go on (the client now encrypts
+ * with keys we do not have), so it ends here with an unexpected_message alert, and the
+ * caller logs why.  Clients rekey on their own only after very many records (OpenSSL:
+ * never by default), so this costs a connection at most, and it reconnects.
+ */
 static int tls_read(struct tls_conn *c, uint8_t *buf, size_t n)
 {
 	for (;;) {
@@ -8459,6 +8548,11 @@ static int tls_read(struct tls_conn *c, uint8_t *buf, size_t n)
 		case MBEDTLS_ERR_SSL_PEER_CLOSE_NOTIFY:
 		case MBEDTLS_ERR_SSL_CONN_EOF:
 			return 0;
+		case MBEDTLS_ERR_SSL_UNEXPECTED_MESSAGE:
+			/* best effort: a full socket buffer just loses the alert */
+			(void)mbedtls_ssl_send_alert_message(&c->ssl, MBEDTLS_SSL_ALERT_LEVEL_FATAL,
+							     MBEDTLS_SSL_ALERT_MSG_UNEXPECTED_MESSAGE);
+			return TLS_POST_HS;
 #if defined(MBEDTLS_ERR_SSL_RECEIVED_NEW_SESSION_TICKET)
 		case MBEDTLS_ERR_SSL_RECEIVED_NEW_SESSION_TICKET:
 			continue;            /* client side only; harmless to retry */
@@ -8519,9 +8613,16 @@ static void tls_peer_subject(const struct tls_conn *c, char *out, size_t cap)
  *
  * While BUSY a worker holds the connection: it runs the request and sends the response
  * itself; the loop neither polls nor times out the connection until the job comes back.
+ * A request that needs no module call (Discover Versions, Query without a credential, a
+ * malformed message) skips BUSY: the loop answers it at once, so that it never waits
+ * behind workers inside slow module calls.
  *
  * Nothing here calls the PKCS#11 module.  Every limit (connections, message size, time
- * outs) costs one connection when it is hit, never the daemon.
+ * outs) costs one connection when it is hit, never the daemon, and no client can keep
+ * others out: a source address holds at most max-connections-per-source connections; a
+ * connection has first-request-timeout (short) to send its first request; and when the
+ * table is full, the oldest connection that has not sent a request yet makes room for the
+ * newcomer.  Refusals are logged at most once a second per source address.
  */
 
 enum { CS_HANDSHAKE, CS_READ_HEAD, CS_WAIT_JOB, CS_READ_BODY, CS_BUSY, CS_WRITE, CS_DRAIN };
@@ -8532,20 +8633,45 @@ enum { CS_HANDSHAKE, CS_READ_HEAD, CS_WAIT_JOB, CS_READ_BODY, CS_BUSY, CS_WRITE,
 #define EV_DRAIN_MS 2000
 
 #define EV_MAX_LISTEN 8
+#define EV_BURST      4         /* answers in a row on one connection before the others' turn */
 
+#define EV_NOTES   64           /* source addresses whose last refusal line is remembered */
+#define EV_NOTE_MS 1000         /* at most one refusal line a second per source */
+#define EV_POLL_RETRY_MS 10     /* pause before polling again after EAGAIN / ENOMEM */
+
+/* Where a connection comes from, for max-connections-per-source: an IPv4 address (also
+ * when mapped into IPv6), or the /64 prefix of an IPv6 address, which one host usually
+ * has whole. */
+struct conn_src {
+	uint8_t v6;
+	uint8_t a[8];
+};
+
+/* Owned by the event loop's thread, except while BUSY (then by the worker with its job). */
 struct conn {
 	struct conn *next_wait;         /* WAIT_JOB queue */
 	struct tls_conn tls;
 	struct wrk_job *job;
-	uint64_t deadline;              /* monotonic ms: handshake or idle time-out */
+	uint64_t deadline;              /* monotonic ms: handshake, first-request or idle time-out */
+	uint64_t since;                 /* monotonic ms: accepted */
 	size_t head_len, need, off;     /* bytes of head read; message length; progress */
 	int fd, state, want_write;      /* want_write: TLS needs POLLOUT to progress */
 	int idx;                        /* place in ev->conns */
+	int pfd;                        /* place in ev->pfd of this round, or -1 */
 	int close_after;                /* close once the response is written */
+	int requested;                  /* has sent a well-formed request message */
+	int again;                      /* stopped after EV_BURST answers: step it next round */
+	struct conn_src src;
 	unsigned long id, nreq;         /* connection number (log lines), requests answered */
 	uint64_t t0_ns, t1_ns;          /* monotonic: request read whole; response written */
 	uint8_t head[8];
 	char peer[64];
+};
+
+struct ev_note {
+	struct conn_src src;
+	uint64_t at;                    /* when a line about src was last logged; 0: unused */
+	unsigned long quiet;            /* lines left out since */
 };
 
 struct ev {
@@ -8556,14 +8682,16 @@ struct ev {
 	struct conn **pfd_conn;
 	struct conn *wait_head, *wait_tail;
 	int lfd[EV_MAX_LISTEN], nlisten;
-	int max_conn, nconn, sig_fd;
+	int max_conn, max_per_src, nconn, sig_fd;
 	uint64_t accept_after;          /* out of descriptors: accept again from then on */
 	size_t max_msg;
-	uint64_t handshake_ms, idle_ms;
+	uint64_t handshake_ms, first_ms, idle_ms;
 	uint64_t watchdog_ms, watchdog_at;      /* WATCHDOG=1 every watchdog_ms; 0: none */
-	unsigned long served, refused;
+	uint64_t poll_warned;           /* when a failing poll() was last logged */
+	unsigned long served, refused, evicted, notes_lost;
 	unsigned long conn_total, requests;     /* connections accepted, requests logged */
 	uint64_t start_ms;
+	struct ev_note notes[EV_NOTES];
 };
 
 static volatile sig_atomic_t ev_stop_signal, ev_hup_signal, ev_usr1_signal;
@@ -8583,6 +8711,76 @@ static void ev_on_signal(int sig)
 		(void)r;
 	}
 	errno = saved;
+}
+
+static void conn_src_of(const struct sockaddr_storage *ss, struct conn_src *s)
+{
+	static const uint8_t mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
+	memset(s, 0, sizeof *s);
+	if (ss->ss_family == AF_INET) {
+		memcpy(s->a, &((const struct sockaddr_in *)ss)->sin_addr, 4);
+	} else if (ss->ss_family == AF_INET6) {
+		const uint8_t *a = ((const struct sockaddr_in6 *)ss)->sin6_addr.s6_addr;
+		if (memcmp(a, mapped, sizeof mapped) == 0) {
+			memcpy(s->a, a + 12, 4);
+		} else {
+			s->v6 = 1;
+			memcpy(s->a, a, 8);
+		}
+	}
+}
+
+static int conn_src_eq(const struct conn_src *a, const struct conn_src *b)
+{
+	return a->v6 == b->v6 && memcmp(a->a, b->a, sizeof a->a) == 0;
+}
+
+/*
+ * A line about src, at most one a second per source address: a client that opens
+ * connections in a loop must not fill the log.  Lines left out are counted, and the next
+ * line says how many.  When all EV_NOTES remembered sources were logged within the second,
+ * a new source stays quiet too (counted in notes_lost, reported at exit).
+ */
+static void ev_note(struct ev *ev, const struct conn_src *src, int level, const char *fmt, ...)
+	PRINTF_LIKE(4, 5);
+static void ev_note(struct ev *ev, const struct conn_src *src, int level, const char *fmt, ...)
+{
+	uint64_t now = mono_ms();
+	struct ev_note *n = NULL, *oldest = NULL;
+	unsigned long quiet = 0;
+	char line[256];
+	va_list ap;
+
+	for (int i = 0; i < EV_NOTES && !n; i++) {
+		struct ev_note *e = &ev->notes[i];
+		if (e->at && conn_src_eq(&e->src, src))
+			n = e;
+		else if (!oldest || e->at < oldest->at)
+			oldest = e;
+	}
+	if (n) {
+		if (now - n->at < EV_NOTE_MS) {
+			n->quiet++;
+			return;
+		}
+		quiet = n->quiet;
+	} else {
+		if (oldest->at && now - oldest->at < EV_NOTE_MS) {
+			ev->notes_lost++;
+			return;
+		}
+		n = oldest;
+		n->src = *src;
+	}
+	n->at = now;
+	n->quiet = 0;
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof line, fmt, ap);
+	va_end(ap);
+	if (quiet)
+		log_msg(level, "%s (and %lu more from there not logged)", line, quiet);
+	else
+		log_msg(level, "%s", line);
 }
 
 static void conn_peer_name(const struct sockaddr_storage *ss, char *out, size_t n)
@@ -8619,8 +8817,13 @@ static void conn_close(struct ev *ev, struct conn *c)
 				ev->wait_tail = prev;
 		}
 	}
-	if (c->job)
+	if (c->job) {
+		if (c->state == CS_READ_BODY)   /* a request cut off: what came may hold a PIN */
+			c->job->in_len = c->off;
 		wrk_job_put(ev->pool, c->job);
+	}
+	if (c->pfd >= 0)                /* polled in this round: its entry must not be used */
+		ev->pfd_conn[c->pfd] = NULL;
 	tls_conn_free(&c->tls);
 	close(c->fd);
 	ev->conns[c->idx] = ev->conns[--ev->nconn];
@@ -8751,11 +8954,17 @@ static void conn_refuse(struct ev *ev, struct conn *c, uint32_t reason, const ch
 	c->close_after = 1;
 }
 
+/* How long the client may take to send (the rest of) a request: shorter before its first. */
+static uint64_t conn_patience(const struct ev *ev, const struct conn *c)
+{
+	return c->requested || ev->first_ms > ev->idle_ms ? ev->idle_ms : ev->first_ms;
+}
+
 static void conn_idle(struct ev *ev, struct conn *c)
 {
 	c->state = CS_READ_HEAD;
 	c->head_len = 0;
-	c->deadline = mono_ms() + ev->idle_ms;
+	c->deadline = mono_ms() + conn_patience(ev, c);
 }
 
 /* Queue c until a job is free (bounds the memory in flight). */
@@ -8770,14 +8979,24 @@ static void conn_wait_job(struct ev *ev, struct conn *c)
 	ev->wait_tail = c;
 }
 
-/* The request is complete: hand it to a worker (or run it inline). */
+/* The request is complete: answer it here when it needs no module call, else hand it to
+ * a worker (or run it inline, without workers). */
 static void conn_dispatch(struct ev *ev, struct conn *c)
 {
-	c->state = CS_BUSY;
-	c->off = 0;
-	c->job->rec.conn = c->id;
 	c->t0_ns = mono_ns();
 	c->t1_ns = 0;
+	c->job->rec.conn = c->id;
+	int module = op_needs_module(wrk_loop_ctx(ev->pool), c->job->in, c->job->in_len);
+	if (module >= 0)
+		c->requested = 1;
+	c->off = 0;
+	if (module <= 0) {
+		wrk_run_here(ev->pool, c->job);
+		c->state = CS_WRITE;
+		c->deadline = mono_ms() + ev->idle_ms;
+		return;
+	}
+	c->state = CS_BUSY;
 	if (wrk_submit(ev->pool, c->job)) {     /* ran inline */
 		c->state = CS_WRITE;
 		c->deadline = mono_ms() + ev->idle_ms;
@@ -8828,6 +9047,13 @@ static void conn_got_head(struct ev *ev, struct conn *c)
 	c->state = CS_READ_BODY;
 }
 
+static void conn_log_post_hs(const struct conn *c)
+{
+	log_info("%s: closed: the client sent a TLS KeyUpdate (or another post-handshake "
+		 "message), which Mbed TLS cannot process; answered with an unexpected_message "
+		 "alert", c->peer);
+}
+
 /* TLS wants the socket readable or writable before it can go on: poll for that. */
 static int conn_must_wait(struct conn *c, int r)
 {
@@ -8839,10 +9065,15 @@ static int conn_must_wait(struct conn *c, int r)
 
 /*
  * Advance c as far as it goes without blocking.  Returns when TLS wants the socket
- * (c->want_write tells which way), when a job is needed or running, or after closing.
+ * (c->want_write tells which way), when a job is needed or running, after closing, or
+ * after EV_BURST answers: a client that streams cheap requests (answered here, not by a
+ * worker) must not hold the loop; c->again then has the loop come back to it in the next
+ * round without waiting for the socket (what Mbed TLS has buffered, poll cannot see).
  */
 static void conn_step(struct ev *ev, struct conn *c)
 {
+	int answered = 0;
+	c->again = 0;
 	for (;;) {
 		int r;
 		c->want_write = 0;
@@ -8871,7 +9102,9 @@ static void conn_step(struct ev *ev, struct conn *c)
 			if (conn_must_wait(c, r))
 				return;
 			if (r <= 0) {
-				if (r < 0 && c->head_len)
+				if (r == TLS_POST_HS)
+					conn_log_post_hs(c);
+				else if (r < 0 && c->head_len)
 					log_info("%s: read failed: %s", c->peer, tls_strerror(r));
 				conn_close(ev, c);
 				return;
@@ -8885,7 +9118,10 @@ static void conn_step(struct ev *ev, struct conn *c)
 			if (conn_must_wait(c, r))
 				return;
 			if (r <= 0) {
-				log_info("%s: connection lost inside a request", c->peer);
+				if (r == TLS_POST_HS)
+					conn_log_post_hs(c);
+				else
+					log_info("%s: connection lost inside a request", c->peer);
 				conn_close(ev, c);
 				return;
 			}
@@ -8909,6 +9145,10 @@ static void conn_step(struct ev *ev, struct conn *c)
 					break;
 				}
 				conn_idle(ev, c);
+				if (++answered == EV_BURST) {
+					c->again = 1;
+					return;
+				}
 				break;
 			}
 			r = tls_write(&c->tls, c->job->out + c->off, c->job->out_len - c->off);
@@ -8939,6 +9179,31 @@ static void conn_step(struct ev *ev, struct conn *c)
 	}
 }
 
+/* Connections open from src. */
+static int ev_from_src(const struct ev *ev, const struct conn_src *src)
+{
+	int n = 0;
+	for (int i = 0; i < ev->nconn; i++)
+		n += conn_src_eq(&ev->conns[i]->src, src);
+	return n;
+}
+
+/* The connection to close when the table is full and a newcomer knocks: the oldest one
+ * that has not sent a request since it connected (still in its handshake, or waiting for
+ * its first request), or NULL when every connection has sent one. */
+static struct conn *ev_victim(const struct ev *ev)
+{
+	struct conn *v = NULL;
+	for (int i = 0; i < ev->nconn; i++) {
+		struct conn *c = ev->conns[i];
+		if (c->requested || (c->state != CS_HANDSHAKE && c->state != CS_READ_HEAD))
+			continue;
+		if (!v || c->since < v->since)
+			v = c;
+	}
+	return v;
+}
+
 static void ev_accept(struct ev *ev, int lfd)
 {
 	for (;;) {
@@ -8956,12 +9221,33 @@ static void ev_accept(struct ev *ev, int lfd)
 			return;
 		}
 		char peer[64];
+		struct conn_src src;
 		conn_peer_name(&ss, peer, sizeof peer);
-		if (ev->nconn >= ev->max_conn) {
+		conn_src_of(&ss, &src);
+		if (ev_from_src(ev, &src) >= ev->max_per_src) {
 			ev->refused++;
-			log_warn("%s: refused, max-connections (%d) reached", peer, ev->max_conn);
+			ev_note(ev, &src, LV_WARNING, "%s: refused, max-connections-per-source (%d) reached",
+				peer, ev->max_per_src);
 			close(fd);
 			continue;
+		}
+		if (ev->nconn >= ev->max_conn) {
+			struct conn *old = ev_victim(ev);
+			if (!old) {
+				ev->refused++;
+				ev_note(ev, &src, LV_WARNING, "%s: refused, max-connections (%d) reached "
+					"and every connection has sent a request", peer, ev->max_conn);
+				close(fd);
+				continue;
+			}
+			ev->evicted++;
+			ev_note(ev, &old->src, LV_INFO, "%s: closed to make room for %s: "
+				"max-connections (%d) reached, and it has sent no request in %llu ms",
+				old->peer, peer, ev->max_conn,
+				(unsigned long long)(mono_ms() - old->since));
+			if (old->state == CS_READ_HEAD)
+				tls_close_notify(&old->tls);
+			conn_close(ev, old);
 		}
 		int one = 1;
 		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
@@ -8973,8 +9259,11 @@ static void ev_accept(struct ev *ev, int lfd)
 			continue;
 		}
 		c->fd = fd;
+		c->pfd = -1;
+		c->src = src;
 		c->state = CS_HANDSHAKE;
-		c->deadline = mono_ms() + ev->handshake_ms;
+		c->since = mono_ms();
+		c->deadline = c->since + ev->handshake_ms;
 		memcpy(c->peer, peer, sizeof peer);
 		c->idx = ev->nconn;
 		ev->conns[ev->nconn++] = c;
@@ -9009,6 +9298,8 @@ static void ev_feed_waiting(struct ev *ev)
 		memcpy(c->job->in, c->head, sizeof c->head);
 		c->off = sizeof c->head;
 		c->state = CS_READ_BODY;
+		/* The wait was the server's doing: the client's time starts now. */
+		c->deadline = mono_ms() + conn_patience(ev, c);
 		conn_step(ev, c);
 	}
 }
@@ -9021,9 +9312,49 @@ static void ev_timeouts(struct ev *ev, uint64_t now)
 			continue;
 		if (c->state != CS_DRAIN)
 			log_info("%s: %s time-out", c->peer,
-				 c->state == CS_HANDSHAKE ? "handshake" : "idle");
+				 c->state == CS_HANDSHAKE ? "handshake" :
+				 c->requested ? "idle" : "first-request");
 		conn_close(ev, c);
 	}
+}
+
+#ifdef K2P_TEST
+/* Test hook: the next ev_test_poll_fails calls of poll() fail with ev_test_poll_errno. */
+static int ev_test_poll_fails, ev_test_poll_errno;
+#endif
+
+static int ev_poll(struct pollfd *p, nfds_t n, int timeout)
+{
+#ifdef K2P_TEST
+	if (__atomic_load_n(&ev_test_poll_fails, __ATOMIC_SEQ_CST) > 0) {
+		__atomic_sub_fetch(&ev_test_poll_fails, 1, __ATOMIC_SEQ_CST);
+		errno = __atomic_load_n(&ev_test_poll_errno, __ATOMIC_SEQ_CST);
+		return -1;
+	}
+#endif
+	return poll(p, n, timeout);
+}
+
+/*
+ * poll() failed.  EINTR is a signal (a debugger attaching causes one too): the loop
+ * looks at its flags and goes on.  EAGAIN and ENOMEM are the kernel short of memory for
+ * a moment: logged at most once a second, and retried after a pause so that the loop
+ * does not spin.  Anything else (EBADF, EFAULT, EINVAL) is a broken invariant of this
+ * loop.
+ */
+static void ev_poll_failed(struct ev *ev, int err)
+{
+	if (err == EINTR)
+		return;
+	if (err != EAGAIN && err != ENOMEM)
+		fatal("poll: %s", strerror(err));
+	uint64_t now = mono_ms();
+	if (!ev->poll_warned || now - ev->poll_warned >= EV_NOTE_MS) {
+		ev->poll_warned = now;
+		log_warn("poll: %s; retrying", strerror(err));
+	}
+	struct timespec pause = { 0, EV_POLL_RETRY_MS * 1000L * 1000L };
+	nanosleep(&pause, NULL);
 }
 
 /* Runs until SIGTERM or SIGINT; connections in flight are closed. */
@@ -9070,19 +9401,23 @@ static int ev_run(struct ev *ev)
 		nfds_t first_conn = n;
 		for (int i = 0; i < ev->nconn; i++) {
 			struct conn *c = ev->conns[i];
+			c->pfd = -1;
 			if (c->state == CS_BUSY || c->state == CS_WAIT_JOB)
 				continue;
+			c->pfd = (int)n;
 			if (c->deadline < next)
 				next = c->deadline;
+			if (c->again)
+				next = now;
 			ev->pfd[n] = (struct pollfd){ .fd = c->fd,
 				.events = c->want_write ? POLLOUT : POLLIN };
 			ev->pfd_conn[n++] = c;
 		}
 		int timeout = next > now ? (int)(next - now) : 0;
-		int r = poll(ev->pfd, n, timeout);
-		if (r < 0 && errno != EINTR)
-			fatal("poll: %s", strerror(errno));
-		if (r > 0) {
+		int r = ev_poll(ev->pfd, n, timeout);
+		if (r < 0)
+			ev_poll_failed(ev, errno);
+		if (r >= 0) {              /* 0: only connections with c->again */
 			if (ev->pfd[0].revents) {
 				char drain[16];
 				while (read(ev->sig_fd, drain, sizeof drain) > 0)
@@ -9095,17 +9430,22 @@ static int ev_run(struct ev *ev)
 					ev_accept(ev, ev->lfd[i]);
 			for (nfds_t i = first_conn; i < n; i++) {
 				struct conn *c = ev->pfd_conn[i];
-				if (!ev->pfd[i].revents)
+				/* NULL: closed in this round (conn_close clears its entry) */
+				if (!c || (!ev->pfd[i].revents && !c->again))
 					continue;
-				/* c may have been closed and freed above only through this entry */
 				conn_step(ev, c);
 			}
 		}
-		ev_feed_waiting(ev);
+		/* time-outs first: the jobs they free go to waiting connections in this round,
+		 * not whenever something else wakes the loop (a waiting connection is not polled) */
 		ev_timeouts(ev, mono_ms());
+		ev_feed_waiting(ev);
 	}
-	log_info("stopping: %lu requests served, %lu connections refused, %d open", ev->served,
-		 ev->refused, ev->nconn);
+	log_info("stopping: %lu requests served, %lu connections refused, %lu closed to make "
+		 "room, %d open", ev->served, ev->refused, ev->evicted, ev->nconn);
+	if (ev->notes_lost)
+		log_info("%lu refusal lines were not logged (too many sources at once)",
+			 ev->notes_lost);
 	for (int i = ev->nconn - 1; i >= 0; i--)
 		if (ev->conns[i]->state != CS_BUSY)
 			conn_close(ev, ev->conns[i]);
@@ -9975,6 +10315,8 @@ int main(int argc, char **argv)
 	ev.pool = &pool;
 	ev.tls = &tls;
 	ev.max_conn = cfg.max_connections;
+	ev.max_per_src = cfg.max_conn_per_source;
+	ev.first_ms = (uint64_t)cfg.first_request_timeout * 1000u;
 	ev.max_msg = (size_t)cfg.max_message_size;
 	ev.handshake_ms = (uint64_t)cfg.handshake_timeout * 1000u;
 	ev.idle_ms = (uint64_t)cfg.idle_timeout * 1000u;

@@ -93,6 +93,8 @@ config() {  # lib-path port state-dir [log file]
 	echo '[server]'
 	echo "addr = \"127.0.0.1:$2\""
 	echo 'max-connections = 2000'
+	echo 'max-connections-per-source = 2000'   # every client is 127.0.0.1
+	echo 'first-request-timeout = 600'         # --idle-conns never send one
 	echo 'idle-timeout = 600'
 	echo '[daemon]'
 	echo "state-dir = \"$3\""

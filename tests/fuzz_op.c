@@ -283,6 +283,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		for (int k = i; i > d.it[0].child && k < (d.it[i].next >= 0 ? d.it[i].next : d.n); k++)
 			fz_req_secret |= fz_secret_tag(d.it[k].tag);
 
+	/* the event loop's look at the message (section 10 answers it itself when no item
+	 * needs the module) decodes it as op_handle does */
+	int module = op_needs_module(fz_thread, data, size);
+	if ((module >= 0) != req_ok)
+		fz_fail("op_needs_module and the request parser disagree");
+
 	/* a roomy buffer */
 	fz_reset();
 	memset(fz_out, 0xA5, sizeof fz_out);

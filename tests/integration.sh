@@ -97,6 +97,8 @@ workers = 2
 
 [server]
 addr = "127.0.0.1:$PORT"
+# e2e parallel opens 100 connections at once, all from 127.0.0.1
+max-connections-per-source = 128
 
 [daemon]
 log-level = "info"
@@ -289,6 +291,25 @@ tls_checks() {
 	esac
 }
 
+# A client's TLS 1.3 KeyUpdate (openssl s_client sends one for a line "k"): Mbed TLS 3.6
+# cannot process it, so the daemon closes with an unexpected_message alert and says why.
+keyupdate_check() {
+	out=$( (sleep 1; echo k; sleep 2) | timeout 10 openssl s_client -connect "127.0.0.1:$PORT" \
+		-tls1_3 -CAfile "$CERT" 2>&1)
+	case "$out" in
+	*"KEYUPDATE"*) ok ;;
+	*) bad "openssl s_client sent a KeyUpdate"; echo "$out" | tail -n 5 ;;
+	esac
+	case "$out" in
+	*"unexpected message"*|*"unexpected_message"*) ok ;;
+	*) bad "a KeyUpdate is answered with an unexpected_message alert"; echo "$out" | tail -n 5 ;;
+	esac
+	sleep 0.2
+	check "a KeyUpdate's closing is logged, naming it" \
+		grep -q "the client sent a TLS KeyUpdate" "$T/daemon.log"
+	check "the daemon is alive after a KeyUpdate" daemon_alive
+}
+
 # ---- the run -------------------------------------------------------------------------
 
 echo "integration: daemon $DAEMON, port $PORT, token $LABEL ($TOKEN) in $T"
@@ -328,6 +349,7 @@ if start_daemon "first start"; then
 	tls_checks
 	fp_first=$(file_fingerprint) started=1
 
+	keyupdate_check
 	e2e e2e-cascade  120 cascade
 	e2e e2e-auth      60 auth
 	check "an unknown username is logged at warning with the token labels there are" \
@@ -375,7 +397,6 @@ EOF
 		fi
 		check "the daemon exits 0 within 5 s of SIGTERM (restart)" stop_daemon
 	fi
-
 fi
 if [ "$TOKEN" = softhsm ] && [ "$started" = 1 ]; then
 	# The module's failures, recovered without a restart: the token's store goes away and
@@ -409,8 +430,9 @@ if [ "$TOKEN" = softhsm ] && [ "$started" = 1 ]; then
 		check "the daemon exits 0 within 5 s of SIGTERM (recovery)" stop_daemon
 	fi
 
-	# Limits: a daemon with max-connections 3, handshake-timeout 1 and idle-timeout 2.
-	sed -e 's/^addr = .*/&\nmax-connections = 3\nhandshake-timeout = 1\nidle-timeout = 2/' \
+	# Limits: a daemon with max-connections 4, max-connections-per-source 3,
+	# handshake-timeout 1, first-request-timeout 2 and idle-timeout 4.
+	sed -e '/^max-connections-per-source/d' -e 's/^addr = .*/&\nmax-connections = 4\nmax-connections-per-source = 3\nhandshake-timeout = 1\nfirst-request-timeout = 2\nidle-timeout = 4/' \
 		"$T/config.toml" > "$T/limits.toml"
 	"$DAEMON" -c "$T/limits.toml" -l "file:$T/limits.log" >> "$T/daemon.log" 2>&1 &
 	daemon_pid=$!
@@ -420,6 +442,33 @@ if [ "$TOKEN" = softhsm ] && [ "$started" = 1 ]; then
 	else
 		bad "daemon with limits accepts connections"
 		stop_daemon
+	fi
+
+	# Cheap requests while both workers sit in slow module calls: nullp11 with a 3 s
+	# C_GetSlotList, and every other function it has but C_Initialize taking 0.5 s, so
+	# that a module call on the cheap path could not go unseen (tests/limits.py, mode cheap).
+	delay=C_GetSlotList=3000
+	for f in GetTokenInfo GetMechanismList OpenSession GetSessionInfo Login GenerateKeyPair \
+		GetAttributeValue FindObjectsInit FindObjects SignInit Sign DestroyObject \
+		SetAttributeValue GenerateRandom; do
+		delay=$delay,C_$f=500
+	done
+	sed -e "s|^lib-path = .*|lib-path = \"$(pwd)/build/nullp11.so\"|" \
+		-e '/^max-connections-per-source/d' -e 's/^addr = .*/&\nmax-connections = 16\nmax-connections-per-source = 16\nfirst-request-timeout = 2\nidle-timeout = 2/' \
+		"$T/config.toml" > "$T/cheap.toml"
+	if [ -f build/nullp11.so ]; then
+		NULLP11_DELAY=$delay "$DAEMON" -c "$T/cheap.toml" -l "file:$T/cheap.log" \
+			>> "$T/daemon.log" 2>&1 &
+		daemon_pid=$!
+		if wait_port; then
+			sub cheap 60 $PY tests/limits.py "$PORT" "$CERT" "$T/cheap.log" cheap
+			check "the daemon exits 0 within 5 s of SIGTERM (cheap)" stop_daemon
+		else
+			bad "daemon on nullp11 accepts connections"
+			stop_daemon
+		fi
+	else
+		bad "build/nullp11.so not built"
 	fi
 
 	# A response buffer that holds only part of a batch's answers (max-message-size 3000).

@@ -14,6 +14,7 @@
  *   NULLP11_NO_V3=1                          C_GetInterface fails: a 2.40 module
  *   NULLP11_MECHS="0x1,0x1041"               the mechanism list (default: RSA, EC and
  *                                            Edwards generation and signing)
+ *   NULLP11_DELAY="C_GetSlotList=3000"       those functions sleep that many ms first
  * All are read by C_GetFunctionList.  C_GetMechanismInfo gives a TPM 2.0's key sizes: RSA
  * 1024..4096, EC 256..384 bits.  C_GetInterface ("PKCS 11", Cryptoki 3.0) gives the
  * same functions in a 3.0 list, so that the daemon's 3.0 path is exercised; SoftHSM 2.6
@@ -49,6 +50,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "pkcs11/pkcs11.h"
 
@@ -75,6 +77,14 @@ static const char *const fn_name[] = {
 static CK_RV fail_rv[F_COUNT];
 static int fail_left[F_COUNT];          /* > 0: the fault stops after that many calls */
 static unsigned long calls[F_COUNT];
+static unsigned long delay_ms[F_COUNT];
+
+static void nap(unsigned long ms)
+{
+	struct timespec ts = { (time_t)(ms / 1000), (long)(ms % 1000) * 1000000L };
+	while (nanosleep(&ts, &ts) != 0)
+		;
+}
 
 /* The token and the module's state, for the removal and stuck-module knobs. */
 static CK_SLOT_ID slot_id = SLOT;
@@ -110,6 +120,22 @@ static void parse_fail(const char *e)
 	}
 }
 
+/* "C_Name=ms,..." (NULLP11_DELAY): those functions sleep that long first. */
+static void parse_delay(const char *e)
+{
+	memset(delay_ms, 0, sizeof delay_ms);
+	while (e && *e) {
+		const char *eq = strchr(e, '=');
+		if (!eq)
+			break;
+		int i = fn_index(e, (size_t)(eq - e));
+		if (i >= 0)
+			delay_ms[i] = strtoul(eq + 1, NULL, 0);
+		e = strchr(eq, ',');
+		e = e ? e + 1 : NULL;
+	}
+}
+
 /* The token is pulled: its sessions and the login go. */
 static void token_remove(void)
 {
@@ -122,6 +148,8 @@ static void token_remove(void)
 static CK_RV enter(int f)
 {
 	__atomic_fetch_add(&calls[f], 1, __ATOMIC_RELAXED);
+	if (delay_ms[f])
+		nap(delay_ms[f]);
 	if (f == reinsert_at) {
 		reinsert_at = -1;
 		token_remove();
@@ -614,6 +642,7 @@ EXPORT CK_RV C_GetFunctionList(CK_FUNCTION_LIST_PTR_PTR pp)
 	modulus[sizeof modulus - 1] = 0x01;
 	memset(ed25519_point + 3, 0x66, 31);
 	parse_fail(getenv("NULLP11_FAIL"));
+	parse_delay(getenv("NULLP11_DELAY"));
 	parse_mechs();
 	/* A module loaded again starts afresh, even if it stayed mapped. */
 	memset(calls, 0, sizeof calls);

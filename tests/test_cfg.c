@@ -48,6 +48,8 @@ static void test_defaults(void)
 	CHECK(C.max_message_size == 65536, "max-message-size default");
 	CHECK(C.handshake_timeout == 10, "handshake-timeout default");
 	CHECK(C.idle_timeout == 120, "idle-timeout default");
+	CHECK(C.max_conn_per_source == 32, "max-connections-per-source default");
+	CHECK(C.first_request_timeout == 10, "first-request-timeout default");
 	CHECK(C.cert_path[0] == 0 && C.key_path[0] == 0 && C.client_ca_path[0] == 0,
 	      "no identity by default");
 	CHECK(C.log_level == LV_INFO, "log-level default info");
@@ -130,8 +132,10 @@ static void test_every_key(void)
 		"[server]\n"
 		"addr = \"[::1]:1569\"\n"
 		"max-connections = 10\n"
+		"max-connections-per-source = 3\n"
 		"max-message-size = 1_024\n"
 		"handshake-timeout = +5\n"
+		"first-request-timeout = 7\n"
 		"idle-timeout = 60\n"
 		"[server.identity]\n"
 		"cert-path = 'C:\\cert.pem'\n"
@@ -153,6 +157,8 @@ static void test_every_key(void)
 	      C.listen_salen == sizeof(struct sockaddr_in6), "IPv6 addr");
 	CHECK(C.max_connections == 10 && C.max_message_size == 1024 && C.handshake_timeout == 5 &&
 	      C.idle_timeout == 60, "integers, with underscore and plus sign");
+	CHECK(C.max_conn_per_source == 3 && C.first_request_timeout == 7,
+	      "max-connections-per-source, first-request-timeout");
 	CHECK(strcmp(C.cert_path, "C:\\cert.pem") == 0, "literal string keeps backslashes");
 	CHECK(strcmp(C.key_path, "/k\xc3\xa9y\xf0\x9f\x94\x91.pem") == 0, "\\u and \\U to UTF-8");
 	CHECK(strcmp(C.client_ca_path, "/ca.pem") == 0, "client-ca-path");

@@ -2050,6 +2050,77 @@ static void test_reinit_under_load(void)
 	knobs_unload();
 }
 
+/* A request runs on its own thread; done says when op_handle returned. */
+struct gated_req {
+	struct op_thread *t;
+	uint8_t in[1024], out[4096];
+	size_t n;
+	int done;
+};
+
+static void *gated_run(void *arg)
+{
+	struct gated_req *g = arg;
+	op_handle(g->t, g->in, g->n, g->out, sizeof g->out);
+	__atomic_store_n(&g->done, 1, __ATOMIC_RELEASE);
+	return NULL;
+}
+
+static int gated_done_within(struct gated_req *g, int ms)
+{
+	for (int i = 0; i < ms / 10 && !__atomic_load_n(&g->done, __ATOMIC_ACQUIRE); i++)
+		usleep(10000);
+	return __atomic_load_n(&g->done, __ATOMIC_ACQUIRE);
+}
+
+/* While a re-initialisation holds the module's gate, a request that needs no module call
+ * (the event loop answers those itself) is answered at once; one that needs the module
+ * waits until the re-initialisation is over. */
+static void test_gate_cheap(void)
+{
+	static struct gated_req cheap, dear;
+	static const struct kreq_hdr anon = { 1, 2, NULL, NULL, -1, 0, 1 };
+	static const struct kreq_hdr cred = { 1, 0, "null", "1234", -1, 0, 1 };
+	struct ttlv_enc e;
+	pthread_t a, b;
+
+	if (knobs_load() != 0) {
+		knobs_unload();
+		return;
+	}
+	memset(&cheap, 0, sizeof cheap);
+	memset(&dear, 0, sizeof dear);
+	cheap.t = op_thread_new(&env, NULL, 1);
+	dear.t = op_thread_new(&env, NULL, 2);
+	kreq_one(&e, cheap.in, sizeof cheap.in, &anon, OP_QUERY);
+	ttlv_put_enum(&e, KT_QUERY_FUNCTION, QF_QUERY_OPERATIONS);
+	cheap.n = kreq_one_end(&e);
+	kreq_one(&e, dear.in, sizeof dear.in, &cred, OP_GET);
+	kreq_uid(&e, "11_pub");
+	dear.n = kreq_one_end(&e);
+	if (!cheap.t || !dear.t || !cheap.n || !dear.n) {
+		CHECK(0, "gate test set up");
+		knobs_unload();
+		return;
+	}
+	pthread_rwlock_wrlock(&p11.gate);      /* as a re-initialisation does */
+	int sa = pthread_create(&a, NULL, gated_run, &cheap);
+	int sb = pthread_create(&b, NULL, gated_run, &dear);
+	int cheap_done = sa == 0 && gated_done_within(&cheap, 2000);
+	int dear_waited = sb == 0 && !gated_done_within(&dear, 200);
+	pthread_rwlock_unlock(&p11.gate);
+	if (sa == 0)
+		pthread_join(a, NULL);
+	if (sb == 0)
+		pthread_join(b, NULL);
+	CHECK(cheap_done, "a Query without a credential is answered while the module's gate is "
+	      "held for a re-initialisation");
+	CHECK(dear_waited && dear.done, "a Get waits for the re-initialisation, then is answered");
+	op_thread_free(cheap.t);
+	op_thread_free(dear.t);
+	knobs_unload();
+}
+
 /* The PIN's length does not show in a trace dump: a request with a 4-byte PIN and one with
  * a 15-byte PIN dump alike. */
 static void test_dump_pin(void)
@@ -2173,6 +2244,7 @@ int main(int argc, char **argv)
 		test_nullp11();
 		test_recovery();
 		test_reinit_under_load();
+		test_gate_cheap();
 		test_dump_pin();
 		test_capabilities();
 		int counts[3] = { check_passed, check_failed, check_skipped };

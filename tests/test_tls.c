@@ -873,6 +873,318 @@ static void test_client_certs(const char *self_state)
 	tls_server_free(&s);
 }
 
+/* ---- The event loop of section 10, run in this process ----------------------------- */
+
+struct tloop {
+	struct ev ev;
+	struct wrk_pool pool;
+	struct op_env env;
+	pthread_t th;
+	int port;
+};
+
+static void *tl_main(void *arg)
+{
+	struct tloop *l = arg;
+	ev_run(&l->ev);
+	return NULL;
+}
+
+/* ev_run on 127.0.0.1:<free port> with no workers and 2 jobs of 4 KiB. */
+static int tl_start(struct tloop *l, struct tls_server *tls)
+{
+	struct sockaddr_in a;
+	socklen_t al = sizeof a;
+
+	memset(l, 0, sizeof *l);
+	ev_stop_signal = 0;
+	if (pipe2(ev_sig_pipe, O_NONBLOCK | O_CLOEXEC) != 0 ||
+	    wrk_init(&l->pool, &l->env, 0, 2, 4096, 4096) != 0)
+		return -1;
+	l->pool.deliver = conn_deliver;
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	memset(&a, 0, sizeof a);
+	a.sin_family = AF_INET;
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) != 0 || listen(fd, 16) != 0 ||
+	    getsockname(fd, (struct sockaddr *)&a, &al) != 0)
+		return -1;
+	l->port = ntohs(a.sin_port);
+	l->ev.lfd[0] = fd;
+	l->ev.nlisten = 1;
+	l->ev.pool = &l->pool;
+	l->ev.tls = tls;
+	l->ev.max_conn = 8;
+	l->ev.max_per_src = 8;
+	l->ev.max_msg = 4096;
+	l->ev.handshake_ms = l->ev.first_ms = l->ev.idle_ms = 10000;
+	l->ev.sig_fd = ev_sig_pipe[0];
+	return pthread_create(&l->th, NULL, tl_main, l) == 0 ? 0 : -1;
+}
+
+static void tl_stop(struct tloop *l)
+{
+	ev_stop_signal = 1;
+	if (write(ev_sig_pipe[1], "", 1) != 1)
+		perror("write");
+	pthread_join(l->th, NULL);
+	free(l->ev.conns);
+	free(l->ev.pfd);
+	free(l->ev.pfd_conn);
+	close(l->ev.lfd[0]);
+	wrk_stop(&l->pool);
+	close(ev_sig_pipe[0]);
+	close(ev_sig_pipe[1]);
+	ev_sig_pipe[0] = ev_sig_pipe[1] = -1;
+}
+
+static int tl_nconn(struct tloop *l)
+{
+	return __atomic_load_n(&l->ev.nconn, __ATOMIC_SEQ_CST);
+}
+
+/* Waits up to ms for the loop to hold `want` connections. */
+static int tl_wait_nconn(struct tloop *l, int want, int ms)
+{
+	for (int i = 0; i < ms / 10 && tl_nconn(l) != want; i++)
+		usleep(10 * 1000);
+	return tl_nconn(l) == want;
+}
+
+static int arena_has(struct tloop *l, const char *s)
+{
+	size_t n = (size_t)l->pool.njobs * (l->pool.in_cap + l->pool.out_cap);
+	return memmem(l->pool.arena, n, s, strlen(s)) != NULL;
+}
+
+/* Discover Versions, KMIP 1.2, no credential: answered without the module. */
+static const uint8_t tl_discover[] = {
+	0x42, 0x00, 0x78, 0x01, 0x00, 0x00, 0x00, 0x60,
+	0x42, 0x00, 0x77, 0x01, 0x00, 0x00, 0x00, 0x38,
+	0x42, 0x00, 0x69, 0x01, 0x00, 0x00, 0x00, 0x20,
+	0x42, 0x00, 0x6A, 0x02, 0x00, 0x00, 0x00, 0x04, 0, 0, 0, 1, 0, 0, 0, 0,
+	0x42, 0x00, 0x6B, 0x02, 0x00, 0x00, 0x00, 0x04, 0, 0, 0, 2, 0, 0, 0, 0,
+	0x42, 0x00, 0x0D, 0x02, 0x00, 0x00, 0x00, 0x04, 0, 0, 0, 1, 0, 0, 0, 0,
+	0x42, 0x00, 0x0F, 0x01, 0x00, 0x00, 0x00, 0x18,
+	0x42, 0x00, 0x5C, 0x05, 0x00, 0x00, 0x00, 0x04, 0, 0, 0, 0x1E, 0, 0, 0, 0,
+	0x42, 0x00, 0x79, 0x01, 0x00, 0x00, 0x00, 0x00,
+};
+
+/* A Discover Versions round trip on a new connection succeeds. */
+static int tl_served(struct tloop *l, const char *ca)
+{
+	static const uint8_t success[] = { 0x42, 0x00, 0x7F, 0x05, 0, 0, 0, 4, 0, 0, 0, 0 };
+	struct kc c;
+	uint8_t resp[1024];
+	if (kc_connect(&c, "127.0.0.1", l->port, ca, NULL, NULL) != 0)
+		return 0;
+	long n = kc_roundtrip(&c, tl_discover, sizeof tl_discover, resp, sizeof resp);
+	kc_close(&c);
+	return n > 0 && memmem(resp, (size_t)n, success, sizeof success) != NULL;
+}
+
+/* A request cut off inside its body (the peer closes) is wiped from the job buffer: the
+ * part that came may hold the PIN. */
+static void test_loop_cut_off(struct tloop *l, const char *ca)
+{
+	static const char pin[] = "PIN-4711-never-kept";
+	uint8_t part[8 + 40];
+	struct kc c;
+
+	memset(part, 0, sizeof part);
+	memcpy(part, "\x42\x00\x78\x01\x00\x00\x01\x00", 8);   /* a 256-byte body follows */
+	memcpy(part + 8 + 8, pin, sizeof pin - 1);
+	CHECK(kc_connect(&c, "127.0.0.1", l->port, ca, NULL, NULL) == 0, "loop: connect: %s",
+	      c.err);
+	if (c.fd < 0)
+		return;
+	CHECK(kc_send(&c, part, sizeof part) == 0, "loop: part of a request sent");
+	usleep(200 * 1000);
+	CHECK(arena_has(l, pin), "loop: the part read so far is in a job buffer");
+	kc_close(&c);
+	CHECK(tl_wait_nconn(l, 0, 2000), "loop: the connection is closed (%d open)", tl_nconn(l));
+	CHECK(!arena_has(l, pin), "loop: a request cut off mid-body is wiped from the job buffer");
+}
+
+/* poll() failing with EINTR, EAGAIN or ENOMEM (a debugger attaching, memory pressure) is
+ * retried: the loop goes on serving, and says so in the log, once a second at most. */
+static void test_loop_poll_errors(struct tloop *l, const char *ca)
+{
+	static const int errs[] = { EINTR, EAGAIN, ENOMEM };
+	FILE *logf = tmpfile();
+	int level = log_state.level;
+
+	if (!logf)
+		return;
+	log_state.level = LV_INFO;
+	log_state.target = LOG_TO_FILE;
+	log_state.file = logf;
+	CHECK(tl_served(l, ca), "loop: serves a request");
+	for (size_t i = 0; i < ARRAY_LEN(errs); i++) {
+		__atomic_store_n(&ev_test_poll_errno, errs[i], __ATOMIC_SEQ_CST);
+		__atomic_store_n(&ev_test_poll_fails, 20, __ATOMIC_SEQ_CST);
+		if (write(ev_sig_pipe[1], "", 1) != 1)   /* wake the loop: it polls again */
+			perror("write");
+		for (int t = 0; t < 200 && __atomic_load_n(&ev_test_poll_fails, __ATOMIC_SEQ_CST); t++)
+			usleep(10 * 1000);
+		CHECK(__atomic_load_n(&ev_test_poll_fails, __ATOMIC_SEQ_CST) == 0,
+		      "loop: poll failed 20 times with %s", strerror(errs[i]));
+		CHECK(tl_served(l, ca), "loop: still serves after poll failed with %s",
+		      strerror(errs[i]));
+	}
+	log_state.file = NULL;
+	log_state.target = LOG_TO_STDERR;
+	log_state.level = level;
+
+	char text[4096] = "";
+	rewind(logf);
+	size_t n = fread(text, 1, sizeof text - 1, logf);
+	text[n] = '\0';
+	fclose(logf);
+	char want[128];
+	snprintf(want, sizeof want, "poll: %s; retrying", strerror(EAGAIN));
+	CHECK(strstr(text, want) != NULL, "loop: the failing poll is logged (%s)", want);
+	int lines = 0;
+	for (const char *p = text; (p = strstr(p, "; retrying")) != NULL; p++)
+		lines++;
+	CHECK(lines >= 1 && lines <= 3, "loop: 40 failures of poll, at most a line a second (%d)",
+	      lines);
+}
+
+struct tl_pump {
+	struct kc *c;
+	const uint8_t *msg;
+	size_t n;
+	int ok;
+};
+
+static void *tl_pump_run(void *arg)
+{
+	struct tl_pump *p = arg;
+	p->ok = kc_send(p->c, p->msg, p->n) == 0;
+	return NULL;
+}
+
+/* A client that streams cheap requests (answered by the loop itself) cannot hold the
+ * loop: with 1000 requests of client A already waiting in the socket, client B's one
+ * request is taken after a few of A's (EV_BURST a turn), not after all of them. */
+static void test_loop_burst(struct tloop *l, const char *ca)
+{
+	enum { N = 1000 };
+	static uint8_t blob[N * sizeof tl_discover], resp[1024];
+	struct kc a, b;
+	struct tl_pump pump;
+	pthread_t th;
+	int level = log_state.level;
+
+	for (size_t i = 0; i < N; i++)
+		memcpy(blob + i * sizeof tl_discover, tl_discover, sizeof tl_discover);
+	if (kc_connect(&a, "127.0.0.1", l->port, ca, NULL, NULL) != 0 ||
+	    kc_connect(&b, "127.0.0.1", l->port, ca, NULL, NULL) != 0) {
+		CHECK(0, "loop: burst: connect: %s %s", a.err, b.err);
+		return;
+	}
+	FILE *logf = tmpfile();
+	if (!logf)
+		return;
+	/* hold the loop (poll fails with EAGAIN) while both requests arrive */
+	log_state.level = LV_TRACE;
+	log_state.target = LOG_TO_FILE;
+	log_state.file = logf;
+	__atomic_store_n(&ev_test_poll_errno, EAGAIN, __ATOMIC_SEQ_CST);
+	__atomic_store_n(&ev_test_poll_fails, 1000000, __ATOMIC_SEQ_CST);
+	if (write(ev_sig_pipe[1], "", 1) != 1)
+		perror("write");
+	usleep(50 * 1000);
+	pump = (struct tl_pump){ &a, blob, sizeof blob, 0 };
+	pthread_create(&th, NULL, tl_pump_run, &pump);
+	usleep(100 * 1000);
+	uint8_t query[sizeof tl_discover];
+	memcpy(query, tl_discover, sizeof query);
+	query[91] = 0x18;                       /* the Operation: Query */
+	CHECK(kc_send(&b, query, sizeof query) == 0, "loop: burst: B sends a Query");
+	usleep(100 * 1000);
+	unsigned long before = __atomic_load_n(&l->ev.served, __ATOMIC_SEQ_CST);
+	__atomic_store_n(&ev_test_poll_fails, 0, __ATOMIC_SEQ_CST);
+	long n = kc_recv(&b, resp, sizeof resp);
+	pthread_join(th, NULL);
+	for (int i = 0; i < 200 && __atomic_load_n(&l->ev.served, __ATOMIC_SEQ_CST) < before + N + 1;
+	     i++)
+		usleep(10 * 1000);
+	log_state.file = NULL;
+	log_state.target = LOG_TO_STDERR;
+	log_state.level = level;
+	CHECK(pump.ok, "loop: burst: A's %d requests sent", N);
+	CHECK(n > 0, "loop: burst: B answered: %s", b.err);
+
+	/* the trace log dumps each request as the loop takes it: count A's before B's */
+	static char text[N * 4096];
+	rewind(logf);
+	size_t len = fread(text, 1, sizeof text - 1, logf);
+	text[len] = '\0';
+	fclose(logf);
+	int before_b = -1, all = 0;
+	for (const char *p = text; (p = strstr(p, " request:\nREQUEST_MESSAGE")) != NULL; p++) {
+		const char *op = strstr(p, "OPERATION (42005C)");
+		const char *v = op ? strstr(op, "= 0x") : NULL;
+		if (v && strncmp(v, "= 0x00000018", 12) == 0 && before_b < 0)
+			before_b = all;
+		else if (v && strncmp(v, "= 0x0000001E", 12) == 0)
+			all++;
+	}
+	CHECK(before_b >= 0 && all == N, "loop: burst: the log shows B's request and A's %d (%d)", N, all);
+	CHECK(before_b < 20, "loop: burst: B's request was taken after %d of A's (fewer than "
+	      "20)", before_b);
+	kc_close(&a);
+	kc_close(&b);
+	CHECK(tl_wait_nconn(l, 0, 2000), "loop: burst: both closed");
+}
+
+/* max-connections-per-source counts an IPv4 address, or an IPv6 /64; a v4-mapped IPv6
+ * address is its IPv4 address. */
+static void test_loop_sources(void)
+{
+	static const struct { const char *a, *b; int same; } t[] = {
+		{ "192.0.2.1", "192.0.2.1", 1 },
+		{ "192.0.2.1", "192.0.2.2", 0 },
+		{ "192.0.2.1", "::ffff:192.0.2.1", 1 },
+		{ "2001:db8:1:2::1", "2001:db8:1:2:ffff::9", 1 },
+		{ "2001:db8:1:2::1", "2001:db8:1:3::1", 0 },
+		{ "::1", "0.0.0.1", 0 },
+	};
+	for (size_t i = 0; i < ARRAY_LEN(t); i++) {
+		struct sockaddr_storage sa[2];
+		struct conn_src src[2];
+		const char *txt[2] = { t[i].a, t[i].b };
+		for (int k = 0; k < 2; k++) {
+			memset(&sa[k], 0, sizeof sa[k]);
+			struct sockaddr_in *v4 = (struct sockaddr_in *)&sa[k];
+			struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&sa[k];
+			if (inet_pton(AF_INET, txt[k], &v4->sin_addr) == 1)
+				v4->sin_family = AF_INET;
+			else if (inet_pton(AF_INET6, txt[k], &v6->sin6_addr) == 1)
+				v6->sin6_family = AF_INET6;
+			conn_src_of(&sa[k], &src[k]);
+		}
+		CHECK(conn_src_eq(&src[0], &src[1]) == t[i].same, "source of %s and %s: %s", t[i].a,
+		      t[i].b, t[i].same ? "the same" : "different");
+	}
+}
+
+static void test_loop(struct tls_server *tls, const char *ca)
+{
+	test_loop_sources();
+	struct tloop l;
+	if (tl_start(&l, tls) != 0) {
+		CHECK(0, "loop: start");
+		return;
+	}
+	test_loop_cut_off(&l, ca);
+	test_loop_poll_errors(&l, ca);
+	test_loop_burst(&l, ca);
+	tl_stop(&l);
+}
+
 static int make_files(void)
 {
 	return run("openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-384 "
@@ -922,6 +1234,7 @@ int main(void)
 	test_threads(&ts, cert_pem);
 	test_memory(&ts, cert_pem);
 	ts_stop(&ts);
+	test_loop(&s, cert_pem);
 	tls_server_free(&s);
 
 	if (have_openssl) {
