@@ -7822,7 +7822,9 @@ static int wrk_init(struct wrk_pool *w, struct op_env *env, int nthreads, int nj
 		    size_t in_cap, size_t out_cap)
 {
 	memset(w, 0, sizeof *w);
-	if (njobs < 1 || in_cap + out_cap < in_cap ||
+	/* On a 32-bit target 128 jobs of two 16 MiB buffers would wrap size_t to 0, and
+	 * malloc(0) would succeed. */
+	if (njobs < 1 || in_cap + out_cap < in_cap || in_cap + out_cap == 0 ||
 	    (size_t)njobs > SIZE_MAX / (in_cap + out_cap)) {
 		errno = EOVERFLOW;      /* main checks first, with a message naming the keys */
 		return -1;
@@ -7836,8 +7838,9 @@ static int wrk_init(struct wrk_pool *w, struct op_env *env, int nthreads, int nj
 		return -1;
 	pthread_mutex_init(&w->mu, NULL);
 	pthread_cond_init(&w->cv, NULL);
+	size_t per = in_cap + out_cap;  /* checked above: njobs * per fits size_t */
 	w->jobs = calloc((size_t)njobs, sizeof *w->jobs);
-	w->arena = malloc((size_t)njobs * (in_cap + out_cap));
+	w->arena = malloc((size_t)njobs * per);
 	int nctx = nthreads + 1;
 	w->ctx = calloc((size_t)nctx, sizeof *w->ctx);
 	w->th = calloc((size_t)nctx, sizeof *w->th);
@@ -7845,7 +7848,7 @@ static int wrk_init(struct wrk_pool *w, struct op_env *env, int nthreads, int nj
 		return -1;
 	for (int i = 0; i < njobs; i++) {
 		struct wrk_job *j = &w->jobs[i];
-		j->in = w->arena + (size_t)i * (in_cap + out_cap);
+		j->in = w->arena + (size_t)i * per;
 		j->out = j->in + in_cap;
 		j->next = w->free;
 		w->free = j;

@@ -9,6 +9,12 @@
 #   dist/deps.sh --source also what `make static` needs to fetch the Mbed TLS 3.6
 #                         source (dpkg-dev, a deb-src entry); dist/build-mbedtls.sh
 #                         fetches it with apt-get source
+#   dist/deps.sh --deb    --source, and what `make deb` needs: debhelper, lintian
+#   dist/deps.sh --cross [TRIPLET...]
+#                         --source, and for `make cross-check`: the Debian cross
+#                         compilers gcc-TRIPLET with their C library, and qemu-user
+#                         (default: aarch64-linux-gnu arm-linux-gnueabihf
+#                         mips-linux-gnu mipsel-linux-gnu)
 set -eu
 
 SUDO=
@@ -18,8 +24,15 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 export DEBIAN_FRONTEND=noninteractive
 
-WANT_SOURCE=0
-[ "${1:-}" = "--source" ] && WANT_SOURCE=1
+WANT_SOURCE=0 WANT_DEB=0 CROSS=
+case ${1:-} in
+--source) WANT_SOURCE=1 ;;
+--deb)    WANT_SOURCE=1 WANT_DEB=1 ;;
+--cross)  WANT_SOURCE=1; shift
+          CROSS=${*:-aarch64-linux-gnu arm-linux-gnueabihf mips-linux-gnu mipsel-linux-gnu} ;;
+"")       ;;
+*)        echo "usage: dist/deps.sh [--source | --deb | --cross [TRIPLET...]]" >&2; exit 2 ;;
+esac
 
 PKGS="gcc make libc6-dev softhsm2 openssl python3 python3-pykmip
 python3-cryptography clang libclang-rt-dev valgrind systemd util-linux procps"
@@ -86,6 +99,21 @@ fi
 if [ "$codename" = bookworm ]; then
 	PKGS=$(echo "$PKGS" | sed 's/libclang-rt-dev/libclang-rt-14-dev/')
 fi
+
+[ "$WANT_DEB" = 0 ] || PKGS="$PKGS debhelper lintian dpkg-dev"
+# A cross compiler and the target's C library (the package names Debian gives them),
+# and qemu-user to run what they build.
+for t in $CROSS; do
+	case $t in
+	aarch64-linux-gnu)   a=arm64 ;;
+	arm-linux-gnueabihf) a=armhf ;;
+	mips-linux-gnu)      a=mips ;;
+	mipsel-linux-gnu)    a=mipsel ;;
+	*) echo "deps.sh: no Debian cross compiler known for $t" >&2; exit 2 ;;
+	esac
+	PKGS="$PKGS gcc-$t libc6-dev-$a-cross"
+done
+[ -z "$CROSS" ] || PKGS="$PKGS qemu-user"
 
 todo=$(missing $PKGS)
 if [ -n "$todo" ]; then

@@ -32,7 +32,12 @@
 #define K2P_MBEDTLS_CONFIG 1
 
 /* ---- System support ------------------------------------------------------------ */
+/* The bignum inline assembly is MIPS32 code, which a MIPS16 build (`make static` for
+ * mips*: -mips16) cannot assemble; the portable C then multiplies through 64-bit
+ * integers. */
+#if !defined(__mips16)
 #define MBEDTLS_HAVE_ASM
+#endif
 #define MBEDTLS_HAVE_TIME
 #define MBEDTLS_HAVE_TIME_DATE          /* certificate validity checks */
 #define MBEDTLS_FS_IO                   /* x509_crt_parse_file, pk_parse_keyfile */

@@ -48,6 +48,7 @@
  */
 #define _GNU_SOURCE 1
 #include <pthread.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -166,8 +167,9 @@ static CK_RV enter(int f)
 #define FAULT(n) do { CK_RV f_ = enter(F_##n); if (f_) return f_; } while (0)
 
 /* A session call: the module stuck, or a session from before a removal. */
+#define EPOCH(e) ((e) & ((CK_ULONG)-1 >> 20))   /* what fits above a handle's 20 bits */
 #define SESSION(h) do { if (stuck) return CKR_GENERAL_ERROR; \
-	if ((h) >> 20 != sess_epoch) return CKR_SESSION_HANDLE_INVALID; } while (0)
+	if ((h) >> 20 != EPOCH(sess_epoch)) return CKR_SESSION_HANDLE_INVALID; } while (0)
 
 static void reuse_handles(void);
 
@@ -383,7 +385,7 @@ static CK_RV OpenSession(CK_SLOT_ID id, CK_FLAGS f, CK_VOID_PTR app, CK_NOTIFY c
 	if (!present)
 		return CKR_TOKEN_NOT_PRESENT;
 	pthread_mutex_lock(&lock);
-	*h = sess_epoch << 20 | (next_session++ & 0xFFFFF);
+	*h = EPOCH(sess_epoch) << 20 | (next_session++ & 0xFFFFF);
 	pthread_mutex_unlock(&lock);
 	sign_active = 0;
 	return CKR_OK;
@@ -619,7 +621,7 @@ static CK_RV GenerateKeyPair(CK_SESSION_HANDLE h, CK_MECHANISM_PTR m, CK_ATTRIBU
 
 static CK_RV GenerateRandom(CK_SESSION_HANDLE h, CK_BYTE_PTR p, CK_ULONG n)
 {
-	static unsigned long x = 88172645463325252UL;
+	static uint64_t x = 88172645463325252ULL;   /* xorshift64: 64 bits on every target */
 	FAULT(GenerateRandom);
 	SESSION(h);
 	pthread_mutex_lock(&lock);

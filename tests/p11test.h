@@ -13,7 +13,23 @@
 #include <sys/wait.h>
 
 #define SOFTHSM "/usr/lib/softhsm/libsofthsm2.so"
-#define NULLP11 "build/nullp11.so"
+#ifndef NULLP11
+#define NULLP11 "build/nullp11.so"   /* a cross build names build/<triplet>/nullp11.so */
+#endif
+
+/* Under qemu-user (make cross-check), SOFTHSM is the target's SoftHSM2 from the sysroot
+ * that qemu -L maps it to.  Debian has none for some targets (mips): tests/cross.sh then
+ * sets K2P_NO_SOFTHSM to the reason, and the SoftHSM2 checks are left out, said in a
+ * NOTE and counted neither as passed nor as failed. */
+static int softhsm_wanted(void)
+{
+	const char *why = getenv("K2P_NO_SOFTHSM");
+	if (why && *why) {
+		printf("NOTE: SoftHSM2 checks not run: %s\n", why);
+		return 0;
+	}
+	return 1;
+}
 
 /* ---- C_Login and C_OpenSession counting: our function list in front of the module's ---- */
 

@@ -62,6 +62,10 @@ else
 	total_s=$((total_s + 1))
 fi
 
+# The Debian package that `make check` built (dist/make-deb.sh --if-changed).
+deb=$(ls build/deb/kmip2pkcs11_*.deb 2>/dev/null | head -n 1)
+run package   sh tests/package.sh "$deb"
+
 if [ "$total_s" -gt 0 ]; then
 	echo "$total_p passed, $total_f failed, $total_s skipped"
 else
