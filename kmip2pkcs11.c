@@ -2506,11 +2506,25 @@ static const char *const kmip_type_names[] = {
  * two spaces of indent per level; Integer, Long Integer and Interval in decimal,
  * Enumeration 0x%08X, Boolean True/False, Date-Time ISO 8601 UTC, Text String quoted
  * (control bytes, quote and backslash as \xNN), Byte String and Big Integer in lower-case
- * hex cut after 20 bytes.  The Password is printed as '***', and so is every Byte String
- * and Big Integer inside a Private Key, Symmetric Key, Secret Data or Split Key object
- * (their key material, in any format).  Tags outside KMIP 1.2 are
- * named by their hex value.  Output is cut (NUL-terminated) when out is full.
+ * hex cut after 20 bytes.  The Password is printed as '***', and its length as len=*, as
+ * are the lengths of the structures that hold it (which would tell the PIN's length to
+ * within 8 bytes); every Byte String and Big Integer inside a Private Key, Symmetric Key,
+ * Secret Data or Split Key object (their key material, in any format) is '***' too.  Tags
+ * outside KMIP 1.2 are named by their hex value.  Output is cut (NUL-terminated) when out
+ * is full.
  */
+static int kmip_holds_password(const struct ttlv_doc *d, int i)
+{
+	if (d->it[i].tag == KT_PASSWORD)
+		return 1;
+	if (d->it[i].type != TT_STRUCT)
+		return 0;
+	for (int j = i + 1; j < d->n && d->it[j].depth > d->it[i].depth; j++)
+		if (d->it[j].tag == KT_PASSWORD)
+			return 1;
+	return 0;
+}
+
 static void kmip_dump(const struct ttlv_doc *d, char *out, size_t cap)
 {
 	struct kmip_out o = { out, cap, 0 };
@@ -2532,8 +2546,12 @@ static void kmip_dump(const struct ttlv_doc *d, char *out, size_t cap)
 			kmip_out(&o, "%s", name);
 		else
 			kmip_out(&o, "0x%06X", (unsigned)t->tag);
-		kmip_out(&o, " (%06X) %s len=%u", (unsigned)t->tag,
-		         kmip_type_names[t->type <= TT_INTERVAL ? t->type : 0], (unsigned)t->len);
+		kmip_out(&o, " (%06X) %s len=", (unsigned)t->tag,
+		         kmip_type_names[t->type <= TT_INTERVAL ? t->type : 0]);
+		if (kmip_holds_password(d, i))
+			kmip_out(&o, "*");
+		else
+			kmip_out(&o, "%u", (unsigned)t->len);
 		switch (t->type) {
 		case TT_INT:
 		case TT_LONG:
@@ -4024,9 +4042,12 @@ static int cfg_main(int argc, char **argv, struct cfg *c)
  *   uint32_t p11_rv_reason(CK_RV rv);    KMIP Result Reason (RR_*), 0 for CKR_OK
  *
  *   CK_RV p11_slot_lookup(const char *user, size_t len, struct p11_slot **out);
+ *   CK_RV p11_slot_lookup_at(..., const char **call);   the same, naming the failed call
  *         Username -> slot as the original bridge: token label, then decimal slot ID,
- *         then index into C_GetSlotList(FALSE).  P11_E_NO_SLOT when nothing matches.  The
- *         slot state lives until p11_unload; the pointer may be kept.
+ *         then index into C_GetSlotList(FALSE).  P11_E_NO_SLOT when nothing matches; the
+ *         label of a token served before that is gone: CKR_TOKEN_NOT_PRESENT (or the
+ *         failing C_GetTokenInfo's code).  The slot state lives until p11_unload or
+ *         p11_reinit; the pointer may be kept until then (see p11_epoch).
  *   CK_RV p11_session_open(const struct p11_slot *s, CK_SESSION_HANDLE *h);  R/W session
  *   void  p11_session_close(CK_SESSION_HANDLE h);
  *   int   p11_session_lost(CK_RV rv);    1: the session is gone; reopen once and retry
@@ -4040,11 +4061,12 @@ static int cfg_main(int argc, char **argv, struct cfg *c)
  *   CK_RV p11_find_key(CK_SESSION_HANDLE h, const uint8_t *id, size_t idlen,
  *                      CK_OBJECT_CLASS cls, CK_OBJECT_HANDLE *out);  P11_E_NOT_FOUND
  *   CK_RV p11_key_info(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE o, struct p11_key_info *ki);
- *   CK_RV p11_sign(CK_SESSION_HANDLE h, const struct p11_slot *s, CK_OBJECT_HANDLE key,
- *                  CK_KEY_TYPE type, int hash, const uint8_t *data, size_t len,
- *                  uint8_t *out, size_t cap, size_t *outlen);
+ *   CK_RV p11_sign(CK_SESSION_HANDLE h, const struct p11_slot *s, const char **call,
+ *                  CK_OBJECT_HANDLE key, CK_KEY_TYPE type, int hash, const uint8_t *data,
+ *                  size_t len, uint8_t *out, size_t cap, size_t *outlen);
  *         RSA: PKCS#1 v1.5 signature; EC: DER ECDSA-Sig-Value with minimal INTEGERs;
- *         Ed25519: 64 bytes.  hash is P11_HASH_* (P11_HASH_NONE for EdDSA only).
+ *         Ed25519: 64 bytes.  hash is P11_HASH_* (P11_HASH_NONE for EdDSA only).  *call:
+ *         the call that failed.  An operation the module left active is ended.
  *   CK_RV p11_import(CK_SESSION_HANDLE h, const struct p11_import *im, uint8_t id[P11_ID_LEN],
  *                    CK_OBJECT_HANDLE *pub, CK_OBJECT_HANDLE *priv, CK_OBJECT_CLASS *failed);
  *         C_CreateObject of a key given in the clear (Register): the private key, not
@@ -4053,8 +4075,22 @@ static int cfg_main(int argc, char **argv, struct cfg *c)
  *   CK_RV p11_set_label(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE o, const char *s, size_t n);
  *   CK_RV p11_random(CK_SESSION_HANDLE h, uint8_t *buf, size_t n);
  *
- * Threads: after p11_load, every function may be called from any worker; each worker uses
- * its own sessions.  Slot creation is serialized by one lock, logins by a lock per slot.
+ * Failures and recovery (the module's failures are seen and survived, not only reported):
+ *   void  p11_warn(const char *call, const struct p11_slot *s, CK_RV rv);
+ *         log a failed call with its slot: at warning when the code says the module,
+ *         token or session failed, once per second per call and code; else at debug
+ *   int   p11_trouble(CK_RV rv, int slot_level);   P11_T_*: what to do before a retry
+ *   CK_RV p11_token_check(const struct p11_slot *s);  C_GetTokenInfo: does it still answer
+ *   void  p11_enter(void), p11_leave(void);   a request holds the module's gate (read)
+ *   unsigned p11_epoch(void);            re-initialisations so far
+ *   int   p11_reinit(unsigned seen, const char *call, CK_RV why);
+ *         C_Finalize + C_Initialize with every request quiesced (the caller holds no
+ *         gate), at most once per P11_REINIT_GAP_MS; slot state is dropped, and threads
+ *         forget sessions and slots from an older epoch
+ *
+ * Threads: after p11_load, every function may be called from any worker, holding the gate
+ * (p11_enter); each worker uses its own sessions.  Slot creation is serialized by one
+ * lock, logins by a lock per slot, a re-initialisation by the gate's write side.
  */
 
 /* Codes of our own, beside CK_RV values; the spec assigns nothing in this range and vendor
@@ -4080,6 +4116,9 @@ static int cfg_main(int argc, char **argv, struct cfg *c)
 #define P11_RSA_MIN_BITS  1024
 #define P11_RSA_MAX_BITS  4096
 #define P11_PIN_SALT_LEN  16
+#define P11_WARN_KEYS     32     /* call + CK_RV pairs whose warnings are rate-limited */
+#define P11_WARN_GAP_MS   1000   /* one warning per call + CK_RV per second */
+#define P11_REINIT_GAP_MS 5000   /* at most one module re-initialisation per 5 s */
 
 /* ---- return values: one table ------------------------------------------------------------ */
 
@@ -4091,117 +4130,120 @@ static int cfg_main(int argc, char **argv, struct cfg *c)
  * does not resolve is Item Not Found; attribute or key policy is Permission Denied; a token
  * or device that failed is Cryptographic Failure; what only a bug on our side or an
  * exhausted resource can cause is General Failure.
+ * The third column is 1 for the codes that say the module, token or session failed rather
+ * than the request: they are logged at warning (p11_warn), the others at debug.
  */
 #define P11_RV_TABLE(X) \
-	X(CKR_OK,                               0) \
-	X(CKR_CANCEL,                           RR_GENERAL_FAILURE) \
-	X(CKR_HOST_MEMORY,                      RR_GENERAL_FAILURE) \
-	X(CKR_SLOT_ID_INVALID,                  RR_AUTHENTICATION_NOT_SUCCESSFUL) \
-	X(CKR_GENERAL_ERROR,                    RR_GENERAL_FAILURE) \
-	X(CKR_FUNCTION_FAILED,                  RR_CRYPTOGRAPHIC_FAILURE) \
-	X(CKR_ARGUMENTS_BAD,                    RR_GENERAL_FAILURE) \
-	X(CKR_NO_EVENT,                         RR_GENERAL_FAILURE) \
-	X(CKR_NEED_TO_CREATE_THREADS,           RR_GENERAL_FAILURE) \
-	X(CKR_CANT_LOCK,                        RR_GENERAL_FAILURE) \
-	X(CKR_ATTRIBUTE_READ_ONLY,              RR_PERMISSION_DENIED) \
-	X(CKR_ATTRIBUTE_SENSITIVE,              RR_PERMISSION_DENIED) \
-	X(CKR_ATTRIBUTE_TYPE_INVALID,           RR_FEATURE_NOT_SUPPORTED) \
-	X(CKR_ATTRIBUTE_VALUE_INVALID,          RR_INVALID_FIELD) \
-	X(CKR_ACTION_PROHIBITED,                RR_PERMISSION_DENIED) \
-	X(CKR_DATA_INVALID,                     RR_INVALID_FIELD) \
-	X(CKR_DATA_LEN_RANGE,                   RR_INVALID_FIELD) \
-	X(CKR_DEVICE_ERROR,                     RR_CRYPTOGRAPHIC_FAILURE) \
-	X(CKR_DEVICE_MEMORY,                    RR_GENERAL_FAILURE) \
-	X(CKR_DEVICE_REMOVED,                   RR_CRYPTOGRAPHIC_FAILURE) \
-	X(CKR_ENCRYPTED_DATA_INVALID,           RR_INVALID_FIELD) \
-	X(CKR_ENCRYPTED_DATA_LEN_RANGE,         RR_INVALID_FIELD) \
-	X(CKR_AEAD_DECRYPT_FAILED,              RR_CRYPTOGRAPHIC_FAILURE) \
-	X(CKR_FUNCTION_CANCELED,                RR_GENERAL_FAILURE) \
-	X(CKR_FUNCTION_NOT_PARALLEL,            RR_GENERAL_FAILURE) \
-	X(CKR_FUNCTION_NOT_SUPPORTED,           RR_FEATURE_NOT_SUPPORTED) \
-	X(CKR_KEY_HANDLE_INVALID,               RR_ITEM_NOT_FOUND) \
-	X(CKR_KEY_SIZE_RANGE,                   RR_INVALID_FIELD) \
-	X(CKR_KEY_TYPE_INCONSISTENT,            RR_INVALID_FIELD) \
-	X(CKR_KEY_NOT_NEEDED,                   RR_GENERAL_FAILURE) \
-	X(CKR_KEY_CHANGED,                      RR_GENERAL_FAILURE) \
-	X(CKR_KEY_NEEDED,                       RR_GENERAL_FAILURE) \
-	X(CKR_KEY_INDIGESTIBLE,                 RR_GENERAL_FAILURE) \
-	X(CKR_KEY_FUNCTION_NOT_PERMITTED,       RR_PERMISSION_DENIED) \
-	X(CKR_KEY_NOT_WRAPPABLE,                RR_PERMISSION_DENIED) \
-	X(CKR_KEY_UNEXTRACTABLE,                RR_PERMISSION_DENIED) \
-	X(CKR_MECHANISM_INVALID,                RR_FEATURE_NOT_SUPPORTED) \
-	X(CKR_MECHANISM_PARAM_INVALID,          RR_INVALID_FIELD) \
-	X(CKR_OBJECT_HANDLE_INVALID,            RR_ITEM_NOT_FOUND) \
-	X(CKR_OPERATION_ACTIVE,                 RR_GENERAL_FAILURE) \
-	X(CKR_OPERATION_NOT_INITIALIZED,        RR_GENERAL_FAILURE) \
-	X(CKR_PIN_INCORRECT,                    RR_AUTHENTICATION_NOT_SUCCESSFUL) \
-	X(CKR_PIN_INVALID,                      RR_AUTHENTICATION_NOT_SUCCESSFUL) \
-	X(CKR_PIN_LEN_RANGE,                    RR_AUTHENTICATION_NOT_SUCCESSFUL) \
-	X(CKR_PIN_EXPIRED,                      RR_AUTHENTICATION_NOT_SUCCESSFUL) \
-	X(CKR_PIN_LOCKED,                       RR_AUTHENTICATION_NOT_SUCCESSFUL) \
-	X(CKR_SESSION_CLOSED,                   RR_GENERAL_FAILURE) \
-	X(CKR_SESSION_COUNT,                    RR_GENERAL_FAILURE) \
-	X(CKR_SESSION_HANDLE_INVALID,           RR_GENERAL_FAILURE) \
-	X(CKR_SESSION_PARALLEL_NOT_SUPPORTED,   RR_GENERAL_FAILURE) \
-	X(CKR_SESSION_READ_ONLY,                RR_PERMISSION_DENIED) \
-	X(CKR_SESSION_EXISTS,                   RR_GENERAL_FAILURE) \
-	X(CKR_SESSION_READ_ONLY_EXISTS,         RR_GENERAL_FAILURE) \
-	X(CKR_SESSION_READ_WRITE_SO_EXISTS,     RR_GENERAL_FAILURE) \
-	X(CKR_SIGNATURE_INVALID,                RR_CRYPTOGRAPHIC_FAILURE) \
-	X(CKR_SIGNATURE_LEN_RANGE,              RR_CRYPTOGRAPHIC_FAILURE) \
-	X(CKR_TEMPLATE_INCOMPLETE,              RR_INVALID_FIELD) \
-	X(CKR_TEMPLATE_INCONSISTENT,            RR_INVALID_FIELD) \
-	X(CKR_TOKEN_NOT_PRESENT,                RR_CRYPTOGRAPHIC_FAILURE) \
-	X(CKR_TOKEN_NOT_RECOGNIZED,             RR_CRYPTOGRAPHIC_FAILURE) \
-	X(CKR_TOKEN_WRITE_PROTECTED,            RR_PERMISSION_DENIED) \
-	X(CKR_UNWRAPPING_KEY_HANDLE_INVALID,    RR_ITEM_NOT_FOUND) \
-	X(CKR_UNWRAPPING_KEY_SIZE_RANGE,        RR_INVALID_FIELD) \
-	X(CKR_UNWRAPPING_KEY_TYPE_INCONSISTENT, RR_INVALID_FIELD) \
-	X(CKR_USER_ALREADY_LOGGED_IN,           RR_GENERAL_FAILURE) \
-	X(CKR_USER_NOT_LOGGED_IN,               RR_AUTHENTICATION_NOT_SUCCESSFUL) \
-	X(CKR_USER_PIN_NOT_INITIALIZED,         RR_AUTHENTICATION_NOT_SUCCESSFUL) \
-	X(CKR_USER_TYPE_INVALID,                RR_AUTHENTICATION_NOT_SUCCESSFUL) \
-	X(CKR_USER_ANOTHER_ALREADY_LOGGED_IN,   RR_AUTHENTICATION_NOT_SUCCESSFUL) \
-	X(CKR_USER_TOO_MANY_TYPES,              RR_AUTHENTICATION_NOT_SUCCESSFUL) \
-	X(CKR_WRAPPED_KEY_INVALID,              RR_INVALID_FIELD) \
-	X(CKR_WRAPPED_KEY_LEN_RANGE,            RR_INVALID_FIELD) \
-	X(CKR_WRAPPING_KEY_HANDLE_INVALID,      RR_ITEM_NOT_FOUND) \
-	X(CKR_WRAPPING_KEY_SIZE_RANGE,          RR_INVALID_FIELD) \
-	X(CKR_WRAPPING_KEY_TYPE_INCONSISTENT,   RR_INVALID_FIELD) \
-	X(CKR_RANDOM_SEED_NOT_SUPPORTED,        RR_FEATURE_NOT_SUPPORTED) \
-	X(CKR_RANDOM_NO_RNG,                    RR_FEATURE_NOT_SUPPORTED) \
-	X(CKR_DOMAIN_PARAMS_INVALID,            RR_INVALID_FIELD) \
-	X(CKR_CURVE_NOT_SUPPORTED,              RR_FEATURE_NOT_SUPPORTED) \
-	X(CKR_BUFFER_TOO_SMALL,                 RR_GENERAL_FAILURE) \
-	X(CKR_SAVED_STATE_INVALID,              RR_GENERAL_FAILURE) \
-	X(CKR_INFORMATION_SENSITIVE,            RR_PERMISSION_DENIED) \
-	X(CKR_STATE_UNSAVEABLE,                 RR_GENERAL_FAILURE) \
-	X(CKR_CRYPTOKI_NOT_INITIALIZED,         RR_GENERAL_FAILURE) \
-	X(CKR_CRYPTOKI_ALREADY_INITIALIZED,     RR_GENERAL_FAILURE) \
-	X(CKR_MUTEX_BAD,                        RR_GENERAL_FAILURE) \
-	X(CKR_MUTEX_NOT_LOCKED,                 RR_GENERAL_FAILURE) \
-	X(CKR_NEW_PIN_MODE,                     RR_AUTHENTICATION_NOT_SUCCESSFUL) \
-	X(CKR_NEXT_OTP,                         RR_AUTHENTICATION_NOT_SUCCESSFUL) \
-	X(CKR_EXCEEDED_MAX_ITERATIONS,          RR_CRYPTOGRAPHIC_FAILURE) \
-	X(CKR_FIPS_SELF_TEST_FAILED,            RR_CRYPTOGRAPHIC_FAILURE) \
-	X(CKR_LIBRARY_LOAD_FAILED,              RR_GENERAL_FAILURE) \
-	X(CKR_PIN_TOO_WEAK,                     RR_AUTHENTICATION_NOT_SUCCESSFUL) \
-	X(CKR_PUBLIC_KEY_INVALID,               RR_INVALID_FIELD) \
-	X(CKR_FUNCTION_REJECTED,                RR_PERMISSION_DENIED) \
-	X(CKR_TOKEN_RESOURCE_EXCEEDED,          RR_GENERAL_FAILURE) \
-	X(CKR_OPERATION_CANCEL_FAILED,          RR_GENERAL_FAILURE) \
-	X(P11_E_NOT_FOUND,                      RR_ITEM_NOT_FOUND) \
-	X(P11_E_NO_SLOT,                        RR_AUTHENTICATION_NOT_SUCCESSFUL) \
-	X(P11_E_BAD_INPUT,                      RR_INVALID_FIELD) \
-	X(P11_E_UNSUPPORTED,                    RR_FEATURE_NOT_SUPPORTED) \
-	X(P11_E_BAD_VALUE,                      RR_CRYPTOGRAPHIC_FAILURE)
+	X(CKR_OK,                               0,                           0) \
+	X(CKR_CANCEL,                           RR_GENERAL_FAILURE,          0) \
+	X(CKR_HOST_MEMORY,                      RR_GENERAL_FAILURE,          1) \
+	X(CKR_SLOT_ID_INVALID,                  RR_AUTHENTICATION_NOT_SUCCESSFUL, 1) \
+	X(CKR_GENERAL_ERROR,                    RR_GENERAL_FAILURE,          1) \
+	X(CKR_FUNCTION_FAILED,                  RR_CRYPTOGRAPHIC_FAILURE,    1) \
+	X(CKR_ARGUMENTS_BAD,                    RR_GENERAL_FAILURE,          1) \
+	X(CKR_NO_EVENT,                         RR_GENERAL_FAILURE,          0) \
+	X(CKR_NEED_TO_CREATE_THREADS,           RR_GENERAL_FAILURE,          0) \
+	X(CKR_CANT_LOCK,                        RR_GENERAL_FAILURE,          1) \
+	X(CKR_ATTRIBUTE_READ_ONLY,              RR_PERMISSION_DENIED,        0) \
+	X(CKR_ATTRIBUTE_SENSITIVE,              RR_PERMISSION_DENIED,        0) \
+	X(CKR_ATTRIBUTE_TYPE_INVALID,           RR_FEATURE_NOT_SUPPORTED,    0) \
+	X(CKR_ATTRIBUTE_VALUE_INVALID,          RR_INVALID_FIELD,            0) \
+	X(CKR_ACTION_PROHIBITED,                RR_PERMISSION_DENIED,        0) \
+	X(CKR_DATA_INVALID,                     RR_INVALID_FIELD,            0) \
+	X(CKR_DATA_LEN_RANGE,                   RR_INVALID_FIELD,            0) \
+	X(CKR_DEVICE_ERROR,                     RR_CRYPTOGRAPHIC_FAILURE,    1) \
+	X(CKR_DEVICE_MEMORY,                    RR_GENERAL_FAILURE,          1) \
+	X(CKR_DEVICE_REMOVED,                   RR_CRYPTOGRAPHIC_FAILURE,    1) \
+	X(CKR_ENCRYPTED_DATA_INVALID,           RR_INVALID_FIELD,            0) \
+	X(CKR_ENCRYPTED_DATA_LEN_RANGE,         RR_INVALID_FIELD,            0) \
+	X(CKR_AEAD_DECRYPT_FAILED,              RR_CRYPTOGRAPHIC_FAILURE,    0) \
+	X(CKR_FUNCTION_CANCELED,                RR_GENERAL_FAILURE,          0) \
+	X(CKR_FUNCTION_NOT_PARALLEL,            RR_GENERAL_FAILURE,          0) \
+	X(CKR_FUNCTION_NOT_SUPPORTED,           RR_FEATURE_NOT_SUPPORTED,    0) \
+	X(CKR_KEY_HANDLE_INVALID,               RR_ITEM_NOT_FOUND,           0) \
+	X(CKR_KEY_SIZE_RANGE,                   RR_INVALID_FIELD,            0) \
+	X(CKR_KEY_TYPE_INCONSISTENT,            RR_INVALID_FIELD,            0) \
+	X(CKR_KEY_NOT_NEEDED,                   RR_GENERAL_FAILURE,          0) \
+	X(CKR_KEY_CHANGED,                      RR_GENERAL_FAILURE,          0) \
+	X(CKR_KEY_NEEDED,                       RR_GENERAL_FAILURE,          0) \
+	X(CKR_KEY_INDIGESTIBLE,                 RR_GENERAL_FAILURE,          0) \
+	X(CKR_KEY_FUNCTION_NOT_PERMITTED,       RR_PERMISSION_DENIED,        0) \
+	X(CKR_KEY_NOT_WRAPPABLE,                RR_PERMISSION_DENIED,        0) \
+	X(CKR_KEY_UNEXTRACTABLE,                RR_PERMISSION_DENIED,        0) \
+	X(CKR_MECHANISM_INVALID,                RR_FEATURE_NOT_SUPPORTED,    0) \
+	X(CKR_MECHANISM_PARAM_INVALID,          RR_INVALID_FIELD,            0) \
+	X(CKR_OBJECT_HANDLE_INVALID,            RR_ITEM_NOT_FOUND,           0) \
+	X(CKR_OPERATION_ACTIVE,                 RR_GENERAL_FAILURE,          1) \
+	X(CKR_OPERATION_NOT_INITIALIZED,        RR_GENERAL_FAILURE,          1) \
+	X(CKR_PIN_INCORRECT,                    RR_AUTHENTICATION_NOT_SUCCESSFUL, 0) \
+	X(CKR_PIN_INVALID,                      RR_AUTHENTICATION_NOT_SUCCESSFUL, 0) \
+	X(CKR_PIN_LEN_RANGE,                    RR_AUTHENTICATION_NOT_SUCCESSFUL, 0) \
+	X(CKR_PIN_EXPIRED,                      RR_AUTHENTICATION_NOT_SUCCESSFUL, 0) \
+	X(CKR_PIN_LOCKED,                       RR_AUTHENTICATION_NOT_SUCCESSFUL, 0) \
+	X(CKR_SESSION_CLOSED,                   RR_GENERAL_FAILURE,          1) \
+	X(CKR_SESSION_COUNT,                    RR_GENERAL_FAILURE,          1) \
+	X(CKR_SESSION_HANDLE_INVALID,           RR_GENERAL_FAILURE,          1) \
+	X(CKR_SESSION_PARALLEL_NOT_SUPPORTED,   RR_GENERAL_FAILURE,          0) \
+	X(CKR_SESSION_READ_ONLY,                RR_PERMISSION_DENIED,        0) \
+	X(CKR_SESSION_EXISTS,                   RR_GENERAL_FAILURE,          0) \
+	X(CKR_SESSION_READ_ONLY_EXISTS,         RR_GENERAL_FAILURE,          0) \
+	X(CKR_SESSION_READ_WRITE_SO_EXISTS,     RR_GENERAL_FAILURE,          0) \
+	X(CKR_SIGNATURE_INVALID,                RR_CRYPTOGRAPHIC_FAILURE,    0) \
+	X(CKR_SIGNATURE_LEN_RANGE,              RR_CRYPTOGRAPHIC_FAILURE,    0) \
+	X(CKR_TEMPLATE_INCOMPLETE,              RR_INVALID_FIELD,            0) \
+	X(CKR_TEMPLATE_INCONSISTENT,            RR_INVALID_FIELD,            0) \
+	X(CKR_TOKEN_NOT_PRESENT,                RR_CRYPTOGRAPHIC_FAILURE,    1) \
+	X(CKR_TOKEN_NOT_RECOGNIZED,             RR_CRYPTOGRAPHIC_FAILURE,    1) \
+	X(CKR_TOKEN_WRITE_PROTECTED,            RR_PERMISSION_DENIED,        0) \
+	X(CKR_UNWRAPPING_KEY_HANDLE_INVALID,    RR_ITEM_NOT_FOUND,           0) \
+	X(CKR_UNWRAPPING_KEY_SIZE_RANGE,        RR_INVALID_FIELD,            0) \
+	X(CKR_UNWRAPPING_KEY_TYPE_INCONSISTENT, RR_INVALID_FIELD,            0) \
+	X(CKR_USER_ALREADY_LOGGED_IN,           RR_GENERAL_FAILURE,          0) \
+	X(CKR_USER_NOT_LOGGED_IN,               RR_AUTHENTICATION_NOT_SUCCESSFUL, 0) \
+	X(CKR_USER_PIN_NOT_INITIALIZED,         RR_AUTHENTICATION_NOT_SUCCESSFUL, 0) \
+	X(CKR_USER_TYPE_INVALID,                RR_AUTHENTICATION_NOT_SUCCESSFUL, 0) \
+	X(CKR_USER_ANOTHER_ALREADY_LOGGED_IN,   RR_AUTHENTICATION_NOT_SUCCESSFUL, 0) \
+	X(CKR_USER_TOO_MANY_TYPES,              RR_AUTHENTICATION_NOT_SUCCESSFUL, 0) \
+	X(CKR_WRAPPED_KEY_INVALID,              RR_INVALID_FIELD,            0) \
+	X(CKR_WRAPPED_KEY_LEN_RANGE,            RR_INVALID_FIELD,            0) \
+	X(CKR_WRAPPING_KEY_HANDLE_INVALID,      RR_ITEM_NOT_FOUND,           0) \
+	X(CKR_WRAPPING_KEY_SIZE_RANGE,          RR_INVALID_FIELD,            0) \
+	X(CKR_WRAPPING_KEY_TYPE_INCONSISTENT,   RR_INVALID_FIELD,            0) \
+	X(CKR_RANDOM_SEED_NOT_SUPPORTED,        RR_FEATURE_NOT_SUPPORTED,    0) \
+	X(CKR_RANDOM_NO_RNG,                    RR_FEATURE_NOT_SUPPORTED,    0) \
+	X(CKR_DOMAIN_PARAMS_INVALID,            RR_INVALID_FIELD,            0) \
+	X(CKR_CURVE_NOT_SUPPORTED,              RR_FEATURE_NOT_SUPPORTED,    0) \
+	X(CKR_BUFFER_TOO_SMALL,                 RR_GENERAL_FAILURE,          1) \
+	X(CKR_SAVED_STATE_INVALID,              RR_GENERAL_FAILURE,          0) \
+	X(CKR_INFORMATION_SENSITIVE,            RR_PERMISSION_DENIED,        0) \
+	X(CKR_STATE_UNSAVEABLE,                 RR_GENERAL_FAILURE,          0) \
+	X(CKR_CRYPTOKI_NOT_INITIALIZED,         RR_GENERAL_FAILURE,          1) \
+	X(CKR_CRYPTOKI_ALREADY_INITIALIZED,     RR_GENERAL_FAILURE,          0) \
+	X(CKR_MUTEX_BAD,                        RR_GENERAL_FAILURE,          1) \
+	X(CKR_MUTEX_NOT_LOCKED,                 RR_GENERAL_FAILURE,          1) \
+	X(CKR_NEW_PIN_MODE,                     RR_AUTHENTICATION_NOT_SUCCESSFUL, 0) \
+	X(CKR_NEXT_OTP,                         RR_AUTHENTICATION_NOT_SUCCESSFUL, 0) \
+	X(CKR_EXCEEDED_MAX_ITERATIONS,          RR_CRYPTOGRAPHIC_FAILURE,    0) \
+	X(CKR_FIPS_SELF_TEST_FAILED,            RR_CRYPTOGRAPHIC_FAILURE,    1) \
+	X(CKR_LIBRARY_LOAD_FAILED,              RR_GENERAL_FAILURE,          1) \
+	X(CKR_PIN_TOO_WEAK,                     RR_AUTHENTICATION_NOT_SUCCESSFUL, 0) \
+	X(CKR_PUBLIC_KEY_INVALID,               RR_INVALID_FIELD,            0) \
+	X(CKR_FUNCTION_REJECTED,                RR_PERMISSION_DENIED,        0) \
+	X(CKR_TOKEN_RESOURCE_EXCEEDED,          RR_GENERAL_FAILURE,          1) \
+	X(CKR_OPERATION_CANCEL_FAILED,          RR_GENERAL_FAILURE,          0) \
+	X(P11_E_NOT_FOUND,                      RR_ITEM_NOT_FOUND,           0) \
+	X(P11_E_NO_SLOT,                        RR_AUTHENTICATION_NOT_SUCCESSFUL, 0) \
+	X(P11_E_BAD_INPUT,                      RR_INVALID_FIELD,            0) \
+	X(P11_E_UNSUPPORTED,                    RR_FEATURE_NOT_SUPPORTED,    0) \
+	X(P11_E_BAD_VALUE,                      RR_CRYPTOGRAPHIC_FAILURE,    1)
 
 static const struct p11_rv_entry {
 	CK_RV rv;
 	uint32_t reason;
+	int warn;
 	const char *name;
 } p11_rv_table[] = {
-#define P11_RV_ROW(rv, reason) { rv, reason, #rv },
+#define P11_RV_ROW(rv, reason, warn) { rv, reason, warn, #rv },
 	P11_RV_TABLE(P11_RV_ROW)
 #undef P11_RV_ROW
 };
@@ -4465,7 +4507,32 @@ static struct {
 	pthread_mutex_t slots_lock;
 	int nslots;
 	struct p11_slot *slot[P11_MAX_SLOTS];
-} p11 = { .slots_lock = PTHREAD_MUTEX_INITIALIZER };
+	/* Labels of the tokens served since start-up; they outlive a re-initialisation, so
+	 * that a token that went away is told apart from a username that never named one. */
+	int nknown;
+	char known[P11_MAX_SLOTS][33];
+	/* Re-initialisation (p11_reinit): requests hold the gate for reading, a
+	 * re-initialisation for writing; epoch counts re-initialisations, so that a thread
+	 * knows its session handles and cached slots are from before one. */
+	pthread_rwlock_t gate;
+	unsigned epoch;                 /* read and written atomically */
+	uint64_t reinit_ms;             /* mono_ms() of the last one; 0: none yet */
+	uint64_t reinit_gap_ms;         /* at most one per this many ms */
+	pthread_mutex_t warn_lock;
+	struct p11_warned {
+		const char *call;
+		CK_RV rv;
+		uint64_t ms;
+		unsigned skipped;
+	} warned[P11_WARN_KEYS];
+} p11 = { .slots_lock = PTHREAD_MUTEX_INITIALIZER, .warn_lock = PTHREAD_MUTEX_INITIALIZER,
+#ifdef PTHREAD_RWLOCK_WRITER_NONRECURSIVE_INITIALIZER_NP
+	  /* A re-initialisation must not wait for a moment with no request in flight. */
+	  .gate = PTHREAD_RWLOCK_WRITER_NONRECURSIVE_INITIALIZER_NP,
+#else
+	  .gate = PTHREAD_RWLOCK_INITIALIZER,
+#endif
+	  .reinit_gap_ms = P11_REINIT_GAP_MS };
 
 #define P11_F (p11.fl)
 
@@ -4479,6 +4546,56 @@ static void p11_text(char *dst, size_t cap, const CK_UTF8CHAR *src, size_t n)
 		n = cap - 1;
 	memcpy(dst, src, n);
 	dst[n] = '\0';
+}
+
+/*
+ * A failed call, logged: at warning when the code says the module, token or session failed
+ * (third column of P11_RV_TABLE, and every vendor or unknown code), else at debug.  A
+ * failing token can fail every request, so a warning for one call and code is written at
+ * most once per P11_WARN_GAP_MS, with the count of those left out since.  s may be NULL.
+ */
+static void p11_warn(const char *call, const struct p11_slot *s, CK_RV rv)
+{
+	const struct p11_rv_entry *e = p11_rv_find(rv);
+	char where[64] = "";
+
+	if (s)
+		snprintf(where, sizeof where, "slot %lu (\"%s\"): ", s->id, s->label);
+	if (e && !e->warn) {
+		log_debug("%s%s: %s", where, call, e->name);
+		return;
+	}
+	uint64_t now = mono_ms();
+	unsigned skipped = 0;
+	struct p11_warned *w = NULL, *oldest = &p11.warned[0];
+	pthread_mutex_lock(&p11.warn_lock);
+	for (int i = 0; i < P11_WARN_KEYS && !w; i++) {
+		struct p11_warned *k = &p11.warned[i];
+		if (k->call && k->rv == rv && strcmp(k->call, call) == 0)
+			w = k;
+		else if (k->ms < oldest->ms)
+			oldest = k;
+	}
+	if (!w) {
+		w = oldest;             /* a new pair takes the least recent place */
+		*w = (struct p11_warned){ call, rv, 0, 0 };
+	} else if (now - w->ms < P11_WARN_GAP_MS) {
+		w->skipped++;
+		w = NULL;
+	}
+	if (w) {
+		skipped = w->skipped;
+		w->ms = now;
+		w->skipped = 0;
+	}
+	pthread_mutex_unlock(&p11.warn_lock);
+	if (!w)
+		return;
+	if (skipped)
+		log_warn("%s%s: %s (and %u more since the last report)", where, call,
+		         p11_rv_name(rv), skipped);
+	else
+		log_warn("%s%s: %s", where, call, p11_rv_name(rv));
 }
 
 static void p11_log_info(const char *path)
@@ -4500,6 +4617,17 @@ static void p11_log_info(const char *path)
 	         descr, manuf, info.libraryVersion.major, info.libraryVersion.minor,
 	         info.cryptokiVersion.major, info.cryptokiVersion.minor,
 	         p11.v3 ? " (3.0 interface)" : "");
+}
+
+/* C_Initialize with CKF_OS_LOCKING_OK, no mutex callbacks, and [pkcs11] init-args (if
+ * any) in pReserved; at load and at every re-initialisation. */
+static CK_RV p11_initialize(void)
+{
+	CK_C_INITIALIZE_ARGS args;
+	memset(&args, 0, sizeof args);
+	args.flags = CKF_OS_LOCKING_OK;
+	args.pReserved = p11.init_args[0] ? (CK_VOID_PTR)p11.init_args : NULL;
+	return P11_F->C_Initialize(&args);
 }
 
 /*
@@ -4595,11 +4723,7 @@ static CK_RV p11_load(const char *path, char *err, size_t errsz)
 		goto fail;
 	}
 
-	CK_C_INITIALIZE_ARGS args;
-	memset(&args, 0, sizeof args);
-	args.flags = CKF_OS_LOCKING_OK;
-	args.pReserved = p11.init_args[0] ? (CK_VOID_PTR)p11.init_args : NULL;
-	rv = P11_F->C_Initialize(&args);
+	rv = p11_initialize();
 	if (rv == CKR_CRYPTOKI_ALREADY_INITIALIZED) {
 		log_warn("%s: already initialized in this process", path);
 		p11.we_initialized = 0;
@@ -4626,11 +4750,9 @@ fail:
 	return rv;
 }
 
-/* At exit: workers have closed their sessions.  Slot state goes; the PIN digests are wiped. */
-static void p11_unload(void)
+/* Slot state goes; the PIN digests are wiped. */
+static void p11_slots_free(void)
 {
-	if (!p11.dl)
-		return;
 	pthread_mutex_lock(&p11.slots_lock);
 	for (int i = 0; i < p11.nslots; i++) {
 		pthread_rwlock_destroy(&p11.slot[i]->login_lock);
@@ -4640,6 +4762,19 @@ static void p11_unload(void)
 	}
 	p11.nslots = 0;
 	pthread_mutex_unlock(&p11.slots_lock);
+}
+
+/* At exit: workers have closed their sessions. */
+static void p11_unload(void)
+{
+	if (!p11.dl)
+		return;
+	p11_slots_free();
+	p11.nknown = 0;
+	p11.reinit_ms = 0;
+	pthread_mutex_lock(&p11.warn_lock);
+	memset(p11.warned, 0, sizeof p11.warned);
+	pthread_mutex_unlock(&p11.warn_lock);
 	if (p11.we_initialized)
 		P11_F->C_Finalize(NULL);
 	p11.we_initialized = 0;
@@ -4647,6 +4782,123 @@ static void p11_unload(void)
 	dlclose(p11.dl);
 	p11.dl = NULL;
 	wipe(p11.salt, sizeof p11.salt);
+}
+
+/* ---- failures and recovery --------------------------------------------------------------- */
+
+/*
+ * What a failed call says about the module, and so what section 7 does before it runs the
+ * request once more:
+ *   P11_T_NONE     the request's own failure (a wrong PIN, an unknown mechanism): nothing;
+ *   P11_T_SESSION  the session is gone or unusable: forget it (CKR_OPERATION_ACTIVE: a
+ *                  module that left a failed operation open; then close it), open another
+ *                  and log in again;
+ *   P11_T_TOKEN    the token went away (removed, re-inserted, perhaps under a new slot
+ *                  ID): also forget the slot, and resolve the username again;
+ *   P11_T_MODULE   the module itself is stuck: a slot-level call (C_GetSlotList,
+ *                  C_GetTokenInfo, C_OpenSession) failed in a way no request can cause,
+ *                  or the module says it is not initialized: re-initialise it.  Section 7
+ *                  also treats a username lookup that fails for a token served before
+ *                  so: a module such as SoftHSM2 sees a token re-created under the same
+ *                  label (in a new slot) only once it is initialized again.
+ * slot_level: the failed call was one of the slot-level calls.
+ */
+enum { P11_T_NONE, P11_T_SESSION, P11_T_TOKEN, P11_T_MODULE };
+
+static int p11_trouble(CK_RV rv, int slot_level)
+{
+	switch (rv) {
+	case CKR_CRYPTOKI_NOT_INITIALIZED:
+		return P11_T_MODULE;
+	case CKR_SESSION_HANDLE_INVALID: case CKR_SESSION_CLOSED: case CKR_OPERATION_ACTIVE:
+		return P11_T_SESSION;
+	case CKR_TOKEN_NOT_PRESENT: case CKR_DEVICE_REMOVED: case CKR_TOKEN_NOT_RECOGNIZED:
+	case CKR_SLOT_ID_INVALID:
+		return P11_T_TOKEN;
+	case CKR_GENERAL_ERROR: case CKR_DEVICE_ERROR: case CKR_DEVICE_MEMORY:
+	case CKR_FUNCTION_FAILED: case CKR_HOST_MEMORY:
+		return slot_level ? P11_T_MODULE : P11_T_NONE;
+	}
+	return P11_T_NONE;
+}
+
+/* A request holds the gate (for reading) while it calls the module. */
+static void p11_enter(void)
+{
+	pthread_rwlock_rdlock(&p11.gate);
+}
+
+static void p11_leave(void)
+{
+	pthread_rwlock_unlock(&p11.gate);
+}
+
+/* Re-initialisations so far: a thread whose sessions are from an older epoch forgets them
+ * (without C_CloseSession: the handles may now be someone else's). */
+static unsigned p11_epoch(void)
+{
+	return __atomic_load_n(&p11.epoch, __ATOMIC_ACQUIRE);
+}
+
+/*
+ * C_Finalize and C_Initialize, with every request quiesced: the caller holds no gate; the
+ * write lock waits for the requests in flight and holds back new ones.  seen is the epoch
+ * the caller's failure happened in: if another thread re-initialised the module since,
+ * that one counts.  At most one per p11.reinit_gap_ms (P11_REINIT_GAP_MS); call and why
+ * name the failure that asked for it, for the log.  Every slot's state goes (the
+ * sessions and logins went with C_Finalize; slot IDs may change).  1: the module was
+ * re-initialised (by us or another thread) since seen; 0: not now.
+ */
+static int p11_reinit(unsigned seen, const char *call, CK_RV why)
+{
+	int done = 0;
+
+	if (!p11.dl)
+		return 0;
+	pthread_rwlock_wrlock(&p11.gate);
+	if (p11_epoch() != seen) {
+		done = 1;
+		goto out;
+	}
+	uint64_t now = mono_ms();
+	if (p11.reinit_ms && now - p11.reinit_ms < p11.reinit_gap_ms) {
+		p11_warn("module re-initialisation postponed (at most one per 5 s); the last "
+		         "failure", NULL, why);
+		goto out;
+	}
+	p11.reinit_ms = now;
+	log_warn("re-initialising the PKCS#11 module (C_Finalize, C_Initialize) after %s: %s",
+	         call, p11_rv_name(why));
+	if (p11.we_initialized) {
+		CK_RV frv = P11_F->C_Finalize(NULL);
+		if (frv != CKR_OK)
+			log_warn("C_Finalize: %s", p11_rv_name(frv));
+	}
+	CK_RV rv = p11_initialize();
+	p11.we_initialized = rv == CKR_OK;
+	if (rv == CKR_CRYPTOKI_ALREADY_INITIALIZED)
+		log_warn("C_Initialize: %s (another user in this process): sessions and slots "
+		         "are opened afresh, the module is not", p11_rv_name(rv));
+	else if (rv != CKR_OK)
+		log_error("C_Initialize: %s; the module stays unusable until the next attempt",
+		          p11_rv_name(rv));
+	else
+		log_warn("PKCS#11 module re-initialised");
+	p11_slots_free();
+	__atomic_store_n(&p11.epoch, seen + 1, __ATOMIC_RELEASE);
+	done = rv == CKR_OK || rv == CKR_CRYPTOKI_ALREADY_INITIALIZED;
+out:
+	pthread_rwlock_unlock(&p11.gate);
+	return done;
+}
+
+/* The token in slot s still answers; after C_FindObjects found nothing, this tells "no
+ * such key" from "the token could not look" (SoftHSM2 with its token directory gone finds
+ * nothing, and fails C_GetTokenInfo). */
+static CK_RV p11_token_check(const struct p11_slot *s)
+{
+	CK_TOKEN_INFO ti;
+	return P11_F->C_GetTokenInfo(s->id, &ti);
 }
 
 /* ---- slots ------------------------------------------------------------------------------- */
@@ -4725,6 +4977,11 @@ static CK_RV p11_slot_new(CK_SLOT_ID id, struct p11_slot **out)
 	pthread_rwlock_init(&s->login_lock, NULL);
 	log_info("slot %lu: token \"%s\", max sessions %lu, mechanisms 0x%x", id, s->label,
 	         s->max_sessions, s->mechs);
+	int known = 0;
+	for (int i = 0; i < p11.nknown && !known; i++)
+		known = strcmp(p11.known[i], s->label) == 0;
+	if (!known && s->label[0] && p11.nknown < P11_MAX_SLOTS)
+		memcpy(p11.known[p11.nknown++], s->label, sizeof s->label);
 	*out = s;
 	return CKR_OK;
 }
@@ -4754,20 +5011,40 @@ out:
 	return rv;
 }
 
+/* The username is the label of a token served since start-up. */
+static int p11_label_known(const char *user, size_t len)
+{
+	int known = 0;
+	pthread_mutex_lock(&p11.slots_lock);
+	for (int i = 0; i < p11.nknown && !known; i++)
+		known = strlen(p11.known[i]) == len && memcmp(p11.known[i], user, len) == 0;
+	pthread_mutex_unlock(&p11.slots_lock);
+	return known;
+}
+
 /* Username -> slot, in the original bridge's order:
  *   1. a token label equal to the username (trailing blanks of the label ignored), among
  *      the slots with a token, C_GetSlotList(CK_TRUE);
  *   2. a slot ID equal to the username read as a decimal number;
  *   3. the username as an index into C_GetSlotList(CK_FALSE).
  * A module with more than P11_SLOT_LIST_MAX slots answers CKR_BUFFER_TOO_SMALL, and the
- * list's contents are then undefined: that is an error, not a list to look at. */
-static CK_RV p11_slot_lookup(const char *user, size_t len, struct p11_slot **out)
+ * list's contents are then undefined: that is an error, not a list to look at.
+ * The label of a token served before that is not found now is not "no such user": the
+ * token is gone, for now.  Then the error of a token whose C_GetTokenInfo failed (it may
+ * be that one) or CKR_TOKEN_NOT_PRESENT is returned, and *call names the call.  call may
+ * be NULL. */
+static CK_RV p11_slot_lookup_at(const char *user, size_t len, struct p11_slot **out,
+                                const char **call)
 {
 	CK_SLOT_ID list[P11_SLOT_LIST_MAX];
 	CK_ULONG n = P11_SLOT_LIST_MAX;
-	CK_RV rv;
+	CK_RV rv, info_rv = CKR_OK;
+	const char *dummy;
 
 	*out = NULL;
+	if (!call)
+		call = &dummy;
+	*call = "C_GetSlotList";
 	if (len == 0)
 		return P11_E_NO_SLOT;   /* would match an uninitialized token's empty label */
 	/* More slots than the list holds leaves its contents undefined (PKCS#11 5.5). */
@@ -4778,11 +5055,20 @@ static CK_RV p11_slot_lookup(const char *user, size_t len, struct p11_slot **out
 		for (CK_ULONG i = 0; i < n; i++) {
 			CK_TOKEN_INFO ti;
 			char label[33];
-			if (P11_F->C_GetTokenInfo(list[i], &ti) != CKR_OK)
+			CK_RV r = P11_F->C_GetTokenInfo(list[i], &ti);
+			if (r != CKR_OK) {
+				info_rv = r;
 				continue;
+			}
 			p11_text(label, sizeof label, ti.label, sizeof ti.label);
-			if (strlen(label) == len && memcmp(label, user, len) == 0)
+			if (strlen(label) == len && memcmp(label, user, len) == 0) {
+				*call = "C_GetTokenInfo";
 				return p11_slot_get(list[i], out);
+			}
+		}
+		if (p11_label_known(user, len)) {
+			*call = info_rv != CKR_OK ? "C_GetTokenInfo" : "C_GetSlotList";
+			return info_rv != CKR_OK ? info_rv : CKR_TOKEN_NOT_PRESENT;
 		}
 	}
 
@@ -4802,12 +5088,18 @@ static CK_RV p11_slot_lookup(const char *user, size_t len, struct p11_slot **out
 	rv = P11_F->C_GetSlotList(CK_FALSE, list, &n);
 	if (rv != CKR_OK)
 		return rv;
+	*call = "C_GetTokenInfo";
 	for (CK_ULONG i = 0; i < n; i++)
 		if (list[i] == num)
 			return p11_slot_get(list[i], out);
 	if (num < n)
 		return p11_slot_get(list[num], out);
 	return P11_E_NO_SLOT;
+}
+
+static CK_RV p11_slot_lookup(const char *user, size_t len, struct p11_slot **out)
+{
+	return p11_slot_lookup_at(user, len, out, NULL);
 }
 
 /*
@@ -5791,17 +6083,33 @@ static size_t p11_ecdsa_der(const uint8_t *rs, size_t n, uint8_t *out, size_t ca
 }
 
 /*
+ * End a signing operation that a module left active.  Cryptoki 3.0 (5.11, C_SignInit):
+ * C_SignInit with a NULL mechanism terminates an active operation.  A 2.40 module has no
+ * such call; only closing the session ends it, which the caller does when C_SignInit
+ * answers CKR_OPERATION_ACTIVE.  1: the operation is over (or was not active).
+ */
+static int p11_sign_end(CK_SESSION_HANDLE h)
+{
+	if (!p11.v3)
+		return 0;
+	CK_RV rv = P11_F->C_SignInit(h, NULL, CK_INVALID_HANDLE);
+	return rv == CKR_OK || rv == CKR_OPERATION_NOT_INITIALIZED;
+}
+
+/*
  * Sign data with key.  RSA: PKCS#1 v1.5 with CKM_SHA*_RSA_PKCS when the token has it, else
  * the hash in software and CKM_RSA_PKCS over the DigestInfo.  EC: CKM_ECDSA_SHA* when the
  * token has it, else the hash in software and CKM_ECDSA; the result is DER-encoded.  Edwards:
  * CKM_EDDSA over the raw data (Ed25519 hashes internally), 64 bytes as they are.
  * The signature goes to a buffer big enough for any key we accept, so C_Sign never ends in
- * CKR_BUFFER_TOO_SMALL (which would leave the operation active on the session).
+ * CKR_BUFFER_TOO_SMALL (which would leave the operation active on the session).  *call
+ * names the call that failed, C_SignInit or C_Sign (call may be NULL).
  */
-static CK_RV p11_sign(CK_SESSION_HANDLE h, const struct p11_slot *s, CK_OBJECT_HANDLE key,
-                      CK_KEY_TYPE type, int hash, const uint8_t *data, size_t len,
-                      uint8_t *out, size_t cap, size_t *outlen)
+static CK_RV p11_sign(CK_SESSION_HANDLE h, const struct p11_slot *s, const char **call,
+                      CK_OBJECT_HANDLE key, CK_KEY_TYPE type, int hash, const uint8_t *data,
+                      size_t len, uint8_t *out, size_t cap, size_t *outlen)
 {
+	const char *dummy;
 	uint8_t in[P11_DI_PREFIX_LEN + 64];
 	uint8_t sig[P11_SIG_MAX];
 	CK_ULONG siglen = sizeof sig;
@@ -5812,6 +6120,9 @@ static CK_RV p11_sign(CK_SESSION_HANDLE h, const struct p11_slot *s, CK_OBJECT_H
 	CK_RV rv;
 
 	*outlen = 0;
+	if (!call)
+		call = &dummy;
+	*call = "Sign";                 /* a refusal before the module is asked */
 	if (len > (size_t)0xFFFFFFFFu)
 		return P11_E_BAD_INPUT;
 	for (size_t i = 0; i < ARRAY_LEN(p11_hashes); i++)
@@ -5843,9 +6154,13 @@ static CK_RV p11_sign(CK_SESSION_HANDLE h, const struct p11_slot *s, CK_OBJECT_H
 		return P11_E_UNSUPPORTED;
 	}
 
+	*call = "C_SignInit";
 	rv = P11_F->C_SignInit(h, &mech, key);
+	if (rv == CKR_OPERATION_ACTIVE && p11_sign_end(h))
+		rv = P11_F->C_SignInit(h, &mech, key);
 	if (rv != CKR_OK)
-		return rv;
+		return rv;      /* CKR_OPERATION_ACTIVE still: the caller closes the session */
+	*call = "C_Sign";
 	rv = P11_F->C_Sign(h, (CK_BYTE_PTR)msg, (CK_ULONG)msglen, sig, &siglen);
 	if (rv == CKR_BUFFER_TOO_SMALL) {
 		/* A signature over 8192 bits: end the operation with a call that succeeds. */
@@ -5855,8 +6170,12 @@ static CK_RV p11_sign(CK_SESSION_HANDLE h, const struct p11_slot *s, CK_OBJECT_H
 		free(big);
 		return CKR_BUFFER_TOO_SMALL;
 	}
-	if (rv != CKR_OK)
+	if (rv != CKR_OK) {
+		/* C_Sign's failure ends the operation (PKCS#11 5.2), but some modules leave it
+		 * active, and every later C_SignInit on the session would fail. */
+		p11_sign_end(h);
 		return rv;
+	}
 	if (siglen > sizeof sig)
 		return P11_E_BAD_VALUE;
 
@@ -5982,12 +6301,18 @@ struct op_sess {
  * A cached handle is used as it is for OP_KEY_RECHECK_MS, then checked again with one
  * C_GetAttributeValue (class and CKA_ID), so that a key deleted by another program is
  * noticed even by a module that reuses handles; a Destroy made here empties every
- * thread's cache (op_generation), and a lost session empties this thread's.
+ * thread's cache (op_generation), and a lost session empties this thread's.  Before a
+ * call that changes or removes an object (Destroy, Revoke, Modify Attribute), the handle
+ * is checked again whatever its age (op_confirm).  A module re-initialisation empties
+ * every thread's caches and forgets its sessions (op_sync, by p11_epoch).
  */
 #define OP_USER_CACHE     4
 #define OP_USER_NAME_MAX  64
 #define OP_KEY_CACHE      32
 #define OP_KEY_RECHECK_MS 1000
+
+/* The "call" of a lookup that found nothing on a token that then failed C_GetTokenInfo. */
+static const char OP_EMPTY_FIND[] = "C_GetTokenInfo after C_FindObjects found nothing";
 
 struct op_user {
 	struct p11_slot *slot;
@@ -6057,6 +6382,8 @@ struct op_thread {
 	unsigned generation;            /* op_generation when the key cache was last valid */
 	struct op_rec *rec;             /* where op_handle() describes the request it serves */
 	struct op_rec own_rec;          /* ... unless the caller points it elsewhere */
+	unsigned epoch;                 /* p11_epoch() when the sessions and caches were made */
+	int gated;                      /* this thread holds the module's gate (op_enter) */
 	struct op_sess sess[P11_MAX_SLOTS];
 	struct op_user users[OP_USER_CACHE];
 	struct op_cached_key keys[OP_KEY_CACHE];
@@ -6072,6 +6399,8 @@ struct op_req {
 	struct p11_slot *slot;          /* set once the request is authenticated */
 	CK_SESSION_HANDLE h;
 	CK_RV rv;                       /* the last PKCS#11 failure, for the retry on a lost session */
+	const char *call;               /* the call that failed with rv */
+	int trouble;                    /* P11_T_*: what rv says of the module, and what op_recover does */
 	const char *msg;                /* Result Message of a failure */
 	char msgbuf[160];
 	char *placeholder;              /* ID Placeholder: last created UID in this batch */
@@ -6086,14 +6415,20 @@ static struct op_thread *op_thread_new(struct op_env *env, struct wrk_pool *pool
 		t->pool = pool;
 		t->id = id;
 		t->rec = &t->own_rec;
+		t->epoch = p11_epoch();
 	}
 	return t;
 }
 
+/* Sessions from before a re-initialisation are not closed: their handles may now be
+ * another thread's. */
 static void op_thread_free(struct op_thread *t)
 {
-	for (int i = 0; i < t->nsess; i++)
-		p11_session_close(t->sess[i].h);
+	p11_enter();
+	if (t->epoch == p11_epoch())
+		for (int i = 0; i < t->nsess; i++)
+			p11_session_close(t->sess[i].h);
+	p11_leave();
 	free(t);
 }
 
@@ -6119,28 +6454,71 @@ static void op_cache_clear(struct op_thread *t)
 	memset(t->keys, 0, sizeof t->keys);
 }
 
+/* After a re-initialisation (by any thread): the sessions and slots this thread knew are
+ * gone.  Called with the gate held. */
+static void op_sync(struct op_thread *t)
+{
+	unsigned e = p11_epoch();
+	if (t->epoch == e)
+		return;
+	t->nsess = 0;
+	op_cache_clear(t);
+	t->epoch = e;
+}
+
+/*
+ * Before a request's first call into the module (op_login, a Query naming a token): the
+ * module's gate, held for reading until the request ends (op_handle), so that a
+ * re-initialisation (op_recover) waits for it; then what this thread knew from before a
+ * re-initialisation is dropped.  Requests that need no module (Discover Versions, Query
+ * without a credential, malformed messages, which the event loop answers itself) never
+ * take it, so they never wait for a re-initialisation or the requests it waits for.
+ */
+static void op_enter(struct op_thread *t)
+{
+	if (t->gated)
+		return;
+	p11_enter();
+	t->gated = 1;
+	op_sync(t);
+}
+
 /* Forget a session the module says is gone (token removed, module reset), and what was
- * learnt through it. */
-static void op_session_drop(struct op_thread *t, CK_SESSION_HANDLE h)
+ * learnt through it.  A lost session's handle is not closed (the module may give it to
+ * another session); close: the session works but is unusable (an operation left active). */
+static void op_session_drop(struct op_thread *t, CK_SESSION_HANDLE h, int close)
 {
 	op_cache_clear(t);
 	for (int i = 0; i < t->nsess; i++)
 		if (t->sess[i].h == h) {
-			p11_session_close(h);
+			if (close)
+				p11_session_close(h);
 			t->sess[i] = t->sess[--t->nsess];
 			return;
 		}
 }
 
-/* Username -> slot, as section 6 resolves it, remembered by this thread. */
-static CK_RV op_slot(struct op_thread *t, const uint8_t *user, size_t len, struct p11_slot **out)
+/* A token that went away: its sessions are gone, and the username may name another slot
+ * when the token comes back. */
+static void op_slot_forget(struct op_thread *t, const struct p11_slot *s)
+{
+	op_cache_clear(t);
+	for (int i = 0; i < t->nsess; i++)
+		if (t->sess[i].slot == s)
+			t->sess[i--] = t->sess[--t->nsess];
+}
+
+/* Username -> slot, as section 6 resolves it, remembered by this thread.  *call: the call
+ * that failed. */
+static CK_RV op_slot(struct op_thread *t, const uint8_t *user, size_t len, struct p11_slot **out,
+                     const char **call)
 {
 	for (int i = 0; i < t->nusers; i++)
 		if (t->users[i].len == len && memcmp(t->users[i].name, user, len) == 0) {
 			*out = t->users[i].slot;
 			return CKR_OK;
 		}
-	CK_RV rv = p11_slot_lookup((const char *)user, len, out);
+	CK_RV rv = p11_slot_lookup_at((const char *)user, len, out, call);
 	if (rv == CKR_OK && len <= OP_USER_NAME_MAX) {
 		struct op_user *u = &t->users[t->nusers < OP_USER_CACHE ? t->nusers++ : 0];
 		u->slot = *out;
@@ -6174,12 +6552,59 @@ static uint32_t op_fail(struct op_req *q, uint32_t reason, const char *fmt, ...)
 	return reason;
 }
 
-/* A PKCS#11 failure: the one table of section 6 gives the reason, its name the message. */
+/* A PKCS#11 failure: the one table of section 6 gives the reason, its name the message.
+ * It is logged (at warning when the module failed), and classed for op_recover(). */
 static uint32_t op_fail_rv(struct op_req *q, CK_RV rv, const char *what)
 {
 	uint32_t rr = p11_rv_reason(rv);
 	q->rv = rv;
+	q->call = what;
+	q->trouble = p11_trouble(rv, 0);
+	p11_warn(what, q->slot, rv);
 	return op_fail(q, rr ? rr : RR_GENERAL_FAILURE, "%s: %s", what, p11_rv_name(rv));
+}
+
+/* The same for a slot-level call (C_GetSlotList, C_GetTokenInfo, C_OpenSession), whose
+ * failure may mean that the module is stuck. */
+static uint32_t op_fail_slot(struct op_req *q, CK_RV rv, const char *what)
+{
+	uint32_t rr = op_fail_rv(q, rv, what);
+	q->trouble = p11_trouble(rv, 1);
+	return rr;
+}
+
+/*
+ * Before a request runs again after a failure: act on what the failure said (q->trouble).
+ * A lost session is forgotten, one left unusable closed; a token that went away takes its
+ * slot with it, so the username is resolved again; a stuck module is re-initialised (at
+ * most once per P11_REINIT_GAP_MS), for which this thread lets go of the gate.  The caller
+ * then logs in again (op_login).  0: run it again; -1: there is nothing to try.
+ */
+static int op_recover(struct op_req *q)
+{
+	struct op_thread *t = q->t;
+
+	switch (q->trouble) {
+	case P11_T_SESSION:
+		op_session_drop(t, q->h, q->rv == CKR_OPERATION_ACTIVE);
+		return 0;
+	case P11_T_TOKEN:
+		op_slot_forget(t, q->slot);
+		q->slot = NULL;
+		return 0;
+	case P11_T_MODULE: {
+		/* Not re-initialised now: the username is looked up again next time. */
+		op_cache_clear(t);
+		q->slot = NULL;
+		unsigned seen = t->epoch;
+		p11_leave();
+		int done = p11_reinit(seen, q->call ? q->call : "a failure", q->rv);
+		p11_enter();
+		op_sync(t);
+		return done ? 0 : -1;
+	}
+	}
+	return -1;
 }
 
 /* An enumeration value's name for a message, never NULL (which %s must not get): a value
@@ -6263,12 +6688,25 @@ static CK_RV op_key_type(struct op_req *q, struct op_key *k)
 	return CKR_OK;
 }
 
-/* Look the key up in the token (not the cache) and remember it. */
-static CK_RV op_key_lookup(struct op_req *q, struct op_key *k)
+/* Look the key up in the token (not the cache) and remember it.  Nothing found is
+ * P11_E_NOT_FOUND only when the token still answers C_GetTokenInfo: a token whose store
+ * could not be read finds nothing too, and a client told Item Not Found may conclude that
+ * the key is gone.  *call: the call that failed. */
+static CK_RV op_key_lookup(struct op_req *q, struct op_key *k, const char **call)
 {
+	*call = "C_FindObjects";
 	CK_RV rv = p11_find_key(q->h, k->id, k->id_len, k->cls, &k->obj);
-	if (rv == CKR_OK)
+	if (rv == P11_E_NOT_FOUND) {
+		CK_RV trv = p11_token_check(q->slot);
+		if (trv != CKR_OK) {
+			*call = OP_EMPTY_FIND;
+			return trv;
+		}
+	}
+	if (rv == CKR_OK) {
+		*call = "C_GetAttributeValue";
 		rv = op_key_type(q, k);
+	}
 	if (rv != CKR_OK)
 		return rv;
 	struct op_thread *t = q->t;
@@ -6278,6 +6716,46 @@ static CK_RV op_key_lookup(struct op_req *q, struct op_key *k)
 				     k->id_len, { 0 } };
 	memcpy(c->id, k->id, k->id_len);
 	return CKR_OK;
+}
+
+/* Look the key up anew; the failure, answered: Item Not Found only when the token said so. */
+static uint32_t op_key_find(struct op_req *q, struct op_key *k)
+{
+	const char *call;
+	CK_RV rv = op_key_lookup(q, k, &call);
+	if (rv == CKR_OK)
+		return 0;
+	if (rv == P11_E_NOT_FOUND)
+		return op_fail(q, RR_ITEM_NOT_FOUND, "no such key '%s'", k->uid);
+	if (call == OP_EMPTY_FIND)
+		return op_fail_slot(q, rv, call);
+	return op_fail_rv(q, rv, call);
+}
+
+/*
+ * Right before a call that changes or removes the object (C_DestroyObject,
+ * C_SetAttributeValue): is k->obj still the key the UID names, by class and CKA_ID?  A
+ * handle from the thread's cache may be up to OP_KEY_RECHECK_MS old, and a module may
+ * give a deleted key's handle to a new object; a Destroy or Revoke must never reach
+ * another key.  If not, the key is looked up anew.
+ */
+static uint32_t op_confirm(struct op_req *q, struct op_key *k)
+{
+	CK_OBJECT_CLASS cls = 0;
+	uint8_t id[P11_ID_MAX];
+	CK_ATTRIBUTE t[] = {
+		{ CKA_CLASS, &cls, sizeof cls },
+		{ CKA_ID, id, sizeof id },
+	};
+	CK_RV rv = P11_F->C_GetAttributeValue(q->h, k->obj, t, ARRAY_LEN(t));
+	if (rv == CKR_OK && t[0].ulValueLen == sizeof cls && cls == k->cls &&
+	    t[1].ulValueLen == k->id_len && memcmp(id, k->id, k->id_len) == 0)
+		return 0;
+	if (q->cached)
+		log_info("the cached handle of %s names another object now; looking again", k->uid);
+	op_cache_clear(q->t);
+	q->cached = 0;
+	return op_key_find(q, k);
 }
 
 static void op_put_uid(struct ttlv_enc *e, uint32_t tag, const uint8_t *id, size_t n,
@@ -6336,12 +6814,7 @@ static uint32_t op_find(struct op_req *q, const struct ttlv *pl, CK_OBJECT_CLASS
 		q->cached = 1;
 		return 0;
 	}
-	CK_RV rv = op_key_lookup(q, k);
-	if (rv == P11_E_NOT_FOUND)
-		return op_fail(q, RR_ITEM_NOT_FOUND, "no such key '%s'", k->uid);
-	if (rv != CKR_OK)
-		return op_fail_rv(q, rv, "C_FindObjects");
-	return 0;
+	return op_key_find(q, k);
 }
 
 /* ---- attributes of keys, as KMIP names them ------------------------------ */
@@ -6446,9 +6919,11 @@ static uint32_t op_query(struct op_req *q, const struct ttlv *pl)
 {
 	int ops = 0, objs = 0, info = 0;
 	struct p11_slot *s = NULL;
-	if (q->r->has_cred && q->r->user_len > 0 && q->r->user_len < 256 &&
-	    p11_slot_lookup((const char *)q->r->user, q->r->user_len, &s) != CKR_OK)
-		s = NULL;
+	if (q->r->has_cred && q->r->user_len > 0 && q->r->user_len < 256) {
+		op_enter(q->t);
+		if (p11_slot_lookup((const char *)q->r->user, q->r->user_len, &s) != CKR_OK)
+			s = NULL;
+	}
 	if (pl)
 		for (int i = pl->child; i >= 0; i = q->d->it[i].next) {
 			const struct ttlv *f = &q->d->it[i];
@@ -7499,7 +7974,7 @@ static uint32_t op_modify_attribute(struct op_req *q, const struct ttlv *pl)
 		return op_fail(q, RR_INVALID_MESSAGE, "Modify Attribute needs an Attribute");
 	if (!kmip_text_is(nm, "Name"))
 		return op_fail(q, RR_PERMISSION_DENIED, "only the Name of a key can be modified");
-	if ((rr = op_name(q, v, &s, &n)))
+	if ((rr = op_name(q, v, &s, &n)) || (rr = op_confirm(q, &k)))
 		return rr;
 	CK_RV rv = p11_set_label(q->h, k.obj, s, n);
 	if (rv != CKR_OK)     /* NetHSM: CKR_ATTRIBUTE_READ_ONLY, its labels are its key IDs */
@@ -7591,9 +8066,11 @@ static uint32_t op_sign(struct op_req *q, const struct ttlv *pl)
 	}
 	uint8_t sig[P11_SIG_MAX];
 	size_t siglen;
-	CK_RV rv = p11_sign(q->h, q->slot, k.obj, k.type, h, data, len, sig, sizeof sig, &siglen);
+	const char *call;
+	CK_RV rv = p11_sign(q->h, q->slot, &call, k.obj, k.type, h, data, len, sig, sizeof sig,
+			    &siglen);
 	if (rv != CKR_OK)
-		return op_fail_rv(q, rv, "C_Sign");
+		return op_fail_rv(q, rv, call);
 	op_put_uid(q->e, KT_UNIQUE_IDENTIFIER, k.id, k.id_len, k.cls);
 	ttlv_put_bytes(q->e, KT_SIGNATURE_DATA, sig, siglen);
 	return 0;
@@ -7608,7 +8085,7 @@ static uint32_t op_destroy(struct op_req *q, const struct ttlv *pl)
 {
 	struct op_key k;
 	uint32_t rr = op_find(q, pl, 0, &k);
-	if (rr)
+	if (rr || (rr = op_confirm(q, &k)))
 		return rr;
 	CK_RV rv = p11_destroy(q->h, k.obj);
 	if (rv != CKR_OK)
@@ -7721,6 +8198,12 @@ static uint32_t op_locate(struct op_req *q, const struct ttlv *pl)
 			max--;
 		}
 	}
+	if (!found_any) {
+		/* Nothing, or a token that could not look: see op_key_lookup. */
+		CK_RV rv = p11_token_check(q->slot);
+		if (rv != CKR_OK)
+			return op_fail_slot(q, rv, OP_EMPTY_FIND);
+	}
 	return 0;
 }
 
@@ -7741,6 +8224,8 @@ static uint32_t op_revoke(struct op_req *q, const struct ttlv *pl)
 		return rr;
 	if (!pl || kmip_get_struct(q->d, pl, KT_REVOCATION_REASON, &reason) != 0)
 		return op_fail(q, RR_INVALID_MESSAGE, "Revoke needs a Revocation Reason");
+	if ((rr = op_confirm(q, &k)))
+		return rr;
 	CK_RV rv = p11_set_bool(q->h, k.obj, k.cls == CKO_PRIVATE_KEY ? CKA_SIGN : CKA_VERIFY, 0);
 	if (rv != CKR_OK)
 		return op_fail_rv(q, rv, "C_SetAttributeValue");
@@ -8036,37 +8521,52 @@ static const struct op_def *op_lookup(uint32_t op)
 /*
  * Username -> slot, a session on it, Password -> user PIN checked (section 6 compares a
  * salted digest when the token is already logged in, so a wrong PIN is refused without
- * C_Login).  A session the module lost is reopened once.
+ * C_Login).  Also after a failure that op_recover() acted on, so that a request run again
+ * on a new session (a re-inserted token, a re-initialised module) is logged in again.
+ * The module's failures are recovered from here as well, a few times: a lost session
+ * (and a login that fails for another reason than the PIN gets a new session once), a
+ * token that went away, a stuck module.
  */
+#define OP_LOGIN_TRIES 4
+
 static uint32_t op_login(struct op_req *q)
 {
 	const struct kmip_request *r = q->r;
+	uint32_t rr = RR_GENERAL_FAILURE;
+
 	if (!r->has_cred || !r->pass)
 		return op_fail(q, RR_AUTHENTICATION_NOT_SUCCESSFUL,
 			       "a Username and Password credential is required");
 	if (r->user_len > 255)
 		return op_fail(q, RR_AUTHENTICATION_NOT_SUCCESSFUL, "no slot for that username");
-	CK_RV rv = op_slot(q->t, r->user, r->user_len, &q->slot);
-	if (rv == P11_E_NO_SLOT) {
-		p11_log_unknown_user((const char *)r->user, r->user_len);
-		return op_fail(q, RR_AUTHENTICATION_NOT_SUCCESSFUL, "no slot for that username");
-	}
-	if (rv != CKR_OK)
-		return op_fail_rv(q, rv, "slot lookup");
-	for (int attempt = 0; attempt < 2; attempt++) {
-		rv = op_session(q->t, q->slot, &q->h);
-		if (rv != CKR_OK)
-			return op_fail_rv(q, rv, "C_OpenSession");
-		rv = p11_auth(q->slot, q->h, r->pass, r->pass_len);
-		if (!p11_session_lost(rv))
+	op_enter(q->t);
+	for (int attempt = 0; attempt < OP_LOGIN_TRIES; attempt++) {
+		const char *call = "C_GetSlotList";
+		CK_RV rv = op_slot(q->t, r->user, r->user_len, &q->slot, &call);
+		if (rv == P11_E_NO_SLOT) {
+			p11_log_unknown_user((const char *)r->user, r->user_len);
+			return op_fail(q, RR_AUTHENTICATION_NOT_SUCCESSFUL, "no slot for that username");
+		}
+		if (rv != CKR_OK) {
+			rr = op_fail_slot(q, rv, call);
+			q->trouble = P11_T_MODULE;      /* the lookup was made afresh */
+		} else if ((rv = op_session(q->t, q->slot, &q->h)) != CKR_OK) {
+			rr = op_fail_slot(q, rv, "C_OpenSession");
+		} else if ((rv = p11_auth(q->slot, q->h, r->pass, r->pass_len)) == CKR_OK) {
+			return 0;
+		} else if (p11_rv_reason(rv) == RR_AUTHENTICATION_NOT_SUCCESSFUL &&
+			   p11_trouble(rv, 0) == P11_T_NONE) {
+			return op_fail(q, RR_AUTHENTICATION_NOT_SUCCESSFUL, "login refused: %s",
+				       p11_rv_name(rv));
+		} else {
+			rr = op_fail_rv(q, rv, "C_Login");
+			if (q->trouble == P11_T_NONE && attempt == 0)
+				q->trouble = P11_T_SESSION;
+		}
+		if (op_recover(q) != 0)
 			break;
-		op_session_drop(q->t, q->h);
 	}
-	if (rv == CKR_OK)
-		return 0;
-	if (p11_rv_reason(rv) == RR_AUTHENTICATION_NOT_SUCCESSFUL)
-		return op_fail(q, RR_AUTHENTICATION_NOT_SUCCESSFUL, "login refused: %s", p11_rv_name(rv));
-	return op_fail_rv(q, rv, "C_Login");
+	return rr;
 }
 
 /*
@@ -8117,6 +8617,7 @@ static int op_item(struct op_req *q, const struct kmip_item *it, uint32_t auth_r
 
 	q->msg = NULL;
 	q->rv = CKR_OK;
+	q->trouble = P11_T_NONE;
 	q->cached = 0;
 	if (it->reason) {
 		rr = it->reason;
@@ -8154,12 +8655,12 @@ static int op_item(struct op_req *q, const struct kmip_item *it, uint32_t auth_r
 				q->cached = 0;
 				continue;
 			}
-			if (!p11_session_lost(q->rv))
+			/* The module failed (session, token, module): recover, log in again. */
+			if (q->trouble == P11_T_NONE || op_recover(q) != 0)
 				break;
-			op_session_drop(q->t, q->h);
-			CK_RV rv = op_session(q->t, q->slot, &q->h);
-			if (rv != CKR_OK) {
-				rr = op_fail_rv(q, rv, "C_OpenSession");
+			uint32_t lr = op_login(q);
+			if (lr) {
+				rr = lr;
 				break;
 			}
 		}
@@ -8317,7 +8818,8 @@ static size_t op_serve(struct op_thread *t, const uint8_t *in, size_t n, uint8_t
  * Request Message in, Response Message out (its length; 0 only if even an error answer
  * does not fit, which a sane out_cap rules out).  t->rec describes the request afterwards;
  * at debug the response is logged too (it holds no secret: private keys never leave the
- * HSM, and byte strings are cut after 20 bytes).
+ * HSM, and byte strings are cut after 20 bytes).  A request that calls the module holds
+ * its gate from its first such call to here (op_enter).
  */
 static size_t op_handle(struct op_thread *t, const uint8_t *in, size_t n, uint8_t *out, size_t cap)
 {
@@ -8328,7 +8830,11 @@ static size_t op_handle(struct op_thread *t, const uint8_t *in, size_t n, uint8_
 	g->auth_msg[0] = '\0';
 	g->n = 0;
 	g->uids[0] = '\0';
+	t->gated = 0;
 	size_t len = op_serve(t, in, n, out, cap);
+	if (t->gated)
+		p11_leave();
+	t->gated = 0;
 	if (log_state.level >= LV_DEBUG && len > 0) {
 		static __thread char dump[16384];
 		struct ttlv_doc d = { t->items, 0, TTLV_MAX_ITEMS };

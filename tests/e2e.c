@@ -853,6 +853,139 @@ static int mode_sign(int n, char **uids)
 	return check_summary();
 }
 
+/* ==== modes: gone, back, fresh (the token store goes away and comes back) ==== */
+
+/* A failure that tells the client the token or module failed, not that its key or its
+ * credential is wrong: General Failure or Cryptographic Failure, never Item Not Found. */
+static int token_failure(const struct resp *r)
+{
+	return r->decoded && r->n == 1 && r->item[0].status == RS_OPERATION_FAILED &&
+	       (r->item[0].reason == RR_GENERAL_FAILURE ||
+	        r->item[0].reason == RR_CRYPTOGRAPHIC_FAILURE);
+}
+
+static void pub_of(char *pub, size_t cap, const char *priv)
+{
+	size_t l = strlen(priv);
+	snprintf(pub, cap, "%.*s_pub", (int)(l > 5 ? l - 5 : 0), priv);
+}
+
+/* The token's store cannot be read: every Get and Sign of the keys UIDs fails, as a
+ * token failure, a few times over (the daemon may re-initialise the module meanwhile). */
+static int mode_gone(int n, char **uids)
+{
+	struct kc c;
+	struct resp *r = resp_new();
+	uint8_t data[8] = "gone";
+	char pub[300];
+
+	if (tc_open(&c) != 0) {
+		CHECK(0, "connect");
+		resp_free(r);
+		return check_summary();
+	}
+	for (int round = 0; round < 3; round++)
+		for (int i = 0; i < n; i++) {
+			pub_of(pub, sizeof pub, uids[i]);
+			do_get(&c, &g_me, pub, 0, r);
+			CHECK(token_failure(r), "gone: Get %s (round %d): General or Cryptographic "
+			      "Failure, not Item Not Found (%s: %.*s)", pub, round,
+			      r->n ? rr_name(r->item[0].reason) : "no answer",
+			      r->n && r->item[0].msg ? (int)r->item[0].msg->len : 0,
+			      r->n && r->item[0].msg ? (const char *)r->item[0].msg->val : "");
+			do_sign(&c, &g_me, uids[i], ALG_ECDSA, data, sizeof data, r);
+			CHECK(token_failure(r), "gone: Sign %s (round %d): a token failure (%s)",
+			      uids[i], round, r->n ? rr_name(r->item[0].reason) : "no answer");
+		}
+	kc_close(&c);
+	resp_free(r);
+	return check_summary();
+}
+
+/* Waits (at most 20 s) until request() succeeds, each failure meanwhile a token failure. */
+static int wait_served(struct kc *c, struct resp *r, const char *what,
+                       void (*request)(struct kc *, struct resp *, void *), void *arg)
+{
+	uint64_t end = now_ms() + 20000;
+	int tries = 0, odd = 0;
+	for (;;) {
+		request(c, r, arg);
+		tries++;
+		if (r->decoded && r->n == 1 && r->item[0].status == RS_SUCCESS)
+			break;
+		if (!token_failure(r)) {
+			odd++;
+			printf("NOTE %s: try %d answered %s\n", what, tries,
+			       r->n ? rr_name(r->item[0].reason) : "nothing");
+		}
+		if (now_ms() > end) {
+			CHECK(0, "%s: served again within 20 s (%d tries)", what, tries);
+			return -1;
+		}
+		usleep(300 * 1000);
+	}
+	CHECK(odd == 0, "%s: every failure while waiting was a token failure (%d were not)",
+	      what, odd);
+	printf("NOTE %s: served again after %d tries\n", what, tries);
+	return 0;
+}
+
+static void get_request(struct kc *c, struct resp *r, void *uid)
+{
+	do_get(c, &g_me, uid, 0, r);
+}
+
+/* The store is back: the keys are served again without a restart (and then signed with,
+ * verified, and destroyed, as after a restart). */
+static int mode_back(int n, char **uids)
+{
+	struct kc c;
+	struct resp *r = resp_new();
+	char pub[300];
+
+	if (n < 1 || tc_open(&c) != 0) {
+		CHECK(0, "connect, and a UID");
+		resp_free(r);
+		return check_summary();
+	}
+	pub_of(pub, sizeof pub, uids[0]);
+	wait_served(&c, r, "back: Get", get_request, pub);
+	kc_close(&c);
+	resp_free(r);
+	return mode_sign(n, uids);
+}
+
+static void locate_request(struct kc *c, struct resp *r, void *unused)
+{
+	static __thread struct rq q;
+	(void)unused;
+	rq_one(&q, 0, &g_me, OP_LOCATE);
+	kreq_one_end(&q.e);
+	call(c, &q, r);
+}
+
+/* The token was deleted and made again under the same label (SoftHSM2 gives it a new slot
+ * ID): served again without a restart, a new key pair through its whole life cycle. */
+static int mode_fresh(void)
+{
+	struct kc c;
+	struct resp *r = resp_new();
+
+	if (tc_open(&c) != 0) {
+		CHECK(0, "connect");
+		resp_free(r);
+		return check_summary();
+	}
+	if (wait_served(&c, r, "fresh: Locate", locate_request, NULL) == 0) {
+		CHECK(r->item[0].payload && ttlv_find(&r->d, r->item[0].payload,
+		      KT_UNIQUE_IDENTIFIER) == NULL, "fresh: the new token has no keys");
+		cascade_key(&c, ALG_ECDSA, 256, "fresh P-256", r);
+	}
+	kc_close(&c);
+	resp_free(r);
+	return check_summary();
+}
+
 /* ==== mode: auth ========================================================== */
 
 static void auth_refused(struct kc *c, const struct who *w, const char *what, struct resp *r,
@@ -1424,7 +1557,7 @@ static int usage(void)
 {
 	fprintf(stderr, "usage: e2e HOST PORT CA_CERT USERNAME PIN "
 	        "cascade|keep|auth|errors|slow|toolarge|parallel N|sign UID...|"
-	        "refuse ALG BITS RR TEXT\n");
+	        "refuse ALG BITS RR TEXT|gone UID...|back UID...|fresh\n");
 	return 2;
 }
 
@@ -1450,6 +1583,12 @@ int main(int argc, char **argv)
 		return mode_keep();
 	if (strcmp(argv[6], "sign") == 0)
 		return mode_sign(argc - 7, argv + 7);
+	if (strcmp(argv[6], "gone") == 0)
+		return mode_gone(argc - 7, argv + 7);
+	if (strcmp(argv[6], "back") == 0)
+		return mode_back(argc - 7, argv + 7);
+	if (strcmp(argv[6], "fresh") == 0)
+		return mode_fresh();
 	if (strcmp(argv[6], "auth") == 0)
 		return mode_auth();
 	if (strcmp(argv[6], "errors") == 0)

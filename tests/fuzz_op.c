@@ -92,6 +92,12 @@ static void fz_reset(void)
 		CKM_EC_EDWARDS_KEY_PAIR_GEN };
 	static const CK_BYTE ids[3] = { 0x11, 0x22, 0x33 };
 	CK_RV rv = P11_F->C_Login(fz_sess, CKU_USER, (CK_UTF8CHAR_PTR)"1234", 4);
+	if (rv == CKR_SESSION_HANDLE_INVALID) {
+		/* The daemon re-initialised the module (a slot-level fault): a new session. */
+		rv = P11_F->C_OpenSession(1, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL, &fz_sess);
+		if (rv == CKR_OK)
+			rv = P11_F->C_Login(fz_sess, CKU_USER, (CK_UTF8CHAR_PTR)"1234", 4);
+	}
 	if (rv != CKR_OK && rv != CKR_USER_ALREADY_LOGGED_IN)
 		fatal("nullp11 C_Login: %s", p11_rv_name(rv));
 	for (int i = 0; i < 3; i++) {
@@ -132,6 +138,7 @@ static void fz_init(void)
 		log_state.target = LOG_TO_STDERR;
 	if (p11_load(path, err, sizeof err) != CKR_OK)
 		fatal("%s (make build/nullp11.so, or set K2P_NULLP11)", err);
+	p11.reinit_gap_ms = 0;  /* every stuck-module fault re-initialises: the same each run */
 	snprintf(fz_env.module, sizeof fz_env.module, "%s", p11.module);
 	fz_thread = op_thread_new(&fz_env, NULL, 0);
 	if (!fz_thread)

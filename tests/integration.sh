@@ -482,6 +482,37 @@ EOF
 	fi
 fi
 if [ "$TOKEN" = softhsm ] && [ "$started" = 1 ]; then
+	# The module's failures, recovered without a restart: the token's store goes away and
+	# comes back (SoftHSM2 then fails C_GetTokenInfo and finds nothing: the daemon must
+	# answer a token failure, not Item Not Found), then the token is deleted and made again
+	# under the same label, in a new slot (SoftHSM2 sees it only after C_Initialize).
+	if start_daemon "recovery"; then
+		e2e e2e-keep2 60 keep
+		uids=$(sed -n 's/^UID //p' "$T/e2e-keep2.out" 2>/dev/null | tr '\n' ' ')
+		mkdir -p "$T/away"
+		mv "$T/tokens/"* "$T/away/"
+		# shellcheck disable=SC2086
+		e2e e2e-gone 60 gone $uids
+		mv "$T/away/"* "$T/tokens/"
+		# shellcheck disable=SC2086
+		e2e e2e-back 60 back $uids
+		rm -rf "$T/tokens/"*
+		# shellcheck disable=SC2086
+		e2e e2e-deleted 60 gone $uids
+		if SOFTHSM2_CONF=$(timeout 30 sh "$TOKEN_SH" "$T" "$LABEL" "$PIN" "$SOPIN" 2>> "$T/init.log"); then
+			ok
+		else
+			bad "the token is made again"
+		fi
+		e2e e2e-fresh 60 fresh
+		check "the module failures are logged at warning" \
+			grep -q '\[warning\] slot [0-9]* ("'"$LABEL"'"): C_GetTokenInfo after C_FindObjects found nothing: CKR_GENERAL_ERROR' "$T/daemon.log"
+		check "the module re-initialisation is logged at warning" \
+			grep -q '\[warning\] PKCS#11 module re-initialised' "$T/daemon.log"
+		check "the daemon is alive after the token came back" daemon_alive
+		check "the daemon exits 0 within 5 s of SIGTERM (recovery)" stop_daemon
+	fi
+
 	# Limits: a daemon with max-connections 4, max-connections-per-source 3,
 	# handshake-timeout 1, first-request-timeout 2 and idle-timeout 4.
 	sed -e '/^max-connections-per-source/d' -e 's/^addr = .*/&\nmax-connections = 4\nmax-connections-per-source = 3\nhandshake-timeout = 1\nfirst-request-timeout = 2\nidle-timeout = 4/' \

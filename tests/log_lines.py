@@ -158,8 +158,13 @@ if counters:
 
 check(pin not in text, "the PIN never appears in the log")
 check(pin[:-1] not in text, "no PIN with a digit less appears either")
-check(re.search(r"PASSWORD \(4200A1\) TextString len=\d+ = '\*\*\*'", text) is not None,
-      "the trace dump of a request shows the Password as '***'")
+check(re.search(r"PASSWORD \(4200A1\) TextString len=\* = '\*\*\*'", text) is not None,
+      "the trace dump of a request shows the Password as '***', its length as len=*")
+check(re.search(r"AUTHENTICATION \(42000C\) Structure len=\*\n.*\n.*\n.*\n.*\n *PASSWORD", text)
+      is not None and
+      re.search(r"AUTHENTICATION \(42000C\) Structure len=\d+\n.*\n.*\n.*\n.*\n *PASSWORD", text)
+      is None,
+      "nor do the lengths of the structures holding the Password (they tell the PIN's)")
 check(re.search(r"\[debug\] conn=\d+ response:\nRESPONSE_MESSAGE", text) is not None,
       "at debug the response is logged too, with its conn=")
 

@@ -11,6 +11,7 @@
  * Environment:
  *   NULLP11_FAIL="C_Sign=0x30,C_Login=0xA0"  those functions return those codes
  *   NULLP11_NULL="C_Sign"                    that entry of the function list is NULL
+ *   NULLP11_NO_V3=1                          C_GetInterface fails: a 2.40 module
  *   NULLP11_MECHS="0x1,0x1041"               the mechanism list (default: RSA, EC and
  *                                            Edwards generation and signing)
  *   NULLP11_DELAY="C_GetSlotList=3000"       those functions sleep that many ms first
@@ -18,6 +19,30 @@
  * 1024..4096, EC 256..384 bits.  C_GetInterface ("PKCS 11", Cryptoki 3.0) gives the
  * same functions in a 3.0 list, so that the daemon's 3.0 path is exercised; SoftHSM 2.6
  * has only C_GetFunctionList, which covers the other one.
+ *
+ * At run time (tests find these with dlsym in the loaded module):
+ *   nullp11_ctl("fail C_Sign=0x30*2,C_Login=0xA0")  as NULLP11_FAIL, *N: the next N calls
+ *                                    only; "fail" alone clears every fault
+ *   nullp11_ctl("remove")            the token is pulled: not in C_GetSlotList(TRUE),
+ *                                    CKR_TOKEN_NOT_PRESENT; sessions and login are gone
+ *   nullp11_ctl("insert")            it is back, in the same slot; "insert-new-slot": in a
+ *                                    slot with the next slot ID (as after a re-plug)
+ *   nullp11_ctl("reinsert-at C_SignInit")  that function's next call finds the token
+ *                                    removed and re-inserted (same slot) and answers
+ *                                    CKR_SESSION_HANDLE_INVALID; "reinsert-new-at": in
+ *                                    a new slot
+ *   nullp11_ctl("stuck")             slot and session calls fail with CKR_GENERAL_ERROR
+ *                                    until C_Initialize (after C_Finalize)
+ *   nullp11_ctl("sticky-sign")       a failed C_Sign leaves the operation active, as some
+ *                                    vendor modules do; C_SignInit(NULL) (3.0) or closing
+ *                                    the session ends it
+ *   nullp11_ctl("store-gone")        as SoftHSM2 with its token directory gone: searches
+ *                                    find nothing, objects' handles are invalid and
+ *                                    C_GetTokenInfo fails with CKR_GENERAL_ERROR, until
+ *                                    nullp11_ctl("store-back")
+ *   nullp11_ctl("reuse-handles")     the RSA pair (CKA_ID 11, handles 1 and 2) is deleted
+ *                                    and its handles given to a new pair, CKA_ID 44
+ *   nullp11_calls("C_DestroyObject") how many times that function was called
  *
  * Build: cc -shared -fPIC -I. tests/nullp11.c -o build/nullp11.so
  */
@@ -38,7 +63,7 @@
 #define NULLP11_FNS(X) X(Initialize) X(GetSlotList) X(GetTokenInfo) X(GetMechanismList) \
 	X(OpenSession) X(GetSessionInfo) X(Login) X(GenerateKeyPair) X(GetAttributeValue) \
 	X(FindObjectsInit) X(FindObjects) X(SignInit) X(Sign) X(DestroyObject) \
-	X(SetAttributeValue) X(GenerateRandom)
+	X(SetAttributeValue) X(GenerateRandom) X(Finalize) X(CloseSession)
 enum {
 #define E(n) F_##n,
 	NULLP11_FNS(E)
@@ -51,6 +76,8 @@ static const char *const fn_name[] = {
 #undef N
 };
 static CK_RV fail_rv[F_COUNT];
+static int fail_left[F_COUNT];          /* > 0: the fault stops after that many calls */
+static unsigned long calls[F_COUNT];
 static unsigned long delay_ms[F_COUNT];
 
 static void nap(unsigned long ms)
@@ -60,37 +87,127 @@ static void nap(unsigned long ms)
 		;
 }
 
-#define FAULT(n) do { \
-		if (delay_ms[F_##n]) \
-			nap(delay_ms[F_##n]); \
-		if (fail_rv[F_##n]) \
-			return fail_rv[F_##n]; \
-	} while (0)
+/* The token and the module's state, for the removal and stuck-module knobs. */
+static CK_SLOT_ID slot_id = SLOT;
+static int present = 1, stuck, sticky_sign, reinsert_at = -1, reinsert_new, store_gone;
+static unsigned long sess_epoch = 1;    /* sessions opened before a removal are gone */
+static int logged_in;
 
-/* "C_Name=number,..." from the environment into one number per function. */
-static void parse_list(const char *var, unsigned long *out)
+static int fn_index(const char *s, size_t n)
 {
-	const char *e = getenv(var);
-	memset(out, 0, F_COUNT * sizeof *out);
+	for (int i = 0; i < F_COUNT; i++)
+		if (strlen(fn_name[i]) == n && !memcmp(fn_name[i], s, n))
+			return i;
+	return -1;
+}
+
+static void parse_fail(const char *e)
+{
+	memset(fail_rv, 0, sizeof fail_rv);
+	memset(fail_left, 0, sizeof fail_left);
 	while (e && *e) {
 		const char *eq = strchr(e, '=');
 		if (!eq)
 			break;
-		for (int i = 0; i < F_COUNT; i++)
-			if (strlen(fn_name[i]) == (size_t)(eq - e) && !memcmp(fn_name[i], e, eq - e))
-				out[i] = strtoul(eq + 1, NULL, 0);
+		int i = fn_index(e, (size_t)(eq - e));
+		char *end;
+		CK_RV rv = strtoul(eq + 1, &end, 0);
+		if (i >= 0) {
+			fail_rv[i] = rv;
+			fail_left[i] = *end == '*' ? atoi(end + 1) : 0;
+		}
 		e = strchr(eq, ',');
 		e = e ? e + 1 : NULL;
 	}
 }
 
-static void parse_fail(void)
+/* "C_Name=ms,..." (NULLP11_DELAY): those functions sleep that long first. */
+static void parse_delay(const char *e)
 {
-	unsigned long rv[F_COUNT];
-	parse_list("NULLP11_FAIL", rv);
-	for (int i = 0; i < F_COUNT; i++)
-		fail_rv[i] = rv[i];
-	parse_list("NULLP11_DELAY", delay_ms);
+	memset(delay_ms, 0, sizeof delay_ms);
+	while (e && *e) {
+		const char *eq = strchr(e, '=');
+		if (!eq)
+			break;
+		int i = fn_index(e, (size_t)(eq - e));
+		if (i >= 0)
+			delay_ms[i] = strtoul(eq + 1, NULL, 0);
+		e = strchr(eq, ',');
+		e = e ? e + 1 : NULL;
+	}
+}
+
+/* The token is pulled: its sessions and the login go. */
+static void token_remove(void)
+{
+	present = 0;
+	logged_in = 0;
+	sess_epoch++;
+}
+
+/* Every entry point starts here: count, then an injected fault or a planned re-insertion. */
+static CK_RV enter(int f)
+{
+	__atomic_fetch_add(&calls[f], 1, __ATOMIC_RELAXED);
+	if (delay_ms[f])
+		nap(delay_ms[f]);
+	if (f == reinsert_at) {
+		reinsert_at = -1;
+		token_remove();
+		present = 1;
+		if (reinsert_new)
+			slot_id++;
+		return CKR_SESSION_HANDLE_INVALID;
+	}
+	CK_RV rv = fail_rv[f];
+	if (rv && fail_left[f] > 0 && --fail_left[f] == 0)
+		fail_rv[f] = 0;
+	return rv;
+}
+#define FAULT(n) do { CK_RV f_ = enter(F_##n); if (f_) return f_; } while (0)
+
+/* A session call: the module stuck, or a session from before a removal. */
+#define EPOCH(e) ((e) & ((CK_ULONG)-1 >> 20))   /* what fits above a handle's 20 bits */
+#define SESSION(h) do { if (stuck) return CKR_GENERAL_ERROR; \
+	if ((h) >> 20 != EPOCH(sess_epoch)) return CKR_SESSION_HANDLE_INVALID; } while (0)
+
+static void reuse_handles(void);
+
+EXPORT int nullp11_ctl(const char *cmd);
+EXPORT int nullp11_ctl(const char *cmd)
+{
+	if (strncmp(cmd, "fail", 4) == 0)
+		parse_fail(cmd[4] == ' ' ? cmd + 5 : NULL);
+	else if (strcmp(cmd, "remove") == 0)
+		token_remove();
+	else if (strcmp(cmd, "insert") == 0)
+		present = 1;
+	else if (strcmp(cmd, "insert-new-slot") == 0)
+		present = 1, slot_id++;
+	else if (strncmp(cmd, "reinsert-at ", 12) == 0)
+		reinsert_at = fn_index(cmd + 12, strlen(cmd + 12)), reinsert_new = 0;
+	else if (strncmp(cmd, "reinsert-new-at ", 16) == 0)
+		reinsert_at = fn_index(cmd + 16, strlen(cmd + 16)), reinsert_new = 1;
+	else if (strcmp(cmd, "stuck") == 0)
+		stuck = 1;
+	else if (strcmp(cmd, "sticky-sign") == 0)
+		sticky_sign = 1;
+	else if (strcmp(cmd, "store-gone") == 0)
+		store_gone = 1;
+	else if (strcmp(cmd, "store-back") == 0)
+		store_gone = 0;
+	else if (strcmp(cmd, "reuse-handles") == 0)
+		reuse_handles();
+	else
+		return -1;
+	return 0;
+}
+
+EXPORT unsigned long nullp11_calls(const char *fn);
+EXPORT unsigned long nullp11_calls(const char *fn)
+{
+	int i = fn_index(fn, strlen(fn));
+	return i >= 0 ? __atomic_load_n(&calls[i], __ATOMIC_RELAXED) : 0;
 }
 
 /* ---- objects ---- */
@@ -101,19 +218,28 @@ struct obj {
 	CK_BYTE id[64];
 	CK_ULONG id_len;
 };
-static struct obj objs[7] = {   /* index = handle; 0 is CK_INVALID_HANDLE */
+static struct obj objs[7];
+static struct obj objs_init[7] = {      /* index = handle; 0 is CK_INVALID_HANDLE */
 	{ 0, 0, { 0 }, 0 },
 	{ CKO_PUBLIC_KEY, CKK_RSA, { 0x11 }, 1 }, { CKO_PRIVATE_KEY, CKK_RSA, { 0x11 }, 1 },
 	{ CKO_PUBLIC_KEY, CKK_EC, { 0x22 }, 1 }, { CKO_PRIVATE_KEY, CKK_EC, { 0x22 }, 1 },
 	{ CKO_PUBLIC_KEY, CKK_EC_EDWARDS, { 0x33 }, 1 },
 	{ CKO_PRIVATE_KEY, CKK_EC_EDWARDS, { 0x33 }, 1 },
 };
+static struct obj objs_init[7];
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
-static int logged_in;
 static CK_SESSION_HANDLE next_session = 1;
 static __thread CK_OBJECT_HANDLE found[7];
 static __thread CK_ULONG nfound, found_pos;
 static __thread CK_OBJECT_HANDLE sign_key;
+static __thread int sign_active;
+
+static void reuse_handles(void)
+{
+	pthread_mutex_lock(&lock);
+	objs[1].id[0] = objs[2].id[0] = 0x44;
+	pthread_mutex_unlock(&lock);
+}
 
 static CK_BYTE modulus[256];
 static const CK_BYTE exponent[] = { 1, 0, 1 };
@@ -127,8 +253,24 @@ static const CK_BYTE p256_point[] = { 0x04, 0x41, 0x04,
 	0x2B, 0xCE, 0x33, 0x57, 0x6B, 0x31, 0x5E, 0xCE, 0xCB, 0xB6, 0x40, 0x68, 0x37, 0xBF, 0x51, 0xF5 };
 static CK_BYTE ed25519_point[34] = { 0x04, 0x20, 0x58 };
 
-static CK_RV Initialize(CK_VOID_PTR a) { (void)a; FAULT(Initialize); return CKR_OK; }
-static CK_RV Finalize(CK_VOID_PTR a) { (void)a; return CKR_OK; }
+static CK_RV Initialize(CK_VOID_PTR a)
+{
+	(void)a;
+	FAULT(Initialize);
+	stuck = 0;
+	logged_in = 0;
+	sess_epoch++;
+	return CKR_OK;
+}
+
+static CK_RV Finalize(CK_VOID_PTR a)
+{
+	(void)a;
+	FAULT(Finalize);
+	logged_in = 0;
+	sess_epoch++;
+	return CKR_OK;
+}
 
 static void pad(CK_UTF8CHAR *dst, size_t n, const char *s)
 {
@@ -147,22 +289,28 @@ static CK_RV GetInfo(CK_INFO_PTR i)
 	return CKR_OK;
 }
 
-static CK_RV GetSlotList(CK_BBOOL present, CK_SLOT_ID_PTR list, CK_ULONG_PTR n)
+static CK_RV GetSlotList(CK_BBOOL tokenPresent, CK_SLOT_ID_PTR list, CK_ULONG_PTR n)
 {
-	(void)present;
 	FAULT(GetSlotList);
-	if (list && *n < 1) { *n = 1; return CKR_BUFFER_TOO_SMALL; }
-	if (list)
-		list[0] = SLOT;
-	*n = 1;
+	if (stuck)
+		return CKR_GENERAL_ERROR;
+	CK_ULONG want = present || !tokenPresent ? 1 : 0;
+	if (list && *n < want) { *n = want; return CKR_BUFFER_TOO_SMALL; }
+	if (list && want)
+		list[0] = slot_id;
+	*n = want;
 	return CKR_OK;
 }
 
 static CK_RV GetTokenInfo(CK_SLOT_ID id, CK_TOKEN_INFO_PTR t)
 {
 	FAULT(GetTokenInfo);
-	if (id != SLOT)
+	if (stuck || store_gone)
+		return CKR_GENERAL_ERROR;
+	if (id != slot_id)
 		return CKR_SLOT_ID_INVALID;
+	if (!present)
+		return CKR_TOKEN_NOT_PRESENT;
 	memset(t, 0, sizeof *t);
 	pad(t->label, 32, "null");
 	pad(t->manufacturerID, 32, "kmip2pkcs11 tests");
@@ -230,22 +378,33 @@ static CK_RV OpenSession(CK_SLOT_ID id, CK_FLAGS f, CK_VOID_PTR app, CK_NOTIFY c
 {
 	(void)f; (void)app; (void)cb;
 	FAULT(OpenSession);
-	if (id != SLOT)
+	if (stuck)
+		return CKR_GENERAL_ERROR;
+	if (id != slot_id)
 		return CKR_SLOT_ID_INVALID;
+	if (!present)
+		return CKR_TOKEN_NOT_PRESENT;
 	pthread_mutex_lock(&lock);
-	*h = next_session++;
+	*h = EPOCH(sess_epoch) << 20 | (next_session++ & 0xFFFFF);
 	pthread_mutex_unlock(&lock);
+	sign_active = 0;
 	return CKR_OK;
 }
 
-static CK_RV CloseSession(CK_SESSION_HANDLE h) { (void)h; return CKR_OK; }
+static CK_RV CloseSession(CK_SESSION_HANDLE h)
+{
+	FAULT(CloseSession);
+	SESSION(h);
+	sign_active = 0;
+	return CKR_OK;
+}
 
 static CK_RV GetSessionInfo(CK_SESSION_HANDLE h, CK_SESSION_INFO_PTR i)
 {
-	(void)h;
 	FAULT(GetSessionInfo);
+	SESSION(h);
 	memset(i, 0, sizeof *i);
-	i->slotID = SLOT;
+	i->slotID = slot_id;
 	i->flags = CKF_SERIAL_SESSION | CKF_RW_SESSION;
 	i->state = logged_in ? CKS_RW_USER_FUNCTIONS : CKS_RW_PUBLIC_SESSION;
 	return CKR_OK;
@@ -253,8 +412,9 @@ static CK_RV GetSessionInfo(CK_SESSION_HANDLE h, CK_SESSION_INFO_PTR i)
 
 static CK_RV Login(CK_SESSION_HANDLE h, CK_USER_TYPE u, CK_UTF8CHAR_PTR pin, CK_ULONG n)
 {
-	(void)h; (void)u;
+	(void)u;
 	FAULT(Login);
+	SESSION(h);
 	if (logged_in)
 		return CKR_USER_ALREADY_LOGGED_IN;
 	if (n != 4 || memcmp(pin, "1234", 4) != 0)
@@ -265,7 +425,7 @@ static CK_RV Login(CK_SESSION_HANDLE h, CK_USER_TYPE u, CK_UTF8CHAR_PTR pin, CK_
 
 static CK_RV Logout(CK_SESSION_HANDLE h)
 {
-	(void)h;
+	SESSION(h);
 	if (!logged_in)
 		return CKR_USER_NOT_LOGGED_IN;
 	logged_in = 0;
@@ -274,8 +434,8 @@ static CK_RV Logout(CK_SESSION_HANDLE h)
 
 static CK_RV DestroyObject(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE o)
 {
-	(void)h;
 	FAULT(DestroyObject);
+	SESSION(h);
 	return o >= 1 && o <= 6 ? CKR_OK : CKR_OBJECT_HANDLE_INVALID;
 }
 
@@ -292,9 +452,9 @@ static CK_RV put(CK_ATTRIBUTE_PTR a, const void *v, CK_ULONG n)
 static CK_RV GetAttributeValue(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE o, CK_ATTRIBUTE_PTR t,
                                CK_ULONG n)
 {
-	(void)h;
 	FAULT(GetAttributeValue);
-	if (o < 1 || o > 6)
+	SESSION(h);
+	if (o < 1 || o > 6 || store_gone)
 		return CKR_OBJECT_HANDLE_INVALID;
 	const struct obj *ob = &objs[o];
 	int pub = ob->cls == CKO_PUBLIC_KEY;
@@ -340,18 +500,19 @@ static CK_RV GetAttributeValue(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE o, CK_ATTRI
 static CK_RV SetAttributeValue(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE o, CK_ATTRIBUTE_PTR t,
                                CK_ULONG n)
 {
-	(void)h; (void)t; (void)n;
+	(void)t; (void)n;
 	FAULT(SetAttributeValue);
+	SESSION(h);
 	return o >= 1 && o <= 6 ? CKR_OK : CKR_OBJECT_HANDLE_INVALID;
 }
 
 static CK_RV FindObjectsInit(CK_SESSION_HANDLE h, CK_ATTRIBUTE_PTR t, CK_ULONG n)
 {
-	(void)h;
 	FAULT(FindObjectsInit);
+	SESSION(h);
 	nfound = found_pos = 0;
 	pthread_mutex_lock(&lock);
-	for (CK_OBJECT_HANDLE o = 1; o <= 6; o++) {
+	for (CK_OBJECT_HANDLE o = 1; o <= 6 && !store_gone; o++) {
 		int ok = 1;
 		for (CK_ULONG i = 0; i < n && ok; i++) {
 			if (t[i].type == CKA_ID)
@@ -370,8 +531,8 @@ static CK_RV FindObjectsInit(CK_SESSION_HANDLE h, CK_ATTRIBUTE_PTR t, CK_ULONG n
 static CK_RV FindObjects(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE_PTR out, CK_ULONG max,
                          CK_ULONG_PTR n)
 {
-	(void)h;
 	FAULT(FindObjects);
+	SESSION(h);
 	*n = 0;
 	while (found_pos < nfound && *n < max)
 		out[(*n)++] = found[found_pos++];
@@ -382,13 +543,22 @@ static CK_RV FindObjectsFinal(CK_SESSION_HANDLE h) { (void)h; return CKR_OK; }
 
 static CK_RV SignInit(CK_SESSION_HANDLE h, CK_MECHANISM_PTR m, CK_OBJECT_HANDLE k)
 {
-	(void)h; (void)m;
 	FAULT(SignInit);
-	if (k < 1 || k > 6 || objs[k].cls != CKO_PRIVATE_KEY)
+	SESSION(h);
+	if (!m) {               /* Cryptoki 3.0: end the active operation */
+		if (!sign_active)
+			return CKR_OPERATION_NOT_INITIALIZED;
+		sign_active = 0;
+		return CKR_OK;
+	}
+	if (sign_active)
+		return CKR_OPERATION_ACTIVE;
+	if (k < 1 || k > 6 || objs[k].cls != CKO_PRIVATE_KEY || store_gone)
 		return CKR_KEY_HANDLE_INVALID;
 	if (!logged_in)
 		return CKR_USER_NOT_LOGGED_IN;
 	sign_key = k;
+	sign_active = 1;
 	return CKR_OK;
 }
 
@@ -396,11 +566,20 @@ static CK_RV SignInit(CK_SESSION_HANDLE h, CK_MECHANISM_PTR m, CK_OBJECT_HANDLE 
 static CK_RV Sign(CK_SESSION_HANDLE h, CK_BYTE_PTR d, CK_ULONG dn, CK_BYTE_PTR sig,
                   CK_ULONG_PTR n)
 {
-	(void)h; (void)d; (void)dn;
-	FAULT(Sign);
+	(void)d; (void)dn;
+	CK_RV f = enter(F_Sign);
+	if (f) {
+		if (!sticky_sign)
+			sign_active = 0;
+		return f;
+	}
+	SESSION(h);
+	if (!sign_active)
+		return CKR_OPERATION_NOT_INITIALIZED;
 	CK_ULONG want = objs[sign_key].type == CKK_RSA ? 256 : 64;
 	if (!sig) { *n = want; return CKR_OK; }
 	if (*n < want) { *n = want; return CKR_BUFFER_TOO_SMALL; }
+	sign_active = 0;
 	memset(sig, 0x5A, want);
 	if (objs[sign_key].type == CKK_EC) {
 		sig[0] = sig[1] = 0;
@@ -415,8 +594,9 @@ static CK_RV GenerateKeyPair(CK_SESSION_HANDLE h, CK_MECHANISM_PTR m, CK_ATTRIBU
                              CK_ULONG pn, CK_ATTRIBUTE_PTR kt, CK_ULONG kn,
                              CK_OBJECT_HANDLE_PTR pub, CK_OBJECT_HANDLE_PTR priv)
 {
-	(void)h; (void)kt; (void)kn;
+	(void)kt; (void)kn;
 	FAULT(GenerateKeyPair);
+	SESSION(h);
 	if (!logged_in)
 		return CKR_USER_NOT_LOGGED_IN;
 	CK_OBJECT_HANDLE base = m->mechanism == CKM_RSA_PKCS_KEY_PAIR_GEN ? 1 :
@@ -442,8 +622,8 @@ static CK_RV GenerateKeyPair(CK_SESSION_HANDLE h, CK_MECHANISM_PTR m, CK_ATTRIBU
 static CK_RV GenerateRandom(CK_SESSION_HANDLE h, CK_BYTE_PTR p, CK_ULONG n)
 {
 	static uint64_t x = 88172645463325252ULL;   /* xorshift64: 64 bits on every target */
-	(void)h;
 	FAULT(GenerateRandom);
+	SESSION(h);
 	pthread_mutex_lock(&lock);
 	for (CK_ULONG i = 0; i < n; i++) {
 		x ^= x << 13; x ^= x >> 7; x ^= x << 17;
@@ -463,8 +643,16 @@ EXPORT CK_RV C_GetFunctionList(CK_FUNCTION_LIST_PTR_PTR pp)
 	modulus[0] = 0xC5;
 	modulus[sizeof modulus - 1] = 0x01;
 	memset(ed25519_point + 3, 0x66, 31);
-	parse_fail();
+	parse_fail(getenv("NULLP11_FAIL"));
+	parse_delay(getenv("NULLP11_DELAY"));
 	parse_mechs();
+	/* A module loaded again starts afresh, even if it stayed mapped. */
+	memset(calls, 0, sizeof calls);
+	slot_id = SLOT;
+	present = 1;
+	stuck = sticky_sign = store_gone = 0;
+	reinsert_at = -1;
+	memcpy(objs, objs_init, sizeof objs);
 	memset(&list, 0, sizeof list);
 	list.version.major = 2;
 	list.version.minor = 40;
@@ -494,6 +682,8 @@ EXPORT CK_RV C_GetInterface(CK_UTF8CHAR_PTR name, CK_VERSION_PTR version,
 	(void)flags;
 	if (!pp)
 		return CKR_ARGUMENTS_BAD;
+	if (getenv("NULLP11_NO_V3"))
+		return CKR_FUNCTION_NOT_SUPPORTED;
 	if ((name && strcmp((const char *)name, "PKCS 11") != 0) ||
 	    (version && version->major != 3))
 		return CKR_ARGUMENTS_BAD;       /* no other interface here */

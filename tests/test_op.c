@@ -2013,7 +2013,7 @@ static void test_register(void)
 	const char *dl = dec ? strstr(dump, "D (42002E) BigInteger len=") : NULL;
 	const char *eol = dl ? strchr(dl, '\n') : NULL;
 	CHECK(dl && eol && eol - dl > 5 && memcmp(eol - 5, "= ***", 5) == 0 && !strstr(dump, dhex) &&
-	      strstr(dump, "PASSWORD (4200A1) TextString len=4 = '***'"),
+	      strstr(dump, "PASSWORD (4200A1) TextString len=* = '***'"),
 	      "the request dump masks the private key's D (and the Password)");
 }
 
@@ -2334,6 +2334,459 @@ static void test_nullp11(void)
 	null_unload();
 }
 
+/* ==== the module's failures and their recovery (nullp11's knobs, in the child) ==== */
+
+static int (*nctl)(const char *);
+static unsigned long (*ncalls)(const char *);
+
+/* nullp11 loaded afresh with its knobs found, and the log going to a file of its own. */
+static FILE *log_fp;
+
+static int knobs_load(void)
+{
+	if (null_load(NULL) != 0)
+		return -1;
+	*(void **)&nctl = dlsym(p11.dl, "nullp11_ctl");
+	*(void **)&ncalls = dlsym(p11.dl, "nullp11_calls");
+	CHECK(nctl && ncalls, "nullp11 exports nullp11_ctl and nullp11_calls");
+	if (!nctl || !ncalls)
+		return -1;
+	if (log_fp)
+		fclose(log_fp);
+	log_fp = tmpfile();
+	log_state.file = log_fp;
+	log_state.target = log_fp ? LOG_TO_FILE : LOG_TO_STDERR;
+	log_state.level = LV_INFO;
+	return log_fp ? 0 : -1;
+}
+
+static void knobs_unload(void)
+{
+	null_unload();
+	log_state.target = LOG_TO_STDERR;
+	log_state.level = LV_ERROR;
+}
+
+/* Lines of the log since knobs_load that contain every one of up to three strings. */
+static int log_lines(const char *a, const char *b, const char *c)
+{
+	char line[1200];
+	int n = 0;
+	if (!log_fp)
+		return -1;
+	fflush(log_fp);
+	rewind(log_fp);
+	while (fgets(line, sizeof line, log_fp))
+		if (strstr(line, a) && (!b || strstr(line, b)) && (!c || strstr(line, c)))
+			n++;
+	fseek(log_fp, 0, SEEK_END);
+	return n;
+}
+
+static void sign11(void)
+{
+	sign("11_priv", 0, 0, 0, 0, "x");
+}
+
+/* A module that fails C_Sign and leaves the operation active (as some vendor libraries
+ * do) must not leave the session failing with CKR_OPERATION_ACTIVE for good. */
+static void sticky_sign(int v3)
+{
+	if (!v3)
+		setenv("NULLP11_NO_V3", "1", 1);
+	int rc = knobs_load();
+	unsetenv("NULLP11_NO_V3");
+	if (rc != 0) {
+		knobs_unload();
+		return;
+	}
+	const char *what = v3 ? "3.0 module" : "2.40 module";
+	CHECK(p11.v3 == v3, "%s: loaded through the %s interface", what, v3 ? "3.0" : "2.40");
+	nctl("sticky-sign");
+	nctl("fail C_Sign=0x30*1");
+	sign11();
+	CHECK(failed(0, RR_CRYPTOGRAPHIC_FAILURE) && strcmp(r_msg(0), "C_Sign: CKR_DEVICE_ERROR") == 0,
+	      "%s: C_Sign's failure answered, the message names C_Sign: '%s'", what, r_msg(0));
+	CHECK(log_lines("[warning]", "slot 1 (\"null\"): C_Sign: CKR_DEVICE_ERROR", NULL) == 1,
+	      "%s: C_Sign's CKR_DEVICE_ERROR logged at warning with the call and the slot", what);
+	open_calls = 0;
+	unsigned long closes = ncalls("C_CloseSession");
+	sign11();
+	CHECK(succeeded(0), "%s: the next Sign on that worker succeeds (not CKR_OPERATION_ACTIVE): "
+	      "'%s'", what, r_msg(0));
+	if (v3)
+		CHECK(open_calls == 0 && ncalls("C_CloseSession") == closes,
+		      "3.0: the operation is ended with C_SignInit(NULL), the session kept (%d opened)",
+		      open_calls);
+	else
+		CHECK(open_calls == 1 && ncalls("C_CloseSession") == closes + 1,
+		      "2.40: the session is closed and another opened (%d opened)", open_calls);
+	sign11();
+	CHECK(succeeded(0), "%s: and the one after", what);
+	knobs_unload();
+}
+
+static void test_recovery(void)
+{
+	/* The Result Message names the call that failed: C_SignInit, not C_Sign. */
+	if (knobs_load() == 0) {
+		nctl("fail C_SignInit=0x68");
+		sign11();
+		CHECK(failed(0, RR_PERMISSION_DENIED) &&
+		      strcmp(r_msg(0), "C_SignInit: CKR_KEY_FUNCTION_NOT_PERMITTED") == 0,
+		      "C_SignInit's failure is named C_SignInit: '%s'", r_msg(0));
+		CHECK(log_lines("[warning]", "CKR_KEY_FUNCTION_NOT_PERMITTED", NULL) == 0 &&
+		      log_lines("CKR_KEY_FUNCTION_NOT_PERMITTED", NULL, NULL) == 0,
+		      "a request's own failure is not a warning (debug only)");
+	}
+	knobs_unload();
+	sticky_sign(1);
+	sticky_sign(0);
+
+	/* A lost session reopened inside a request (the token was pulled and put back between
+	 * the login and C_SignInit) is logged in again before the request runs once more. */
+	if (knobs_load() == 0) {
+		sign11();
+		CHECK(succeeded(0), "first Sign");
+		nctl("reinsert-at C_SignInit");
+		login_calls = 0;
+		sign11();
+		CHECK(succeeded(0) && login_calls == 1,
+		      "re-inserted token: the retried Sign logs in again and succeeds (%d C_Login): "
+		      "'%s'", login_calls, r_msg(0));
+		CHECK(log_lines("[warning]", "C_SignInit: CKR_SESSION_HANDLE_INVALID", NULL) == 1,
+		      "the lost session is logged at warning");
+		nctl("reinsert-new-at C_SignInit");
+		login_calls = 0;
+		sign11();
+		CHECK(succeeded(0) && login_calls == 1 && th->nsess == 1 &&
+		      th->sess[0].slot->id == 2,
+		      "re-inserted under a new slot ID: the username is resolved again, logged in, "
+		      "served (%d C_Login): '%s'", login_calls, r_msg(0));
+	}
+	knobs_unload();
+
+	/* Removed between requests, then back in a new slot: no restart, and while it is out
+	 * the client is told the token failed, not that its key or its credential is wrong. */
+	if (knobs_load() == 0) {
+		get("11_pub", 0);
+		CHECK(succeeded(0), "Get before the token is removed");
+		nctl("remove");
+		get("11_pub", 0);
+		CHECK(failed(0, RR_CRYPTOGRAPHIC_FAILURE) && strstr(r_msg(0), "CKR_TOKEN_NOT_PRESENT"),
+		      "token removed: Cryptographic Failure naming CKR_TOKEN_NOT_PRESENT, not Item Not "
+		      "Found or Authentication Not Successful: '%s'", r_msg(0));
+		CHECK(log_lines("[warning]", "CKR_TOKEN_NOT_PRESENT", NULL) >= 1,
+		      "the missing token is logged at warning");
+		CHECK(ncalls("C_Initialize") <= 2, "at most one re-initialisation for it (%lu C_Initialize)",
+		      ncalls("C_Initialize"));
+		nctl("insert-new-slot");
+		login_calls = 0;
+		get("11_pub", 0);
+		CHECK(succeeded(0) && login_calls == 1, "token back in a new slot: served again, "
+		      "logged in again (%d C_Login): '%s'", login_calls, r_msg(0));
+	}
+	knobs_unload();
+
+	/* A stuck module: slot and session calls fail with CKR_GENERAL_ERROR until it is
+	 * initialized again. */
+	if (knobs_load() == 0) {
+		sign11();
+		CHECK(succeeded(0), "Sign before the module is stuck");
+		nctl("stuck");
+		sign11();
+		CHECK(succeeded(0) && ncalls("C_Finalize") == 1 && ncalls("C_Initialize") == 2,
+		      "stuck module: re-initialised (%lu C_Finalize, %lu C_Initialize) and the "
+		      "request served: '%s'", ncalls("C_Finalize"), ncalls("C_Initialize"), r_msg(0));
+		CHECK(log_lines("[warning]", "re-initialising the PKCS#11 module", NULL) == 1 &&
+		      log_lines("[warning]", "PKCS#11 module re-initialised", NULL) == 1,
+		      "the re-initialisation is logged at warning");
+		CHECK(log_lines("[warning] C_GetSlotList: CKR_GENERAL_ERROR", NULL, NULL) == 1,
+		      "the failing C_GetSlotList is logged at warning");
+		nctl("stuck");
+		for (int i = 0; i < 5; i++) {
+			sign11();
+			CHECK(failed(0, RR_GENERAL_FAILURE) &&
+			      strcmp(r_msg(0), "C_GetSlotList: CKR_GENERAL_ERROR") == 0,
+			      "stuck again at once (%d): General Failure naming C_GetSlotList: '%s'", i,
+			      r_msg(0));
+		}
+		CHECK(ncalls("C_Initialize") == 2,
+		      "no second re-initialisation within %d ms (%lu C_Initialize)", P11_REINIT_GAP_MS,
+		      ncalls("C_Initialize"));
+		CHECK(log_lines("[warning] C_GetSlotList: CKR_GENERAL_ERROR", NULL, NULL) == 1,
+		      "six failures of one call within a second: one warning (%d)",
+		      log_lines("[warning] C_GetSlotList: CKR_GENERAL_ERROR", NULL, NULL));
+		usleep(1100 * 1000);
+		sign11();
+		CHECK(log_lines("C_GetSlotList: CKR_GENERAL_ERROR (and 5 more since the last report)",
+				NULL, NULL) == 1, "a second later: one more warning, with the count left out");
+		p11.reinit_ms -= P11_REINIT_GAP_MS;    /* as if the bound had passed */
+		sign11();
+		CHECK(succeeded(0) && ncalls("C_Initialize") == 3,
+		      "after the bound: re-initialised again, served again (%lu C_Initialize): '%s'",
+		      ncalls("C_Initialize"), r_msg(0));
+	}
+	knobs_unload();
+
+	/* A store that cannot be read (SoftHSM2 with its token directory gone) finds nothing:
+	 * that is not Item Not Found. */
+	if (knobs_load() == 0) {
+		get("11_pub", 0);
+		CHECK(succeeded(0), "Get before the store goes");
+		p11.reinit_ms = mono_ms();             /* no re-initialisation in this test */
+		nctl("store-gone");
+		get("11_pub", 0);
+		CHECK(failed(0, RR_GENERAL_FAILURE) &&
+		      strcmp(r_msg(0), "C_GetTokenInfo after C_FindObjects found nothing: "
+			     "CKR_GENERAL_ERROR") == 0,
+		      "unreadable store: General Failure naming the failed call, not Item Not Found: "
+		      "'%s'", r_msg(0));
+		begin(H10);
+		item(OP_LOCATE, NULL);
+		item_end();
+		transmit();
+		CHECK(failed(0, RR_GENERAL_FAILURE) && strstr(r_msg(0), "C_GetTokenInfo"),
+		      "unreadable store: Locate fails rather than finding nothing: '%s'", r_msg(0));
+		nctl("store-back");
+		get("11_pub", 0);
+		CHECK(succeeded(0), "store back: served again");
+		get("99_pub", 0);
+		CHECK(failed(0, RR_ITEM_NOT_FOUND), "a key that is not there is still Item Not Found");
+	}
+	knobs_unload();
+
+	/* Destroy, Revoke and Modify Attribute act on the object the UID names, never on what a
+	 * cached handle names now: nullp11 deletes the pair 11 and gives its handles to a new
+	 * pair 44 while this thread has them cached (each operation on a fresh module, so that
+	 * no earlier Destroy has emptied the cache). */
+	static const struct { uint32_t op; const char *uid, *call; } destructive[] = {
+		{ OP_DESTROY, "11_priv", "C_DestroyObject" },
+		{ OP_REVOKE, "11_pub", "C_SetAttributeValue" },
+		{ OP_MODIFY_ATTRIBUTE, "11_pub", "C_SetAttributeValue" },
+	};
+	for (size_t i = 0; i < ARRAY_LEN(destructive); i++) {
+		if (knobs_load() == 0) {
+			get("11_pub", 0);
+			one_uid(H10, OP_ACTIVATE, "11_priv");
+			CHECK(succeeded(0), "Get 11_pub and Activate 11_priv cache handles 1 and 2");
+			nctl("reuse-handles");
+			begin(H10);
+			item(destructive[i].op, NULL);
+			kreq_uid(E, destructive[i].uid);
+			if (destructive[i].op == OP_REVOKE) {
+				ttlv_open(E, KT_REVOCATION_REASON);
+				ttlv_put_enum(E, KT_REVOCATION_REASON_CODE, REV_KEY_COMPROMISE);
+				ttlv_close(E);
+			} else if (destructive[i].op == OP_MODIFY_ATTRIBUTE) {
+				kreq_attr_name(E, "renamed");
+			}
+			item_end();
+			transmit();
+			CHECK(failed(0, RR_ITEM_NOT_FOUND) && ncalls(destructive[i].call) == 0,
+			      "%s %s, its cached handle now another key's: Item Not Found and no %s (%lu)",
+			      op_enum_name(KT_OPERATION, destructive[i].op, (char[12]){ 0 }),
+			      destructive[i].uid, destructive[i].call, ncalls(destructive[i].call));
+			if (destructive[i].op == OP_DESTROY) {
+				one_uid(H10, OP_DESTROY, "44_priv");
+				CHECK(succeeded(0) && ncalls("C_DestroyObject") == 1,
+				      "Destroy 44_priv reaches the new key (%lu)", ncalls("C_DestroyObject"));
+			}
+		}
+		knobs_unload();
+	}
+}
+
+/* Two workers sign without pause while the module gets stuck again and again: each
+ * re-initialisation waits for the requests in flight, and no worker uses a session or slot
+ * from before one (the sanitizers would see a freed slot).  Every answer is a Response
+ * Message, each a success or General Failure, and the workers end up served. */
+struct hammer {
+	struct op_thread *t;
+	int ok, general, other, stop;
+};
+
+static void *hammer_run(void *arg)
+{
+	struct hammer *hm = arg;
+	static const struct kreq_hdr hn = { 1, 2, "null", "1234", -1, 0, 1 };
+	uint8_t in[1024], out[4096];
+	struct ttlv it[64];
+	struct ttlv_enc e;
+
+	kreq_one(&e, in, sizeof in, &hn, OP_SIGN);
+	kreq_uid(&e, "22_priv");
+	ttlv_put_bytes(&e, KT_DATA, (const uint8_t *)"x", 1);
+	size_t n = kreq_one_end(&e);
+	while (!__atomic_load_n(&hm->stop, __ATOMIC_ACQUIRE)) {
+		size_t len = op_handle(hm->t, in, n, out, sizeof out);
+		struct ttlv_doc d = { it, 0, 64 };
+		int64_t status = -1, reason = 0;
+		if (ttlv_decode(&d, out, len, 0) == 0)
+			for (int i = 0; i < d.n; i++) {
+				if (d.it[i].tag == KT_RESULT_STATUS)
+					status = d.it[i].num;
+				if (d.it[i].tag == KT_RESULT_REASON)
+					reason = d.it[i].num;
+			}
+		if (status == RS_SUCCESS)
+			hm->ok++;
+		else if (status == RS_OPERATION_FAILED && reason == RR_GENERAL_FAILURE)
+			hm->general++;
+		else
+			hm->other++;
+	}
+	return NULL;
+}
+
+static void test_reinit_under_load(void)
+{
+	struct hammer hm[2];
+	pthread_t tid[2];
+	int started = 0;
+
+	if (knobs_load() != 0) {
+		knobs_unload();
+		return;
+	}
+	p11.reinit_gap_ms = 0;          /* every stuck module is re-initialised at once */
+	memset(hm, 0, sizeof hm);
+	for (int i = 0; i < 2; i++) {
+		hm[i].t = op_thread_new(&env, NULL, i + 1);
+		if (hm[i].t && pthread_create(&tid[i], NULL, hammer_run, &hm[i]) == 0)
+			started++;
+	}
+	CHECK(started == 2, "two workers started");
+	for (int k = 0; k < 20 && started == 2; k++) {
+		usleep(5000);
+		nctl("stuck");
+	}
+	usleep(20000);
+	for (int i = 0; i < started; i++) {
+		__atomic_store_n(&hm[i].stop, 1, __ATOMIC_RELEASE);
+		pthread_join(tid[i], NULL);
+	}
+	if (started == 2) {
+		CHECK(hm[0].other == 0 && hm[1].other == 0,
+		      "under load: every answer a success or General Failure (%d, %d others)",
+		      hm[0].other, hm[1].other);
+		printf("NOTE under load: %d and %d signatures, %d and %d General Failures, %lu "
+		       "re-initialisations\n", hm[0].ok, hm[1].ok, hm[0].general, hm[1].general,
+		       ncalls("C_Initialize") - 1);
+		CHECK(hm[0].ok > 0 && hm[1].ok > 0 && ncalls("C_Initialize") > 2,
+		      "under load: both workers served (%d and %d signatures, %d and %d failures) "
+		      "across %lu re-initialisations", hm[0].ok, hm[1].ok, hm[0].general,
+		      hm[1].general, ncalls("C_Initialize") - 1);
+	}
+	for (int i = 0; i < 2; i++)
+		if (hm[i].t)
+			op_thread_free(hm[i].t);
+	p11.reinit_gap_ms = P11_REINIT_GAP_MS;
+	knobs_unload();
+}
+
+/* A request runs on its own thread; done says when op_handle returned. */
+struct gated_req {
+	struct op_thread *t;
+	uint8_t in[1024], out[4096];
+	size_t n;
+	int done;
+};
+
+static void *gated_run(void *arg)
+{
+	struct gated_req *g = arg;
+	op_handle(g->t, g->in, g->n, g->out, sizeof g->out);
+	__atomic_store_n(&g->done, 1, __ATOMIC_RELEASE);
+	return NULL;
+}
+
+static int gated_done_within(struct gated_req *g, int ms)
+{
+	for (int i = 0; i < ms / 10 && !__atomic_load_n(&g->done, __ATOMIC_ACQUIRE); i++)
+		usleep(10000);
+	return __atomic_load_n(&g->done, __ATOMIC_ACQUIRE);
+}
+
+/* While a re-initialisation holds the module's gate, a request that needs no module call
+ * (the event loop answers those itself) is answered at once; one that needs the module
+ * waits until the re-initialisation is over. */
+static void test_gate_cheap(void)
+{
+	static struct gated_req cheap, dear;
+	static const struct kreq_hdr anon = { 1, 2, NULL, NULL, -1, 0, 1 };
+	static const struct kreq_hdr cred = { 1, 0, "null", "1234", -1, 0, 1 };
+	struct ttlv_enc e;
+	pthread_t a, b;
+
+	if (knobs_load() != 0) {
+		knobs_unload();
+		return;
+	}
+	memset(&cheap, 0, sizeof cheap);
+	memset(&dear, 0, sizeof dear);
+	cheap.t = op_thread_new(&env, NULL, 1);
+	dear.t = op_thread_new(&env, NULL, 2);
+	kreq_one(&e, cheap.in, sizeof cheap.in, &anon, OP_QUERY);
+	ttlv_put_enum(&e, KT_QUERY_FUNCTION, QF_QUERY_OPERATIONS);
+	cheap.n = kreq_one_end(&e);
+	kreq_one(&e, dear.in, sizeof dear.in, &cred, OP_GET);
+	kreq_uid(&e, "11_pub");
+	dear.n = kreq_one_end(&e);
+	if (!cheap.t || !dear.t || !cheap.n || !dear.n) {
+		CHECK(0, "gate test set up");
+		knobs_unload();
+		return;
+	}
+	pthread_rwlock_wrlock(&p11.gate);      /* as a re-initialisation does */
+	int sa = pthread_create(&a, NULL, gated_run, &cheap);
+	int sb = pthread_create(&b, NULL, gated_run, &dear);
+	int cheap_done = sa == 0 && gated_done_within(&cheap, 2000);
+	int dear_waited = sb == 0 && !gated_done_within(&dear, 200);
+	pthread_rwlock_unlock(&p11.gate);
+	if (sa == 0)
+		pthread_join(a, NULL);
+	if (sb == 0)
+		pthread_join(b, NULL);
+	CHECK(cheap_done, "a Query without a credential is answered while the module's gate is "
+	      "held for a re-initialisation");
+	CHECK(dear_waited && dear.done, "a Get waits for the re-initialisation, then is answered");
+	op_thread_free(cheap.t);
+	op_thread_free(dear.t);
+	knobs_unload();
+}
+
+/* The PIN's length does not show in a trace dump: a request with a 4-byte PIN and one with
+ * a 15-byte PIN dump alike. */
+static void test_dump_pin(void)
+{
+	static char d1[8192], d2[8192];
+	static uint8_t m1[1024];
+	struct ttlv it[64];
+	struct kreq_hdr h = H12;
+	size_t n1;
+
+	h.pass = "1234";
+	begin(h);
+	item(OP_QUERY, NULL);
+	item_end();
+	n1 = kreq_end(E);
+	memcpy(m1, req_buf, n1 < sizeof m1 ? n1 : sizeof m1);
+	struct ttlv_doc d = { it, 0, 64 };
+	CHECK(ttlv_decode(&d, m1, n1, 0) == 0, "the 4-byte-PIN request decodes");
+	kmip_dump(&d, d1, sizeof d1);
+	h.pass = "123456789012345";
+	begin(h);
+	item(OP_QUERY, NULL);
+	item_end();
+	size_t n2 = kreq_end(E);
+	d.n = 0;
+	CHECK(n2 > 0 && ttlv_decode(&d, req_buf, n2, 0) == 0, "the 15-byte-PIN request decodes");
+	kmip_dump(&d, d2, sizeof d2);
+	CHECK(strstr(d1, "'***'") && strcmp(d1, d2) == 0,
+	      "trace dumps of requests with PINs of 4 and 15 bytes are the same:\n%s---\n%s", d1, d2);
+}
+
 /*
  * What the token can do decides before anything is created: nullp11 without EC key
  * generation, and with a TPM's EC sizes (256..384 bits), with C_GenerateKeyPair made to
@@ -2424,6 +2877,10 @@ int main(int argc, char **argv)
 	if (pid == 0) {
 		close(fds[0]);
 		test_nullp11();
+		test_recovery();
+		test_reinit_under_load();
+		test_gate_cheap();
+		test_dump_pin();
 		test_capabilities();
 		int counts[3] = { check_passed, check_failed, check_skipped };
 		ssize_t w = write(fds[1], counts, sizeof counts);

@@ -233,11 +233,11 @@ static void test_nullp11(void)
 	      "nullp11 find by generated id");
 	CHECK(p11_key_info(h, 1, &ki) == CKR_OK && ki.modulus_len == 256 && ki.bits == 2048 &&
 	      ki.exponent_len == 3, "nullp11 RSA public attributes");
-	CHECK(p11_sign(h, s, 2, CKK_RSA, P11_HASH_SHA256, (const uint8_t *)"x", 1, sig, sizeof sig,
+	CHECK(p11_sign(h, s, NULL, 2, CKK_RSA, P11_HASH_SHA256, (const uint8_t *)"x", 1, sig, sizeof sig,
 	               &siglen) == CKR_OK && siglen == 256, "nullp11 RSA sign");
 	CHECK(p11_key_info(h, 4, &ki) == CKR_OK && ki.curve == P11_CURVE_P256 &&
 	      ki.ec_point_len == 65 && ki.ec_point[1] == 0x6B, "nullp11 EC point via public half");
-	CHECK(p11_sign(h, s, 4, CKK_EC, P11_HASH_SHA256, (const uint8_t *)"x", 1, sig, sizeof sig,
+	CHECK(p11_sign(h, s, NULL, 4, CKK_EC, P11_HASH_SHA256, (const uint8_t *)"x", 1, sig, sizeof sig,
 	               &siglen) == CKR_OK && der_minimal(sig, siglen) && sig[3] == 31 &&
 	      sig[4] == 0 && sig[5] == 0x81, "nullp11 ECDSA DER: zeros stripped, 00 added");
 	p11_session_close(h);
@@ -251,7 +251,7 @@ static void test_nullp11(void)
 	CHECK(p11_slot_lookup("null", 4, &s) == CKR_OK && p11_session_open(s, &h) == CKR_OK,
 	      "slot and session");
 	CHECK(p11_auth(s, h, (const uint8_t *)"1234", 4) == CKR_OK, "login after reload");
-	CK_RV rv = p11_sign(h, s, 2, CKK_RSA, P11_HASH_SHA256, (const uint8_t *)"x", 1, sig,
+	CK_RV rv = p11_sign(h, s, NULL, 2, CKK_RSA, P11_HASH_SHA256, (const uint8_t *)"x", 1, sig,
 	                    sizeof sig, &siglen);
 	CHECK(rv == CKR_DEVICE_ERROR && p11_rv_reason(rv) == RR_CRYPTOGRAPHIC_FAILURE,
 	      "injected C_Sign fault: %s", p11_rv_name(rv));
@@ -307,25 +307,25 @@ static void test_sign_rsa(CK_SESSION_HANDLE h, struct p11_slot *s)
 	static const int hashes[] = { P11_HASH_SHA256, P11_HASH_SHA384, P11_HASH_SHA512 };
 	for (size_t i = 0; i < ARRAY_LEN(hashes); i++) {
 		uint32_t saved = s->mechs;
-		rv = p11_sign(h, s, priv, CKK_RSA, hashes[i], data, sizeof data - 1, sig, sizeof sig, &n);
+		rv = p11_sign(h, s, NULL, priv, CKK_RSA, hashes[i], data, sizeof data - 1, sig, sizeof sig, &n);
 		CHECK(rv == CKR_OK && n == 256 && verify_rsa(&ki, hashes[i], data, sizeof data - 1, sig, n),
 		      "RSA hash %d, token's combined mechanism: %s", hashes[i], p11_rv_name(rv));
 		s->mechs &= ~(P11_MBIT(SHA256_RSA_PKCS) | P11_MBIT(SHA384_RSA_PKCS) |
 		              P11_MBIT(SHA512_RSA_PKCS));
-		rv = p11_sign(h, s, priv, CKK_RSA, hashes[i], data, sizeof data - 1, sig2, sizeof sig2, &n2);
+		rv = p11_sign(h, s, NULL, priv, CKK_RSA, hashes[i], data, sizeof data - 1, sig2, sizeof sig2, &n2);
 		s->mechs = saved;
 		CHECK(rv == CKR_OK && n2 == 256 &&
 		      verify_rsa(&ki, hashes[i], data, sizeof data - 1, sig2, n2),
 		      "RSA hash %d, software hash + CKM_RSA_PKCS: %s", hashes[i], p11_rv_name(rv));
 		CHECK(n == n2 && memcmp(sig, sig2, n) == 0, "both RSA paths give the same signature");
 	}
-	CHECK(p11_sign(h, s, priv, CKK_RSA, P11_HASH_SHA256, data, 5, sig, 100, &n) ==
+	CHECK(p11_sign(h, s, NULL, priv, CKK_RSA, P11_HASH_SHA256, data, 5, sig, 100, &n) ==
 	      CKR_BUFFER_TOO_SMALL, "small output buffer reported");
-	CHECK(p11_sign(h, s, priv, CKK_RSA, P11_HASH_SHA256, data, 5, sig, sizeof sig, &n) == CKR_OK,
+	CHECK(p11_sign(h, s, NULL, priv, CKK_RSA, P11_HASH_SHA256, data, 5, sig, sizeof sig, &n) == CKR_OK,
 	      "session usable after a short buffer");
-	CHECK(p11_sign(h, s, priv, CKK_RSA, P11_HASH_NONE, data, 5, sig, sizeof sig, &n) ==
+	CHECK(p11_sign(h, s, NULL, priv, CKK_RSA, P11_HASH_NONE, data, 5, sig, sizeof sig, &n) ==
 	      P11_E_UNSUPPORTED, "RSA without a hash refused");
-	CHECK(p11_sign(h, s, pub, CKK_RSA, P11_HASH_SHA256, data, 5, sig, sizeof sig, &n) != CKR_OK,
+	CHECK(p11_sign(h, s, NULL, pub, CKK_RSA, P11_HASH_SHA256, data, 5, sig, sizeof sig, &n) != CKR_OK,
 	      "signing with the public key fails");
 
 	CHECK(p11_set_label(h, pub, "renamed", 7) == CKR_OK && p11_key_info(h, pub, &ki) == CKR_OK &&
@@ -364,7 +364,7 @@ static void test_sign_ec(CK_SESSION_HANDLE h, struct p11_slot *s, int curve, int
 			s->mechs &= ~(P11_MBIT(ECDSA_SHA256) | P11_MBIT(ECDSA_SHA384) |
 			              P11_MBIT(ECDSA_SHA512));
 		memset(data, i, sizeof data);
-		rv = p11_sign(h, s, priv, CKK_EC, hash, data, sizeof data, sig, sizeof sig, &n);
+		rv = p11_sign(h, s, NULL, priv, CKK_EC, hash, data, sizeof data, sig, sizeof sig, &n);
 		if (rv != CKR_OK || !verify_ecdsa(&ki, hash, data, sizeof data, sig, n)) {
 			ok = 0;
 			printf("  signature %d: %s\n", i, p11_rv_name(rv));
@@ -399,11 +399,11 @@ static void test_sign_ed25519(CK_SESSION_HANDLE h, struct p11_slot *s)
 		return;
 	CHECK(p11_key_info(h, pub, &ki) == CKR_OK && ki.type == CKK_EC_EDWARDS &&
 	      ki.curve == P11_CURVE_ED25519 && ki.ec_point_len == 32, "Ed25519 public key read");
-	rv = p11_sign(h, s, priv, CKK_EC_EDWARDS, P11_HASH_NONE, data, sizeof data - 1, sig,
+	rv = p11_sign(h, s, NULL, priv, CKK_EC_EDWARDS, P11_HASH_NONE, data, sizeof data - 1, sig,
 	              sizeof sig, &n);
 	CHECK(rv == CKR_OK && n == 64, "Ed25519 signed: %s", p11_rv_name(rv));
 	CHECK(verify_ed25519(&ki, data, sizeof data - 1, sig, n), "Ed25519 signature verifies (openssl)");
-	CHECK(p11_sign(h, s, priv, CKK_EC_EDWARDS, P11_HASH_SHA256, data, 3, sig, sizeof sig, &n) ==
+	CHECK(p11_sign(h, s, NULL, priv, CKK_EC_EDWARDS, P11_HASH_SHA256, data, 3, sig, sizeof sig, &n) ==
 	      P11_E_UNSUPPORTED, "EdDSA with a pre-hash refused");
 	p11_destroy(h, priv);
 	p11_destroy(h, pub);
