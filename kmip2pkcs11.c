@@ -6326,12 +6326,14 @@ struct op_cached_key {
 	CK_OBJECT_HANDLE obj;
 	CK_KEY_TYPE type;
 	int curve;                      /* P11_CURVE_* of an EC or Edwards key */
+	int sign;                       /* a private key's CKA_SIGN: 1, 0, or -1 unknown */
 	uint64_t checked_ms;
 	size_t id_len;
 	uint8_t id[P11_ID_MAX];
 };
 
-static unsigned op_generation;  /* bumped by every Destroy; read and written atomically */
+/* Bumped by every Destroy and Revoke; read and written atomically. */
+static unsigned op_generation;
 
 /*
  * What one request message was, for its log line (section 10 writes it, knowing the peer,
@@ -6629,6 +6631,7 @@ struct op_key {
 	CK_OBJECT_HANDLE obj;
 	CK_KEY_TYPE type;
 	int curve;                      /* P11_CURVE_* of an EC or Edwards key */
+	int sign;                       /* a private key's CKA_SIGN: 1, 0, or -1 unknown */
 	char uid[OP_UID_MAX + 1];       /* as the client wrote it, NUL-terminated */
 };
 
@@ -6653,16 +6656,21 @@ static struct op_cached_key *op_cache_find(struct op_req *q, const struct op_key
 static int op_cache_check(struct op_req *q, struct op_cached_key *c)
 {
 	CK_OBJECT_CLASS cls = 0;
+	CK_BBOOL sign = CK_FALSE;
 	uint8_t id[P11_ID_MAX];
 	CK_ATTRIBUTE t[] = {
 		{ CKA_CLASS, &cls, sizeof cls },
 		{ CKA_ID, id, sizeof id },
+		{ CKA_SIGN, &sign, sizeof sign },       /* private keys only */
 	};
-	if (P11_F->C_GetAttributeValue(q->h, c->obj, t, ARRAY_LEN(t)) != CKR_OK ||
+	CK_ULONG n = c->cls == CKO_PRIVATE_KEY ? 3 : 2;
+	if (P11_F->C_GetAttributeValue(q->h, c->obj, t, n) != CKR_OK ||
 	    cls != c->cls || t[1].ulValueLen != c->id_len || memcmp(id, c->id, c->id_len) != 0) {
 		c->slot = NULL;
 		return 0;
 	}
+	if (n == 3)
+		c->sign = t[2].ulValueLen == sizeof sign ? sign != CK_FALSE : -1;
 	c->checked_ms = mono_ms();
 	return 1;
 }
@@ -6672,10 +6680,21 @@ static int op_cache_check(struct op_req *q, struct op_cached_key *c)
 static CK_RV op_key_type(struct op_req *q, struct op_key *k)
 {
 	uint8_t params[P11_EC_PARAMS_MAX];
-	CK_ATTRIBUTE t = { CKA_KEY_TYPE, &k->type, sizeof k->type };
-	CK_RV rv = P11_F->C_GetAttributeValue(q->h, k->obj, &t, 1);
+	CK_BBOOL sign = CK_FALSE;
+	CK_ATTRIBUTE two[] = {
+		{ CKA_KEY_TYPE, &k->type, sizeof k->type },
+		{ CKA_SIGN, &sign, sizeof sign },       /* in the same call: a private key's */
+	};
+	CK_ULONG n = k->cls == CKO_PRIVATE_KEY ? 2 : 1;
+	CK_RV rv = P11_F->C_GetAttributeValue(q->h, k->obj, two, n);
+	if (n == 2 && (rv == CKR_ATTRIBUTE_TYPE_INVALID || rv == CKR_ATTRIBUTE_SENSITIVE)) {
+		two[1].ulValueLen = CK_UNAVAILABLE_INFORMATION;         /* the type alone, then */
+		rv = P11_F->C_GetAttributeValue(q->h, k->obj, two, 1);
+	}
 	if (rv != CKR_OK)
 		return rv;
+	k->sign = k->cls == CKO_PRIVATE_KEY && two[1].ulValueLen == sizeof sign ? sign != CK_FALSE : -1;
+	CK_ATTRIBUTE t;
 	k->curve = P11_CURVE_NONE;
 	if (k->type == CKK_EC || k->type == CKK_EC_EDWARDS) {
 		t = (CK_ATTRIBUTE){ CKA_EC_PARAMS, params, sizeof params };
@@ -6712,8 +6731,8 @@ static CK_RV op_key_lookup(struct op_req *q, struct op_key *k, const char **call
 	struct op_thread *t = q->t;
 	struct op_cached_key *c = &t->keys[t->next_key];
 	t->next_key = (t->next_key + 1) % OP_KEY_CACHE;
-	*c = (struct op_cached_key){ q->slot, k->cls, k->obj, k->type, k->curve, mono_ms(),
-				     k->id_len, { 0 } };
+	*c = (struct op_cached_key){ q->slot, k->cls, k->obj, k->type, k->curve, k->sign,
+				     mono_ms(), k->id_len, { 0 } };
 	memcpy(c->id, k->id, k->id_len);
 	return CKR_OK;
 }
@@ -6811,6 +6830,7 @@ static uint32_t op_find(struct op_req *q, const struct ttlv *pl, CK_OBJECT_CLASS
 		k->obj = c->obj;
 		k->type = c->type;
 		k->curve = c->curve;
+		k->sign = c->sign;
 		q->cached = 1;
 		return 0;
 	}
@@ -8022,6 +8042,11 @@ static uint32_t op_sign(struct op_req *q, const struct ttlv *pl)
 		return rr;
 	if (k.cls != CKO_PRIVATE_KEY)
 		return op_fail(q, RR_PERMISSION_DENIED, "a public key cannot sign");
+	/* Revoke clears CKA_SIGN; not every module checks it before signing (tpm2-pkcs11's
+	 * C_Sign does not), so the daemon does, from the attribute read with the key. */
+	if (k.sign == 0)
+		return op_fail(q, RR_PERMISSION_DENIED, "the key may not sign (CKA_SIGN is false: "
+			       "revoked, or made without the Sign usage)");
 	int rc = kmip_get_bytes(q->d, pl, KT_DATA, &data, &len);
 	if (rc != 0)
 		return op_fail(q, rc == KMIP_ABSENT ? RR_MISSING_DATA : RR_INVALID_MESSAGE,
@@ -8229,6 +8254,7 @@ static uint32_t op_revoke(struct op_req *q, const struct ttlv *pl)
 	CK_RV rv = p11_set_bool(q->h, k.obj, k.cls == CKO_PRIVATE_KEY ? CKA_SIGN : CKA_VERIFY, 0);
 	if (rv != CKR_OK)
 		return op_fail_rv(q, rv, "C_SetAttributeValue");
+	__atomic_fetch_add(&op_generation, 1, __ATOMIC_RELEASE);     /* every CKA_SIGN cached */
 	log_info("revoked %s", k.uid);
 	op_put_uid(q->e, KT_UNIQUE_IDENTIFIER, k.id, k.id_len, k.cls);
 	return 0;

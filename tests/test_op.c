@@ -851,6 +851,21 @@ static void test_batches(void)
  * Response Too Large, the last Item Not Found), or one message-level Response Too Large
  * when not even a failure item fits.
  */
+static void gets_batch(uint32_t bec, const char *pub, const char *unknown)
+{
+	struct kreq_hdr h = { 1, 2, USER, PIN, -1, bec, 11 };
+	begin(h);
+	for (int i = 0; i < 11; i++) {
+		char bid[12];
+		snprintf(bid, sizeof bid, "%d", i);
+		item(OP_GET, bid);
+		kreq_uid(E, i < 10 ? pub : unknown);
+		ttlv_put_enum(E, KT_KEY_FORMAT_TYPE, KFT_TRANSPARENT_RSA_PUBLIC_KEY);
+		item_end();
+	}
+	ttlv_close(E);
+}
+
 static void test_response_sizes(void)
 {
 	static const char *unknown = "00000000000000000000000000000000000000AB_pub";
@@ -863,17 +878,7 @@ static void test_response_sizes(void)
 	CHECK(made, "RSA-2048 pair for the size test");
 	if (!made)
 		return;
-	struct kreq_hdr h = { 1, 2, USER, PIN, -1, BEC_CONTINUE, 11 };
-	begin(h);
-	for (int i = 0; i < 11; i++) {
-		char bid[12];
-		snprintf(bid, sizeof bid, "%d", i);
-		item(OP_GET, bid);
-		kreq_uid(E, i < 10 ? pub : unknown);
-		ttlv_put_enum(E, KT_KEY_FORMAT_TYPE, KFT_TRANSPARENT_RSA_PUBLIC_KEY);
-		item_end();
-	}
-	ttlv_close(E);
+	gets_batch(BEC_CONTINUE, pub, unknown);
 	req_len = E->len;
 	memcpy(req, req_buf, req_len);
 
@@ -931,17 +936,7 @@ static void test_response_sizes(void)
 	      "no item fits (%d)", partial, msg_level);
 
 	/* Stop: the first item that does not fit ends the batch */
-	h.bec = BEC_STOP;
-	begin(h);
-	for (int i = 0; i < 11; i++) {
-		char bid[12];
-		snprintf(bid, sizeof bid, "%d", i);
-		item(OP_GET, bid);
-		kreq_uid(E, i < 10 ? pub : unknown);
-		ttlv_put_enum(E, KT_KEY_FORMAT_TYPE, KFT_TRANSPARENT_RSA_PUBLIC_KEY);
-		item_end();
-	}
-	ttlv_close(E);
+	gets_batch(BEC_STOP, pub, unknown);
 	resp_len = op_handle(th, req_buf, E->len, resp, 2000);
 	resp_ok = resp_len > 0 && ttlv_decode(&RD, resp, resp_len, 0) == 0;
 	int k = resp_ok ? r_items() : 0;
