@@ -4511,13 +4511,11 @@ static struct {
 	 * that a token that went away is told apart from a username that never named one. */
 	int nknown;
 	char known[P11_MAX_SLOTS][33];
-	/* Re-initialisation (p11_reinit): requests hold the gate for reading, a
+	/* Re-initialisation (p11_reinit): requests hold p11_gate for reading, a
 	 * re-initialisation for writing; epoch counts re-initialisations, so that a thread
 	 * knows its session handles and cached slots are from before one. */
-	pthread_rwlock_t gate;
 	unsigned epoch;                 /* read and written atomically */
 	uint64_t reinit_ms;             /* mono_ms() of the last one; 0: none yet */
-	uint64_t reinit_gap_ms;         /* at most one per this many ms */
 	pthread_mutex_t warn_lock;
 	struct p11_warned {
 		const char *call;
@@ -4525,14 +4523,16 @@ static struct {
 		uint64_t ms;
 		unsigned skipped;
 	} warned[P11_WARN_KEYS];
-} p11 = { .slots_lock = PTHREAD_MUTEX_INITIALIZER, .warn_lock = PTHREAD_MUTEX_INITIALIZER,
+} p11 = { .slots_lock = PTHREAD_MUTEX_INITIALIZER, .warn_lock = PTHREAD_MUTEX_INITIALIZER };
+
+/* Apart from p11, whose initializer is all zeros and so costs the binary nothing. */
 #ifdef PTHREAD_RWLOCK_WRITER_NONRECURSIVE_INITIALIZER_NP
-	  /* A re-initialisation must not wait for a moment with no request in flight. */
-	  .gate = PTHREAD_RWLOCK_WRITER_NONRECURSIVE_INITIALIZER_NP,
+/* A re-initialisation must not wait for a moment with no request in flight. */
+static pthread_rwlock_t p11_gate = PTHREAD_RWLOCK_WRITER_NONRECURSIVE_INITIALIZER_NP;
 #else
-	  .gate = PTHREAD_RWLOCK_INITIALIZER,
+static pthread_rwlock_t p11_gate = PTHREAD_RWLOCK_INITIALIZER;
 #endif
-	  .reinit_gap_ms = P11_REINIT_GAP_MS };
+static uint64_t p11_reinit_gap_ms = P11_REINIT_GAP_MS;  /* at most one per this many ms */
 
 #define P11_F (p11.fl)
 
@@ -4825,12 +4825,12 @@ static int p11_trouble(CK_RV rv, int slot_level)
 /* A request holds the gate (for reading) while it calls the module. */
 static void p11_enter(void)
 {
-	pthread_rwlock_rdlock(&p11.gate);
+	pthread_rwlock_rdlock(&p11_gate);
 }
 
 static void p11_leave(void)
 {
-	pthread_rwlock_unlock(&p11.gate);
+	pthread_rwlock_unlock(&p11_gate);
 }
 
 /* Re-initialisations so far: a thread whose sessions are from an older epoch forgets them
@@ -4844,7 +4844,7 @@ static unsigned p11_epoch(void)
  * C_Finalize and C_Initialize, with every request quiesced: the caller holds no gate; the
  * write lock waits for the requests in flight and holds back new ones.  seen is the epoch
  * the caller's failure happened in: if another thread re-initialised the module since,
- * that one counts.  At most one per p11.reinit_gap_ms (P11_REINIT_GAP_MS); call and why
+ * that one counts.  At most one per p11_reinit_gap_ms (P11_REINIT_GAP_MS); call and why
  * name the failure that asked for it, for the log.  Every slot's state goes (the
  * sessions and logins went with C_Finalize; slot IDs may change).  1: the module was
  * re-initialised (by us or another thread) since seen; 0: not now.
@@ -4855,13 +4855,13 @@ static int p11_reinit(unsigned seen, const char *call, CK_RV why)
 
 	if (!p11.dl)
 		return 0;
-	pthread_rwlock_wrlock(&p11.gate);
+	pthread_rwlock_wrlock(&p11_gate);
 	if (p11_epoch() != seen) {
 		done = 1;
 		goto out;
 	}
 	uint64_t now = mono_ms();
-	if (p11.reinit_ms && now - p11.reinit_ms < p11.reinit_gap_ms) {
+	if (p11.reinit_ms && now - p11.reinit_ms < p11_reinit_gap_ms) {
 		p11_warn("module re-initialisation postponed (at most one per 5 s); the last "
 		         "failure", NULL, why);
 		goto out;
@@ -4888,7 +4888,7 @@ static int p11_reinit(unsigned seen, const char *call, CK_RV why)
 	__atomic_store_n(&p11.epoch, seen + 1, __ATOMIC_RELEASE);
 	done = rv == CKR_OK || rv == CKR_CRYPTOKI_ALREADY_INITIALIZED;
 out:
-	pthread_rwlock_unlock(&p11.gate);
+	pthread_rwlock_unlock(&p11_gate);
 	return done;
 }
 
@@ -9188,13 +9188,50 @@ static const uint16_t tls_sig_algs[] = {
 };
 
 /* Text for an Mbed TLS error code; a static buffer, so for the event loop thread only. */
+#if !defined(MBEDTLS_ERROR_C)
+/* Without Mbed TLS's own texts (14 KiB; the static build leaves them out), the codes an
+ * operator meets, in our words; any other is printed in hex. */
+#define TLS_ERR_TEXTS(X) \
+	X(MBEDTLS_ERR_SSL_FATAL_ALERT_MESSAGE,   "the peer sent a fatal alert") \
+	X(MBEDTLS_ERR_SSL_BAD_PROTOCOL_VERSION,  "the peer offers no TLS 1.3") \
+	X(MBEDTLS_ERR_SSL_HANDSHAKE_FAILURE,     "no parameters in common with the peer") \
+	X(MBEDTLS_ERR_SSL_NO_CLIENT_CERTIFICATE, "the peer sent no client certificate") \
+	X(MBEDTLS_ERR_SSL_BAD_CERTIFICATE,       "the peer's certificate is unusable") \
+	X(MBEDTLS_ERR_X509_CERT_VERIFY_FAILED,   "certificate verification failed") \
+	X(MBEDTLS_ERR_SSL_UNEXPECTED_MESSAGE,    "unexpected TLS message") \
+	X(MBEDTLS_ERR_SSL_DECODE_ERROR,          "malformed TLS message") \
+	X(MBEDTLS_ERR_SSL_INVALID_RECORD,        "malformed TLS record") \
+	X(MBEDTLS_ERR_SSL_INVALID_MAC,           "TLS record authentication failed") \
+	X(MBEDTLS_ERR_SSL_CONN_EOF,              "connection closed") \
+	X(MBEDTLS_ERR_SSL_PEER_CLOSE_NOTIFY,     "the peer closed the connection") \
+	X(MBEDTLS_ERR_NET_CONN_RESET,            "connection reset by the peer") \
+	X(MBEDTLS_ERR_NET_SEND_FAILED,           "send failed") \
+	X(MBEDTLS_ERR_NET_RECV_FAILED,           "receive failed") \
+	X(MBEDTLS_ERR_SSL_ALLOC_FAILED,          "out of memory") \
+	X(MBEDTLS_ERR_PK_KEY_INVALID_FORMAT,     "not a private key (PEM or DER)") \
+	X(MBEDTLS_ERR_PK_PASSWORD_REQUIRED,      "the key is encrypted") \
+	X(MBEDTLS_ERR_PK_TYPE_MISMATCH,          "the key does not fit the certificate") \
+	X(MBEDTLS_ERR_PK_FILE_IO_ERROR,          "cannot read the key file") \
+	X(MBEDTLS_ERR_X509_INVALID_FORMAT,       "not an X.509 certificate") \
+	X(MBEDTLS_ERR_X509_FILE_IO_ERROR,        "cannot read the certificate file")
+#endif
+
 static const char *tls_strerror(int ret)
 {
-	static char msg[160];
+	static __thread char msg[160];
 #if defined(MBEDTLS_ERROR_C) || defined(MBEDTLS_ERROR_STRERROR_DUMMY)
 	mbedtls_strerror(ret, msg, sizeof msg);
 #else
-	snprintf(msg, sizeof msg, "Mbed TLS error -0x%04X", (unsigned)-ret);
+	const char *text = NULL;
+	switch (ret) {
+#define TLS_ERR_CASE(code, s) case code: text = s; break;
+	TLS_ERR_TEXTS(TLS_ERR_CASE)
+#undef TLS_ERR_CASE
+	}
+	if (text)
+		snprintf(msg, sizeof msg, "%s (Mbed TLS -0x%04X)", text, (unsigned)-ret);
+	else
+		snprintf(msg, sizeof msg, "Mbed TLS error -0x%04X", (unsigned)-ret);
 #endif
 	return msg;
 }
@@ -10694,9 +10731,16 @@ static void main_path_close(struct main_path *p)
 
 /* What start-up may create; removed again when it fails. */
 enum { MAIN_NEW_KEY, MAIN_NEW_CERT, MAIN_NEW_STATE_DIR, MAIN_NEW_COUNT };
-static struct main_path main_new[MAIN_NEW_COUNT] = { { .dirfd = -1 }, { .dirfd = -1 },
-                                                     { .dirfd = -1 } };
-static struct main_path main_pid = { .dirfd = -1 };
+static struct main_path main_new[MAIN_NEW_COUNT];     /* dirfd -1 from main_paths_init() */
+static struct main_path main_pid;
+
+/* Not in static initializers: 36 KiB of path buffers would go into the binary's data. */
+static void main_paths_init(void)
+{
+	for (int i = 0; i < MAIN_NEW_COUNT; i++)
+		main_new[i].dirfd = -1;
+	main_pid.dirfd = -1;
+}
 static int main_pid_fd = -1;            /* the pid file, kept open to empty it if need be */
 static pid_t main_pid_owner;            /* the process that wrote it */
 static int main_ready;                  /* set once serving: no more start-up clean-up */
@@ -11532,6 +11576,7 @@ int main(int argc, char **argv)
 	static struct ev ev;
 	char err[PATH_MAX + 1024], where[PATH_MAX + 16];
 
+	main_paths_init();
 	int r = cfg_main(argc, argv, &cfg);
 	if (r == CFG_MAIN_CHECK)
 		return main_check(&cfg);

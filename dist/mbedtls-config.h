@@ -144,11 +144,11 @@
 #define MBEDTLS_SSL_OUT_CONTENT_LEN 8192
 
 /* ---- Miscellaneous ------------------------------------------------------------- */
-/* mbedtls_strerror with real messages ("X509 - Certificate verification failed"):
- * 14 KiB. The first thing to drop if the binary outgrows its budget; section 9
- * (tls_strerror) then prints the code in hex. Do not define
- * MBEDTLS_ERROR_STRERROR_DUMMY instead: its "UNKNOWN ERROR CODE" says less than hex. */
-#define MBEDTLS_ERROR_C
+/* MBEDTLS_ERROR_C (mbedtls_strerror's texts, "X509 - Certificate verification failed")
+ * is left out: 14 KiB, which the binary's budget no longer holds. Section 9
+ * (tls_strerror) names the codes an operator meets in its own words and prints any other
+ * in hex. Do not define MBEDTLS_ERROR_STRERROR_DUMMY instead: its "UNKNOWN ERROR CODE"
+ * says less than hex. */
 #define MBEDTLS_VERSION_C               /* mbedtls_version_get_string for --version */
 
 #endif /* K2P_MBEDTLS_CONFIG_H */

@@ -138,7 +138,7 @@ static void fz_init(void)
 		log_state.target = LOG_TO_STDERR;
 	if (p11_load(path, err, sizeof err) != CKR_OK)
 		fatal("%s (make build/nullp11.so, or set K2P_NULLP11)", err);
-	p11.reinit_gap_ms = 0;  /* every stuck-module fault re-initialises: the same each run */
+	p11_reinit_gap_ms = 0;  /* every stuck-module fault re-initialises: the same each run */
 	snprintf(fz_env.module, sizeof fz_env.module, "%s", p11.module);
 	fz_thread = op_thread_new(&fz_env, NULL, 0);
 	if (!fz_thread)

@@ -2644,7 +2644,7 @@ static void test_reinit_under_load(void)
 		knobs_unload();
 		return;
 	}
-	p11.reinit_gap_ms = 0;          /* every stuck module is re-initialised at once */
+	p11_reinit_gap_ms = 0;          /* every stuck module is re-initialised at once */
 	memset(hm, 0, sizeof hm);
 	for (int i = 0; i < 2; i++) {
 		hm[i].t = op_thread_new(&env, NULL, i + 1);
@@ -2676,7 +2676,7 @@ static void test_reinit_under_load(void)
 	for (int i = 0; i < 2; i++)
 		if (hm[i].t)
 			op_thread_free(hm[i].t);
-	p11.reinit_gap_ms = P11_REINIT_GAP_MS;
+	p11_reinit_gap_ms = P11_REINIT_GAP_MS;
 	knobs_unload();
 }
 
@@ -2733,12 +2733,12 @@ static void test_gate_cheap(void)
 		knobs_unload();
 		return;
 	}
-	pthread_rwlock_wrlock(&p11.gate);      /* as a re-initialisation does */
+	pthread_rwlock_wrlock(&p11_gate);      /* as a re-initialisation does */
 	int sa = pthread_create(&a, NULL, gated_run, &cheap);
 	int sb = pthread_create(&b, NULL, gated_run, &dear);
 	int cheap_done = sa == 0 && gated_done_within(&cheap, 2000);
 	int dear_waited = sb == 0 && !gated_done_within(&dear, 200);
-	pthread_rwlock_unlock(&p11.gate);
+	pthread_rwlock_unlock(&p11_gate);
 	if (sa == 0)
 		pthread_join(a, NULL);
 	if (sb == 0)
