@@ -1413,8 +1413,23 @@ enum {
 	KT_FIRST = 0x420001, KT_LAST = 0x4200D3
 };
 
-static const char *const kmip_tag_names[] = {
+/*
+ * Names live in one pool of characters, reached by 16-bit offsets: a table of pointers
+ * costs a pointer and, in a position-independent binary, a relocation (24 bytes on a 64-bit
+ * target) per name, some 14 KiB for the tags and enumerations together.
+ */
+static const struct kmip_tag_pool {
+#define X(name, val) char s_##name[sizeof #name];
+	KMIP_TAGS(X)
+#undef X
+} kmip_tag_pool = {
 #define X(name, val) #name,
+	KMIP_TAGS(X)
+#undef X
+};
+
+static const uint16_t kmip_tag_names[] = {      /* offsets into kmip_tag_pool */
+#define X(name, val) offsetof(struct kmip_tag_pool, s_##name),
 	KMIP_TAGS(X)
 #undef X
 };
@@ -1803,10 +1818,34 @@ enum { KMIP_USAGE_MASK_BITS(KMIP_CONST, UM_) };
 
 struct kmip_name {
 	uint32_t val;
-	const char *name;
+	uint16_t off;           /* of the name in kmip_enum_pool */
 };
 
-#define KMIP_NAME(p, name, val) { val, #name },
+#define KMIP_ENUM_LISTS(X) \
+	KMIP_OPERATIONS(X, OP_) KMIP_RESULT_STATUSES(X, RS_) KMIP_RESULT_REASONS(X, RR_) \
+	KMIP_OBJECT_TYPES(X, OT_) KMIP_CRYPTO_ALGORITHMS(X, ALG_) KMIP_KEY_FORMAT_TYPES(X, KFT_) \
+	KMIP_HASHING_ALGORITHMS(X, HASH_) KMIP_PADDING_METHODS(X, PAD_) KMIP_NAME_TYPES(X, NT_) \
+	KMIP_CREDENTIAL_TYPES(X, CT_) KMIP_QUERY_FUNCTIONS(X, QF_) \
+	KMIP_RECOMMENDED_CURVES(X, CURVE_) KMIP_SIGNATURE_ALGORITHMS(X, DSA_) \
+	KMIP_STATES(X, ST_) KMIP_REVOCATION_REASONS(X, REV_) KMIP_BATCH_ERROR_OPTIONS(X, BEC_) \
+	KMIP_KEY_COMPRESSION_TYPES(X, KCT_) KMIP_LINK_TYPES(X, LT_) KMIP_ATTESTATION_TYPES(X, AT_)
+
+static const struct kmip_enum_pool {
+#define KMIP_POOL_MEMBER(p, name, val) char s_##p##name[sizeof #name];
+	KMIP_ENUM_LISTS(KMIP_POOL_MEMBER)
+#undef KMIP_POOL_MEMBER
+} kmip_enum_pool = {
+#define KMIP_POOL_TEXT(p, name, val) #name,
+	KMIP_ENUM_LISTS(KMIP_POOL_TEXT)
+#undef KMIP_POOL_TEXT
+};
+
+static const char *kmip_name_text(const struct kmip_name *e)
+{
+	return (const char *)&kmip_enum_pool + e->off;
+}
+
+#define KMIP_NAME(p, name, val) { val, offsetof(struct kmip_enum_pool, s_##p##name) },
 static const struct kmip_name kmip_op_names[] = { KMIP_OPERATIONS(KMIP_NAME, OP_) };
 static const struct kmip_name kmip_rs_names[] = { KMIP_RESULT_STATUSES(KMIP_NAME, RS_) };
 static const struct kmip_name kmip_rr_names[] = { KMIP_RESULT_REASONS(KMIP_NAME, RR_) };
@@ -1862,14 +1901,14 @@ static const char *kmip_tag_name(uint32_t tag)
 {
 	if (tag < KT_FIRST || tag > KT_LAST)
 		return NULL;
-	return kmip_tag_names[tag - KT_FIRST];
+	return (const char *)&kmip_tag_pool + kmip_tag_names[tag - KT_FIRST];
 }
 
 static const char *kmip_name_of(const struct kmip_name *t, size_t n, uint32_t v)
 {
 	for (size_t i = 0; i < n; i++)
 		if (t[i].val == v)
-			return t[i].name;
+			return kmip_name_text(&t[i]);
 	return NULL;
 }
 
@@ -2754,11 +2793,16 @@ struct cfg_key {
 	size_t off, size;                       /* the field in struct cfg */
 	long min, max;                          /* CV_INT */
 	const char *def;                        /* TOML text or NULL */
-	const char *doc;
+#ifdef K2P_TEST
+	const char *doc;        /* checked against config.example; the daemon has no use for it */
+#define CFG_DOC(dc) , dc
+#else
+#define CFG_DOC(dc)
+#endif
 };
 
 #define CFG_ROW(id, t, k, ty, f, mn, mx, d, dc) \
-	{ t, ty, k, offsetof(struct cfg, f), sizeof(((struct cfg *)0)->f), mn, mx, d, dc },
+	{ t, ty, k, offsetof(struct cfg, f), sizeof(((struct cfg *)0)->f), mn, mx, d CFG_DOC(dc) },
 static const struct cfg_key cfg_keys[CFG_NKEYS] = { CFG_KEYS(CFG_ROW) };
 #undef CFG_ROW
 
@@ -4237,16 +4281,29 @@ static int cfg_main(int argc, char **argv, struct cfg *c)
 	X(P11_E_UNSUPPORTED,                    RR_FEATURE_NOT_SUPPORTED,    0) \
 	X(P11_E_BAD_VALUE,                      RR_CRYPTOGRAPHIC_FAILURE,    1)
 
+/* The names in one pool, reached by offsets (as section 4's: no pointer to relocate). */
+static const struct p11_rv_pool {
+#define P11_RV_MEMBER(rv, reason, warn) char s_##rv[sizeof #rv];
+	P11_RV_TABLE(P11_RV_MEMBER)
+#undef P11_RV_MEMBER
+} p11_rv_pool = {
+#define P11_RV_TEXT(rv, reason, warn) #rv,
+	P11_RV_TABLE(P11_RV_TEXT)
+#undef P11_RV_TEXT
+};
+
 static const struct p11_rv_entry {
 	CK_RV rv;
 	uint32_t reason;
-	int warn;
-	const char *name;
+	uint16_t warn;
+	uint16_t off;                   /* of the name in p11_rv_pool */
 } p11_rv_table[] = {
-#define P11_RV_ROW(rv, reason, warn) { rv, reason, warn, #rv },
+#define P11_RV_ROW(rv, reason, warn) { rv, reason, warn, offsetof(struct p11_rv_pool, s_##rv) },
 	P11_RV_TABLE(P11_RV_ROW)
 #undef P11_RV_ROW
 };
+
+#define P11_RV_TEXT(e) ((const char *)&p11_rv_pool + (e)->off)
 
 static const struct p11_rv_entry *p11_rv_find(CK_RV rv)
 {
@@ -4264,7 +4321,7 @@ static const char *p11_rv_name(CK_RV rv)
 	const struct p11_rv_entry *e = p11_rv_find(rv);
 
 	if (e)
-		return e->name;
+		return P11_RV_TEXT(e);
 	if (rv >= CKR_VENDOR_DEFINED)
 		snprintf(buf, sizeof buf, "CKR_VENDOR_DEFINED+0x%lx", rv - CKR_VENDOR_DEFINED);
 	else
@@ -4562,7 +4619,7 @@ static void p11_warn(const char *call, const struct p11_slot *s, CK_RV rv)
 	if (s)
 		snprintf(where, sizeof where, "slot %lu (\"%s\"): ", s->id, s->label);
 	if (e && !e->warn) {
-		log_debug("%s%s: %s", where, call, e->name);
+		log_debug("%s%s: %s", where, call, P11_RV_TEXT(e));
 		return;
 	}
 	uint64_t now = mono_ms();
@@ -10031,7 +10088,7 @@ static void ev_counts(char *out, size_t cap, const uint64_t *c, const struct kmi
 		uint64_t v = stat_get(&c[i]);
 		if (v == 0)
 			continue;
-		int w = snprintf(out + o, cap - o, "%s%s:%llu", o ? "," : "", i < n ? t[i].name : "OTHER",
+		int w = snprintf(out + o, cap - o, "%s%s:%llu", o ? "," : "", i < n ? kmip_name_text(&t[i]) : "OTHER",
 				 (unsigned long long)v);
 		if (w < 0)
 			break;
