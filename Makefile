@@ -96,6 +96,10 @@ build/test_op: tests/test_op.c tests/p11test.h dist/softhsm-token.sh $(TDEPS)
 build/kmip2pkcs11-asan: kmip2pkcs11.c pkcs11/pkcs11.h build/.mbedtls-ok
 	$(CC) $(WARN) -g -O1 $(SAN) -o $@ kmip2pkcs11.c $(LIBS)
 
+# The daemon as it sees an Mbed TLS without MBEDTLS_THREADING_C: only workers = 0 may run.
+build/kmip2pkcs11-nothreads: kmip2pkcs11.c pkcs11/pkcs11.h build/.mbedtls-ok
+	$(CC) $(WARN) -O1 -DK2P_TEST_NO_THREADING -o $@ kmip2pkcs11.c $(LIBS)
+
 build/nullp11.so: tests/nullp11.c pkcs11/pkcs11.h
 	@mkdir -p build
 	$(CC) $(WARN) -O2 -g -shared -fPIC -I. -o $@ tests/nullp11.c
@@ -121,7 +125,7 @@ build/bench: tests/bench.c tests/kclient.h tests/kreq.h kmip2pkcs11.c build/.mbe
 
 check:
 	@sh dist/deps.sh --deb
-	@$(MAKE) kmip2pkcs11 kmip2pkcs11-static build/kmip2pkcs11-asan $(UNIT) build/nullp11.so build/vendorp11.so build/fuzz_ttlv_replay build/fuzz_cfg_replay \
+	@$(MAKE) kmip2pkcs11 kmip2pkcs11-static build/kmip2pkcs11-asan build/kmip2pkcs11-nothreads $(UNIT) build/nullp11.so build/vendorp11.so build/fuzz_ttlv_replay build/fuzz_cfg_replay \
 		build/fuzz_op_replay build/e2e
 	@mkdir -p build/logs
 	@sh dist/make-deb.sh --if-changed > build/logs/make-deb.log 2>&1 || \

@@ -62,6 +62,10 @@
 #include <mbedtls/x509_crt.h>
 #include <psa/crypto.h>
 
+#if defined(K2P_TEST_NO_THREADING)     /* tests: the daemon as built on an Mbed TLS */
+#undef MBEDTLS_THREADING_C              /* without threads (tests/service.sh) */
+#endif
+
 #if defined(K2P_STATIC_MBEDTLS) && !defined(K2P_MBEDTLS_CONFIG)
 #error "static build is not using build/mbedtls-static/include (dist/mbedtls-config.h)"
 #endif

@@ -200,6 +200,34 @@ n=$(echo "$out" | grep -c '^[^ ]*cc.toml:[0-9]*: ')
 check "check-config reports every problem, one per line (3): $out" [ "$n" -eq 3 ]
 check "check-config counts the problems" test "$(echo "$out" | tail -n 1)" = "3 problems: the daemon would not start"
 
+# An Mbed TLS without MBEDTLS_THREADING_C (make check builds the daemon as it would see one):
+# workers > 0 is a configuration error, at --check-config and at start; workers = 0 runs.
+NOTHREADS=$(dirname "$DAEMON")/build/kmip2pkcs11-nothreads
+[ -x "$NOTHREADS" ] || NOTHREADS=$(cd "$(dirname "$0")/.." && pwd)/build/kmip2pkcs11-nothreads
+if [ -x "$NOTHREADS" ]; then
+	conf "$T/cc.toml"               # workers = 1
+	out=$("$NOTHREADS" --check-config -c "$T/cc.toml" 2>&1)
+	rc=$?
+	case "$out" in
+	*"cc.toml:4: workers = 1: this build's Mbed TLS has no MBEDTLS_THREADING_C"*)
+		[ $rc -eq 1 ] && ok || bad "no threads, workers = 1: exit $rc, want 1" ;;
+	*) bad "check-config: workers = 1 without MBEDTLS_THREADING_C is refused: $out" ;;
+	esac
+	out=$("$NOTHREADS" -c "$T/cc.toml" 2>&1)
+	rc=$?
+	case "$out" in
+	*"workers = 1: this build's Mbed TLS has no MBEDTLS_THREADING_C"*)
+		[ $rc -eq 1 ] && ok || bad "no threads, workers = 1 at start: exit $rc, want 1" ;;
+	*) bad "start: workers = 1 without MBEDTLS_THREADING_C is refused: $out" ;;
+	esac
+	WORKERS=0 conf "$T/cc.toml"
+	out=$("$NOTHREADS" --check-config -c "$T/cc.toml" 2>&1)
+	check "check-config without MBEDTLS_THREADING_C, workers = 0: configuration OK ($out)" \
+		[ "$out" = "configuration OK" ]
+else
+	bad "build/kmip2pkcs11-nothreads is not built (make check builds it)"
+fi
+
 # a good file: exit 0, "configuration OK", nothing created (state-dir is made at start)
 before=$(listing)
 conf "$T/cc.toml" "pid-file = \"$T/work/k.pid\""
