@@ -25,42 +25,17 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from kmip.core import enums
 from kmip.core.factories.attributes import AttributeFactory
 from kmip.pie import client as pie_client
-from kmip.pie import exceptions as pie_exc
 
-passed = 0
-failed = 0
-skipped = 0
+from pykmip_common import Tally, failure
 
-
-def check(cond, name, detail=""):
-    """One check: counts it and prints a FAIL line when cond is false."""
-    global passed, failed
-    if cond:
-        passed += 1
-    else:
-        failed += 1
-        print("FAIL pykmip: %s%s" % (name, (" (" + str(detail) + ")") if detail else ""))
-    return cond
-
-
-def attempt(name, fn, *args, **kwargs):
-    """Runs fn; an exception is one failed check named name, and returns None."""
-    try:
-        return fn(*args, **kwargs)
-    except Exception as e:  # noqa: BLE001 - any failure of the client is a finding
-        check(False, name, "%s: %s" % (type(e).__name__, e))
-        return None
+T = Tally("pykmip")
+check = T.check
+attempt = T.attempt
 
 
 def failure_reason(fn, *args, **kwargs):
     """Runs fn, which must fail with KmipOperationFailure; returns its Result Reason."""
-    try:
-        fn(*args, **kwargs)
-    except pie_exc.KmipOperationFailure as e:
-        return e.reason
-    except Exception as e:  # noqa: BLE001
-        return "%s: %s" % (type(e).__name__, e)
-    return "no error"
+    return failure(fn, *args, **kwargs)[0]
 
 
 def rand_name():
@@ -92,7 +67,6 @@ def pkcs1_to_spki(der):
 
 def lifecycle(c, alg, length):
     """Create, get, activate, sign and verify, destroy one key pair."""
-    global skipped
     label = "%s-%d" % (alg.name, length)
     pub_name, priv_name = rand_name(), rand_name()
     r = attempt(label + ": create_key_pair", c.create_key_pair, alg, length,
@@ -184,8 +158,7 @@ def main():
     attempt("connect (TLS 1.3, no client certificate)", c.open)
     sock = c.proxy.socket
     if not check(sock is not None, "connected"):
-        print("%d passed, %d failed%s" % (passed, failed,
-                                      ", %d skipped" % skipped if skipped else ""))
+        T.summary()
         return 1
     check(sock.version() == "TLSv1.3", "TLS 1.3 negotiated", sock.version())
 
@@ -223,9 +196,7 @@ def main():
               "wrong PIN -> Authentication Not Successful", r)
         bad.close()
     c.close()
-    print("%d passed, %d failed%s" % (passed, failed,
-                                      ", %d skipped" % skipped if skipped else ""))
-    return 1 if failed else 0
+    return T.summary()
 
 
 if __name__ == "__main__":

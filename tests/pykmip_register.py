@@ -17,7 +17,6 @@ the pair is destroyed.  Ends with "N passed, N failed".
 """
 import argparse
 import datetime
-import hashlib
 import logging
 import os
 import ssl
@@ -32,48 +31,18 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, paddin
 from cryptography.x509.oid import NameOID
 from kmip.core import enums
 from kmip.pie import client as pie_client
-from kmip.pie import exceptions as pie_exc
 from kmip.pie import objects
 
-passed = 0
-failed = 0
-skipped = 0
+from pykmip_common import Tally, failure
+
 known_gaps = []
 ALG = enums.CryptographicAlgorithm
 KFT = enums.KeyFormatType
 RR = enums.ResultReason
 SIGN = [enums.CryptographicUsageMask.SIGN]
-
-
-def check(cond, name, detail=""):
-    """One check: counts it and prints a FAIL line when cond is false."""
-    global passed, failed
-    if cond:
-        passed += 1
-    else:
-        failed += 1
-        print("FAIL pykmip-register: %s%s" % (name, (" (" + str(detail) + ")") if detail else ""))
-    return cond
-
-
-def attempt(name, fn, *args, **kwargs):
-    """Runs fn; an exception is one failed check named name, and returns None."""
-    try:
-        return fn(*args, **kwargs)
-    except Exception as e:  # noqa: BLE001 - any failure of the client is a finding
-        check(False, name, "%s: %s" % (type(e).__name__, e))
-        return None
-
-
-def failure(fn, *args, **kwargs):
-    """Runs fn, which must fail with KmipOperationFailure; returns (reason, message)."""
-    try:
-        fn(*args, **kwargs)
-    except pie_exc.KmipOperationFailure as e:
-        return e.reason, str(e)
-    except Exception as e:  # noqa: BLE001
-        return "%s: %s" % (type(e).__name__, e), ""
-    return "no error", ""
+T = Tally("pykmip-register")
+check = T.check
+attempt = T.attempt
 
 
 def der_private(key, fmt):
@@ -105,16 +74,13 @@ def token_refuses_import(label, fn, *args):
     """With the known gap private-import (a token that imports no private keys, such as
     tpm2-pkcs11), the refusal must be a clean one naming the private key's C_CreateObject;
     counted as skipped, never passed.  True when the gap applies."""
-    global skipped
     if "private-import" not in known_gaps:
         return False
     r, m = failure(fn, *args)
     if check(r in (RR.INVALID_FIELD, RR.FEATURE_NOT_SUPPORTED) and
              ("C_CreateObject of the private key" in m or "cannot sign" in m),
              label + ": a token that imports no private keys refuses cleanly", (r, m)):
-        skipped += 1
-        print("SKIP pykmip-register: %s: stored and used (known gap: this token imports no "
-              "private keys)" % label)
+        T.skip("%s: stored and used (known gap: this token imports no private keys)" % label)
     return True
 
 
@@ -311,15 +277,14 @@ def main():
                                    username=a.user, password=a.pin, config_file=a.config)
     attempt("connect (TLS 1.3)", c.open)
     if not check(c.proxy.socket is not None, "connected"):
-        print("%d passed, %d failed" % (passed, failed))
+        T.summary()
         return 1
 
     if a.imported:
         with tempfile.TemporaryDirectory() as tmp:
             check_imported(c, a.imported, a.pem, tmp)
         c.close()
-        print("%d passed, %d failed" % (passed, failed))
-        return 1 if failed else 0
+        return T.summary()
 
     rsa2048 = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     rsa3072 = rsa.generate_private_key(public_exponent=65537, key_size=3072)
@@ -355,9 +320,7 @@ def main():
 
     refusals(c)
     c.close()
-    print("%d passed, %d failed%s" % (passed, failed,
-                                      ", %d skipped" % skipped if skipped else ""))
-    return 1 if failed else 0
+    return T.summary()
 
 
 if __name__ == "__main__":

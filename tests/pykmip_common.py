@@ -1,0 +1,52 @@
+"""What the PyKMIP tests (pykmip_lifecycle.py, pykmip_register.py) share: counted checks,
+client calls that must fail, and the closing line "N passed, N failed[, N skipped]"."""
+from kmip.pie import exceptions as pie_exc
+
+
+class Tally:
+    """Counts checks; each failed one prints a FAIL line prefixed with the test's name."""
+
+    def __init__(self, name):
+        self.name = name
+        self.passed = self.failed = self.skipped = 0
+
+    def check(self, cond, name, detail=""):
+        """One check: counts it and prints a FAIL line when cond is false."""
+        if cond:
+            self.passed += 1
+        else:
+            self.failed += 1
+            print("FAIL %s: %s%s" % (self.name, name,
+                                     (" (" + str(detail) + ")") if detail else ""))
+        return cond
+
+    def attempt(self, name, fn, *args, **kwargs):
+        """Runs fn; an exception is one failed check named name, and returns None."""
+        try:
+            return fn(*args, **kwargs)
+        except Exception as e:  # noqa: BLE001 - any failure of the client is a finding
+            self.check(False, name, "%s: %s" % (type(e).__name__, e))
+            return None
+
+    def skip(self, what):
+        """A check that could not be made here: counted as skipped, never as passed."""
+        self.skipped += 1
+        print("SKIP %s: %s" % (self.name, what))
+
+    def summary(self):
+        """The closing line; the exit status: 1 when a check failed."""
+        print("%d passed, %d failed%s" % (self.passed, self.failed,
+                                          ", %d skipped" % self.skipped if self.skipped else ""))
+        return 1 if self.failed else 0
+
+
+def failure(fn, *args, **kwargs):
+    """Runs fn, which must fail with KmipOperationFailure: (Result Reason, message), or a
+    text naming what happened instead ("no error", or the exception)."""
+    try:
+        fn(*args, **kwargs)
+    except pie_exc.KmipOperationFailure as e:
+        return e.reason, str(e)
+    except Exception as e:  # noqa: BLE001
+        return "%s: %s" % (type(e).__name__, e), ""
+    return "no error", ""
