@@ -18,6 +18,7 @@ cd "$(dirname "$0")/.." || exit 1
 triplet=$1
 XB=build/$triplet
 PY=/usr/bin/python3
+. tests/netlib.sh                # free_port
 case $triplet in
 aarch64-*) qarch=aarch64 ;;
 arm-*)     qarch=arm ;;
@@ -120,8 +121,7 @@ daemon_e2e() {
 		export SOFTHSM2_CONF
 		modes="cascade auth errors"
 	fi
-	port=$($PY -c 'import socket
-s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+	port=$(free_port)
 	mkdir -p "$T/state"
 	cat > "$T/config.toml" <<EOF
 version = "v1"

@@ -85,8 +85,8 @@ else
 	export SOFTHSM2_CONF
 fi
 
-PORT=$(timeout 5 $PY -c 'import socket
-s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+. "$(dirname "$0")/netlib.sh"     # free_port, wait_port_on
+PORT=$(free_port)
 
 cat > "$T/config.toml" <<EOF
 version = "v1"
@@ -110,19 +110,7 @@ CERT=$T/state/cert.pem
 # ---- the daemon ----------------------------------------------------------------------
 
 # Waits until 127.0.0.1:PORT accepts a TCP connection, at most 10 s.
-wait_port() {
-	timeout 12 $PY - "$PORT" <<'EOF'
-import socket, sys, time
-end = time.monotonic() + 10
-while time.monotonic() < end:
-    try:
-        socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=1).close()
-        sys.exit(0)
-    except OSError:
-        time.sleep(0.1)
-sys.exit(1)
-EOF
-}
+wait_port() { wait_port_on "$PORT"; }
 
 # Waits until state-dir/cert.pem is there (the daemon may write it after it listens).
 wait_cert() {

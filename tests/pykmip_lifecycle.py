@@ -16,8 +16,6 @@ import argparse
 import logging
 import os
 import secrets
-import ssl
-import sys
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
@@ -26,7 +24,7 @@ from kmip.core import enums
 from kmip.core.factories.attributes import AttributeFactory
 from kmip.pie import client as pie_client
 
-from pykmip_common import Tally, failure
+from pykmip_common import Tally, failure, run
 
 T = Tally("pykmip")
 check = T.check
@@ -200,8 +198,4 @@ def main():
 
 
 if __name__ == "__main__":
-    if not hasattr(ssl, "wrap_socket"):
-        print("FAIL pykmip: this Python has no ssl.wrap_socket; run with Debian's /usr/bin/python3")
-        print("0 passed, 1 failed")
-        sys.exit(1)
-    sys.exit(main())
+    run(T.name, main)

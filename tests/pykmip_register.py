@@ -19,9 +19,7 @@ import argparse
 import datetime
 import logging
 import os
-import ssl
 import subprocess
-import sys
 import tempfile
 
 from cryptography import x509
@@ -33,7 +31,7 @@ from kmip.core import enums
 from kmip.pie import client as pie_client
 from kmip.pie import objects
 
-from pykmip_common import Tally, failure
+from pykmip_common import Tally, failure, run
 
 known_gaps = []
 ALG = enums.CryptographicAlgorithm
@@ -324,8 +322,4 @@ def main():
 
 
 if __name__ == "__main__":
-    if not hasattr(ssl, "wrap_socket"):
-        print("FAIL pykmip-register: this Python has no ssl.wrap_socket; use /usr/bin/python3")
-        print("0 passed, 1 failed")
-        sys.exit(1)
-    sys.exit(main())
+    run(T.name, main)

@@ -41,25 +41,8 @@ chmod 755 "$T"
 cp "$NULLP11" "$T/nullp11.so"
 MOD=$T/nullp11.so
 
-free_port() {
-	timeout 5 $PY -c 'import socket
-s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-# Waits up to 10 s for 127.0.0.1:$1 to accept.
-wait_port() {
-	timeout 12 $PY - "$1" <<'EOF'
-import socket, sys, time
-end = time.monotonic() + 10
-while time.monotonic() < end:
-    try:
-        socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=1).close()
-        sys.exit(0)
-    except OSError:
-        time.sleep(0.05)
-sys.exit(1)
-EOF
-}
+. "$(dirname "$0")/netlib.sh"     # free_port, wait_port_on
+wait_port() { wait_port_on "$1"; }
 
 # One connection attempt, no retry: the port accepts now.
 port_open() {

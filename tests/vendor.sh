@@ -38,10 +38,7 @@ for f in "$DAEMON" "$E2E" "$MODULE"; do
 done
 [ -n "$SOFTHSM" ] || { echo "FAIL vendor: libsofthsm2.so not found"; echo "0 passed, 1 failed"; exit 1; }
 
-free_port() {
-	timeout 5 $PY -c 'import socket
-s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
+. "$(dirname "$0")/netlib.sh"     # free_port
 
 wait_ready() {	# the daemon listens and has its certificate, at most 10 s
 	i=0
