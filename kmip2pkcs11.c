@@ -38,6 +38,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -2705,7 +2706,7 @@ enum {
 	X(LIB_PATH, CT_PKCS11, "lib-path", CV_PATH, lib_path, 0, 0, NULL, \
 	  "The PKCS#11 module to load (required).") \
 	X(WORKERS, CT_PKCS11, "workers", CV_INT, workers, 0, CFG_WORKERS_MAX, NULL, \
-	  "Threads that make the PKCS#11 calls (extension).") \
+	  "Event loops, each a thread serving its own connections (extension).") \
 	X(INIT_ARGS, CT_PKCS11, "init-args", CV_TEXT, init_args, 0, 0, NULL, \
 	  "A string for the module's C_Initialize, in pReserved (extension).") \
 	X(ADDR, CT_SERVER, "addr", CV_ADDR, addr, 0, 0, "\"127.0.0.1:5696\"", \
@@ -6410,6 +6411,7 @@ struct op_rec {
 	int has_user;
 	size_t user_len;
 	uint8_t user[OP_USER_NAME_MAX];
+	int parsed;                     /* a well-formed request message */
 	uint32_t msg_rr;                /* the whole message failed with this reason, or 0 */
 	uint32_t auth_rr;               /* the login failed with this reason, or 0 */
 	char auth_msg[160];
@@ -6447,6 +6449,7 @@ struct op_thread {
 	struct op_rec own_rec;          /* ... unless the caller points it elsewhere */
 	unsigned epoch;                 /* p11_epoch() when the sessions and caches were made */
 	int gated;                      /* this thread holds the module's gate (op_enter) */
+	int defer;                      /* an event loop's: OPX_SLOW requests are not run here */
 	struct op_sess sess[P11_MAX_SLOTS];
 	struct op_user users[OP_USER_CACHE];
 	struct op_cached_key keys[OP_KEY_CACHE];
@@ -8542,39 +8545,41 @@ static uint32_t op_get_attribute_list(struct op_req *q, const struct ttlv *pl)
 
 /* ---- the table ----------------------------------------------------------- */
 
-/* Whether an operation calls the PKCS#11 module (the table's last column).  Requests
- * whose every item is OPM_NEVER are answered by the event loop itself, so that they do not
- * wait behind slow module calls (section 10). */
+/* Where an operation runs (the table's last column).  The event loop that read the
+ * request runs it, with that loop's sessions and caches, unless the operation may keep
+ * the module busy for seconds: key generation on a USB token, an import, a search of the
+ * whole token, a Query that asks the token for everything it can do.  Those go to the
+ * small pool of section 8, so that they stall only the request that asked (section 10). */
 enum {
-	OPM_NEVER,      /* answered from the message and op_env alone */
-	OPM_ALWAYS,
-	OPM_CRED        /* only when the message carries a credential: Query then names the
-			 * user's token, which needs a slot lookup */
+	OPX_LOOP,       /* on the loop that read the request */
+	OPX_SLOW,       /* on the slow pool */
+	OPX_SLOW_CRED   /* on the slow pool when the message carries a credential (Query:
+			 * then it names the user's token and what it can do) */
 };
 
-/* X(operation, function, needs login, module) */
+/* X(operation, function, needs login, where it runs) */
 #define OP_TABLE(X) \
-	X(OP_CREATE_KEY_PAIR,       op_create_key_pair,    1, OPM_ALWAYS) \
-	X(OP_REGISTER,              op_register,           1, OPM_ALWAYS) \
-	X(OP_GET,                   op_get,                1, OPM_ALWAYS) \
-	X(OP_GET_ATTRIBUTES,        op_get_attributes,     1, OPM_ALWAYS) \
-	X(OP_GET_ATTRIBUTE_LIST,    op_get_attribute_list, 1, OPM_ALWAYS) \
-	X(OP_MODIFY_ATTRIBUTE,      op_modify_attribute,   1, OPM_ALWAYS) \
-	X(OP_ACTIVATE,              op_activate,           1, OPM_ALWAYS) \
-	X(OP_DESTROY,               op_destroy,            1, OPM_ALWAYS) \
-	X(OP_REVOKE,                op_revoke,             1, OPM_ALWAYS) \
-	X(OP_LOCATE,                op_locate,             1, OPM_ALWAYS) \
-	X(OP_QUERY,                 op_query,              0, OPM_CRED) \
-	X(OP_DISCOVER_VERSIONS,     op_discover_versions,  0, OPM_NEVER) \
-	X(OP_SIGN,                  op_sign,               1, OPM_ALWAYS)
+	X(OP_CREATE_KEY_PAIR,       op_create_key_pair,    1, OPX_SLOW) \
+	X(OP_REGISTER,              op_register,           1, OPX_SLOW) \
+	X(OP_GET,                   op_get,                1, OPX_LOOP) \
+	X(OP_GET_ATTRIBUTES,        op_get_attributes,     1, OPX_LOOP) \
+	X(OP_GET_ATTRIBUTE_LIST,    op_get_attribute_list, 1, OPX_LOOP) \
+	X(OP_MODIFY_ATTRIBUTE,      op_modify_attribute,   1, OPX_LOOP) \
+	X(OP_ACTIVATE,              op_activate,           1, OPX_LOOP) \
+	X(OP_DESTROY,               op_destroy,            1, OPX_LOOP) \
+	X(OP_REVOKE,                op_revoke,             1, OPX_LOOP) \
+	X(OP_LOCATE,                op_locate,             1, OPX_SLOW) \
+	X(OP_QUERY,                 op_query,              0, OPX_SLOW_CRED) \
+	X(OP_DISCOVER_VERSIONS,     op_discover_versions,  0, OPX_LOOP) \
+	X(OP_SIGN,                  op_sign,               1, OPX_LOOP)
 
 static const struct op_def {
 	uint32_t op;
 	uint32_t (*fn)(struct op_req *, const struct ttlv *);
 	int login;
-	int module;                     /* OPM_* */
+	int where;                      /* OPX_* */
 } op_defs[] = {
-#define OP_ROW(op, fn, login, module) { op, fn, login, module },
+#define OP_ROW(op, fn, login, where) { op, fn, login, where },
 	OP_TABLE(OP_ROW)
 #undef OP_ROW
 };
@@ -8771,26 +8776,13 @@ static int op_item(struct op_req *q, const struct kmip_item *it, uint32_t auth_r
 	return -1;
 }
 
-/*
- * Does this request message call the module?  -1: it is not a request message at all
- * (undecodable, or refused whole), 0: no (every item is OPM_NEVER, or is refused on its
- * own), 1: yes.  For the event loop, which answers the first two itself; it decodes
- * into t's item array, so t is the loop's own op_thread.
- */
-static int op_needs_module(struct op_thread *t, const uint8_t *in, size_t n)
+/* Does some item of this request go to the slow pool (OPX_SLOW)? */
+static int op_is_slow(const struct kmip_request *r)
 {
-	struct kmip_request r;
-	struct ttlv_doc d = { t->items, 0, TTLV_MAX_ITEMS };
-	const char *why = NULL;
-
-	memset(&r, 0, sizeof r);
-	if (ttlv_decode(&d, in, n, TTLV_DEFAULT_DEPTH) != 0 || kmip_parse_request(&d, &r, &why))
-		return -1;
-	for (int i = 0; i < r.n; i++) {
-		const struct op_def *def = op_lookup(r.item[i].op);
-		if (!def || r.item[i].reason)
-			continue;
-		if (def->module == OPM_ALWAYS || (def->module == OPM_CRED && r.has_cred))
+	for (int i = 0; i < r->n; i++) {
+		const struct op_def *def = op_lookup(r->item[i].op);
+		if (def && !r->item[i].reason &&
+		    (def->where == OPX_SLOW || (def->where == OPX_SLOW_CRED && r->has_cred)))
 			return 1;
 	}
 	return 0;
@@ -8812,6 +8804,9 @@ static uint32_t op_rec_msg(struct op_thread *t, uint32_t rr)
 	op_stat_fail(rr);
 	return rr;
 }
+
+/* op_handle's answer on an event loop's thread for a request that the slow pool serves. */
+#define OP_DEFERRED ((size_t)-1)
 
 /* The request message, as op_handle() serves it. */
 static size_t op_serve(struct op_thread *t, const uint8_t *in, size_t n, uint8_t *out, size_t cap)
@@ -8848,6 +8843,9 @@ static size_t op_serve(struct op_thread *t, const uint8_t *in, size_t n, uint8_t
 		kmip_resp_error(&e, r.major, r.minor, now, op_rec_msg(t, rr), why);
 		return e.err ? 0 : e.len;
 	}
+	t->rec->parsed = 1;
+	if (t->defer && op_is_slow(&r))
+		return OP_DEFERRED;     /* before any module call: the slow pool starts afresh */
 
 	/* One login for the message, before the first item that needs it. */
 	uint32_t auth_rr = 0;
@@ -8906,7 +8904,9 @@ static size_t op_serve(struct op_thread *t, const uint8_t *in, size_t n, uint8_t
  * does not fit, which a sane out_cap rules out).  t->rec describes the request afterwards;
  * at debug the response is logged too (it holds no secret: private keys never leave the
  * HSM, and byte strings are cut after 20 bytes).  A request that calls the module holds
- * its gate from its first such call to here (op_enter).
+ * its gate from its first such call to here (op_enter).  On an event loop's context
+ * (t->defer) a request with an item for the slow pool gets no answer but OP_DEFERRED,
+ * before any module call; the pool then serves it whole.
  */
 static size_t op_handle(struct op_thread *t, const uint8_t *in, size_t n, uint8_t *out, size_t cap)
 {
@@ -8914,6 +8914,7 @@ static size_t op_handle(struct op_thread *t, const uint8_t *in, size_t n, uint8_
 	g->has_user = 0;
 	g->user_len = 0;
 	g->msg_rr = g->auth_rr = 0;
+	g->parsed = 0;
 	g->auth_msg[0] = '\0';
 	g->n = 0;
 	g->uids[0] = '\0';
@@ -8922,7 +8923,7 @@ static size_t op_handle(struct op_thread *t, const uint8_t *in, size_t n, uint8_
 	if (t->gated)
 		p11_leave();
 	t->gated = 0;
-	if (log_state.level >= LV_DEBUG && len > 0) {
+	if (log_state.level >= LV_DEBUG && len > 0 && len != OP_DEFERRED) {
 		static __thread char dump[16384];
 		struct ttlv_doc d = { t->items, 0, TTLV_MAX_ITEMS };
 		if (ttlv_decode(&d, out, len, TTLV_MAX_DEPTH) == 0) {
@@ -8936,54 +8937,103 @@ static size_t op_handle(struct op_thread *t, const uint8_t *in, size_t n, uint8_
 /* ==== 8. Workers ========================================================== */
 
 /*
- * PKCS#11 calls never run on the event loop's thread (unless workers = 0): a key
- * generation on a USB HSM takes seconds and must stall only the request that asked for
- * it.  Requests that need no module call (the operation table's last column) the loop
- * answers itself, with a context of its own, so that they never wait behind slow calls.
- * The loop hands any other request message to the pool as a job; a worker decodes it,
- * runs its batch items against the module with its own sessions, encodes the answer into
- * the job's output buffer and sends it (section 10's deliver hook).  Completed jobs go on
- * a second list and one eventfd write wakes the loop (only when that list was empty, so a
- * burst costs one wake-up), which then polls the connection for its next request.
+ * A request is served by the event loop that read it (section 10): decoded, run against
+ * the module with that loop's own sessions and caches, encoded and written by one thread.
+ * What may keep the module busy for seconds (the operation table's OPX_SLOW rows: key
+ * generation above all) must not stall the loop's other connections: the loop hands such
+ * a request to this small pool as a job.  A pool thread runs it with its own context,
+ * sends the response itself (the deliver hook, section 10) and gives the job back to the
+ * connection's loop.
  *
- * Jobs and their buffers are allocated once at start-up: a connection holds a job only
- * from the moment its request header has arrived until its response is written, so idle
- * connections cost no buffer space, and the number of jobs bounds the memory in flight.
+ * Jobs and their buffers are allocated once at start-up, a store per loop: a connection
+ * holds a job only from the moment its request header has arrived until its response is
+ * written, so idle connections cost no buffer space, and the number of jobs bounds the
+ * memory in flight.
  */
 
 struct wrk_job {
 	struct wrk_job *next;
 	void *owner;                    /* the connection, opaque here */
 	uint8_t *in, *out;
-	size_t in_len, out_len;
+	size_t in_len, out_len, out_cap;
 	struct op_rec rec;              /* what the request was, for its log line */
 };
 
-struct wrk_pool {
-	pthread_mutex_t mu;
-	pthread_cond_t cv;
-	struct wrk_job *todo, *todo_tail;   /* loop -> workers */
-	struct wrk_job *done, *done_tail;   /* workers -> loop */
-	struct wrk_job *free;               /* loop only, no lock */
-	int efd;                        /* eventfd: done list became non-empty */
-	int nthreads, stop;
-	pthread_t *th;
-	struct op_thread **ctx;         /* one per worker, then [nthreads]: the loop's own */
-	void (*deliver)(struct wrk_job *); /* sends a finished job's response, on the worker */
-	struct wrk_job *jobs;
+/* One loop's jobs; only that loop's thread takes and returns them. */
+struct wrk_store {
+	struct wrk_job *jobs, *free;
 	uint8_t *arena;
 	size_t in_cap, out_cap;
 	int njobs, nfree;
 };
 
-static void wrk_job_push(struct wrk_job **head, struct wrk_job **tail, struct wrk_job *j)
+struct wrk_pool {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	struct wrk_job *todo, *todo_tail;
+	int nthreads, stop;
+	pthread_t *th;
+	struct op_thread **ctx;         /* one per thread */
+	void (*deliver)(struct wrk_job *); /* sends the response and returns the job */
+};
+
+/* njobs jobs, each with a request buffer of in_cap bytes and a response buffer of out_cap. */
+static int wrk_store_init(struct wrk_store *s, int njobs, size_t in_cap, size_t out_cap)
 {
-	j->next = NULL;
-	if (*tail)
-		(*tail)->next = j;
-	else
-		*head = j;
-	*tail = j;
+	memset(s, 0, sizeof *s);
+	/* On a 32-bit target 128 jobs of two 16 MiB buffers would wrap size_t to 0, and
+	 * malloc(0) would succeed. */
+	if (njobs < 1 || in_cap + out_cap < in_cap || in_cap + out_cap == 0 ||
+	    (size_t)njobs > SIZE_MAX / (in_cap + out_cap)) {
+		errno = EOVERFLOW;      /* main checks first, with a message naming the keys */
+		return -1;
+	}
+	size_t per = in_cap + out_cap;
+	s->in_cap = in_cap;
+	s->out_cap = out_cap;
+	s->jobs = calloc((size_t)njobs, sizeof *s->jobs);
+	s->arena = malloc((size_t)njobs * per);
+	if (!s->jobs || !s->arena)
+		return -1;
+	for (int i = 0; i < njobs; i++) {
+		struct wrk_job *j = &s->jobs[i];
+		j->in = s->arena + (size_t)i * per;
+		j->out = j->in + in_cap;
+		j->out_cap = out_cap;
+		j->next = s->free;
+		s->free = j;
+	}
+	s->njobs = s->nfree = njobs;
+	return 0;
+}
+
+static void wrk_store_free(struct wrk_store *s)
+{
+	free(s->jobs);
+	free(s->arena);
+}
+
+/* A free job for a connection whose request header has arrived, or NULL: then it waits. */
+static struct wrk_job *wrk_job_get(struct wrk_store *s, void *owner)
+{
+	struct wrk_job *j = s->free;
+	if (!j)
+		return NULL;
+	s->free = j->next;
+	s->nfree--;
+	j->owner = owner;
+	j->in_len = j->out_len = 0;
+	return j;
+}
+
+/* The request held the PIN: wipe it before the buffer waits for the next one. */
+static void wrk_job_put(struct wrk_store *s, struct wrk_job *j)
+{
+	wipe(j->in, j->in_len);
+	j->owner = NULL;
+	j->next = s->free;
+	s->free = j;
+	s->nfree++;
 }
 
 static void *wrk_main(void *arg)
@@ -9006,138 +9056,46 @@ static void *wrk_main(void *arg)
 		pthread_mutex_unlock(&w->mu);
 
 		ctx->rec = &j->rec;
-		j->out_len = op_handle(ctx, j->in, j->in_len, j->out, w->out_cap);
-		if (w->deliver)
-			w->deliver(j);
-
-		pthread_mutex_lock(&w->mu);
-		int was_empty = w->done == NULL;
-		wrk_job_push(&w->done, &w->done_tail, j);
-		pthread_mutex_unlock(&w->mu);
-		if (was_empty) {
-			uint64_t one = 1;
-			ssize_t r = write(w->efd, &one, sizeof one);
-			(void)r;        /* a full eventfd counter still wakes the loop */
-		}
+		j->out_len = op_handle(ctx, j->in, j->in_len, j->out, j->out_cap);
+		w->deliver(j);
 	}
 	op_thread_free(ctx);
 	return NULL;
 }
 
-/*
- * nthreads = 0 runs requests inline on the loop's thread.  njobs bounds the requests in
- * flight; in_cap is the largest request accepted, out_cap the largest response.
- */
-static int wrk_init(struct wrk_pool *w, struct op_env *env, int nthreads, int njobs,
-		    size_t in_cap, size_t out_cap)
+/* nthreads threads, each with its own op_thread; 0: no pool. */
+static int wrk_init(struct wrk_pool *w, struct op_env *env, int nthreads)
 {
 	memset(w, 0, sizeof *w);
-	/* On a 32-bit target 128 jobs of two 16 MiB buffers would wrap size_t to 0, and
-	 * malloc(0) would succeed. */
-	if (njobs < 1 || in_cap + out_cap < in_cap || in_cap + out_cap == 0 ||
-	    (size_t)njobs > SIZE_MAX / (in_cap + out_cap)) {
-		errno = EOVERFLOW;      /* main checks first, with a message naming the keys */
-		return -1;
-	}
-	w->in_cap = in_cap;
-	w->out_cap = out_cap;
-	w->njobs = njobs;
-	w->nthreads = nthreads;
-	w->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-	if (w->efd < 0)
-		return -1;
 	pthread_mutex_init(&w->mu, NULL);
 	pthread_cond_init(&w->cv, NULL);
-	size_t per = in_cap + out_cap;  /* checked above: njobs * per fits size_t */
-	w->jobs = calloc((size_t)njobs, sizeof *w->jobs);
-	w->arena = malloc((size_t)njobs * per);
-	int nctx = nthreads + 1;
-	w->ctx = calloc((size_t)nctx, sizeof *w->ctx);
-	w->th = calloc((size_t)nctx, sizeof *w->th);
-	if (!w->jobs || !w->arena || !w->ctx || !w->th)
+	w->ctx = calloc((size_t)nthreads + 1, sizeof *w->ctx);
+	w->th = calloc((size_t)nthreads + 1, sizeof *w->th);
+	if (!w->ctx || !w->th)
 		return -1;
-	for (int i = 0; i < njobs; i++) {
-		struct wrk_job *j = &w->jobs[i];
-		j->in = w->arena + (size_t)i * per;
-		j->out = j->in + in_cap;
-		j->next = w->free;
-		w->free = j;
-	}
-	w->nfree = njobs;
-	for (int i = 0; i < nctx; i++) {
+	for (int i = 0; i < nthreads; i++) {
 		w->ctx[i] = op_thread_new(env, w, i);
-		if (!w->ctx[i])
+		if (!w->ctx[i] || pthread_create(&w->th[i], NULL, wrk_main, w->ctx[i]) != 0)
 			return -1;
+		w->nthreads++;
 	}
-	for (int i = 0; i < nthreads; i++)
-		if (pthread_create(&w->th[i], NULL, wrk_main, w->ctx[i]) != 0)
-			return -1;
 	return 0;
 }
 
-/* A free job for a connection whose request header has arrived, or NULL: then it waits. */
-static struct wrk_job *wrk_job_get(struct wrk_pool *w, void *owner)
+static void wrk_submit(struct wrk_pool *w, struct wrk_job *j)
 {
-	struct wrk_job *j = w->free;
-	if (!j)
-		return NULL;
-	w->free = j->next;
-	w->nfree--;
-	j->owner = owner;
-	j->in_len = j->out_len = 0;
-	return j;
-}
-
-/* The request held the PIN: wipe it before the buffer waits for the next one. */
-static void wrk_job_put(struct wrk_pool *w, struct wrk_job *j)
-{
-	wipe(j->in, j->in_len);
-	j->owner = NULL;
-	j->next = w->free;
-	w->free = j;
-	w->nfree++;
-}
-
-/* Run a job here and now, on the event loop's thread with its own context. */
-static void wrk_run_here(struct wrk_pool *w, struct wrk_job *j)
-{
-	w->ctx[w->nthreads]->rec = &j->rec;
-	j->out_len = op_handle(w->ctx[w->nthreads], j->in, j->in_len, j->out, w->out_cap);
-}
-
-/* The loop's own context, for op_needs_module. */
-static struct op_thread *wrk_loop_ctx(struct wrk_pool *w)
-{
-	return w->ctx[w->nthreads];
-}
-
-/* Queue a job; with no threads it runs here and now, and is completed on return (1). */
-static int wrk_submit(struct wrk_pool *w, struct wrk_job *j)
-{
-	if (w->nthreads == 0) {
-		wrk_run_here(w, j);
-		return 1;
-	}
+	j->next = NULL;
 	pthread_mutex_lock(&w->mu);
-	wrk_job_push(&w->todo, &w->todo_tail, j);
+	if (w->todo_tail)
+		w->todo_tail->next = j;
+	else
+		w->todo = j;
+	w->todo_tail = j;
 	pthread_mutex_unlock(&w->mu);
-	pthread_cond_signal(&w->cv);    /* after unlocking: the woken worker need not wait */
-	return 0;
+	pthread_cond_signal(&w->cv);    /* after unlocking: the woken thread need not wait */
 }
 
-/* Take every completed job; the caller walks the list by ->next. */
-static struct wrk_job *wrk_collect(struct wrk_pool *w)
-{
-	uint64_t n;
-	ssize_t r = read(w->efd, &n, sizeof n);
-	(void)r;
-	pthread_mutex_lock(&w->mu);
-	struct wrk_job *j = w->done;
-	w->done = w->done_tail = NULL;
-	pthread_mutex_unlock(&w->mu);
-	return j;
-}
-
+/* A job still queued is dropped: its connection is not served any more either. */
 static void wrk_stop(struct wrk_pool *w)
 {
 	pthread_mutex_lock(&w->mu);
@@ -9146,13 +9104,8 @@ static void wrk_stop(struct wrk_pool *w)
 	pthread_mutex_unlock(&w->mu);
 	for (int i = 0; i < w->nthreads; i++)
 		pthread_join(w->th[i], NULL);
-	if (w->ctx && w->ctx[w->nthreads])
-		op_thread_free(w->ctx[w->nthreads]);
 	free(w->th);
 	free(w->ctx);
-	free(w->jobs);
-	free(w->arena);
-	close(w->efd);
 }
 
 /* ==== 9. TLS ============================================================== */
@@ -9855,27 +9808,37 @@ static void tls_peer_subject(const struct tls_conn *c, char *out, size_t cap)
 /* ==== 10. Connections and the event loop ================================== */
 
 /*
- * One thread, one poll() over the listening sockets, the workers' eventfd, a signal pipe
- * and every connection.  A connection is a small state machine:
+ * N event loops (workers = N), each a thread that owns its connections, its PKCS#11
+ * sessions and its caches (an op_thread).  A request is read, decoded, run against the
+ * module, encoded and written by the loop that owns its connection: no hand-off between
+ * threads on the way.  Each loop waits with epoll, so that an idle connection costs
+ * nothing per request; poll() serves where epoll is missing and with workers = 0, where
+ * one loop on the main thread does everything.
  *
- *   HANDSHAKE -> READ_HEAD -> (WAIT_JOB) -> READ_BODY -> BUSY -> WRITE -> READ_HEAD ...
+ * Loop 0 (the main thread) also accepts: it checks the limits, picks the loop that owns
+ * the fewest connections and hands the new one over through that loop's inbox (a list
+ * and an eventfd); the TLS handshake then runs on the owner.  A request whose operation
+ * may keep the module busy for seconds (section 7's OPX_SLOW rows) goes to the slow pool
+ * of section 8, which answers it and hands the connection back through the same inbox.
+ *
+ * A connection is a small state machine:
+ *
+ *   HANDSHAKE -> READ_HEAD -> (WAIT_JOB) -> READ_BODY -> (BUSY) -> WRITE -> READ_HEAD ...
  *                                                  refused message: WRITE -> DRAIN -> closed
  *
- * While BUSY a worker holds the connection: it runs the request and sends the response
- * itself; the loop neither polls nor times out the connection until the job comes back.
- * A request that needs no module call (Discover Versions, Query without a credential, a
- * malformed message) skips BUSY: the loop answers it at once, so that it never waits
- * behind workers inside slow module calls.
- *
- * Nothing here calls the PKCS#11 module.  Every limit (connections, message size, time
- * outs) costs one connection when it is hit, never the daemon, and no client can keep
- * others out: a source address holds at most max-connections-per-source connections; a
- * connection has first-request-timeout (short) to send its first request; and when the
- * table is full, the oldest connection that has not sent a request yet makes room for the
- * newcomer.  Refusals are logged at most once a second per source address.
+ * While BUSY a slow-pool thread holds the connection: it runs the request and sends the
+ * response itself; the loop neither watches nor times out the connection until it comes
+ * back.  Every limit (connections, message size, time-outs) costs one connection when it
+ * is hit, never the daemon, and no client can keep others out: a source address holds at
+ * most max-connections-per-source connections; a connection has first-request-timeout
+ * (short) to send its first request; and when the table is full, the oldest connection
+ * that has not sent a request yet makes room for the newcomer.  Those counts span every
+ * loop: a registry of all connections under one mutex, touched at accept and at close.
+ * Refusals are logged at most once a second per source address.
  */
 
-enum { CS_HANDSHAKE, CS_READ_HEAD, CS_WAIT_JOB, CS_READ_BODY, CS_BUSY, CS_WRITE, CS_DRAIN };
+enum { CS_HANDSHAKE, CS_READ_HEAD, CS_WAIT_JOB, CS_READ_BODY, CS_BUSY, CS_WRITE, CS_DRAIN,
+       CS_CLOSED };
 
 /* After refusing a message, what the client still sends is read and dropped for this long:
  * closing a socket with unread data makes the kernel send a reset, and the client would
@@ -9884,10 +9847,15 @@ enum { CS_HANDSHAKE, CS_READ_HEAD, CS_WAIT_JOB, CS_READ_BODY, CS_BUSY, CS_WRITE,
 
 #define EV_MAX_LISTEN 8
 #define EV_BURST      4         /* answers in a row on one connection before the others' turn */
+#define EV_EVENTS     64        /* epoll events taken per wait */
+#define EV_HANDSHAKES 1         /* handshake steps per round, after the requests */
 
 #define EV_NOTES   64           /* source addresses whose last refusal line is remembered */
 #define EV_NOTE_MS 1000         /* at most one refusal line a second per source */
-#define EV_POLL_RETRY_MS 10     /* pause before polling again after EAGAIN / ENOMEM */
+#define EV_POLL_RETRY_MS 10     /* pause before waiting again after EAGAIN / ENOMEM */
+
+/* epoll data of what is not a connection (a connection's is its pointer) */
+enum { EV_TAG_WAKE = 1, EV_TAG_SIG, EV_TAG_LISTEN };
 
 /* Where a connection comes from, for max-connections-per-source: an IPv4 address (also
  * when mapped into IPv6), or the /64 prefix of an IPv6 address, which one host usually
@@ -9897,20 +9865,26 @@ struct conn_src {
 	uint8_t a[8];
 };
 
-/* Owned by the event loop's thread, except while BUSY (then by the worker with its job). */
+/* Owned by its loop's thread, except while BUSY (then by a slow-pool thread). */
 struct conn {
 	struct conn *next_wait;         /* WAIT_JOB queue */
+	struct conn *next_post;         /* an inbox; then the list of the closed */
+	struct ev *ev;                  /* the loop that owns it */
 	struct tls_conn tls;
 	struct wrk_job *job;
 	uint64_t deadline;              /* monotonic ms: handshake, first-request or idle time-out */
 	uint64_t since;                 /* monotonic ms: accepted */
 	size_t head_len, need, off;     /* bytes of head read; message length; progress */
 	int fd, state, want_write;      /* want_write: TLS needs POLLOUT to progress */
-	int idx;                        /* place in ev->conns */
-	int pfd;                        /* place in ev->pfd of this round, or -1 */
+	int idx;                        /* place in the registry; -1: taken out (under srv->mu) */
+	int lidx;                       /* place in its loop's list */
+	int pfd;                        /* poll: place in ev->pfd of this round, or -1 */
+	uint32_t watched;               /* epoll: the events registered for it, 0: none */
 	int close_after;                /* close once the response is written */
 	int requested;                  /* has sent a well-formed request message */
 	int again;                      /* stopped after EV_BURST answers: step it next round */
+	int started;                    /* atomic: a request has begun (loop 0 reads it) */
+	int evict;                      /* atomic: loop 0 closed it to make room */
 	struct conn_src src;
 	unsigned long id, nreq;         /* connection number (log lines), requests answered */
 	uint64_t t0_ns, t1_ns;          /* monotonic: request read whole; response written */
@@ -9924,23 +9898,47 @@ struct ev_note {
 	unsigned long quiet;            /* lines left out since */
 };
 
+/* One event loop. */
 struct ev {
-	struct wrk_pool *pool;
-	struct tls_server *tls;
-	struct conn **conns;            /* the nconn open connections, densely */
-	struct pollfd *pfd;
+	struct ev_srv *srv;
+	struct op_thread *ctx;          /* its sessions and caches */
+	struct wrk_store store;         /* its jobs */
+	pthread_t th;
+	int id, epfd, efd;              /* epfd -1: poll(); efd: the inbox's eventfd */
+	struct conn **conns;            /* the nconn connections it owns, densely */
+	int nconn, cap, nagain;
+	struct pollfd *pfd;             /* poll(): cap + EV_MAX_LISTEN + 2 entries */
 	struct conn **pfd_conn;
-	struct conn *wait_head, *wait_tail;
-	int lfd[EV_MAX_LISTEN], nlisten;
-	int max_conn, max_per_src, nconn, sig_fd;
-	uint64_t accept_after;          /* out of descriptors: accept again from then on */
+	struct conn *wait_head, *wait_tail, *dead;
+	uint64_t next_due;              /* no deadline of its connections comes earlier */
+	uint64_t poll_warned;           /* when a failing wait was last logged */
+	pthread_mutex_t mu;             /* the inbox: */
+	struct conn *in_new, *in_done;  /*   connections handed over; back from the slow pool */
+	int in_evict, woken;            /*   some connection was evicted; efd written */
+	int nown;                       /* atomic: connections owned or handed over */
+	unsigned long served, requests; /* atomic: answers written, requests logged */
+};
+
+/* What the loops share.  The caller sets the first group, ev_start the rest. */
+struct ev_srv {
+	struct tls_server *tls;
+	int lfd[EV_MAX_LISTEN], nlisten, sig_fd;
+	int max_conn, max_per_src;
 	size_t max_msg;
 	uint64_t handshake_ms, first_ms, idle_ms;
-	uint64_t watchdog_ms, watchdog_at;      /* WATCHDOG=1 every watchdog_ms; 0: none */
-	uint64_t poll_warned;           /* when a failing poll() was last logged */
-	unsigned long served, refused, evicted, notes_lost;
-	unsigned long conn_total, requests;     /* connections accepted, requests logged */
-	uint64_t start_ms;
+	uint64_t watchdog_ms;           /* WATCHDOG=1 every watchdog_ms; 0: none */
+
+	struct ev *loops;
+	int nloops, stop;               /* stop: atomic */
+	struct wrk_pool slow;
+	pthread_mutex_t mu;             /* the registry: */
+	struct conn **conns;            /*   every open connection, densely */
+	int nconn;
+	/* loop 0's own */
+	uint64_t accept_after;          /* out of descriptors: accept again from then on */
+	uint64_t watchdog_at, start_ms;
+	int listening, next_loop;       /* listening: the sockets are in loop 0's epoll set */
+	unsigned long refused, evicted, notes_lost, conn_total;
 	struct ev_note notes[EV_NOTES];
 };
 
@@ -9988,12 +9986,13 @@ static int conn_src_eq(const struct conn_src *a, const struct conn_src *b)
 /*
  * A line about src, at most one a second per source address: a client that opens
  * connections in a loop must not fill the log.  Lines left out are counted, and the next
- * line says how many.  When all EV_NOTES remembered sources were logged within the second,
- * a new source stays quiet too (counted in notes_lost, reported at exit).
+ * line says how many.  Loop 0 only: it accepts.  When all EV_NOTES remembered sources
+ * were logged within the second, a new source stays quiet too (counted in notes_lost,
+ * reported at exit).
  */
-static void ev_note(struct ev *ev, const struct conn_src *src, int level, const char *fmt, ...)
+static void ev_note(struct ev_srv *ev, const struct conn_src *src, int level, const char *fmt, ...)
 	PRINTF_LIKE(4, 5);
-static void ev_note(struct ev *ev, const struct conn_src *src, int level, const char *fmt, ...)
+static void ev_note(struct ev_srv *ev, const struct conn_src *src, int level, const char *fmt, ...)
 {
 	uint64_t now = mono_ms();
 	struct ev_note *n = NULL, *oldest = NULL;
@@ -10052,9 +10051,81 @@ static void conn_peer_name(const struct sockaddr_storage *ss, char *out, size_t 
 	}
 }
 
-/* Never called while a worker holds the connection (CS_BUSY): nothing polls it then. */
+/* ---- the inbox, the registry, watching --------------------------------------------- */
+
+static void ev_wake(struct ev *l)
+{
+	uint64_t one = 1;
+	ssize_t r = write(l->efd, &one, sizeof one);
+	(void)r;                /* a full eventfd counter still wakes the loop */
+}
+
+/* Put c on one of l's inbox lists (another thread's doing) and wake l, once per batch. */
+static void ev_post(struct ev *l, struct conn **list, struct conn *c)
+{
+	pthread_mutex_lock(&l->mu);
+	if (c) {
+		c->next_post = *list;
+		*list = c;
+	}
+	int woken = l->woken;
+	l->woken = 1;
+	pthread_mutex_unlock(&l->mu);
+	if (!woken)
+		ev_wake(l);
+}
+
+/* Under srv->mu. */
+static void ev_reg_del(struct ev_srv *s, struct conn *c)
+{
+	if (c->idx < 0)
+		return;
+	struct conn *last = s->conns[s->nconn - 1];
+	s->conns[c->idx] = last;
+	last->idx = c->idx;
+	c->idx = -1;
+	__atomic_store_n(&s->nconn, s->nconn - 1, __ATOMIC_RELAXED);
+}
+
+/* The earliest deadline is kept, so that the loop looks at time-outs only when one is due:
+ * with a thousand idle connections, a request does not walk them all. */
+static void conn_due(struct ev *ev, struct conn *c, uint64_t at)
+{
+	c->deadline = at;
+	if (at < ev->next_due)
+		ev->next_due = at;
+}
+
+static void conn_close(struct ev *ev, struct conn *c);
+
+/* epoll: register what c waits for, when that changed.  A connection the slow pool holds,
+ * or that waits for a job, is not watched (level-triggered, its readiness would spin). */
+static void ev_watch(struct ev *ev, struct conn *c)
+{
+	if (ev->epfd < 0 || c->state == CS_CLOSED)
+		return;
+	uint32_t want = c->state == CS_BUSY || c->state == CS_WAIT_JOB ? 0 :
+			c->want_write ? EPOLLOUT : EPOLLIN;
+	if (want == c->watched)
+		return;
+	struct epoll_event e;
+	memset(&e, 0, sizeof e);        /* a 32-bit pointer fills half of data */
+	e.events = want;
+	e.data.ptr = c;
+	int op = !c->watched ? EPOLL_CTL_ADD : !want ? EPOLL_CTL_DEL : EPOLL_CTL_MOD;
+	if (epoll_ctl(ev->epfd, op, c->fd, &e) != 0) {
+		log_warn("%s: epoll_ctl: %s; connection closed", c->peer, strerror(errno));
+		conn_close(ev, c);
+		return;
+	}
+	c->watched = want;
+}
+
+/* The connection leaves the loop: its descriptor, TLS state and job now; the memory at
+ * the end of the round, since this round's events may still name it. */
 static void conn_close(struct ev *ev, struct conn *c)
 {
+	struct ev_srv *s = ev->srv;
 	if (c->state == CS_WAIT_JOB) {  /* unlink from the wait queue */
 		struct conn **pp = &ev->wait_head, *prev = NULL;
 		while (*pp && *pp != c) {
@@ -10070,16 +10141,26 @@ static void conn_close(struct ev *ev, struct conn *c)
 	if (c->job) {
 		if (c->state == CS_READ_BODY)   /* a request cut off: what came may hold a PIN */
 			c->job->in_len = c->off;
-		wrk_job_put(ev->pool, c->job);
+		wrk_job_put(&ev->store, c->job);
+		c->job = NULL;
 	}
 	if (c->pfd >= 0)                /* polled in this round: its entry must not be used */
 		ev->pfd_conn[c->pfd] = NULL;
+	ev->nagain -= c->again;
 	tls_conn_free(&c->tls);
-	close(c->fd);
-	ev->conns[c->idx] = ev->conns[--ev->nconn];
-	ev->conns[c->idx]->idx = c->idx;
+	close(c->fd);                   /* also takes it out of the epoll set */
+	pthread_mutex_lock(&s->mu);
+	ev_reg_del(s, c);
+	pthread_mutex_unlock(&s->mu);
+	if (c->lidx >= 0) {
+		ev->conns[c->lidx] = ev->conns[--ev->nconn];
+		ev->conns[c->lidx]->lidx = c->lidx;
+	}
+	__atomic_sub_fetch(&ev->nown, 1, __ATOMIC_RELAXED);
 	log_info("close conn=%lu peer=%s requests=%lu", c->id, c->peer, c->nreq);
-	free(c);
+	c->state = CS_CLOSED;
+	c->next_post = ev->dead;
+	ev->dead = c;
 }
 
 /* "NAME:count,..." of the nonzero counters c[i] named by t[i] (the last: OTHER), or "-". */
@@ -10102,12 +10183,22 @@ static void ev_counts(char *out, size_t cap, const uint64_t *c, const struct kmi
 		snprintf(out, cap, "-");
 }
 
+/* Requests logged (what = 0) or answers written (1) by all loops. */
+static unsigned long ev_sum(const struct ev_srv *s, int what)
+{
+	unsigned long n = 0;
+	for (int i = 0; i < s->nloops; i++)
+		n += __atomic_load_n(what ? &s->loops[i].served : &s->loops[i].requests,
+				     __ATOMIC_RELAXED);
+	return n;
+}
+
 /*
  * SIGUSR1: one line of counters since start.  Latency is that of the request lines, from
  * the request read whole to the response written, as the upper bound of its histogram
  * bucket (at most 25 % above).
  */
-static void ev_report(struct ev *ev)
+static void ev_report(struct ev_srv *s)
 {
 	static char ops[2048], fails[2048];
 	uint64_t hist[HIST_BUCKETS];
@@ -10117,8 +10208,9 @@ static void ev_report(struct ev *ev)
 	ev_counts(fails, sizeof fails, op_stats.fails, kmip_rr_names, ARRAY_LEN(kmip_rr_names));
 	log_report("counters uptime_s=%llu conn_open=%d conn_total=%lu conn_refused=%lu "
 		   "requests=%lu ops=%s fails=%s p11_calls=%llu p11_usec=%llu p50_usec=%llu "
-		   "p99_usec=%llu", (unsigned long long)((mono_ms() - ev->start_ms) / 1000),
-		   ev->nconn, ev->conn_total, ev->refused, ev->requests, ops, fails,
+		   "p99_usec=%llu", (unsigned long long)((mono_ms() - s->start_ms) / 1000),
+		   __atomic_load_n(&s->nconn, __ATOMIC_RELAXED), s->conn_total, s->refused,
+		   ev_sum(s, 0), ops, fails,
 		   (unsigned long long)stat_get(&p11_stats.calls),
 		   (unsigned long long)(stat_get(&p11_stats.ns) / 1000),
 		   (unsigned long long)hist_quantile(hist, 0.5),
@@ -10137,7 +10229,7 @@ static void conn_log_request(struct ev *ev, struct conn *c)
 	uint64_t end = c->t1_ns ? c->t1_ns : mono_ns();
 	unsigned long long us = (unsigned long long)((end - c->t0_ns) / 1000u);
 	hist_add(us);
-	ev->requests++;
+	__atomic_add_fetch(&ev->requests, 1, __ATOMIC_RELAXED);
 	c->nreq++;
 	if (log_state.level < LV_WARNING || (log_state.level < LV_INFO && !g->auth_rr))
 		return;
@@ -10180,16 +10272,16 @@ static void conn_log_request(struct ev *ev, struct conn *c)
 }
 
 /*
- * A short answer the loop writes itself, for a message that never reaches a worker
- * (oversize, or a header that cannot start a KMIP message); the connection then closes.
- * It needs a job for its buffer; without one the connection just closes.
+ * A short answer for a message that is not read whole (oversize, or a header that cannot
+ * start a KMIP message); the connection then closes.  It needs a job for its buffer;
+ * without one the connection just closes.
  */
 static void conn_refuse(struct ev *ev, struct conn *c, uint32_t reason, const char *why)
 {
 	log_info("%s: %s", c->peer, why);
 	op_stat_fail(reason);
 	if (!c->job)
-		c->job = wrk_job_get(ev->pool, c);
+		c->job = wrk_job_get(&ev->store, c);
 	if (!c->job) {
 		conn_close(ev, c);
 		return;
@@ -10198,23 +10290,23 @@ static void conn_refuse(struct ev *ev, struct conn *c, uint32_t reason, const ch
 	c->job->rec = (struct op_rec){ .conn = c->id, .msg_rr = reason };
 	c->t0_ns = mono_ns();
 	c->t1_ns = 0;
-	c->job->out_len = op_error_response(c->job->out, ev->pool->out_cap, reason, why);
+	c->job->out_len = op_error_response(c->job->out, c->job->out_cap, reason, why);
 	c->state = CS_WRITE;
 	c->off = 0;
 	c->close_after = 1;
 }
 
 /* How long the client may take to send (the rest of) a request: shorter before its first. */
-static uint64_t conn_patience(const struct ev *ev, const struct conn *c)
+static uint64_t conn_patience(const struct ev_srv *s, const struct conn *c)
 {
-	return c->requested || ev->first_ms > ev->idle_ms ? ev->idle_ms : ev->first_ms;
+	return c->requested || s->first_ms > s->idle_ms ? s->idle_ms : s->first_ms;
 }
 
 static void conn_idle(struct ev *ev, struct conn *c)
 {
 	c->state = CS_READ_HEAD;
 	c->head_len = 0;
-	c->deadline = mono_ms() + conn_patience(ev, c);
+	conn_due(ev, c, mono_ms() + conn_patience(ev->srv, c));
 }
 
 /* Queue c until a job is free (bounds the memory in flight). */
@@ -10229,35 +10321,31 @@ static void conn_wait_job(struct ev *ev, struct conn *c)
 	ev->wait_tail = c;
 }
 
-/* The request is complete: answer it here when it needs no module call, else hand it to
- * a worker (or run it inline, without workers). */
+/* The request is complete: serve it here and now, or, when an operation of it may keep
+ * the module busy for seconds, hand it to the slow pool. */
 static void conn_dispatch(struct ev *ev, struct conn *c)
 {
+	struct wrk_job *j = c->job;
 	c->t0_ns = mono_ns();
 	c->t1_ns = 0;
-	c->job->rec.conn = c->id;
-	int module = op_needs_module(wrk_loop_ctx(ev->pool), c->job->in, c->job->in_len);
-	if (module >= 0)
-		c->requested = 1;
 	c->off = 0;
-	if (module <= 0) {
-		wrk_run_here(ev->pool, c->job);
-		c->state = CS_WRITE;
-		c->deadline = mono_ms() + ev->idle_ms;
+	j->rec.conn = c->id;
+	ev->ctx->rec = &j->rec;
+	j->out_len = op_handle(ev->ctx, j->in, j->in_len, j->out, j->out_cap);
+	c->requested |= j->rec.parsed;
+	if (j->out_len == OP_DEFERRED) {
+		c->state = CS_BUSY;
+		wrk_submit(&ev->srv->slow, j);
 		return;
 	}
-	c->state = CS_BUSY;
-	if (wrk_submit(ev->pool, c->job)) {     /* ran inline */
-		c->state = CS_WRITE;
-		c->deadline = mono_ms() + ev->idle_ms;
-	}
+	c->state = CS_WRITE;
+	conn_due(ev, c, mono_ms() + ev->srv->idle_ms);
 }
 
 /*
- * On the worker's thread, as soon as the response is encoded: send it, so that the answer
- * does not wait for the event loop to wake up.  The loop does not touch a connection while
- * a worker holds it, and takes over whatever is left (TLS wanting to wait, or an error)
- * when the job comes back.
+ * On the slow pool's thread, as soon as the response is encoded: send it, so that the
+ * answer does not wait for the loop to wake up, then give the connection back to its
+ * loop, which takes over whatever is left (TLS wanting to wait, or an error).
  */
 static void conn_deliver(struct wrk_job *j)
 {
@@ -10265,10 +10353,12 @@ static void conn_deliver(struct wrk_job *j)
 	while (c->off < j->out_len) {
 		int r = tls_write(&c->tls, j->out + c->off, j->out_len - c->off);
 		if (r <= 0)
-			return;
+			break;
 		c->off += (size_t)r;
 	}
-	c->t1_ns = mono_ns();
+	if (c->off == j->out_len)
+		c->t1_ns = mono_ns();
+	ev_post(c->ev, &c->ev->in_done, c);
 }
 
 /* Head complete: check the size before buffering anything more. */
@@ -10279,15 +10369,16 @@ static void conn_got_head(struct ev *ev, struct conn *c)
 		conn_refuse(ev, c, RR_INVALID_MESSAGE, "not a KMIP message (bad TTLV header)");
 		return;
 	}
-	if ((size_t)total > ev->max_msg) {
+	if ((size_t)total > ev->srv->max_msg) {
 		char why[96];
 		snprintf(why, sizeof why, "message of %ld bytes exceeds max-message-size %zu",
-			 total, ev->max_msg);
+			 total, ev->srv->max_msg);
 		conn_refuse(ev, c, RR_INVALID_MESSAGE, why);
 		return;
 	}
 	c->need = (size_t)total;
-	c->job = wrk_job_get(ev->pool, c);
+	__atomic_store_n(&c->started, 1, __ATOMIC_RELAXED);
+	c->job = wrk_job_get(&ev->store, c);
 	if (!c->job) {
 		conn_wait_job(ev, c);
 		return;
@@ -10320,9 +10411,10 @@ static int conn_must_wait(struct conn *c, int r)
  * worker) must not hold the loop; c->again then has the loop come back to it in the next
  * round without waiting for the socket (what Mbed TLS has buffered, poll cannot see).
  */
-static void conn_step(struct ev *ev, struct conn *c)
+static void conn_advance(struct ev *ev, struct conn *c)
 {
 	int answered = 0;
+	ev->nagain -= c->again;
 	c->again = 0;
 	for (;;) {
 		int r;
@@ -10338,7 +10430,7 @@ static void conn_step(struct ev *ev, struct conn *c)
 				conn_close(ev, c);
 				return;
 			}
-			if (ev->tls->verify_clients) {
+			if (ev->srv->tls->verify_clients) {
 				char subject[256];
 				tls_peer_subject(&c->tls, subject, sizeof subject);
 				log_info("%s: client certificate %s", c->peer, subject);
@@ -10384,19 +10476,20 @@ static void conn_step(struct ev *ev, struct conn *c)
 		case CS_WRITE:
 			if (c->off == c->job->out_len) {
 				conn_log_request(ev, c);
-				wrk_job_put(ev->pool, c->job);
+				wrk_job_put(&ev->store, c->job);
 				c->job = NULL;
-				ev->served++;
+				__atomic_add_fetch(&ev->served, 1, __ATOMIC_RELAXED);
 				if (c->close_after) {
 					tls_close_notify(&c->tls);
 					shutdown(c->fd, SHUT_WR);
 					c->state = CS_DRAIN;
-					c->deadline = mono_ms() + EV_DRAIN_MS;
+					conn_due(ev, c, mono_ms() + EV_DRAIN_MS);
 					break;
 				}
 				conn_idle(ev, c);
 				if (++answered == EV_BURST) {
 					c->again = 1;
+					ev->nagain++;
 					return;
 				}
 				break;
@@ -10411,7 +10504,7 @@ static void conn_step(struct ev *ev, struct conn *c)
 				return;
 			}
 			c->off += (size_t)r;
-			c->deadline = mono_ms() + ev->idle_ms;
+			conn_due(ev, c, mono_ms() + ev->srv->idle_ms);
 			break;
 		case CS_DRAIN: {
 			uint8_t sink[4096];
@@ -10423,30 +10516,38 @@ static void conn_step(struct ev *ev, struct conn *c)
 			conn_close(ev, c);      /* the client closed too, or failed */
 			return;
 		}
-		default:                /* WAIT_JOB, BUSY: nothing to do until the pool acts */
+		default:                /* WAIT_JOB, BUSY, CLOSED: nothing to do here */
 			return;
 		}
 	}
 }
 
-/* Connections open from src. */
-static int ev_from_src(const struct ev *ev, const struct conn_src *src)
+static void conn_step(struct ev *ev, struct conn *c)
+{
+	conn_advance(ev, c);
+	ev_watch(ev, c);
+}
+
+/* ---- accepting, on loop 0 ------------------------------------------------------------ */
+
+/* Connections open from src.  Under srv->mu. */
+static int ev_from_src(const struct ev_srv *s, const struct conn_src *src)
 {
 	int n = 0;
-	for (int i = 0; i < ev->nconn; i++)
-		n += conn_src_eq(&ev->conns[i]->src, src);
+	for (int i = 0; i < s->nconn; i++)
+		n += conn_src_eq(&s->conns[i]->src, src);
 	return n;
 }
 
 /* The connection to close when the table is full and a newcomer knocks: the oldest one
- * that has not sent a request since it connected (still in its handshake, or waiting for
- * its first request), or NULL when every connection has sent one. */
-static struct conn *ev_victim(const struct ev *ev)
+ * that has not begun a request since it connected (still in its handshake, or waiting
+ * for its first request), or NULL when every connection has.  Under srv->mu. */
+static struct conn *ev_victim(const struct ev_srv *s)
 {
 	struct conn *v = NULL;
-	for (int i = 0; i < ev->nconn; i++) {
-		struct conn *c = ev->conns[i];
-		if (c->requested || (c->state != CS_HANDSHAKE && c->state != CS_READ_HEAD))
+	for (int i = 0; i < s->nconn; i++) {
+		struct conn *c = s->conns[i];
+		if (__atomic_load_n(&c->started, __ATOMIC_RELAXED))
 			continue;
 		if (!v || c->since < v->since)
 			v = c;
@@ -10454,17 +10555,94 @@ static struct conn *ev_victim(const struct ev *ev)
 	return v;
 }
 
+/* The loop that owns the fewest connections; among equals, the next in turn. */
+static struct ev *ev_pick(struct ev_srv *s)
+{
+	struct ev *best = NULL;
+	int least = INT_MAX;
+	for (int k = 0; k < s->nloops; k++) {
+		struct ev *l = &s->loops[(s->next_loop + k) % s->nloops];
+		int n = __atomic_load_n(&l->nown, __ATOMIC_RELAXED);
+		if (n < least) {
+			least = n;
+			best = l;
+		}
+	}
+	s->next_loop = (best->id + 1) % s->nloops;
+	return best;
+}
+
+/* A new connection joins its loop, on that loop's thread: the handshake starts.  A loop
+ * owns at most max-connections registered ones plus as many evicted ones not yet closed,
+ * so its list (twice max-connections) cannot be full; were it, the newcomer goes. */
+static void ev_adopt(struct ev *ev, struct conn *c)
+{
+	if (ev->nconn == ev->cap) {
+		c->lidx = -1;
+		conn_close(ev, c);
+		return;
+	}
+	c->lidx = ev->nconn;
+	ev->conns[ev->nconn++] = c;
+	conn_due(ev, c, c->since + ev->srv->handshake_ms);
+	ev_watch(ev, c);        /* its ClientHello is taken in a round, in its turn */
+}
+
+/* Is there room for a newcomer from src?  1: yes, after closing *victim if set (taken out
+ * of the registry already); 0: refused, and said so.  Under srv->mu. */
+static int ev_admit(struct ev_srv *s, const struct conn_src *src, const char *peer,
+		    struct conn **victim)
+{
+	*victim = NULL;
+	if (ev_from_src(s, src) >= s->max_per_src) {
+		s->refused++;
+		ev_note(s, src, LV_WARNING, "%s: refused, max-connections-per-source (%d) reached",
+			peer, s->max_per_src);
+		return 0;
+	}
+	if (s->nconn < s->max_conn)
+		return 1;
+	struct conn *old = ev_victim(s);
+	if (!old) {
+		s->refused++;
+		ev_note(s, src, LV_WARNING, "%s: refused, max-connections (%d) reached and every "
+			"connection has sent a request", peer, s->max_conn);
+		return 0;
+	}
+	s->evicted++;
+	ev_note(s, &old->src, LV_INFO, "%s: closed to make room for %s: max-connections (%d) "
+		"reached, and it has sent no request in %llu ms", old->peer, peer, s->max_conn,
+		(unsigned long long)(mono_ms() - old->since));
+	ev_reg_del(s, old);
+	__atomic_store_n(&old->evict, 1, __ATOMIC_RELAXED);
+	*victim = old;
+	return 1;
+}
+
+/* A connection loop 0 took out of the registry is closed by its owner, here or there. */
+static void ev_evict(struct ev *ev, struct conn *c)
+{
+	if (c->state == CS_BUSY) {      /* began a request after all: close once answered */
+		c->close_after = 1;
+		return;
+	}
+	if (c->state == CS_READ_HEAD)
+		tls_close_notify(&c->tls);
+	conn_close(ev, c);
+}
+
 static void ev_accept(struct ev *ev, int lfd)
 {
+	struct ev_srv *s = ev->srv;
 	for (;;) {
 		struct sockaddr_storage ss = { 0 };
 		socklen_t sl = sizeof ss;
 		int fd = accept4(lfd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (fd < 0) {
 			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
-				/* The listening socket stays readable: stop polling it a while. */
+				/* The listening socket stays readable: stop watching it a while. */
 				log_warn("accept: %s; pausing new connections for 1 s", strerror(errno));
-				ev->accept_after = mono_ms() + 1000;
+				s->accept_after = mono_ms() + 1000;
 			} else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
 				log_warn("accept: %s", strerror(errno));
 			}
@@ -10472,37 +10650,29 @@ static void ev_accept(struct ev *ev, int lfd)
 		}
 		char peer[64];
 		struct conn_src src;
+		struct conn *old;
 		conn_peer_name(&ss, peer, sizeof peer);
 		conn_src_of(&ss, &src);
-		if (ev_from_src(ev, &src) >= ev->max_per_src) {
-			ev->refused++;
-			ev_note(ev, &src, LV_WARNING, "%s: refused, max-connections-per-source (%d) reached",
-				peer, ev->max_per_src);
+		pthread_mutex_lock(&s->mu);
+		int ok = ev_admit(s, &src, peer, &old);
+		struct ev *owner = old ? old->ev : NULL;
+		pthread_mutex_unlock(&s->mu);
+		if (old && owner == ev) {
+			ev_evict(ev, old);
+		} else if (old) {
+			pthread_mutex_lock(&owner->mu);
+			owner->in_evict = 1;
+			pthread_mutex_unlock(&owner->mu);
+			ev_post(owner, NULL, NULL);
+		}
+		if (!ok) {
 			close(fd);
 			continue;
-		}
-		if (ev->nconn >= ev->max_conn) {
-			struct conn *old = ev_victim(ev);
-			if (!old) {
-				ev->refused++;
-				ev_note(ev, &src, LV_WARNING, "%s: refused, max-connections (%d) reached "
-					"and every connection has sent a request", peer, ev->max_conn);
-				close(fd);
-				continue;
-			}
-			ev->evicted++;
-			ev_note(ev, &old->src, LV_INFO, "%s: closed to make room for %s: "
-				"max-connections (%d) reached, and it has sent no request in %llu ms",
-				old->peer, peer, ev->max_conn,
-				(unsigned long long)(mono_ms() - old->since));
-			if (old->state == CS_READ_HEAD)
-				tls_close_notify(&old->tls);
-			conn_close(ev, old);
 		}
 		int one = 1;
 		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
 		struct conn *c = calloc(1, sizeof *c);
-		if (!c || tls_conn_init(ev->tls, &c->tls, fd) != 0) {
+		if (!c || tls_conn_init(s->tls, &c->tls, fd) != 0) {
 			log_warn("%s: out of memory, connection refused", peer);
 			free(c);
 			close(fd);
@@ -10513,193 +10683,389 @@ static void ev_accept(struct ev *ev, int lfd)
 		c->src = src;
 		c->state = CS_HANDSHAKE;
 		c->since = mono_ms();
-		c->deadline = c->since + ev->handshake_ms;
 		memcpy(c->peer, peer, sizeof peer);
-		c->idx = ev->nconn;
-		ev->conns[ev->nconn++] = c;
-		c->id = ++ev->conn_total;
+		c->id = ++s->conn_total;
+		c->ev = ev_pick(s);
+		__atomic_add_fetch(&c->ev->nown, 1, __ATOMIC_RELAXED);
+		pthread_mutex_lock(&s->mu);
+		c->idx = s->nconn;
+		s->conns[s->nconn] = c;
+		__atomic_store_n(&s->nconn, s->nconn + 1, __ATOMIC_RELAXED);
+		pthread_mutex_unlock(&s->mu);
 		log_info("connect conn=%lu peer=%s", c->id, c->peer);
-		conn_step(ev, c);
+		if (c->ev == ev)
+			ev_adopt(ev, c);
+		else
+			ev_post(c->ev, &c->ev->in_new, c);
 	}
 }
 
-/* Jobs came back from the workers: finish writing (the worker may have sent it all). */
-static void ev_completed(struct ev *ev)
+/* ---- a loop's round ------------------------------------------------------------------ */
+
+/* What other threads left: new connections, connections back from the slow pool (the
+ * response sent, or some of it), evictions. */
+static void ev_inbox(struct ev *ev)
 {
-	struct wrk_job *j = wrk_collect(ev->pool), *next;
-	for (; j; j = next) {
-		next = j->next;
-		struct conn *c = j->owner;
+	uint64_t n;
+	ssize_t r = read(ev->efd, &n, sizeof n);
+	(void)r;
+	pthread_mutex_lock(&ev->mu);
+	struct conn *fresh = ev->in_new, *done = ev->in_done, *next;
+	int evict = ev->in_evict;
+	ev->in_new = ev->in_done = NULL;
+	ev->in_evict = ev->woken = 0;
+	pthread_mutex_unlock(&ev->mu);
+	for (struct conn *c = fresh; c; c = next) {
+		next = c->next_post;
+		ev_adopt(ev, c);
+	}
+	for (struct conn *c = done; c; c = next) {
+		next = c->next_post;
 		c->state = CS_WRITE;
-		c->deadline = mono_ms() + ev->idle_ms;
+		conn_due(ev, c, mono_ms() + ev->srv->idle_ms);
+		if (__atomic_load_n(&c->evict, __ATOMIC_RELAXED))
+			c->close_after = 1;
 		conn_step(ev, c);
+	}
+	for (int i = ev->nconn - 1; evict && i >= 0; i--) {     /* closing moves the last here */
+		struct conn *c = ev->conns[i];
+		if (c->state != CS_BUSY && __atomic_load_n(&c->evict, __ATOMIC_RELAXED))
+			ev_evict(ev, c);
 	}
 }
 
 /* Give freed jobs to the connections that wait for one, oldest first. */
 static void ev_feed_waiting(struct ev *ev)
 {
-	while (ev->wait_head && ev->pool->nfree > 0) {
+	while (ev->wait_head && ev->store.nfree > 0) {
 		struct conn *c = ev->wait_head;
 		ev->wait_head = c->next_wait;
 		if (!ev->wait_head)
 			ev->wait_tail = NULL;
-		c->job = wrk_job_get(ev->pool, c);
+		c->job = wrk_job_get(&ev->store, c);
 		memcpy(c->job->in, c->head, sizeof c->head);
 		c->off = sizeof c->head;
 		c->state = CS_READ_BODY;
 		/* The wait was the server's doing: the client's time starts now. */
-		c->deadline = mono_ms() + conn_patience(ev, c);
+		conn_due(ev, c, mono_ms() + conn_patience(ev->srv, c));
 		conn_step(ev, c);
 	}
 }
 
+/* Only when the earliest deadline has come: then every connection is looked at, and the
+ * earliest deadline of those left is remembered. */
 static void ev_timeouts(struct ev *ev, uint64_t now)
 {
+	if (now < ev->next_due)
+		return;
+	uint64_t next = UINT64_MAX;
 	for (int i = ev->nconn - 1; i >= 0; i--) {      /* closing moves the last one here */
 		struct conn *c = ev->conns[i];
-		if (c->state == CS_BUSY || c->state == CS_WAIT_JOB || c->deadline > now)
+		if (c->state == CS_BUSY || c->state == CS_WAIT_JOB)
 			continue;
+		if (c->deadline > now) {
+			if (c->deadline < next)
+				next = c->deadline;
+			continue;
+		}
 		if (c->state != CS_DRAIN)
 			log_info("%s: %s time-out", c->peer,
 				 c->state == CS_HANDSHAKE ? "handshake" :
 				 c->requested ? "idle" : "first-request");
 		conn_close(ev, c);
 	}
+	ev->next_due = next;
 }
 
 #ifdef K2P_TEST
-/* Test hook: the next ev_test_poll_fails calls of poll() fail with ev_test_poll_errno. */
+/* Test hook: the next ev_test_poll_fails waits (poll or epoll) fail with ev_test_poll_errno. */
 static int ev_test_poll_fails, ev_test_poll_errno;
 #endif
 
-static int ev_poll(struct pollfd *p, nfds_t n, int timeout)
+/*
+ * Wait for events: epoll_wait into evs (returns their count), or poll over ev->pfd's
+ * first npfd entries.  A failure is retried: EINTR is a signal (a debugger attaching
+ * causes one too), EAGAIN and ENOMEM the kernel short of memory for a moment (logged at
+ * most once a second, with a pause so that the loop does not spin).  Anything else
+ * (EBADF, EFAULT, EINVAL) is a broken invariant of this loop.
+ */
+static int ev_wait(struct ev *ev, struct epoll_event *evs, nfds_t npfd, int timeout)
 {
+	int r;
 #ifdef K2P_TEST
 	if (__atomic_load_n(&ev_test_poll_fails, __ATOMIC_SEQ_CST) > 0) {
 		__atomic_sub_fetch(&ev_test_poll_fails, 1, __ATOMIC_SEQ_CST);
 		errno = __atomic_load_n(&ev_test_poll_errno, __ATOMIC_SEQ_CST);
-		return -1;
-	}
+		r = -1;
+	} else
 #endif
-	return poll(p, n, timeout);
-}
-
-/*
- * poll() failed.  EINTR is a signal (a debugger attaching causes one too): the loop
- * looks at its flags and goes on.  EAGAIN and ENOMEM are the kernel short of memory for
- * a moment: logged at most once a second, and retried after a pause so that the loop
- * does not spin.  Anything else (EBADF, EFAULT, EINVAL) is a broken invariant of this
- * loop.
- */
-static void ev_poll_failed(struct ev *ev, int err)
-{
-	if (err == EINTR)
-		return;
+	r = ev->epfd >= 0 ? epoll_wait(ev->epfd, evs, EV_EVENTS, timeout) :
+			    poll(ev->pfd, npfd, timeout);
+	if (r >= 0 || errno == EINTR)
+		return r < 0 ? 0 : r;
+	int err = errno;
+	const char *what = ev->epfd >= 0 ? "epoll_wait" : "poll";
 	if (err != EAGAIN && err != ENOMEM)
-		fatal("poll: %s", strerror(err));
+		fatal("%s: %s", what, strerror(err));
 	uint64_t now = mono_ms();
 	if (!ev->poll_warned || now - ev->poll_warned >= EV_NOTE_MS) {
 		ev->poll_warned = now;
-		log_warn("poll: %s; retrying", strerror(err));
+		log_warn("%s: %s; retrying", what, strerror(err));
 	}
 	struct timespec pause = { 0, EV_POLL_RETRY_MS * 1000L * 1000L };
 	nanosleep(&pause, NULL);
+	return 0;
 }
 
-/* Runs until SIGTERM or SIGINT; connections in flight are closed. */
-static int ev_run(struct ev *ev)
+/* Loop 0: signals' flags, the watchdog, the listening sockets; the wait's end (ms). */
+static uint64_t ev_chores(struct ev *ev, uint64_t now, uint64_t next)
 {
-	size_t npfd = (size_t)ev->max_conn + (size_t)ev->nlisten + 2;
-	ev->conns = calloc((size_t)ev->max_conn, sizeof *ev->conns);
-	ev->pfd = calloc(npfd, sizeof *ev->pfd);
-	ev->pfd_conn = calloc(npfd, sizeof *ev->pfd_conn);
-	if (!ev->conns || !ev->pfd || !ev->pfd_conn)
-		fatal("out of memory");
+	struct ev_srv *s = ev->srv;
+	if (ev_hup_signal) {
+		ev_hup_signal = 0;
+		log_reopen();
+	}
+	if (ev_usr1_signal) {
+		ev_usr1_signal = 0;
+		ev_report(s);
+	}
+	if (s->watchdog_ms) {
+		if (now >= s->watchdog_at) {
+			notify_send("WATCHDOG=1");
+			s->watchdog_at = now + s->watchdog_ms;
+		}
+		if (s->watchdog_at < next)
+			next = s->watchdog_at;
+	}
+	int listen = now >= s->accept_after;
+	if (!listen && s->accept_after < next)
+		next = s->accept_after;
+	if (ev->epfd >= 0 && listen != s->listening) {
+		for (int i = 0; i < s->nlisten; i++) {
+			struct epoll_event e = { .events = EPOLLIN };
+			e.data.u64 = EV_TAG_LISTEN + (uint64_t)i;
+			epoll_ctl(ev->epfd, listen ? EPOLL_CTL_ADD : EPOLL_CTL_DEL, s->lfd[i], &e);
+		}
+		s->listening = listen;
+	}
+	return next;
+}
 
-	ev->start_ms = mono_ms();
-	while (!ev_stop_signal) {
-		if (ev_hup_signal) {
-			ev_hup_signal = 0;
-			log_reopen();
-		}
-		if (ev_usr1_signal) {
-			ev_usr1_signal = 0;
-			ev_report(ev);
-		}
-		uint64_t now = mono_ms(), next = now + 60000;
-		if (ev->watchdog_ms) {
-			if (now >= ev->watchdog_at) {
-				notify_send("WATCHDOG=1");
-				ev->watchdog_at = now + ev->watchdog_ms;
-			}
-			if (ev->watchdog_at < next)
-				next = ev->watchdog_at;
-		}
-		nfds_t n = 0;
-		ev->pfd[n] = (struct pollfd){ .fd = ev->sig_fd, .events = POLLIN };
+/*
+ * One event of this round: tag is an EV_TAG_* or a connection.  Handshakes come second
+ * (pass 1): a full handshake costs a millisecond of CPU, a request some microseconds, so
+ * every ready request is served first and then EV_HANDSHAKES handshake steps; the others
+ * stay ready for the next round.  So a storm of new connections delays an established
+ * one by about one handshake, not by all of them.
+ */
+static void ev_event(struct ev *ev, uint64_t tag, struct conn *c, int pass, int *hs)
+{
+	if (c) {
+		if (c->state == CS_CLOSED ||    /* closed earlier in this round */
+		    (c->state == CS_HANDSHAKE) != pass || (pass && ++*hs > EV_HANDSHAKES))
+			return;
+		conn_step(ev, c);
+	} else if (pass) {
+		return;
+	} else if (tag == EV_TAG_WAKE) {
+		ev_inbox(ev);
+	} else if (tag == EV_TAG_SIG) {
+		char drain[16];
+		while (read(ev->srv->sig_fd, drain, sizeof drain) > 0)
+			;
+	} else if (tag >= EV_TAG_LISTEN) {
+		ev_accept(ev, ev->srv->lfd[tag - EV_TAG_LISTEN]);
+	}
+}
+
+/* The memory of the connections closed in this round. */
+static void ev_bury(struct ev *ev)
+{
+	while (ev->dead) {
+		struct conn *c = ev->dead;
+		ev->dead = c->next_post;
+		free(c);
+	}
+}
+
+/* Wait once, then serve what is ready. */
+static void ev_round(struct ev *ev)
+{
+	struct ev_srv *s = ev->srv;
+	struct epoll_event evs[EV_EVENTS];
+	uint64_t now = mono_ms(), next = now + 60000;
+	if (ev->id == 0)
+		next = ev_chores(ev, now, next);
+	if (ev->next_due < next)
+		next = ev->next_due;
+	if (ev->nagain)
+		next = now;
+	nfds_t n = 0, first_conn = 0;
+	if (ev->epfd < 0) {             /* poll: the set is made anew each round */
+		ev->pfd[n] = (struct pollfd){ .fd = ev->efd, .events = POLLIN };
 		ev->pfd_conn[n++] = NULL;
-		ev->pfd[n] = (struct pollfd){ .fd = ev->pool->efd, .events = POLLIN };
-		ev->pfd_conn[n++] = NULL;
-		int listening = now >= ev->accept_after;
-		for (int i = 0; i < ev->nlisten; i++) {
-			ev->pfd[n] = (struct pollfd){ .fd = listening ? ev->lfd[i] : -1, .events = POLLIN };
+		for (int i = 0; ev->id == 0 && i <= s->nlisten; i++) {
+			int fd = i == s->nlisten ? s->sig_fd : now >= s->accept_after ? s->lfd[i] : -1;
+			ev->pfd[n] = (struct pollfd){ .fd = fd, .events = POLLIN };
 			ev->pfd_conn[n++] = NULL;
 		}
-		if (!listening && ev->accept_after < next)
-			next = ev->accept_after;
-		nfds_t first_conn = n;
+		first_conn = n;
 		for (int i = 0; i < ev->nconn; i++) {
 			struct conn *c = ev->conns[i];
 			c->pfd = -1;
 			if (c->state == CS_BUSY || c->state == CS_WAIT_JOB)
 				continue;
 			c->pfd = (int)n;
-			if (c->deadline < next)
-				next = c->deadline;
-			if (c->again)
-				next = now;
 			ev->pfd[n] = (struct pollfd){ .fd = c->fd,
 				.events = c->want_write ? POLLOUT : POLLIN };
 			ev->pfd_conn[n++] = c;
 		}
-		int timeout = next > now ? (int)(next - now) : 0;
-		int r = ev_poll(ev->pfd, n, timeout);
-		if (r < 0)
-			ev_poll_failed(ev, errno);
-		if (r >= 0) {              /* 0: only connections with c->again */
-			if (ev->pfd[0].revents) {
-				char drain[16];
-				while (read(ev->sig_fd, drain, sizeof drain) > 0)
-					;
-			}
-			if (ev->pfd[1].revents)
-				ev_completed(ev);
-			for (int i = 0; i < ev->nlisten; i++)
-				if (ev->pfd[2 + i].revents)
-					ev_accept(ev, ev->lfd[i]);
-			for (nfds_t i = first_conn; i < n; i++) {
-				struct conn *c = ev->pfd_conn[i];
-				/* NULL: closed in this round (conn_close clears its entry) */
-				if (!c || (!ev->pfd[i].revents && !c->again))
-					continue;
-				conn_step(ev, c);
-			}
-		}
-		/* time-outs first: the jobs they free go to waiting connections in this round,
-		 * not whenever something else wakes the loop (a waiting connection is not polled) */
-		ev_timeouts(ev, mono_ms());
-		ev_feed_waiting(ev);
 	}
-	log_info("stopping: %lu requests served, %lu connections refused, %lu closed to make "
-		 "room, %d open", ev->served, ev->refused, ev->evicted, ev->nconn);
-	if (ev->notes_lost)
-		log_info("%lu refusal lines were not logged (too many sources at once)",
-			 ev->notes_lost);
+	int r = ev_wait(ev, evs, n, next > now ? (int)(next - now) : 0), hs = 0;
+	for (int pass = 0; pass < 2 && r > 0; pass++) {
+		if (ev->epfd >= 0) {
+			for (int i = 0; i < r; i++)
+				ev_event(ev, evs[i].data.u64, evs[i].data.u64 >= 4096 ?
+					 evs[i].data.ptr : NULL, pass, &hs);
+			continue;
+		}
+		for (nfds_t i = 0; i < first_conn; i++)
+			if (ev->pfd[i].revents)
+				ev_event(ev, i == 0 ? EV_TAG_WAKE : i == first_conn - 1 ?
+					 EV_TAG_SIG : EV_TAG_LISTEN + i - 1, NULL, pass, &hs);
+		for (nfds_t i = first_conn; i < n; i++) {
+			struct conn *c = ev->pfd_conn[i];
+			/* NULL: closed in this round (conn_close clears its entry) */
+			if (c && ev->pfd[i].revents)
+				ev_event(ev, 0, c, pass, &hs);
+		}
+	}
+	for (int i = ev->nconn - 1; ev->nagain && i >= 0; i--) {
+		struct conn *c = ev->conns[i];
+		if (c->again)
+			conn_step(ev, c);
+	}
+	/* time-outs first: the jobs they free go to waiting connections in this round, not
+	 * whenever something else wakes the loop (a waiting connection is not watched) */
+	ev_timeouts(ev, mono_ms());
+	ev_feed_waiting(ev);
+	ev_bury(ev);
+}
+
+/* ---- the loops ------------------------------------------------------------------------ */
+
+/* Closes what the loop still owns but the slow pool holds: those are left to the end. */
+static void ev_close_all(struct ev *ev)
+{
 	for (int i = ev->nconn - 1; i >= 0; i--)
 		if (ev->conns[i]->state != CS_BUSY)
 			conn_close(ev, ev->conns[i]);
+	ev_bury(ev);
+}
+
+static void *ev_thread(void *arg)
+{
+	struct ev *ev = arg;
+	while (!__atomic_load_n(&ev->srv->stop, __ATOMIC_RELAXED))
+		ev_round(ev);
+	ev_close_all(ev);
+	return NULL;
+}
+
+/* epoll: add fd under tag. */
+static int ev_add(struct ev *ev, int fd, uint64_t tag)
+{
+	struct epoll_event e = { .events = EPOLLIN };
+	e.data.u64 = tag;
+	return epoll_ctl(ev->epfd, EPOLL_CTL_ADD, fd, &e);
+}
+
+/*
+ * nloops loops (loops 1.. on threads of their own: the caller blocks signals first; loop
+ * 0 is ev_run's caller), jobs spread over them, and a slow pool of nslow threads (0: slow
+ * operations run on the loops too).  epoll: 0 uses poll() (and so does a kernel without
+ * epoll).  The caller has set s's first group of fields.
+ */
+static int ev_start(struct ev_srv *s, struct op_env *env, int nloops, int nslow, int njobs,
+		    size_t in_cap, size_t out_cap, int epoll)
+{
+	pthread_mutex_init(&s->mu, NULL);
+	s->nloops = nloops;
+	s->start_ms = mono_ms();
+	s->conns = calloc((size_t)s->max_conn, sizeof *s->conns);
+	s->loops = calloc((size_t)nloops, sizeof *s->loops);
+	if (!s->conns || !s->loops || wrk_init(&s->slow, env, nslow) != 0)
+		return -1;
+	s->slow.deliver = conn_deliver;
+	for (int i = 0; i < nloops; i++) {
+		struct ev *ev = &s->loops[i];
+		ev->srv = s;
+		ev->id = i;
+		ev->next_due = UINT64_MAX;
+		ev->cap = 2 * s->max_conn;
+		pthread_mutex_init(&ev->mu, NULL);
+		ev->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+		ev->epfd = epoll ? epoll_create1(EPOLL_CLOEXEC) : -1;
+		size_t npfd = (size_t)ev->cap + EV_MAX_LISTEN + 2;
+		ev->conns = calloc((size_t)ev->cap, sizeof *ev->conns);
+		ev->pfd = ev->epfd < 0 ? calloc(npfd, sizeof *ev->pfd) : NULL;
+		ev->pfd_conn = ev->epfd < 0 ? calloc(npfd, sizeof *ev->pfd_conn) : NULL;
+		ev->ctx = op_thread_new(env, NULL, nslow + i);
+		int jobs = (njobs + nloops - 1) / nloops;
+		if (ev->efd < 0 || !ev->conns || (ev->epfd < 0 && !ev->pfd_conn) || !ev->ctx ||
+		    wrk_store_init(&ev->store, jobs < 2 ? 2 : jobs, in_cap, out_cap) != 0)
+			return -1;
+		ev->ctx->defer = nslow > 0;
+		if (ev->epfd >= 0 && (ev_add(ev, ev->efd, EV_TAG_WAKE) != 0 ||
+				      (i == 0 && ev_add(ev, s->sig_fd, EV_TAG_SIG) != 0)))
+			return -1;
+	}
+	for (int i = 1; i < nloops; i++)
+		if (pthread_create(&s->loops[i].th, NULL, ev_thread, &s->loops[i]) != 0)
+			return -1;
 	return 0;
+}
+
+/* Runs loop 0 until SIGTERM or SIGINT, then stops the others; connections in flight are
+ * closed. */
+static int ev_run(struct ev_srv *s)
+{
+	struct ev *ev = &s->loops[0];
+	while (!ev_stop_signal)
+		ev_round(ev);
+	__atomic_store_n(&s->stop, 1, __ATOMIC_RELAXED);
+	for (int i = 1; i < s->nloops; i++) {
+		ev_wake(&s->loops[i]);
+		pthread_join(s->loops[i].th, NULL);
+	}
+	log_info("stopping: %lu requests served, %lu connections refused, %lu closed to make "
+		 "room, %d open", ev_sum(s, 1), s->refused, s->evicted, s->nconn);
+	if (s->notes_lost)
+		log_info("%lu refusal lines were not logged (too many sources at once)",
+			 s->notes_lost);
+	ev_close_all(ev);
+	return 0;
+}
+
+/* After ev_run: the slow pool finishes what it runs, then everything goes. */
+static void ev_free(struct ev_srv *s)
+{
+	wrk_stop(&s->slow);
+	for (int i = 0; s->loops && i < s->nloops; i++) {
+		struct ev *ev = &s->loops[i];
+		if (ev->ctx)
+			op_thread_free(ev->ctx);
+		wrk_store_free(&ev->store);
+		free(ev->conns);
+		free(ev->pfd);
+		free(ev->pfd_conn);
+		if (ev->epfd >= 0)
+			close(ev->epfd);
+		if (ev->efd >= 0)
+			close(ev->efd);
+	}
+	free(s->loops);
+	free(s->conns);
 }
 
 /* ==== 11. Daemon and main ================================================= */
@@ -10855,8 +11221,20 @@ static int main_ids(const struct cfg *c, uid_t *uid, gid_t *gid, char *err, size
 
 /* ---- workers and their buffers ---- */
 
-/* workers absent: one per CPU, but no more than the token allows sessions (cap, 0: no
- * limit).  Threads need an Mbed TLS built with MBEDTLS_THREADING_C. */
+/* Threads of the slow pool beside nworkers event loops: a quarter as many and one more,
+ * within the token's session limit (cap, 0: none); 0 (workers = 0, or no session left):
+ * slow operations run on the loop. */
+static int main_slow(int nworkers, unsigned long cap)
+{
+	int n = nworkers > 0 ? 1 + nworkers / 4 : 0;
+	if (cap && (unsigned long)(nworkers + n) > cap)
+		n = cap > (unsigned long)nworkers ? (int)(cap - (unsigned long)nworkers) : 0;
+	return n;
+}
+
+/* workers absent: one event loop per CPU, but loops and slow-pool threads together no
+ * more than the token allows sessions (cap, 0: no limit), each having one per token it
+ * serves.  Threads need an Mbed TLS built with MBEDTLS_THREADING_C. */
 static int main_workers(const struct cfg *c, unsigned long cap)
 {
 #if !defined(MBEDTLS_THREADING_C)
@@ -10868,8 +11246,8 @@ static int main_workers(const struct cfg *c, unsigned long cap)
 	long n = sysconf(_SC_NPROCESSORS_ONLN);
 	if (n < 1)
 		n = 1;
-	if (cap && (unsigned long)n > cap)
-		n = (long)cap;
+	while (n > 1 && cap && (unsigned long)n + (unsigned long)main_slow((int)n, 0) > cap)
+		n--;
 	return (int)n;
 }
 
@@ -11161,7 +11539,7 @@ static void log_open(const struct cfg *c)
 }
 
 /* systemd socket activation: LISTEN_PID is us and LISTEN_FDS sockets start at fd 3. */
-static int main_listen_systemd(struct ev *ev)
+static int main_listen_systemd(struct ev_srv *ev)
 {
 	const char *pid = getenv("LISTEN_PID"), *fds = getenv("LISTEN_FDS");
 	if (!pid || !fds || strtol(pid, NULL, 10) != (long)getpid())
@@ -11184,7 +11562,7 @@ static int main_listen_systemd(struct ev *ev)
 	return 1;
 }
 
-static void main_listen(struct ev *ev, const struct cfg *c)
+static void main_listen(struct ev_srv *ev, const struct cfg *c)
 {
 	if (main_listen_systemd(ev))
 		return;
@@ -11317,8 +11695,8 @@ static void main_ready_now(const struct cfg *c, int nworkers)
 	main_ready = 1;
 	for (int i = 0; i < MAIN_NEW_COUNT; i++)
 		main_path_close(&main_new[i]);
-	notify_send("READY=1\nSTATUS=serving KMIP on %s with %d PKCS#11 worker(s)\nMAINPID=%ld",
-	            c->addr, nworkers, (long)getpid());
+	notify_send("READY=1\nSTATUS=serving KMIP on %s with %d event loop(s)\nMAINPID=%ld",
+	            c->addr, nworkers ? nworkers : 1, (long)getpid());
 	if (main_ready_fd >= 0) {
 		int fd = open("/dev/null", O_RDWR | O_CLOEXEC);
 		if (fd >= 0) {
@@ -11632,9 +12010,8 @@ int main(int argc, char **argv)
 {
 	static struct cfg cfg;
 	static struct tls_server tls;
-	static struct wrk_pool pool;
 	static struct op_env env;
-	static struct ev ev;
+	static struct ev_srv ev;
 	char err[PATH_MAX + 1024], where[PATH_MAX + 16];
 
 	main_paths_init();
@@ -11776,17 +12153,9 @@ int main(int argc, char **argv)
 	}
 	p11_count_calls();
 	snprintf(env.module, sizeof env.module, "%s", p11.module);
-	int nworkers = main_workers(&cfg, p11_session_limit());
+	unsigned long cap = p11_session_limit();
+	int nworkers = main_workers(&cfg, cap), nslow = main_slow(nworkers, cap);
 	njobs = main_jobs(&cfg, nworkers);
-	if (wrk_init(&pool, &env, nworkers, njobs, (size_t)cfg.max_message_size,
-		     (size_t)cfg.max_message_size) != 0)
-		fatal("cannot start workers: %s", strerror(errno));
-	pthread_sigmask(SIG_SETMASK, &old_mask, NULL);
-	log_info("%d PKCS#11 worker thread(s)%s, %d requests in flight at most", nworkers,
-		 nworkers ? "" : " (inline)", njobs);
-
-	pool.deliver = conn_deliver;
-	ev.pool = &pool;
 	ev.tls = &tls;
 	ev.max_conn = cfg.max_connections;
 	ev.max_per_src = cfg.max_conn_per_source;
@@ -11795,6 +12164,14 @@ int main(int argc, char **argv)
 	ev.handshake_ms = (uint64_t)cfg.handshake_timeout * 1000u;
 	ev.idle_ms = (uint64_t)cfg.idle_timeout * 1000u;
 	ev.sig_fd = ev_sig_pipe[0];
+	if (ev_start(&ev, &env, nworkers ? nworkers : 1, nslow, njobs, (size_t)cfg.max_message_size,
+		     (size_t)cfg.max_message_size, nworkers > 0) != 0)
+		fatal("cannot start the event loops: %s", strerror(errno));
+	pthread_sigmask(SIG_SETMASK, &old_mask, NULL);
+	log_info("%d event loop(s) (%s), %d thread(s) for slow operations, %d requests in "
+		 "flight at most", nworkers ? nworkers : 1, ev.loops[0].epfd >= 0 ? "epoll" : "poll",
+		 nslow, njobs);
+
 	/* WATCHDOG=1 at half the interval systemd expects (sd_watchdog_enabled(3)) */
 	const char *wd = getenv("WATCHDOG_USEC"), *wd_pid = getenv("WATCHDOG_PID");
 	if (wd && (!wd_pid || strtol(wd_pid, NULL, 10) == (long)getpid())) {
@@ -11811,7 +12188,7 @@ int main(int argc, char **argv)
 	ev_run(&ev);
 
 	notify_send("STOPPING=1\nSTATUS=stopping");
-	wrk_stop(&pool);
+	ev_free(&ev);
 	p11_unload();
 	tls_server_free(&tls);
 	log_info("stopped");

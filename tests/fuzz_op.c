@@ -283,16 +283,24 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		for (int k = i; i > d.it[0].child && k < (d.it[i].next >= 0 ? d.it[i].next : d.n); k++)
 			fz_req_secret |= fz_secret_tag(d.it[k].tag);
 
-	/* the event loop's look at the message (section 10 answers it itself when no item
-	 * needs the module) decodes it as op_handle does */
-	int module = op_needs_module(fz_thread, data, size);
-	if ((module >= 0) != req_ok)
-		fz_fail("op_needs_module and the request parser disagree");
+	/* on an event loop's context (section 10) a request with an item for the slow pool
+	 * is left whole to the pool, before any item is run; anything else is answered */
+	fz_reset();
+	fz_thread->defer = 1;
+	memset(fz_out, 0xA5, sizeof fz_out);
+	size_t len = op_handle(fz_thread, data, size, fz_out, FZ_OUT_CAP);
+	fz_thread->defer = 0;
+	if (fz_thread->rec->parsed != req_ok)
+		fz_fail("the record's parsed and the request parser disagree");
+	if (len == OP_DEFERRED && (!req_ok || fz_thread->rec->n != 0))
+		fz_fail("a deferred request was not a request, or had items run");
+	if (len != OP_DEFERRED)
+		fz_check(fz_out, len, FZ_OUT_CAP, req_ok, in_null);
 
 	/* a roomy buffer */
 	fz_reset();
 	memset(fz_out, 0xA5, sizeof fz_out);
-	size_t len = op_handle(fz_thread, data, size, fz_out, FZ_OUT_CAP);
+	len = op_handle(fz_thread, data, size, fz_out, FZ_OUT_CAP);
 	fz_check(fz_out, len, FZ_OUT_CAP, req_ok, in_null);
 
 	/* two tight ones of 0..4095 bytes that the input picks through a hash of all its

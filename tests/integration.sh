@@ -510,7 +510,7 @@ if [ "$TOKEN" = softhsm ] && [ "$started" = 1 ]; then
 		stop_daemon
 	fi
 
-	# Cheap requests while both workers sit in slow module calls: nullp11 with a 3 s
+	# Cheap requests while the slow pool sits in slow module calls: nullp11 with a 3 s
 	# C_GetSlotList, and every other function it has but C_Initialize taking 0.5 s, so
 	# that a module call on the cheap path could not go unseen (tests/limits.py, mode cheap).
 	delay=C_GetSlotList=3000

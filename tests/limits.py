@@ -9,7 +9,8 @@ idle-timeout = 4 (tests/integration.sh).  Clients come from several loopback add
 (127.0.0.2, 127.0.0.3, ...: Linux routes all of 127/8 to lo), so that "one source" and
 "another client" are what the daemon sees.
 
-MODE cheap: the daemon runs on tests/nullp11.c with workers = 2, NULLP11_DELAY making
+MODE cheap: the daemon runs on tests/nullp11.c with workers = 2 (two event loops and one
+slow-pool thread), NULLP11_DELAY making
 C_GetSlotList take 3 s (a Query with a credential looks the token up, so it is such a
 slow call) and every other function but C_Initialize 0.5 s (so that a request answered
 within 200 ms made no module call), max-connections = 16, max-connections-per-source =
@@ -271,7 +272,7 @@ def mode_cheap():
     time.sleep(0.3)
     s = try_connect()
     check(s is not None and succeeds(s), "a Discover Versions before the test")
-    # Both workers inside a 3 s module call ...
+    # Both slow Queries in the slow pool (one running a 3 s module call, one queued) ...
     slow = [None, None]
     threads = [threading.Thread(target=slow_query, args=(slow, i)) for i in range(2)]
     for t in threads:
@@ -285,9 +286,9 @@ def mode_cheap():
         ok = ok and succeeds(s, req)
         worst = max(worst, time.monotonic() - t0)
     busy = any(t.is_alive() for t in threads)
-    print("NOTE cheap: Query / Discover Versions while both workers are in a 3 s call: "
+    print("NOTE cheap: Query / Discover Versions while the slow pool is in a 3 s call: "
           "slowest %.1f ms" % (worst * 1000))
-    check(ok, "Query and Discover Versions succeed while the workers are busy")
+    check(ok, "Query and Discover Versions succeed while the slow pool is busy")
     check(busy, "... and the slow calls were still running")
     check(worst < 0.2, "... each answered within 200 ms", "%.3f s" % worst)
     for t in threads:

@@ -429,7 +429,7 @@ else
 			# SIGHUP 1, SIGINT 2, SIGTERM 15: bits 0, 1, 14
 			if [ $(( 0x$blk & 0x4003 )) -eq $((0x4003)) ]; then nblocked=$((nblocked + 1)); fi
 		done
-		check "worker threads exist (workers = 2: got $ntask)" [ "$ntask" -ge 2 ]
+		check "threads exist (workers = 2: event loop 1 and a slow-pool thread; got $ntask)" [ "$ntask" -ge 2 ]
 		check "SIGTERM, SIGINT, SIGHUP blocked in every other thread ($nblocked of $ntask)" \
 			[ "$nblocked" -eq "$ntask" ]
 		mblk=$(sed -n 's/^SigBlk:[[:space:]]*//p' "/proc/$hpid/status")

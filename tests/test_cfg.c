@@ -659,11 +659,11 @@ static void test_job_bytes(void)
 	CHECK(main_job_bytes(2, (size_t)-1 / 2 + 1, (size_t)-1, &t) == -1,
 	      "2 x msg overflowing size_t is caught");
 	CHECK(main_job_bytes(0, 65536, (size_t)-1, &t) == -1, "no jobs is an error");
-	/* wrk_init checks too, before it allocates: no wrapped small arena */
-	struct wrk_pool w;
+	/* wrk_store_init checks too, before it allocates: no wrapped small arena */
+	struct wrk_store w;
 	errno = 0;
-	CHECK(wrk_init(&w, NULL, 0, 4, (size_t)-1 / 4, (size_t)-1 / 4) == -1 && errno == EOVERFLOW,
-	      "wrk_init refuses buffers whose total wraps");
+	CHECK(wrk_store_init(&w, 4, (size_t)-1 / 4, (size_t)-1 / 4) == -1 && errno == EOVERFLOW,
+	      "wrk_store_init refuses buffers whose total wraps");
 	/* the number of jobs for a configuration */
 	CHECK(parse(MIN "workers = 256\n") == 0 && main_jobs(&C, main_workers(&C, 0)) == 1024,
 	      "256 workers: 1024 jobs");

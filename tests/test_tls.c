@@ -876,32 +876,32 @@ static void test_client_certs(const char *self_state)
 /* ---- The event loop of section 10, run in this process ----------------------------- */
 
 struct tloop {
-	struct ev ev;
-	struct wrk_pool pool;
+	struct ev_srv srv;
 	struct op_env env;
 	pthread_t th;
 	int port;
+	const char *name;               /* "poll", "epoll", "epoll x2" */
 };
 
 static void *tl_main(void *arg)
 {
 	struct tloop *l = arg;
-	ev_run(&l->ev);
+	ev_run(&l->srv);
 	return NULL;
 }
 
-/* ev_run on 127.0.0.1:<free port> with no workers and 2 jobs of 4 KiB. */
-static int tl_start(struct tloop *l, struct tls_server *tls)
+/* ev_run on 127.0.0.1:<free port> with nloops loops, no slow pool and 2 jobs of 4 KiB
+ * per loop; epoll or poll(). */
+static int tl_start(struct tloop *l, struct tls_server *tls, int nloops, int epoll)
 {
 	struct sockaddr_in a;
 	socklen_t al = sizeof a;
 
 	memset(l, 0, sizeof *l);
+	l->name = !epoll ? "poll" : nloops == 1 ? "epoll" : "epoll x2";
 	ev_stop_signal = 0;
-	if (pipe2(ev_sig_pipe, O_NONBLOCK | O_CLOEXEC) != 0 ||
-	    wrk_init(&l->pool, &l->env, 0, 2, 4096, 4096) != 0)
+	if (pipe2(ev_sig_pipe, O_NONBLOCK | O_CLOEXEC) != 0)
 		return -1;
-	l->pool.deliver = conn_deliver;
 	int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	memset(&a, 0, sizeof a);
 	a.sin_family = AF_INET;
@@ -910,15 +910,16 @@ static int tl_start(struct tloop *l, struct tls_server *tls)
 	    getsockname(fd, (struct sockaddr *)&a, &al) != 0)
 		return -1;
 	l->port = ntohs(a.sin_port);
-	l->ev.lfd[0] = fd;
-	l->ev.nlisten = 1;
-	l->ev.pool = &l->pool;
-	l->ev.tls = tls;
-	l->ev.max_conn = 8;
-	l->ev.max_per_src = 8;
-	l->ev.max_msg = 4096;
-	l->ev.handshake_ms = l->ev.first_ms = l->ev.idle_ms = 10000;
-	l->ev.sig_fd = ev_sig_pipe[0];
+	l->srv.lfd[0] = fd;
+	l->srv.nlisten = 1;
+	l->srv.tls = tls;
+	l->srv.max_conn = 8;
+	l->srv.max_per_src = 8;
+	l->srv.max_msg = 4096;
+	l->srv.handshake_ms = l->srv.first_ms = l->srv.idle_ms = 10000;
+	l->srv.sig_fd = ev_sig_pipe[0];
+	if (ev_start(&l->srv, &l->env, nloops, 0, 2 * nloops, 4096, 4096, epoll) != 0)
+		return -1;
 	return pthread_create(&l->th, NULL, tl_main, l) == 0 ? 0 : -1;
 }
 
@@ -928,11 +929,8 @@ static void tl_stop(struct tloop *l)
 	if (write(ev_sig_pipe[1], "", 1) != 1)
 		perror("write");
 	pthread_join(l->th, NULL);
-	free(l->ev.conns);
-	free(l->ev.pfd);
-	free(l->ev.pfd_conn);
-	close(l->ev.lfd[0]);
-	wrk_stop(&l->pool);
+	close(l->srv.lfd[0]);
+	ev_free(&l->srv);
 	close(ev_sig_pipe[0]);
 	close(ev_sig_pipe[1]);
 	ev_sig_pipe[0] = ev_sig_pipe[1] = -1;
@@ -940,10 +938,10 @@ static void tl_stop(struct tloop *l)
 
 static int tl_nconn(struct tloop *l)
 {
-	return __atomic_load_n(&l->ev.nconn, __ATOMIC_SEQ_CST);
+	return __atomic_load_n(&l->srv.nconn, __ATOMIC_SEQ_CST);
 }
 
-/* Waits up to ms for the loop to hold `want` connections. */
+/* Waits up to ms for the loops to hold `want` connections. */
 static int tl_wait_nconn(struct tloop *l, int want, int ms)
 {
 	for (int i = 0; i < ms / 10 && tl_nconn(l) != want; i++)
@@ -953,8 +951,12 @@ static int tl_wait_nconn(struct tloop *l, int want, int ms)
 
 static int arena_has(struct tloop *l, const char *s)
 {
-	size_t n = (size_t)l->pool.njobs * (l->pool.in_cap + l->pool.out_cap);
-	return memmem(l->pool.arena, n, s, strlen(s)) != NULL;
+	for (int i = 0; i < l->srv.nloops; i++) {
+		const struct wrk_store *w = &l->srv.loops[i].store;
+		if (memmem(w->arena, (size_t)w->njobs * (w->in_cap + w->out_cap), s, strlen(s)))
+			return 1;
+	}
+	return 0;
 }
 
 /* Discover Versions, KMIP 1.2, no credential: answered without the module. */
@@ -1002,8 +1004,10 @@ static void test_loop_cut_off(struct tloop *l, const char *ca)
 	usleep(200 * 1000);
 	CHECK(arena_has(l, pin), "loop: the part read so far is in a job buffer");
 	kc_close(&c);
-	CHECK(tl_wait_nconn(l, 0, 2000), "loop: the connection is closed (%d open)", tl_nconn(l));
-	CHECK(!arena_has(l, pin), "loop: a request cut off mid-body is wiped from the job buffer");
+	CHECK(tl_wait_nconn(l, 0, 2000), "loop (%s): the connection is closed (%d open)", l->name,
+	      tl_nconn(l));
+	CHECK(!arena_has(l, pin), "loop (%s): a request cut off mid-body is wiped from the job "
+	      "buffer", l->name);
 }
 
 /* poll() failing with EINTR, EAGAIN or ENOMEM (a debugger attaching, memory pressure) is
@@ -1042,13 +1046,15 @@ static void test_loop_poll_errors(struct tloop *l, const char *ca)
 	text[n] = '\0';
 	fclose(logf);
 	char want[128];
-	snprintf(want, sizeof want, "poll: %s; retrying", strerror(EAGAIN));
-	CHECK(strstr(text, want) != NULL, "loop: the failing poll is logged (%s)", want);
+	snprintf(want, sizeof want, "%s: %s; retrying", l->srv.loops[0].epfd >= 0 ? "epoll_wait" :
+		 "poll", strerror(EAGAIN));
+	CHECK(strstr(text, want) != NULL, "loop (%s): the failing wait is logged (%s)", l->name,
+	      want);
 	int lines = 0;
 	for (const char *p = text; (p = strstr(p, "; retrying")) != NULL; p++)
 		lines++;
-	CHECK(lines >= 1 && lines <= 3, "loop: 40 failures of poll, at most a line a second (%d)",
-	      lines);
+	CHECK(lines >= 1 && lines <= 3 * l->srv.nloops, "loop (%s): 40 failures of the wait, at "
+	      "most a line a second per loop (%d)", l->name, lines);
 }
 
 struct tl_pump {
@@ -1104,12 +1110,11 @@ static void test_loop_burst(struct tloop *l, const char *ca)
 	query[91] = 0x18;                       /* the Operation: Query */
 	CHECK(kc_send(&b, query, sizeof query) == 0, "loop: burst: B sends a Query");
 	usleep(100 * 1000);
-	unsigned long before = __atomic_load_n(&l->ev.served, __ATOMIC_SEQ_CST);
+	unsigned long before = ev_sum(&l->srv, 1);
 	__atomic_store_n(&ev_test_poll_fails, 0, __ATOMIC_SEQ_CST);
 	long n = kc_recv(&b, resp, sizeof resp);
 	pthread_join(th, NULL);
-	for (int i = 0; i < 200 && __atomic_load_n(&l->ev.served, __ATOMIC_SEQ_CST) < before + N + 1;
-	     i++)
+	for (int i = 0; i < 200 && ev_sum(&l->srv, 1) < before + N + 1; i++)
 		usleep(10 * 1000);
 	log_state.file = NULL;
 	log_state.target = LOG_TO_STDERR;
@@ -1171,18 +1176,24 @@ static void test_loop_sources(void)
 	}
 }
 
+/* One loop with poll() (workers = 0), one with epoll, and two loops with epoll (the burst
+ * test needs both clients on one loop). */
 static void test_loop(struct tls_server *tls, const char *ca)
 {
+	static const struct { int nloops, epoll; } runs[] = { { 1, 0 }, { 1, 1 }, { 2, 1 } };
 	test_loop_sources();
-	struct tloop l;
-	if (tl_start(&l, tls) != 0) {
-		CHECK(0, "loop: start");
-		return;
+	for (size_t i = 0; i < ARRAY_LEN(runs); i++) {
+		struct tloop l;
+		if (tl_start(&l, tls, runs[i].nloops, runs[i].epoll) != 0) {
+			CHECK(0, "loop: start %d loop(s), epoll %d", runs[i].nloops, runs[i].epoll);
+			return;
+		}
+		test_loop_cut_off(&l, ca);
+		test_loop_poll_errors(&l, ca);
+		if (runs[i].nloops == 1)
+			test_loop_burst(&l, ca);
+		tl_stop(&l);
 	}
-	test_loop_cut_off(&l, ca);
-	test_loop_poll_errors(&l, ca);
-	test_loop_burst(&l, ca);
-	tl_stop(&l);
 }
 
 static int make_files(void)
