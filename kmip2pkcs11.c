@@ -9777,7 +9777,6 @@ static int tls_write(struct tls_conn *c, const uint8_t *buf, size_t n)
 	return ret;
 }
 
-#ifdef K2P_TEST
 /* Nonzero when Mbed TLS holds bytes that poll() cannot see: decrypted data not yet
  * read, or a record already in its input buffer.  The loop must call tls_read again
  * before it waits. */
@@ -9785,7 +9784,6 @@ static int tls_pending(const struct tls_conn *c)
 {
 	return mbedtls_ssl_get_bytes_avail(&c->ssl) > 0 || mbedtls_ssl_check_pending(&c->ssl);
 }
-#endif
 
 /* 0 when the alert is out (or the peer is gone: nothing more to say), TLS_WANT_WRITE,
  * or a negative error. */
@@ -10492,6 +10490,11 @@ static void conn_advance(struct ev *ev, struct conn *c)
 					ev->nagain++;
 					return;
 				}
+				/* The client is usually still reading this answer: a read now
+				 * would find nothing, one system call for naught.  The socket
+				 * says when its next request comes; Mbed TLS's buffer, not. */
+				if (!tls_pending(&c->tls))
+					return;
 				break;
 			}
 			r = tls_write(&c->tls, c->job->out + c->off, c->job->out_len - c->off);
