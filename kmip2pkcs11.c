@@ -9141,6 +9141,7 @@ static void wrk_stop(struct wrk_pool *w)
 #define TLS_WANT_WRITE MBEDTLS_ERR_SSL_WANT_WRITE
 #define TLS_CLOSED     MBEDTLS_ERR_SSL_PEER_CLOSE_NOTIFY   /* peer went away (handshake) */
 #define TLS_POST_HS    MBEDTLS_ERR_SSL_UNEXPECTED_MESSAGE  /* see tls_read */
+#define TLS_MORE       1              /* see tls_handshake_step */
 
 #define TLS_FP_LEN     (32 * 3)       /* "AA:BB:...:FF" of SHA-256 plus NUL */
 
@@ -9710,14 +9711,18 @@ static void tls_conn_free(struct tls_conn *c)
 	mbedtls_ssl_free(&c->ssl);
 }
 
-/* 0 when the handshake is done, TLS_WANT_READ / TLS_WANT_WRITE, TLS_CLOSED when the
- * peer left before finishing (scanners, health checks: not worth an error line), or a
- * negative Mbed TLS error. */
-static int tls_handshake(struct tls_conn *c)
+/* One step of the handshake: 0 when it is done, TLS_MORE when the next step can follow
+ * at once, TLS_WANT_READ / TLS_WANT_WRITE, TLS_CLOSED when the peer left before
+ * finishing (scanners, health checks: not worth an error line), or a negative Mbed TLS
+ * error.  One step at a time, because a whole server flight costs a millisecond of CPU
+ * (two X25519 multiplications and an ECDSA signature), a step at most a third of it: the
+ * loop serves other connections' requests in between. */
+static int tls_handshake_step(struct tls_conn *c)
 {
-	int ret = mbedtls_ssl_handshake(&c->ssl);
+	int ret = mbedtls_ssl_is_handshake_over(&c->ssl) ? 0 : mbedtls_ssl_handshake_step(&c->ssl);
+	if (ret == 0)
+		return mbedtls_ssl_is_handshake_over(&c->ssl) ? 0 : TLS_MORE;
 	switch (ret) {
-	case 0:
 	case MBEDTLS_ERR_SSL_WANT_READ:
 	case MBEDTLS_ERR_SSL_WANT_WRITE:
 		return ret;
@@ -9729,6 +9734,17 @@ static int tls_handshake(struct tls_conn *c)
 		return ret;
 	}
 }
+
+#ifdef K2P_TEST
+/* The whole handshake, as far as it goes without waiting. */
+static int tls_handshake(struct tls_conn *c)
+{
+	int r;
+	while ((r = tls_handshake_step(c)) == TLS_MORE)
+		;
+	return r;
+}
+#endif
 
 /*
  * Bytes read (> 0), 0 when the peer closed (close_notify or plain EOF), TLS_WANT_*,
@@ -9846,7 +9862,8 @@ enum { CS_HANDSHAKE, CS_READ_HEAD, CS_WAIT_JOB, CS_READ_BODY, CS_BUSY, CS_WRITE,
 #define EV_MAX_LISTEN 8
 #define EV_BURST      4         /* answers in a row on one connection before the others' turn */
 #define EV_EVENTS     64        /* epoll events taken per wait */
-#define EV_HANDSHAKES 1         /* handshake steps per round, after the requests */
+#define EV_HANDSHAKES 1         /* handshake turns per round, after the requests */
+#define EV_HS_SLICE_NS 100000   /* a handshake's turn: steps until this much time is used */
 
 #define EV_NOTES   64           /* source addresses whose last refusal line is remembered */
 #define EV_NOTE_MS 1000         /* at most one refusal line a second per source */
@@ -9879,8 +9896,11 @@ struct conn {
 	int pfd;                        /* poll: place in ev->pfd of this round, or -1 */
 	uint32_t watched;               /* epoll: the events registered for it, 0: none */
 	int close_after;                /* close once the response is written */
+	int corked;                     /* TCP_CORK set: the server's flight goes out whole */
 	int requested;                  /* has sent a well-formed request message */
-	int again;                      /* stopped after EV_BURST answers: step it next round */
+	int again;                      /* to be stepped next round without waiting (EV_BURST
+					 * answers given, or a handshake step done): its place in
+					 * ev->againv + 1; 0: not there */
 	int started;                    /* atomic: a request has begun (loop 0 reads it) */
 	int evict;                      /* atomic: loop 0 closed it to make room */
 	struct conn_src src;
@@ -9905,6 +9925,7 @@ struct ev {
 	int id, epfd, efd;              /* epfd -1: poll(); efd: the inbox's eventfd */
 	struct conn **conns;            /* the nconn connections it owns, densely */
 	int nconn, cap, nagain;
+	struct conn **againv;           /* the nagain connections with c->again */
 	struct pollfd *pfd;             /* poll(): cap + EV_MAX_LISTEN + 2 entries */
 	struct conn **pfd_conn;
 	struct conn *wait_head, *wait_tail, *dead;
@@ -10096,6 +10117,23 @@ static void conn_due(struct ev *ev, struct conn *c, uint64_t at)
 
 static void conn_close(struct ev *ev, struct conn *c);
 
+/* On (1) or off (0) the list of connections that the next round steps without waiting:
+ * what Mbed TLS has buffered, or a handshake's next step, no socket event announces. */
+static void conn_again(struct ev *ev, struct conn *c, int on)
+{
+	if (on == (c->again > 0))
+		return;
+	if (on) {
+		ev->againv[ev->nagain++] = c;
+		c->again = ev->nagain;
+		return;
+	}
+	struct conn *last = ev->againv[--ev->nagain];
+	ev->againv[c->again - 1] = last;
+	last->again = c->again;
+	c->again = 0;
+}
+
 /* epoll: register what c waits for, when that changed.  A connection the slow pool holds,
  * or that waits for a job, is not watched (level-triggered, its readiness would spin). */
 static void ev_watch(struct ev *ev, struct conn *c)
@@ -10144,7 +10182,7 @@ static void conn_close(struct ev *ev, struct conn *c)
 	}
 	if (c->pfd >= 0)                /* polled in this round: its entry must not be used */
 		ev->pfd_conn[c->pfd] = NULL;
-	ev->nagain -= c->again;
+	conn_again(ev, c, 0);
 	tls_conn_free(&c->tls);
 	close(c->fd);                   /* also takes it out of the epoll set */
 	pthread_mutex_lock(&s->mu);
@@ -10412,14 +10450,28 @@ static int conn_must_wait(struct conn *c, int r)
 static void conn_advance(struct ev *ev, struct conn *c)
 {
 	int answered = 0;
-	ev->nagain -= c->again;
-	c->again = 0;
+	uint64_t slice = 0;             /* monotonic ns: this turn's handshake work began */
+	conn_again(ev, c, 0);
 	for (;;) {
 		int r;
 		c->want_write = 0;
 		switch (c->state) {
 		case CS_HANDSHAKE:
-			r = tls_handshake(&c->tls);
+			if (!slice)
+				slice = mono_ns();
+			r = tls_handshake_step(&c->tls);
+			if (r == TLS_MORE) {
+				if (mono_ns() - slice < EV_HS_SLICE_NS)
+					break;
+				conn_again(ev, c, 1);
+				return;
+			}
+			if (c->corked && r != TLS_WANT_WRITE) {
+				/* the flight is written (or failed): out with it */
+				int off = 0;
+				setsockopt(c->fd, IPPROTO_TCP, TCP_CORK, &off, sizeof off);
+				c->corked = 0;
+			}
 			if (conn_must_wait(c, r))
 				return;
 			if (r < 0) {
@@ -10486,8 +10538,7 @@ static void conn_advance(struct ev *ev, struct conn *c)
 				}
 				conn_idle(ev, c);
 				if (++answered == EV_BURST) {
-					c->again = 1;
-					ev->nagain++;
+					conn_again(ev, c, 1);
 					return;
 				}
 				/* The client is usually still reading this answer: a read now
@@ -10672,8 +10723,11 @@ static void ev_accept(struct ev *ev, int lfd)
 			close(fd);
 			continue;
 		}
+		/* Corked until the server's first flight is written: ServerHello to Finished
+		 * then leave in as few segments as they fit, not one each. */
 		int one = 1;
 		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+		int corked = setsockopt(fd, IPPROTO_TCP, TCP_CORK, &one, sizeof one) == 0;
 		struct conn *c = calloc(1, sizeof *c);
 		if (!c || tls_conn_init(s->tls, &c->tls, fd) != 0) {
 			log_warn("%s: out of memory, connection refused", peer);
@@ -10682,6 +10736,7 @@ static void ev_accept(struct ev *ev, int lfd)
 			continue;
 		}
 		c->fd = fd;
+		c->corked = corked;
 		c->pfd = -1;
 		c->src = src;
 		c->state = CS_HANDSHAKE;
@@ -10925,7 +10980,16 @@ static void ev_round(struct ev *ev)
 		}
 	}
 	int r = ev_wait(ev, evs, n, next > now ? (int)(next - now) : 0), hs = 0;
-	for (int pass = 0; pass < 2 && r > 0; pass++) {
+	for (int pass = 0; pass < 2; pass++) {
+		/* backwards: stepping one takes it off, and moves the last (seen) to its place;
+		 * one put back goes to the end, not seen again in this pass */
+		for (int i = ev->nagain - 1; i >= 0; i--) {
+			struct conn *c = ev->againv[i];
+			if ((c->state == CS_HANDSHAKE) == pass && (!pass || ++hs <= EV_HANDSHAKES))
+				conn_step(ev, c);
+		}
+		if (r <= 0)
+			continue;
 		if (ev->epfd >= 0) {
 			for (int i = 0; i < r; i++)
 				ev_event(ev, evs[i].data.u64, evs[i].data.u64 >= 4096 ?
@@ -10942,11 +11006,6 @@ static void ev_round(struct ev *ev)
 			if (c && ev->pfd[i].revents)
 				ev_event(ev, 0, c, pass, &hs);
 		}
-	}
-	for (int i = ev->nconn - 1; ev->nagain && i >= 0; i--) {
-		struct conn *c = ev->conns[i];
-		if (c->again)
-			conn_step(ev, c);
 	}
 	/* time-outs first: the jobs they free go to waiting connections in this round, not
 	 * whenever something else wakes the loop (a waiting connection is not watched) */
@@ -11011,11 +11070,12 @@ static int ev_start(struct ev_srv *s, struct op_env *env, int nloops, int nslow,
 		ev->epfd = epoll ? epoll_create1(EPOLL_CLOEXEC) : -1;
 		size_t npfd = (size_t)ev->cap + EV_MAX_LISTEN + 2;
 		ev->conns = calloc((size_t)ev->cap, sizeof *ev->conns);
+		ev->againv = calloc((size_t)ev->cap, sizeof *ev->againv);
 		ev->pfd = ev->epfd < 0 ? calloc(npfd, sizeof *ev->pfd) : NULL;
 		ev->pfd_conn = ev->epfd < 0 ? calloc(npfd, sizeof *ev->pfd_conn) : NULL;
 		ev->ctx = op_thread_new(env, NULL, nslow + i);
 		int jobs = (njobs + nloops - 1) / nloops;
-		if (ev->efd < 0 || !ev->conns || (ev->epfd < 0 && !ev->pfd_conn) || !ev->ctx ||
+		if (ev->efd < 0 || !ev->conns || !ev->againv || (ev->epfd < 0 && !ev->pfd_conn) || !ev->ctx ||
 		    wrk_store_init(&ev->store, jobs < 2 ? 2 : jobs, in_cap, out_cap) != 0)
 			return -1;
 		ev->ctx->defer = nslow > 0;
@@ -11060,6 +11120,7 @@ static void ev_free(struct ev_srv *s)
 			op_thread_free(ev->ctx);
 		wrk_store_free(&ev->store);
 		free(ev->conns);
+		free(ev->againv);
 		free(ev->pfd);
 		free(ev->pfd_conn);
 		if (ev->epfd >= 0)
