@@ -24,19 +24,34 @@ SIZE     ?= $(XPREFIX)size
 
 # make static: Mbed TLS built from its release source with dist/mbedtls-config.h, and
 # linked with the daemon with link-time optimisation (about 20 KiB less on every target).
-# ARCH_CFLAGS: the denser instruction sets where the target has them (see README).
+# ARCH_CFLAGS: the denser instruction sets where the target has them (see README), and
+# x86-64's -fno-plt.  What each size flag saves is listed in dist/mbedtls-config.h.
 MBEDTLS_STATIC = $(XB)/mbedtls-static
+# -Oz where the compiler has it (GCC 12 and later), else -Os.  GCC 12's -Oz differs from
+# -Os on x86-64 only: 3.8 KiB less there, and no difference measured in the speed of
+# ECDSA, ECDH, AES-GCM, ChaCha20-Poly1305 or SHA-2.
+SIZE_OPT != $(CC) -Oz -x c -c -o /dev/null /dev/null >/dev/null 2>&1 && echo -Oz || echo -Os
 MIPS_CFLAGS    = -mips16 -minterlink-compressed -fno-ipa-ra
 ARM_CFLAGS     = -mthumb
-ARCH_CFLAGS != case "$(TARGET)" in mips*) echo "$(MIPS_CFLAGS)" ;; arm*) echo "$(ARM_CFLAGS)" ;; esac
+# x86-64: calls into libc through the GOT, without PLT stubs: 1.2 KiB less (on aarch64
+# it costs 5 KiB: a GOT call there is three instructions).
+X86_64_CFLAGS  = -fno-plt
+ARCH_CFLAGS != case "$(TARGET)" in mips*) echo "$(MIPS_CFLAGS)" ;; arm*) echo "$(ARM_CFLAGS)" ;; \
+	x86_64*) echo "$(X86_64_CFLAGS)" ;; esac
 # aarch64 links for 4 KiB pages: the default 64 KiB alignment pads the file by up to
 # 64 KiB (26 KiB today).  For a kernel with 16 or 64 KiB pages: AARCH64_LDFLAGS=
 AARCH64_LDFLAGS = -Wl,-z,max-page-size=4096
 ARCH_LDFLAGS != case "$(TARGET)" in aarch64*) echo "$(AARCH64_LDFLAGS)" ;; esac
-STATIC_CFLAGS  = -std=c99 -Os -flto=auto -ffunction-sections -fdata-sections \
+# The whole program optimised as one LTO partition (in one thread), where GCC takes the
+# option: 1.3 KiB less on x86-64, 0.8 on aarch64, 0.4 on armhf; on MIPS16 it costs
+# 8 KiB, so not there.
+LTO_LDFLAGS != case "$(TARGET)" in mips*) ;; *) $(CC) -flto-partition=one -x c -c -o /dev/null \
+	/dev/null >/dev/null 2>&1 && echo -flto-partition=one ;; esac
+STATIC_CFLAGS  = -std=c99 $(SIZE_OPT) -flto=auto -ffunction-sections -fdata-sections \
 	-fno-asynchronous-unwind-tables -fno-unwind-tables $(ARCH_CFLAGS) $(LFS) $(HARDEN_CFLAGS) \
 	-Wall -Wextra -Wshadow -Wformat=2 -Werror -DK2P_STATIC_MBEDTLS
-STATIC_LDFLAGS = -Wl,--gc-sections -Wl,--as-needed -Wl,--exclude-libs,ALL $(ARCH_LDFLAGS)
+STATIC_LDFLAGS = -Wl,--gc-sections -Wl,--as-needed -Wl,--exclude-libs,ALL $(ARCH_LDFLAGS) \
+	$(LTO_LDFLAGS)
 STATIC_LIBS    = $(MBEDTLS_STATIC)/lib/libmbedtls.a $(MBEDTLS_STATIC)/lib/libmbedx509.a \
 	$(MBEDTLS_STATIC)/lib/libmbedcrypto.a $(ATOMIC_LIB) -ldl -lpthread
 # 64-bit atomics (the daemon's counters) are calls into libatomic on 32-bit targets
@@ -149,7 +164,7 @@ FORCE:
 $(MBEDTLS_STATIC)/.stamp: dist/mbedtls-config.h dist/build-mbedtls.sh $(XB)/.flags
 	CC="$(CC)" MBEDTLS_CFLAGS="$(MBEDTLS_CFLAGS)" sh dist/build-mbedtls.sh build $(MBEDTLS_STATIC)
 
-MBEDTLS_CFLAGS = -Os -flto=auto -ffunction-sections -fdata-sections -fno-asynchronous-unwind-tables \
+MBEDTLS_CFLAGS = $(SIZE_OPT) -flto=auto -ffunction-sections -fdata-sections -fno-asynchronous-unwind-tables \
 	-fno-unwind-tables $(ARCH_CFLAGS) $(MBEDTLS_ARCH_CFLAGS) $(LFS)
 # x86-64: AES-NI through intrinsics (aesni.c's alternative, assembly, breaks under -flto:
 # numeric asm labels across LTO partitions).  The instructions run only where the CPU
