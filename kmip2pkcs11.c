@@ -9829,9 +9829,10 @@ static void tls_peer_subject(const struct tls_conn *c, char *out, size_t cap)
  * nothing per request; poll() serves where epoll is missing and with workers = 0, where
  * one loop on the main thread does everything.
  *
- * Loop 0 (the main thread) also accepts: it checks the limits, picks the loop that owns
- * the fewest connections and hands the new one over through that loop's inbox (a list
- * and an eventfd); the TLS handshake then runs on the owner.  A request whose operation
+ * Loop 0, the main thread, accepts: it checks the limits, picks the loop that owns the
+ * fewest connections and hands the new one over through that loop's inbox (a list and an
+ * eventfd); the TLS handshake then runs on the owner.  Loop 0 serves no connection itself
+ * (but with workers = 0), so that a module call that hangs never holds up new ones.  A request whose operation
  * may keep the module busy for seconds (section 7's OPX_SLOW rows) goes to the slow pool
  * of section 8, which answers it and hands the connection back through the same inbox.
  *
@@ -9864,6 +9865,7 @@ enum { CS_HANDSHAKE, CS_READ_HEAD, CS_WAIT_JOB, CS_READ_BODY, CS_BUSY, CS_WRITE,
 #define EV_EVENTS     64        /* epoll events taken per wait */
 #define EV_HANDSHAKES 1         /* handshake turns per round, after the requests */
 #define EV_HS_SLICE_NS 100000   /* a handshake's turn: steps until this much time is used */
+#define EV_STUCK_MS   50        /* a loop this long in one request gets no new connection */
 
 #define EV_NOTES   64           /* source addresses whose last refusal line is remembered */
 #define EV_NOTE_MS 1000         /* at most one refusal line a second per source */
@@ -9935,6 +9937,7 @@ struct ev {
 	struct conn *in_new, *in_done;  /*   connections handed over; back from the slow pool */
 	int in_evict, woken;            /*   some connection was evicted; efd written */
 	int nown;                       /* atomic: connections owned or handed over */
+	uint64_t busy_since;            /* atomic: monotonic ms a request began running; 0: none */
 	unsigned long served, requests; /* atomic: answers written, requests logged */
 };
 
@@ -9949,6 +9952,8 @@ struct ev_srv {
 
 	struct ev *loops;
 	int nloops, stop;               /* stop: atomic */
+	int serve;                      /* the first loop that serves connections: 1 when loop 0
+					 * only accepts, 0 when it does everything (workers = 0) */
 	struct wrk_pool slow;
 	pthread_mutex_t mu;             /* the registry: */
 	struct conn **conns;            /*   every open connection, densely */
@@ -10367,7 +10372,9 @@ static void conn_dispatch(struct ev *ev, struct conn *c)
 	c->off = 0;
 	j->rec.conn = c->id;
 	ev->ctx->rec = &j->rec;
+	__atomic_store_n(&ev->busy_since, c->t0_ns / 1000000u, __ATOMIC_RELAXED);
 	j->out_len = op_handle(ev->ctx, j->in, j->in_len, j->out, j->out_cap);
+	__atomic_store_n(&ev->busy_since, 0, __ATOMIC_RELAXED);
 	c->requested |= j->rec.parsed;
 	if (j->out_len == OP_DEFERRED) {
 		c->state = CS_BUSY;
@@ -10609,20 +10616,27 @@ static struct conn *ev_victim(const struct ev_srv *s)
 	return v;
 }
 
-/* The loop that owns the fewest connections; among equals, the next in turn. */
+/* The loop that owns the fewest connections; among equals, the next in turn.  A loop that
+ * has been inside one request for EV_STUCK_MS (a module call that hangs) is passed over
+ * while another is not: the newcomer's handshake would wait for it. */
 static struct ev *ev_pick(struct ev_srv *s)
 {
 	struct ev *best = NULL;
 	int least = INT_MAX;
-	for (int k = 0; k < s->nloops; k++) {
-		struct ev *l = &s->loops[(s->next_loop + k) % s->nloops];
-		int n = __atomic_load_n(&l->nown, __ATOMIC_RELAXED);
-		if (n < least) {
-			least = n;
+	uint64_t now = mono_ms();
+	int n = s->nloops - s->serve;
+	for (int k = 0; k < n; k++) {
+		struct ev *l = &s->loops[s->serve + (s->next_loop + k) % n];
+		uint64_t busy = __atomic_load_n(&l->busy_since, __ATOMIC_RELAXED);
+		int own = __atomic_load_n(&l->nown, __ATOMIC_RELAXED);
+		if (busy && now > busy + EV_STUCK_MS)
+			own = own > INT_MAX / 2 ? INT_MAX - 1 : INT_MAX / 2 + own;
+		if (own < least) {
+			least = own;
 			best = l;
 		}
 	}
-	s->next_loop = (best->id + 1) % s->nloops;
+	s->next_loop = (best->id - s->serve + 1) % n;
 	return best;
 }
 
@@ -11043,23 +11057,26 @@ static int ev_add(struct ev *ev, int fd, uint64_t tag)
 }
 
 /*
- * nloops loops (loops 1.. on threads of their own: the caller blocks signals first; loop
- * 0 is ev_run's caller), jobs spread over them, and a slow pool of nslow threads (0: slow
- * operations run on the loops too).  epoll: 0 uses poll() (and so does a kernel without
+ * nloops loops that serve connections, jobs spread over them, and a slow pool of nslow
+ * threads (0: slow operations run on the loops too).  threads: each serving loop on a
+ * thread of its own (the caller blocks signals first) and loop 0, ev_run's caller, only
+ * accepts, so that a module call that hangs never holds up new connections; else nloops
+ * is 1 and loop 0 does everything.  epoll: 0 uses poll() (and so does a kernel without
  * epoll).  The caller has set s's first group of fields.
  */
 static int ev_start(struct ev_srv *s, struct op_env *env, int nloops, int nslow, int njobs,
-		    size_t in_cap, size_t out_cap, int epoll)
+		    size_t in_cap, size_t out_cap, int threads, int epoll)
 {
 	pthread_mutex_init(&s->mu, NULL);
-	s->nloops = nloops;
+	s->serve = threads ? 1 : 0;
+	s->nloops = nloops + s->serve;
 	s->start_ms = mono_ms();
 	s->conns = calloc((size_t)s->max_conn, sizeof *s->conns);
-	s->loops = calloc((size_t)nloops, sizeof *s->loops);
+	s->loops = calloc((size_t)s->nloops, sizeof *s->loops);
 	if (!s->conns || !s->loops || wrk_init(&s->slow, env, nslow) != 0)
 		return -1;
 	s->slow.deliver = conn_deliver;
-	for (int i = 0; i < nloops; i++) {
+	for (int i = 0; i < s->nloops; i++) {
 		struct ev *ev = &s->loops[i];
 		ev->srv = s;
 		ev->id = i;
@@ -11073,17 +11090,21 @@ static int ev_start(struct ev_srv *s, struct op_env *env, int nloops, int nslow,
 		ev->againv = calloc((size_t)ev->cap, sizeof *ev->againv);
 		ev->pfd = ev->epfd < 0 ? calloc(npfd, sizeof *ev->pfd) : NULL;
 		ev->pfd_conn = ev->epfd < 0 ? calloc(npfd, sizeof *ev->pfd_conn) : NULL;
-		ev->ctx = op_thread_new(env, NULL, nslow + i);
-		int jobs = (njobs + nloops - 1) / nloops;
-		if (ev->efd < 0 || !ev->conns || !ev->againv || (ev->epfd < 0 && !ev->pfd_conn) || !ev->ctx ||
-		    wrk_store_init(&ev->store, jobs < 2 ? 2 : jobs, in_cap, out_cap) != 0)
+		if (ev->efd < 0 || !ev->conns || !ev->againv || (ev->epfd < 0 && !ev->pfd_conn))
 			return -1;
-		ev->ctx->defer = nslow > 0;
+		if (i >= s->serve) {    /* sessions, caches and jobs: only where requests run */
+			int jobs = (njobs + nloops - 1) / nloops;
+			ev->ctx = op_thread_new(env, NULL, nslow + i);
+			if (!ev->ctx || wrk_store_init(&ev->store, jobs < 2 ? 2 : jobs, in_cap,
+						       out_cap) != 0)
+				return -1;
+			ev->ctx->defer = nslow > 0;
+		}
 		if (ev->epfd >= 0 && (ev_add(ev, ev->efd, EV_TAG_WAKE) != 0 ||
 				      (i == 0 && ev_add(ev, s->sig_fd, EV_TAG_SIG) != 0)))
 			return -1;
 	}
-	for (int i = 1; i < nloops; i++)
+	for (int i = 1; i < s->nloops; i++)
 		if (pthread_create(&s->loops[i].th, NULL, ev_thread, &s->loops[i]) != 0)
 			return -1;
 	return 0;
@@ -12229,7 +12250,7 @@ int main(int argc, char **argv)
 	ev.idle_ms = (uint64_t)cfg.idle_timeout * 1000u;
 	ev.sig_fd = ev_sig_pipe[0];
 	if (ev_start(&ev, &env, nworkers ? nworkers : 1, nslow, njobs, (size_t)cfg.max_message_size,
-		     (size_t)cfg.max_message_size, nworkers > 0) != 0)
+		     (size_t)cfg.max_message_size, nworkers > 0, nworkers > 0) != 0)
 		fatal("cannot start the event loops: %s", strerror(errno));
 	pthread_sigmask(SIG_SETMASK, &old_mask, NULL);
 	log_info("%d event loop(s) (%s), %d thread(s) for slow operations, %d requests in "

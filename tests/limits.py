@@ -327,6 +327,28 @@ def mode_cheap():
         h.close()
     w.close()
 
+    # A loop inside a module call that hangs gets no new connection.  A's Get with a
+    # credential holds its loop in the module (its loop has not looked the token up yet:
+    # C_GetSlotList, 3 s); C, opened right after A, is on the other loop; B connects while
+    # A waits, and is served at once by C's loop, not after A's call.
+    time.sleep(0.5)
+    a, c = try_connect(), try_connect()
+    held = threading.Thread(target=call, args=(a, request(0x0A, [text(0x420094, "00_priv")],
+                                                          "null", "1234"), 15))
+    held.start()
+    time.sleep(0.5)
+    t0 = time.monotonic()
+    b = try_connect()
+    ok = b is not None and succeeds(b)
+    dt = time.monotonic() - t0
+    busy = held.is_alive()
+    check(ok and busy and dt < 1.0, "a connection made while one loop sits in a 3 s module "
+          "call is served by another loop at once", "%.3f s, call still running: %s" % (dt, busy))
+    held.join()
+    for x in (a, b, c):
+        if x:
+            x.close()
+
 
 if mode == "cheap":
     mode_cheap()

@@ -880,7 +880,7 @@ struct tloop {
 	struct op_env env;
 	pthread_t th;
 	int port;
-	const char *name;               /* "poll", "epoll", "epoll x2" */
+	const char *name;               /* "poll, no threads", "epoll", "epoll x2", ... */
 };
 
 static void *tl_main(void *arg)
@@ -891,14 +891,16 @@ static void *tl_main(void *arg)
 }
 
 /* ev_run on 127.0.0.1:<free port> with nloops loops, no slow pool and 2 jobs of 4 KiB
- * per loop; epoll or poll(). */
-static int tl_start(struct tloop *l, struct tls_server *tls, int nloops, int epoll)
+ * per loop; epoll or poll(); threads: the loops on threads of their own, ev_run's thread
+ * only accepting (workers > 0), else one loop doing everything (workers = 0). */
+static int tl_start(struct tloop *l, struct tls_server *tls, int nloops, int threads, int epoll)
 {
 	struct sockaddr_in a;
 	socklen_t al = sizeof a;
 
 	memset(l, 0, sizeof *l);
-	l->name = !epoll ? "poll" : nloops == 1 ? "epoll" : "epoll x2";
+	l->name = !threads ? "poll, no threads" : nloops == 1 ? (epoll ? "epoll" : "poll") :
+		  epoll ? "epoll x2" : "poll x2";
 	ev_stop_signal = 0;
 	if (pipe2(ev_sig_pipe, O_NONBLOCK | O_CLOEXEC) != 0)
 		return -1;
@@ -918,7 +920,7 @@ static int tl_start(struct tloop *l, struct tls_server *tls, int nloops, int epo
 	l->srv.max_msg = 4096;
 	l->srv.handshake_ms = l->srv.first_ms = l->srv.idle_ms = 10000;
 	l->srv.sig_fd = ev_sig_pipe[0];
-	if (ev_start(&l->srv, &l->env, nloops, 0, 2 * nloops, 4096, 4096, epoll) != 0)
+	if (ev_start(&l->srv, &l->env, nloops, 0, 2 * nloops, 4096, 4096, threads, epoll) != 0)
 		return -1;
 	return pthread_create(&l->th, NULL, tl_main, l) == 0 ? 0 : -1;
 }
@@ -934,6 +936,15 @@ static void tl_stop(struct tloop *l)
 	close(ev_sig_pipe[0]);
 	close(ev_sig_pipe[1]);
 	ev_sig_pipe[0] = ev_sig_pipe[1] = -1;
+}
+
+/* Every loop leaves its wait and waits again (the test hook then makes that fail). */
+static void tl_wake(struct tloop *l)
+{
+	if (write(ev_sig_pipe[1], "", 1) != 1)
+		perror("write");
+	for (int i = 0; i < l->srv.nloops; i++)
+		ev_wake(&l->srv.loops[i]);
 }
 
 static int tl_nconn(struct tloop *l)
@@ -953,7 +964,7 @@ static int arena_has(struct tloop *l, const char *s)
 {
 	for (int i = 0; i < l->srv.nloops; i++) {
 		const struct wrk_store *w = &l->srv.loops[i].store;
-		if (memmem(w->arena, (size_t)w->njobs * (w->in_cap + w->out_cap), s, strlen(s)))
+		if (w->arena && memmem(w->arena, (size_t)w->njobs * (w->in_cap + w->out_cap), s, strlen(s)))
 			return 1;
 	}
 	return 0;
@@ -1027,8 +1038,7 @@ static void test_loop_poll_errors(struct tloop *l, const char *ca)
 	for (size_t i = 0; i < ARRAY_LEN(errs); i++) {
 		__atomic_store_n(&ev_test_poll_errno, errs[i], __ATOMIC_SEQ_CST);
 		__atomic_store_n(&ev_test_poll_fails, 20, __ATOMIC_SEQ_CST);
-		if (write(ev_sig_pipe[1], "", 1) != 1)   /* wake the loop: it polls again */
-			perror("write");
+		tl_wake(l);                     /* every loop waits again, and fails */
 		for (int t = 0; t < 200 && __atomic_load_n(&ev_test_poll_fails, __ATOMIC_SEQ_CST); t++)
 			usleep(10 * 1000);
 		CHECK(__atomic_load_n(&ev_test_poll_fails, __ATOMIC_SEQ_CST) == 0,
@@ -1099,8 +1109,7 @@ static void test_loop_burst(struct tloop *l, const char *ca)
 	log_state.file = logf;
 	__atomic_store_n(&ev_test_poll_errno, EAGAIN, __ATOMIC_SEQ_CST);
 	__atomic_store_n(&ev_test_poll_fails, 1000000, __ATOMIC_SEQ_CST);
-	if (write(ev_sig_pipe[1], "", 1) != 1)
-		perror("write");
+	tl_wake(l);
 	usleep(50 * 1000);
 	pump = (struct tl_pump){ &a, blob, sizeof blob, 0 };
 	pthread_create(&th, NULL, tl_pump_run, &pump);
@@ -1176,15 +1185,43 @@ static void test_loop_sources(void)
 	}
 }
 
-/* One loop with poll() (workers = 0), one with epoll, and two loops with epoll (the burst
- * test needs both clients on one loop). */
+/* New connections go to the loop that owns the fewest: four connections on two loops are
+ * two each, and each is served by its own loop. */
+static void test_loop_spread(struct tloop *l, const char *ca)
+{
+	struct kc c[4];
+	int n = 0;
+	for (int i = 0; i < 4; i++)
+		n += kc_connect(&c[i], "127.0.0.1", l->port, ca, NULL, NULL) == 0;
+	CHECK(n == 4 && tl_wait_nconn(l, 4, 2000), "loop (%s): four connections open", l->name);
+	int own0 = __atomic_load_n(&l->srv.loops[l->srv.serve].nown, __ATOMIC_SEQ_CST);
+	int own1 = __atomic_load_n(&l->srv.loops[l->srv.serve + 1].nown, __ATOMIC_SEQ_CST);
+	CHECK(own0 == 2 && own1 == 2, "loop (%s): two connections on each loop (%d, %d)", l->name,
+	      own0, own1);
+	static const uint8_t success[] = { 0x42, 0x00, 0x7F, 0x05, 0, 0, 0, 4, 0, 0, 0, 0 };
+	int ok = 0;
+	for (int i = 0; i < 4; i++) {
+		uint8_t resp[1024];
+		long r = c[i].fd >= 0 ? kc_roundtrip(&c[i], tl_discover, sizeof tl_discover, resp,
+						     sizeof resp) : -1;
+		ok += r > 0 && memmem(resp, (size_t)r, success, sizeof success) != NULL;
+	}
+	CHECK(ok == 4, "loop (%s): each of the four answered (%d)", l->name, ok);
+	for (int i = 0; i < 4; i++)
+		kc_close(&c[i]);
+	CHECK(tl_wait_nconn(l, 0, 2000), "loop (%s): all four closed", l->name);
+}
+
+/* One loop with poll() doing everything (workers = 0), one loop with epoll, and two loops
+ * with each (the burst test needs both clients on one loop). */
 static void test_loop(struct tls_server *tls, const char *ca)
 {
-	static const struct { int nloops, epoll; } runs[] = { { 1, 0 }, { 1, 1 }, { 2, 1 } };
+	static const struct { int nloops, threads, epoll; } runs[] = {
+		{ 1, 0, 0 }, { 1, 1, 1 }, { 2, 1, 1 }, { 2, 1, 0 } };
 	test_loop_sources();
 	for (size_t i = 0; i < ARRAY_LEN(runs); i++) {
 		struct tloop l;
-		if (tl_start(&l, tls, runs[i].nloops, runs[i].epoll) != 0) {
+		if (tl_start(&l, tls, runs[i].nloops, runs[i].threads, runs[i].epoll) != 0) {
 			CHECK(0, "loop: start %d loop(s), epoll %d", runs[i].nloops, runs[i].epoll);
 			return;
 		}
@@ -1192,6 +1229,8 @@ static void test_loop(struct tls_server *tls, const char *ca)
 		test_loop_poll_errors(&l, ca);
 		if (runs[i].nloops == 1)
 			test_loop_burst(&l, ca);
+		else
+			test_loop_spread(&l, ca);
 		tl_stop(&l);
 	}
 }
