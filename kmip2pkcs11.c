@@ -10084,13 +10084,16 @@ static void ev_wake(struct ev *l)
 	(void)r;                /* a full eventfd counter still wakes the loop */
 }
 
-/* Put c on one of l's inbox lists (another thread's doing) and wake l, once per batch. */
+/* Put c on one of l's inbox lists (another thread's doing), or with c NULL say that one of
+ * l's connections was evicted; wake l, once per batch. */
 static void ev_post(struct ev *l, struct conn **list, struct conn *c)
 {
 	pthread_mutex_lock(&l->mu);
 	if (c) {
 		c->next_post = *list;
 		*list = c;
+	} else {
+		l->in_evict = 1;
 	}
 	int woken = l->woken;
 	l->woken = 1;
@@ -10728,9 +10731,6 @@ static void ev_accept(struct ev *ev, int lfd)
 		if (old && owner == ev) {
 			ev_evict(ev, old);
 		} else if (old) {
-			pthread_mutex_lock(&owner->mu);
-			owner->in_evict = 1;
-			pthread_mutex_unlock(&owner->mu);
 			ev_post(owner, NULL, NULL);
 		}
 		if (!ok) {
