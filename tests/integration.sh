@@ -549,6 +549,21 @@ if [ "$TOKEN" = softhsm ] && [ "$started" = 1 ]; then
 		stop_daemon
 	fi
 
+	# workers = 0: one poll() loop on the main thread does everything (accepts, handshakes,
+	# every module call, key generation included).
+	sed -e 's/^workers = 2$/workers = 0/' "$T/config.toml" > "$T/inline.toml"
+	"$DAEMON" -c "$T/inline.toml" -l "file:$T/inline.log" >> "$T/daemon.log" 2>&1 &
+	daemon_pid=$!
+	if wait_port; then
+		check "workers = 0: one loop, poll()" grep -q "1 event loop(s) (poll), 0 thread(s)" "$T/inline.log"
+		e2e e2e-inline 120 cascade
+		e2e e2e-inline-parallel 120 parallel 100
+		check "the daemon exits 0 within 5 s of SIGTERM (workers = 0)" stop_daemon
+	else
+		bad "daemon with workers = 0 accepts connections"
+		stop_daemon
+	fi
+
 	# Log rotation: -l file:PATH, the file moved away, SIGHUP: a new file under the name.
 	"$DAEMON" -c "$T/config.toml" -l "file:$T/rot.log" >> "$T/daemon.log" 2>&1 &
 	daemon_pid=$!
