@@ -230,7 +230,7 @@ static char log_path[PATH_MAX];
 static int log_dirfd = -1;
 static char log_name[NAME_MAX + 1];
 
-/* SIGHUP: a rotated log file is reopened under its name.  Workers may be writing to the
+/* SIGHUP: a rotated log file is reopened under its name.  Other threads may be writing to the
  * stream at this moment, so the stream stays and only the descriptor under it is
  * replaced (dup2 is atomic). */
 static void log_reopen(void)
@@ -4137,8 +4137,8 @@ static int cfg_main(int argc, char **argv, struct cfg *c)
  *         gate), at most once per P11_REINIT_GAP_MS; slot state is dropped, and threads
  *         forget sessions and slots from an older epoch
  *
- * Threads: after p11_load, every function may be called from any worker, holding the gate
- * (p11_enter); each worker uses its own sessions.  Slot creation is serialized by one
+ * Threads: after p11_load, every function may be called from any event loop or slow-pool
+ * thread, holding the gate (p11_enter); each uses its own sessions.  Slot creation is serialized by one
  * lock, logins by a lock per slot, a re-initialisation by the gate's write side.
  */
 
@@ -4826,7 +4826,7 @@ static void p11_slots_free(void)
 	pthread_mutex_unlock(&p11.slots_lock);
 }
 
-/* At exit: workers have closed their sessions. */
+/* At exit: the loops and the slow pool have closed their sessions. */
 static void p11_unload(void)
 {
 	if (!p11.dl)
@@ -4966,7 +4966,8 @@ static CK_RV p11_token_check(const struct p11_slot *s)
 /* ---- slots ------------------------------------------------------------------------------- */
 
 /* The smallest session limit among the tokens present at start-up (0: no limit), which
- * caps the number of workers: each opens one session per token it serves. */
+ * caps the number of event loops and slow-pool threads: each opens one session per token it
+ * serves. */
 static unsigned long p11_session_limit(void)
 {
 	CK_SLOT_ID ids[P11_SLOT_LIST_MAX];
@@ -5374,7 +5375,7 @@ static CK_RV p11_auth(struct p11_slot *s, CK_SESSION_HANDLE h, const uint8_t *pi
 		return CKR_PIN_LEN_RANGE;
 	if (p11_pin_digest(pin, len, d) != 0)
 		return CKR_GENERAL_ERROR;
-	/* The common case, a token we logged in: the workers check PINs side by side. */
+	/* The common case, a token we logged in: the threads check PINs side by side. */
 	pthread_rwlock_rdlock(&s->login_lock);
 	rv = P11_F->C_GetSessionInfo(h, &si);
 	if (rv == CKR_OK && p11_user_state(si.state) && s->logged_in)
@@ -6315,7 +6316,7 @@ static CK_RV p11_count_##name params \
 P11_COUNTED(P11_COUNT_FN)
 #undef P11_COUNT_FN
 
-/* After p11_load, before any worker runs. */
+/* After p11_load, before any event loop or slow-pool thread runs. */
 static void p11_count_calls(void)
 {
 	if (!P11_F || P11_F == &p11_counting)
@@ -6537,8 +6538,7 @@ static void op_sync(struct op_thread *t)
  * module's gate, held for reading until the request ends (op_handle), so that a
  * re-initialisation (op_recover) waits for it; then what this thread knew from before a
  * re-initialisation is dropped.  Requests that need no module (Discover Versions, Query
- * without a credential, malformed messages, which the event loop answers itself) never
- * take it, so they never wait for a re-initialisation or the requests it waits for.
+ * without a credential, malformed messages) never take it, so they never wait for a re-initialisation or the requests it waits for.
  */
 static void op_enter(struct op_thread *t)
 {
@@ -7875,7 +7875,7 @@ static uint32_t op_key_block(struct op_req *q, const struct ttlv *obj, int priv,
  * halves), Cryptographic Usage Mask (Sign -> CKA_SIGN; Verify or Sign -> CKA_VERIFY of the
  * public half; without a mask, both).  Other objects are refused: the daemon serves key
  * pairs.  Every copy of the key material made here is wiped; the request buffer is wiped
- * by the worker.
+ * when its job is returned (wrk_job_put).
  */
 static uint32_t op_register(struct op_req *q, const struct ttlv *pl)
 {
@@ -10453,9 +10453,9 @@ static int conn_must_wait(struct conn *c, int r)
 /*
  * Advance c as far as it goes without blocking.  Returns when TLS wants the socket
  * (c->want_write tells which way), when a job is needed or running, after closing, or
- * after EV_BURST answers: a client that streams cheap requests (answered here, not by a
- * worker) must not hold the loop; c->again then has the loop come back to it in the next
- * round without waiting for the socket (what Mbed TLS has buffered, poll cannot see).
+ * after EV_BURST answers: a client that streams requests must not hold the loop; c->again
+ * then has the loop come back to it in the next round without waiting for the socket (what
+ * Mbed TLS has buffered, epoll cannot see).  A handshake takes turns the same way.
  */
 static void conn_advance(struct ev *ev, struct conn *c)
 {
@@ -11168,8 +11168,9 @@ static void ev_free(struct ev_srv *s)
  *   6. the pid file;
  *   7. chroot, working directory, an empty capability bounding set, then `identity` and
  *      no_new_privs, so that the vendor's module never runs as root;
- *   8. load the PKCS#11 module, start the workers, every signal blocked in their threads
- *      (and in the module's), so that only the loop's thread takes SIGTERM or SIGHUP;
+ *   8. load the PKCS#11 module, start the event loops and the slow pool, every signal
+ *      blocked in their threads (and in the module's), so that only the main thread takes
+ *      SIGTERM or SIGHUP;
  *   9. ready: READY=1 to the service manager, a byte to the waiting parent; serve until
  *      SIGTERM or SIGINT; STOPPING=1.
  * A start that fails removes the pid file and a state directory, certificate and key it
@@ -11336,7 +11337,7 @@ static int main_workers(const struct cfg *c, unsigned long cap)
 	return (int)n;
 }
 
-/* Requests in flight: four per worker, at least 8, at most max-connections. */
+/* Requests in flight: four per event loop, at least 8, at most max-connections. */
 static int main_jobs(const struct cfg *c, int nworkers)
 {
 	int njobs = nworkers > 0 ? 4 * nworkers : 4;
