@@ -18,7 +18,7 @@ cd "$(dirname "$0")/.." || exit 1
 triplet=$1
 XB=build/$triplet
 PY=/usr/bin/python3
-. tests/netlib.sh                # free_port
+. tests/netlib.sh                # free_port, tally
 case $triplet in
 aarch64-*) qarch=aarch64 ;;
 arm-*)     qarch=arm ;;
@@ -68,10 +68,7 @@ run() {
 	timeout -k 5 "$secs" "$@" > "$log" 2>&1
 	rc=$?
 	end=$(date +%s)
-	last=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$log" | tail -n 1)
-	p=$(echo "$last" | sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed.*/\1/p')
-	f=$(echo "$last" | sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed.*/\2/p')
-	[ -n "$p" ] || { p=0; f=0; }
+	tally "$log"
 	if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
 		f=1
 		[ "$rc" -eq 124 ] && echo "FAIL $name: timed out after ${secs}s"

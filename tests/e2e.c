@@ -771,15 +771,22 @@ static void cascade_key(struct kc *c, uint32_t alg, int bits, const char *tag, s
 	destroy_pair(c, &p, r, tag, 1);
 }
 
+/* A mode's connection; not made, it is a failure, and r goes. */
+static int mode_open(struct kc *c, struct resp *r)
+{
+	if (tc_open(c) == 0)
+		return 0;
+	CHECK(0, "connect");
+	resp_free(r);
+	return -1;
+}
+
 static int mode_cascade(void)
 {
 	struct kc c;
 	struct resp *r = resp_new();
-	if (tc_open(&c) != 0) {
-		CHECK(0, "connect");
-		resp_free(r);
+	if (mode_open(&c, r) != 0)
 		return check_summary();
-	}
 	cascade_query(&c, r);
 	cascade_key(&c, ALG_RSA, 2048, "RSA-2048", r);
 	cascade_key(&c, ALG_ECDSA, 256, "P-256", r);
@@ -798,11 +805,8 @@ static int mode_keep(void)
 	struct pair p;
 	static const struct { uint32_t alg; int bits; } k[] = { { ALG_RSA, 2048 }, { ALG_ECDSA, 256 } };
 
-	if (tc_open(&c) != 0) {
-		CHECK(0, "connect");
-		resp_free(r);
+	if (mode_open(&c, r) != 0)
 		return check_summary();
-	}
 	for (size_t i = 0; i < ARRAY_LEN(k); i++) {
 		if (create_checked(&c, k[i].alg, k[i].bits, &p, r, "keep: Create Key Pair") == 0) {
 			do_uid_op(&c, &g_me, OP_ACTIVATE, p.priv, r);
@@ -820,11 +824,8 @@ static int mode_sign(int n, char **uids)
 {
 	struct kc c;
 	struct resp *r = resp_new();
-	if (tc_open(&c) != 0) {
-		CHECK(0, "connect");
-		resp_free(r);
+	if (mode_open(&c, r) != 0)
 		return check_summary();
-	}
 	for (int i = 0; i < n; i++) {
 		struct pair p;
 		struct key_out k;
@@ -879,11 +880,8 @@ static int mode_gone(int n, char **uids)
 	uint8_t data[8] = "gone";
 	char pub[300];
 
-	if (tc_open(&c) != 0) {
-		CHECK(0, "connect");
-		resp_free(r);
+	if (mode_open(&c, r) != 0)
 		return check_summary();
-	}
 	for (int round = 0; round < 3; round++)
 		for (int i = 0; i < n; i++) {
 			pub_of(pub, sizeof pub, uids[i]);
@@ -971,11 +969,8 @@ static int mode_fresh(void)
 	struct kc c;
 	struct resp *r = resp_new();
 
-	if (tc_open(&c) != 0) {
-		CHECK(0, "connect");
-		resp_free(r);
+	if (mode_open(&c, r) != 0)
 		return check_summary();
-	}
 	if (wait_served(&c, r, "fresh: Locate", locate_request, NULL) == 0) {
 		CHECK(r->item[0].payload && ttlv_find(&r->d, r->item[0].payload,
 		      KT_UNIQUE_IDENTIFIER) == NULL, "fresh: the new token has no keys");
@@ -1064,11 +1059,8 @@ static int mode_refuse(const char *alg, int bits, uint32_t reason, const char *t
 	struct kc c;
 	struct resp *r = resp_new();
 	char what[96];
-	if (tc_open(&c) != 0) {
-		CHECK(0, "connect");
-		resp_free(r);
+	if (mode_open(&c, r) != 0)
 		return check_summary();
-	}
 	snprintf(what, sizeof what, "refuse: %s-%d Create Key Pair", alg, bits);
 	do_create(&c, &g_me, strcmp(alg, "rsa") == 0 ? ALG_RSA : ALG_ECDSA, bits,
 	          &(struct pair){ 0 }, r);
@@ -1303,11 +1295,8 @@ static int mode_errors(void)
 	struct resp *r = resp_new();
 	static const uint32_t ops[] = { 0x7F, 0x00, OP_CREATE, OP_REKEY, OP_ENCRYPT, 0x5400FF };
 
-	if (tc_open(&c) != 0) {
-		CHECK(0, "connect");
-		resp_free(r);
+	if (mode_open(&c, r) != 0)
 		return check_summary();
-	}
 	for (size_t i = 0; i < ARRAY_LEN(ops); i++)
 		unsupported_op(&c, ops[i], r);
 	do_query(&c, r);
@@ -1510,11 +1499,8 @@ static int mode_toolarge(void)
 	struct rq q;
 	static const char *unknown = "00000000000000000000000000000000000000AC_pub";
 
-	if (tc_open(&c) != 0) {
-		CHECK(0, "connect");
-		resp_free(r);
+	if (mode_open(&c, r) != 0)
 		return check_summary();
-	}
 	if (create_checked(&c, ALG_RSA, 2048, &p, r, "toolarge: RSA-2048 pair") == 0) {
 		struct kreq_hdr h = { 1, 2, g_me.user, g_me.pass, -1, BEC_CONTINUE, 11 };
 		kreq_begin(&q.e, q.buf, sizeof q.buf, &h);

@@ -85,7 +85,7 @@ else
 	export SOFTHSM2_CONF
 fi
 
-. "$(dirname "$0")/netlib.sh"     # free_port, wait_port_on
+. "$(dirname "$0")/netlib.sh"     # free_port, wait_port_on, tally
 PORT=$(free_port)
 
 cat > "$T/config.toml" <<EOF
@@ -190,12 +190,7 @@ sub() {
 	timeout -k 5 "$secs" "$@" > "$T/$name.out" 2>&1
 	rc=$?
 	end=$(date +%s)
-	last=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$T/$name.out" | tail -n 1)
-	p=$(echo "$last" | sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed.*/\1/p')
-	f=$(echo "$last" | sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed.*/\2/p')
-	s=$(echo "$last" | sed -n 's/^[0-9]* passed, [0-9]* failed, \([0-9]*\) skipped.*/\1/p')
-	[ -n "$p" ] || { p=0; f=0; }
-	[ -n "$s" ] || s=0
+	tally "$T/$name.out"
 	grep -E '^(FAIL|SKIP|NOTE)' "$T/$name.out" | head -n 40
 	if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
 		f=1

@@ -1,4 +1,16 @@
-# Sourced by the test scripts (after PY=/usr/bin/python3): ports on 127.0.0.1.
+# Sourced by the test scripts (after PY=/usr/bin/python3): ports on 127.0.0.1, and the
+# counts a test program prints last.
+
+# The last "N passed, N failed[, N skipped]" line of the file $1 into last, and its counts
+# into p, f and s (0, 0, 0 when there is none: the caller counts a death as a failure).
+tally() {
+	last=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$1" | tail -n 1)
+	p=$(echo "$last" | sed -n 's/^\([0-9]*\) passed, .*/\1/p')
+	f=$(echo "$last" | sed -n 's/^[0-9]* passed, \([0-9]*\) failed.*/\1/p')
+	s=$(echo "$last" | sed -n 's/^[0-9]* passed, [0-9]* failed, \([0-9]*\) skipped.*/\1/p')
+	[ -n "$p" ] || { p=0; f=0; }
+	[ -n "$s" ] || s=0
+}
 
 # A port of 127.0.0.1 that nothing listens on now.
 free_port() {

@@ -101,40 +101,46 @@ static int fn_index(const char *s, size_t n)
 	return -1;
 }
 
-static void parse_fail(const char *e)
+/* Each "C_Name=value" of the comma-separated list e, with the function's index. */
+static void parse_each(const char *e, void (*set)(int i, const char *value))
 {
-	memset(fail_rv, 0, sizeof fail_rv);
-	memset(fail_left, 0, sizeof fail_left);
-	while (e && *e) {
-		const char *eq = strchr(e, '=');
-		if (!eq)
-			break;
-		int i = fn_index(e, (size_t)(eq - e));
-		char *end;
-		CK_RV rv = strtoul(eq + 1, &end, 0);
-		if (i >= 0) {
-			fail_rv[i] = rv;
-			fail_left[i] = *end == '*' ? atoi(end + 1) : 0;
-		}
-		e = strchr(eq, ',');
-		e = e ? e + 1 : NULL;
-	}
-}
-
-/* "C_Name=ms,..." (NULLP11_DELAY): those functions sleep that long first. */
-static void parse_delay(const char *e)
-{
-	memset(delay_ms, 0, sizeof delay_ms);
 	while (e && *e) {
 		const char *eq = strchr(e, '=');
 		if (!eq)
 			break;
 		int i = fn_index(e, (size_t)(eq - e));
 		if (i >= 0)
-			delay_ms[i] = strtoul(eq + 1, NULL, 0);
+			set(i, eq + 1);
 		e = strchr(eq, ',');
 		e = e ? e + 1 : NULL;
 	}
+}
+
+/* "C_Name=rv[*n],..." (NULLP11_FAIL): those functions fail with rv (n times; 0: always). */
+static void set_fail(int i, const char *v)
+{
+	char *end;
+	fail_rv[i] = strtoul(v, &end, 0);
+	fail_left[i] = *end == '*' ? atoi(end + 1) : 0;
+}
+
+static void parse_fail(const char *e)
+{
+	memset(fail_rv, 0, sizeof fail_rv);
+	memset(fail_left, 0, sizeof fail_left);
+	parse_each(e, set_fail);
+}
+
+/* "C_Name=ms,..." (NULLP11_DELAY): those functions sleep that long first. */
+static void set_delay(int i, const char *v)
+{
+	delay_ms[i] = strtoul(v, NULL, 0);
+}
+
+static void parse_delay(const char *e)
+{
+	memset(delay_ms, 0, sizeof delay_ms);
+	parse_each(e, set_delay);
 }
 
 /* The token is pulled: its sessions and the login go. */

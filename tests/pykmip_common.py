@@ -1,5 +1,7 @@
-"""What the PyKMIP tests (pykmip_lifecycle.py, pykmip_register.py) share: counted checks,
-client calls that must fail, and the closing line "N passed, N failed[, N skipped]"."""
+"""What the PyKMIP tests (pykmip_lifecycle.py, pykmip_register.py) share: the command
+line, counted checks, client calls that must fail, and the closing line
+"N passed, N failed[, N skipped]"."""
+import argparse
 import ssl
 import sys
 
@@ -15,6 +17,18 @@ def run(name, main):
         print("0 passed, 1 failed")
         sys.exit(1)
     sys.exit(main())
+
+
+def arg_parser():
+    """The options both scripts take: where the daemon is, its CA, the credential."""
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--ca", required=True)
+    ap.add_argument("--user", required=True)
+    ap.add_argument("--pin", required=True)
+    ap.add_argument("--config", default=None, help="PyKMIP config file (an empty one)")
+    return ap
 
 
 class Tally:

@@ -12,7 +12,6 @@ public) and a Get on a destroyed UID.  PyKMIP sends no client certificate; an
 OPENSSL_CONF with MinProtocol = TLSv1.3 keeps it on TLS 1.3.  Ends with
 "N passed, N failed".
 """
-import argparse
 import logging
 import os
 import secrets
@@ -24,7 +23,7 @@ from kmip.core import enums
 from kmip.core.factories.attributes import AttributeFactory
 from kmip.pie import client as pie_client
 
-from pykmip_common import Tally, failure, run
+from pykmip_common import Tally, arg_parser, failure, run
 
 T = Tally("pykmip")
 check = T.check
@@ -139,13 +138,7 @@ def lifecycle(c, alg, length):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--host", default="127.0.0.1")
-    ap.add_argument("--port", type=int, required=True)
-    ap.add_argument("--ca", required=True)
-    ap.add_argument("--user", required=True)
-    ap.add_argument("--pin", required=True)
-    ap.add_argument("--config", default=None, help="PyKMIP config file (an empty one)")
+    ap = arg_parser()
     a = ap.parse_args()
     logging.disable(logging.CRITICAL)
 

@@ -15,7 +15,6 @@ Reason.  With --imported, only checks a key that `kmip2pkcs11 --import KEY.pem` 
 Get returns the PEM's public key, Digest matches, Sign verifies with the PEM's key, then
 the pair is destroyed.  Ends with "N passed, N failed".
 """
-import argparse
 import datetime
 import logging
 import os
@@ -31,7 +30,7 @@ from kmip.core import enums
 from kmip.pie import client as pie_client
 from kmip.pie import objects
 
-from pykmip_common import Tally, failure, run
+from pykmip_common import Tally, arg_parser, failure, run
 
 known_gaps = []
 ALG = enums.CryptographicAlgorithm
@@ -255,13 +254,7 @@ def refusals(c):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--host", default="127.0.0.1")
-    ap.add_argument("--port", type=int, required=True)
-    ap.add_argument("--ca", required=True)
-    ap.add_argument("--user", required=True)
-    ap.add_argument("--pin", required=True)
-    ap.add_argument("--config", default=None, help="PyKMIP config file (an empty one)")
+    ap = arg_parser()
     ap.add_argument("--imported", default=None, help="UID printed by --import")
     ap.add_argument("--pem", default=None, help="the key file given to --import")
     ap.add_argument("--known-gap", action="append", default=[],

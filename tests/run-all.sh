@@ -4,6 +4,7 @@
 # run with the sums in the same form.  A skip is never counted as passed.  A program that
 # dies, or whose exit status disagrees with its own count, counts as one more failure.
 cd "$(dirname "$0")/.." || exit 1
+. tests/netlib.sh                # tally
 mkdir -p build/logs
 total_p=0 total_f=0 total_s=0
 
@@ -13,12 +14,7 @@ run() {
 	"$@" > "build/logs/$name.log" 2>&1
 	rc=$?
 	end=$(date +%s)
-	last=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "build/logs/$name.log" | tail -n 1)
-	p=$(echo "$last" | sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed.*/\1/p')
-	f=$(echo "$last" | sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed.*/\2/p')
-	s=$(echo "$last" | sed -n 's/^[0-9]* passed, [0-9]* failed, \([0-9]*\) skipped.*/\1/p')
-	[ -n "$p" ] || { p=0; f=0; }
-	[ -n "$s" ] || s=0
+	tally "build/logs/$name.log"
 	if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then f=1; fi
 	grep -E '^(FAIL|SKIP|NOTE|vectors:|fuzz replay:)' "build/logs/$name.log" | head -n 40
 	[ "$rc" -ne 0 ] && [ -z "$last" ] && tail -n 20 "build/logs/$name.log"

@@ -265,6 +265,14 @@ static const struct ttlv *key_material(void)
 	return child(child(kb, KT_KEY_VALUE), KT_KEY_MATERIAL);
 }
 
+/* Get of uid in format (0: the default) succeeds with exactly want as its Key Material. */
+static int got_key(const char *uid, uint32_t format, const uint8_t *want, size_t len)
+{
+	get(uid, format);
+	const struct ttlv *km = key_material();
+	return succeeded(0) && km && km->type == TT_BYTES && km->len == len && memcmp(km->val, want, len) == 0;
+}
+
 static int64_t key_block_field(uint32_t tag)
 {
 	return num(child(child(child(r_payload(0), KT_PUBLIC_KEY), KT_KEY_BLOCK), tag));
@@ -1160,10 +1168,7 @@ static void lifecycle_ec(int bits)
 	      spki[n - 2 * field - 1] == 0x04,
 	      "Raw key material is a P-%d SubjectPublicKeyInfo, uncompressed point (%zu bytes)", bits, n);
 	mbedtls_pk_free(&pk);
-	get(pub, KFT_X_509);
-	km = key_material();
-	CHECK(succeeded(0) && km && km->len == n && memcmp(km->val, spki, n) == 0,
-	      "Get X.509: the same SubjectPublicKeyInfo");
+	CHECK(got_key(pub, KFT_X_509, spki, n), "Get X.509: the same SubjectPublicKeyInfo");
 	get(pub, KFT_TRANSPARENT_ECDSA_PUBLIC_KEY);
 	km = key_material();
 	const struct ttlv *q = child(km, KT_Q_STRING);
@@ -1600,10 +1605,7 @@ static void reg_works(const char *what, const char *priv, const uint8_t *spki, s
 	char pub[80];
 	const char *data = "example.org. 3600 IN DNSKEY 257 3 8 imported";
 	reg_pub_of(priv, pub, sizeof pub);
-	get(pub, KFT_X_509);
-	const struct ttlv *km = key_material();
-	CHECK(succeeded(0) && km && km->type == TT_BYTES && km->len == spki_len &&
-	      memcmp(km->val, spki, spki_len) == 0,
+	CHECK(got_key(pub, KFT_X_509, spki, spki_len),
 	      "%s: Get of %s gives openssl's SubjectPublicKeyInfo byte for byte", what, pub);
 	sign(priv, md == MBEDTLS_MD_SHA384 ? HASH_SHA_384 : HASH_SHA_256, 0, 0, 0, data);
 	const struct ttlv *sd = child(r_payload(0), KT_SIGNATURE_DATA);
@@ -1824,9 +1826,7 @@ static void test_register(void)
 	reg_der(OT_PUBLIC_KEY, KFT_X_509, ALG_RSA, 2048, spki, spki_len, "pub-only", -1);
 	snprintf(pub, sizeof pub, "%s", reg_uid());
 	CHECK(succeeded(0) && uid_shape(pub, "_pub"), "Register RSA Public Key X.509: a UID HEX_pub");
-	get(pub, KFT_X_509);
-	const struct ttlv *km = key_material();
-	CHECK(succeeded(0) && km && km->len == spki_len && memcmp(km->val, spki, spki_len) == 0,
+	CHECK(got_key(pub, KFT_X_509, spki, spki_len),
 	      "Get returns the registered public key");
 	snprintf(uid, sizeof uid, "%.40s_priv", pub);
 	sign(uid, 0, 0, 0, 0, "x");
@@ -1837,18 +1837,14 @@ static void test_register(void)
 	n = reg_file("rsa.pub1", der, sizeof der);
 	reg_der(OT_PUBLIC_KEY, KFT_PKCS_1, 0, 0, der, n, NULL, -1);
 	snprintf(pub, sizeof pub, "%s", reg_uid());
-	get(pub, KFT_X_509);
-	km = key_material();
-	CHECK(succeeded(0) && km && km->len == spki_len && memcmp(km->val, spki, spki_len) == 0,
+	CHECK(got_key(pub, KFT_X_509, spki, spki_len),
 	      "Register RSA Public Key PKCS#1, Get X.509: the same key");
 	one_uid(H10, OP_DESTROY, pub);
 
 	spki_len = reg_file("ec.spki", spki, sizeof spki);
 	reg_der(OT_PUBLIC_KEY, KFT_RAW, ALG_ECDSA, 256, spki, spki_len, NULL, -1);
 	snprintf(pub, sizeof pub, "%s", reg_uid());
-	get(pub, KFT_X_509);
-	km = key_material();
-	CHECK(succeeded(0) && km && km->len == spki_len && memcmp(km->val, spki, spki_len) == 0,
+	CHECK(got_key(pub, KFT_X_509, spki, spki_len),
 	      "Register EC Public Key Raw (SPKI), Get X.509: the same key");
 	one_uid(H10, OP_DESTROY, pub);
 
@@ -1860,18 +1856,14 @@ static void test_register(void)
 	ttlv_close(E);
 	reg_end(0, 0);
 	snprintf(pub, sizeof pub, "%s", reg_uid());
-	get(pub, KFT_X_509);
-	km = key_material();
-	CHECK(succeeded(0) && km && km->len == spki_len && memcmp(km->val, spki, spki_len) == 0,
+	CHECK(got_key(pub, KFT_X_509, spki, spki_len),
 	      "Register Transparent ECDSA Public Key, Get X.509: the same key");
 	one_uid(H10, OP_DESTROY, pub);
 
 	spki_len = reg_file("ed.spki", spki, sizeof spki);
 	reg_der(OT_PUBLIC_KEY, KFT_RAW, 0, 0, spki, spki_len, NULL, -1);
 	snprintf(pub, sizeof pub, "%s", reg_uid());
-	get(pub, 0);
-	km = key_material();
-	CHECK(succeeded(0) && km && km->len == spki_len && memcmp(km->val, spki, spki_len) == 0 &&
+	CHECK(got_key(pub, 0, spki, spki_len) &&
 	      key_block_field(KT_CRYPTOGRAPHIC_ALGORITHM) == ALG_ED25519,
 	      "Register Ed25519 Public Key (RFC 8410 SPKI), Get: the same key, algorithm 0x37");
 	one_uid(H10, OP_DESTROY, pub);
@@ -1889,9 +1881,7 @@ static void test_register(void)
 		snprintf(uid, sizeof uid, "%s", reg_uid());
 		CHECK(succeeded(0) && uid_shape(uid, "_priv"), "Register Ed25519 PKCS#8 private key");
 		reg_pub_of(uid, pub, sizeof pub);
-		get(pub, 0);
-		km = key_material();
-		CHECK(succeeded(0) && km && km->len == spki_len && memcmp(km->val, spki, spki_len) == 0,
+		CHECK(got_key(pub, 0, spki, spki_len),
 		      "Ed25519: the public key computed from the private key is openssl's");
 		sign(uid, 0, 0, 0, 0, data);
 		const struct ttlv *sd = child(r_payload(0), KT_SIGNATURE_DATA);
@@ -2219,7 +2209,6 @@ static void null_unload(void)
 	th = NULL;
 	p11_unload();
 }
-
 
 static void test_nullp11(void)
 {

@@ -983,17 +983,19 @@ static const uint8_t tl_discover[] = {
 	0x42, 0x00, 0x79, 0x01, 0x00, 0x00, 0x00, 0x00,
 };
 
+/* Result Status Success, as it stands in the answer. */
+static const uint8_t tl_success[] = { 0x42, 0x00, 0x7F, 0x05, 0, 0, 0, 4, 0, 0, 0, 0 };
+
 /* A Discover Versions round trip on a new connection succeeds. */
 static int tl_served(struct tloop *l, const char *ca)
 {
-	static const uint8_t success[] = { 0x42, 0x00, 0x7F, 0x05, 0, 0, 0, 4, 0, 0, 0, 0 };
 	struct kc c;
 	uint8_t resp[1024];
 	if (kc_connect(&c, "127.0.0.1", l->port, ca, NULL, NULL) != 0)
 		return 0;
 	long n = kc_roundtrip(&c, tl_discover, sizeof tl_discover, resp, sizeof resp);
 	kc_close(&c);
-	return n > 0 && memmem(resp, (size_t)n, success, sizeof success) != NULL;
+	return n > 0 && memmem(resp, (size_t)n, tl_success, sizeof tl_success) != NULL;
 }
 
 /* A request cut off inside its body (the peer closes) is wiped from the job buffer: the
@@ -1198,13 +1200,12 @@ static void test_loop_spread(struct tloop *l, const char *ca)
 	int own1 = __atomic_load_n(&l->srv.loops[l->srv.serve + 1].nown, __ATOMIC_SEQ_CST);
 	CHECK(own0 == 2 && own1 == 2, "loop (%s): two connections on each loop (%d, %d)", l->name,
 	      own0, own1);
-	static const uint8_t success[] = { 0x42, 0x00, 0x7F, 0x05, 0, 0, 0, 4, 0, 0, 0, 0 };
 	int ok = 0;
 	for (int i = 0; i < 4; i++) {
 		uint8_t resp[1024];
 		long r = c[i].fd >= 0 ? kc_roundtrip(&c[i], tl_discover, sizeof tl_discover, resp,
 						     sizeof resp) : -1;
-		ok += r > 0 && memmem(resp, (size_t)r, success, sizeof success) != NULL;
+		ok += r > 0 && memmem(resp, (size_t)r, tl_success, sizeof tl_success) != NULL;
 	}
 	CHECK(ok == 4, "loop (%s): each of the four answered (%d)", l->name, ok);
 	for (int i = 0; i < 4; i++)

@@ -38,7 +38,7 @@ for f in "$DAEMON" "$E2E" "$MODULE"; do
 done
 [ -n "$SOFTHSM" ] || { echo "FAIL vendor: libsofthsm2.so not found"; echo "0 passed, 1 failed"; exit 1; }
 
-. "$(dirname "$0")/netlib.sh"     # free_port
+. "$(dirname "$0")/netlib.sh"     # free_port, tally
 
 wait_ready() {	# the daemon listens and has its certificate, at most 10 s
 	i=0
@@ -110,18 +110,13 @@ e2e() {
 	timeout -k 5 "$secs" "$E2E" 127.0.0.1 "$PORT" "$D/state/cert.pem" "$user" "$pass" "$@" \
 		> "$D/$name.out" 2>&1
 	rc=$?
-	last=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$D/$name.out" | tail -n 1)
-	p=$(echo "$last" | sed -n 's/^\([0-9]*\) passed, .*/\1/p')
-	f=$(echo "$last" | sed -n 's/^[0-9]* passed, \([0-9]*\) failed.*/\1/p')
-	k=$(echo "$last" | sed -n 's/^[0-9]* passed, [0-9]* failed, \([0-9]*\) skipped.*/\1/p')
-	[ -n "$p" ] || { p=0; f=0; }
-	[ -n "$k" ] || k=0
+	tally "$D/$name.out"
 	[ "$rc" -ne 0 ] && [ "$f" -eq 0 ] && f=1
 	grep -E '^(FAIL|SKIP|NOTE .*(refuse|Modify|RSA-2048 Create))' "$D/$name.out" | sed "s/^/  [$V] /" | head -n 20
 	[ "$f" -ne 0 ] && tail -n 5 "$D/$name.out" && tail -n 15 "$D/daemon.log"
 	printf '  %-12s %-14s %4d passed, %d failed, %d skipped  (%ss)\n' "$V" "$name" "$p" "$f" \
-		"$k" $(($(date +%s) - start_s))
-	passed=$((passed + p)); failed=$((failed + f)); skipped=$((skipped + k))
+		"$s" $(($(date +%s) - start_s))
+	passed=$((passed + p)); failed=$((failed + f)); skipped=$((skipped + s))
 }
 
 logged() {	# logged TEXT: the daemon's log has a line with TEXT
