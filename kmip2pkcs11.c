@@ -10865,8 +10865,12 @@ static int ev_wait(struct ev *ev, struct epoll_event *evs, nfds_t npfd, int time
 {
 	int r;
 #ifdef K2P_TEST
-	if (__atomic_load_n(&ev_test_poll_fails, __ATOMIC_SEQ_CST) > 0) {
-		__atomic_sub_fetch(&ev_test_poll_fails, 1, __ATOMIC_SEQ_CST);
+	/* one failure taken, by one loop: two loops taking the last would leave -1 */
+	int left = __atomic_load_n(&ev_test_poll_fails, __ATOMIC_SEQ_CST);
+	while (left > 0 && !__atomic_compare_exchange_n(&ev_test_poll_fails, &left, left - 1, 0,
+							 __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST))
+		;
+	if (left > 0) {
 		errno = __atomic_load_n(&ev_test_poll_errno, __ATOMIC_SEQ_CST);
 		r = -1;
 	} else
